@@ -1,0 +1,23 @@
+// Package errdefs holds the error kinds that cross layers. Packages wrap one of
+// these with %w; the HTTP layer maps them to status codes in one place.
+package errdefs
+
+import "errors"
+
+var (
+	// ErrNotFound: the named resource does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the resource exists already, or is in a state that forbids the call.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the caller's input is wrong; the message names the field and the fix.
+	ErrInvalid = errors.New("invalid input")
+	// ErrUnavailable: a dependency (QEMU, the guest agent, a file system) cannot serve now.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrTimeout: a bounded wait ran out.
+	ErrTimeout = errors.New("timed out")
+	// ErrCanceled: the operation was canceled by the user.
+	ErrCanceled = errors.New("canceled")
+)
+
+// Is reports whether err is of the given kind (a thin alias that reads well at call sites).
+func Is(err, kind error) bool { return errors.Is(err, kind) }

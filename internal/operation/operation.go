@@ -1,0 +1,226 @@
+// Package operation tracks long work (start, save, create, convert...) so that the
+// API can answer at once with an id and callers can wait, watch progress or cancel.
+package operation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/events"
+)
+
+// Func is the work of one operation. It reports progress through op and returns
+// the operation's result (may be nil).
+type Func func(ctx context.Context, op *Op) (any, error)
+
+// CodeFunc maps an error to the HTTP code stored in the failed operation; the HTTP
+// layer owns that mapping, so the manager is handed it.
+type CodeFunc func(error) int
+
+// Manager keeps the operations of this hvd process. Finished operations are kept
+// for Retention so that a client can still read their result.
+type Manager struct {
+	bus       *events.Bus
+	code      CodeFunc
+	Retention time.Duration
+
+	mu  sync.Mutex
+	ops map[string]*Op
+}
+
+// Op is one operation. Its exported methods are safe for concurrent use.
+type Op struct {
+	m      *Manager
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	state api.Operation
+}
+
+// NewManager returns a manager publishing operation events on bus.
+func NewManager(bus *events.Bus, code CodeFunc) *Manager {
+	return &Manager{bus: bus, code: code, Retention: time.Hour, ops: map[string]*Op{}}
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Start runs fn in the background as a new operation and returns at once. The
+// operation's context is independent of the caller's request: the work goes on
+// after the HTTP client disconnects, until it ends or is canceled.
+func (m *Manager) Start(kind string, resources []string, fn Func) *Op {
+	ctx, cancel := context.WithCancel(context.Background())
+	now := time.Now().UTC()
+	op := &Op{m: m, cancel: cancel, done: make(chan struct{}), state: api.Operation{
+		ID: newID(), Kind: kind, Status: api.OpRunning, Resources: resources,
+		CreatedAt: now, UpdatedAt: now, MayCancel: true,
+	}}
+	if op.state.Resources == nil {
+		op.state.Resources = []string{}
+	}
+	m.mu.Lock()
+	m.gcLocked(now)
+	m.ops[op.state.ID] = op
+	m.mu.Unlock()
+	m.publish(op.Snapshot(), "created")
+
+	go func() {
+		defer cancel()
+		result, err := runSafely(ctx, op, fn)
+		op.finish(result, err)
+	}()
+	return op
+}
+
+// runSafely turns a panic in an operation into a failed operation instead of a dead daemon.
+func runSafely(ctx context.Context, op *Op, fn Func) (result any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error in %s: %v", op.state.Kind, r)
+		}
+	}()
+	return fn(ctx, op)
+}
+
+func (op *Op) finish(result any, err error) {
+	op.mu.Lock()
+	now := time.Now().UTC()
+	op.state.UpdatedAt = now
+	op.state.MayCancel = false
+	switch {
+	case err == nil:
+		op.state.Status = api.OpSuccess
+		op.state.Result = result
+		if p := op.state.Progress; p != nil && p.Total > 0 {
+			p.Done = p.Total
+		}
+	case errors.Is(err, context.Canceled) || errors.Is(err, errdefs.ErrCanceled):
+		op.state.Status = api.OpCancelled
+		op.state.Error = err.Error()
+		op.state.ErrorCode = op.m.code(err)
+	default:
+		op.state.Status = api.OpFailure
+		op.state.Error = err.Error()
+		op.state.ErrorCode = op.m.code(err)
+		op.state.Result = result
+	}
+	snap := op.state
+	op.mu.Unlock()
+	close(op.done)
+	op.m.publish(snap, "finished")
+}
+
+// SetProgress records how far the operation is. Total 0 means unknown.
+func (op *Op) SetProgress(stage string, done, total uint64, unit string) {
+	op.mu.Lock()
+	op.state.Progress = &api.Progress{Stage: stage, Done: done, Total: total, Unit: unit}
+	op.state.UpdatedAt = time.Now().UTC()
+	snap := op.state
+	op.mu.Unlock()
+	op.m.publish(snap, "progress")
+}
+
+// SetStage records a new stage with no measurable progress.
+func (op *Op) SetStage(stage string) { op.SetProgress(stage, 0, 0, "") }
+
+// Snapshot returns a copy of the operation's current state.
+func (op *Op) Snapshot() api.Operation {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	s := op.state
+	if s.Progress != nil {
+		p := *s.Progress
+		s.Progress = &p
+	}
+	return s
+}
+
+// ID is the operation's id.
+func (op *Op) ID() string { return op.state.ID }
+
+// Done is closed when the operation has finished.
+func (op *Op) Done() <-chan struct{} { return op.done }
+
+func (m *Manager) publish(s api.Operation, action string) {
+	if m.bus == nil {
+		return
+	}
+	m.bus.Publish(api.Event{Type: "operation", Resource: "/1.0/operations/" + s.ID, Action: action, Metadata: s})
+}
+
+// gcLocked forgets finished operations older than Retention.
+func (m *Manager) gcLocked(now time.Time) {
+	for id, op := range m.ops {
+		select {
+		case <-op.done:
+			if now.Sub(op.Snapshot().UpdatedAt) > m.Retention {
+				delete(m.ops, id)
+			}
+		default:
+		}
+	}
+}
+
+// Get returns the operation with the given id.
+func (m *Manager) Get(id string) (*Op, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	op, ok := m.ops[id]
+	if !ok {
+		return nil, fmt.Errorf("operation %q: %w (finished operations are kept for %s)", id, errdefs.ErrNotFound, m.Retention)
+	}
+	return op, nil
+}
+
+// List returns every known operation, oldest first.
+func (m *Manager) List() []api.Operation {
+	m.mu.Lock()
+	out := make([]api.Operation, 0, len(m.ops))
+	for _, op := range m.ops {
+		out = append(out, op.Snapshot())
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+// Wait blocks until the operation finishes or ctx ends, and returns its state either way.
+func (m *Manager) Wait(ctx context.Context, id string) (api.Operation, error) {
+	op, err := m.Get(id)
+	if err != nil {
+		return api.Operation{}, err
+	}
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+	}
+	return op.Snapshot(), nil
+}
+
+// Cancel asks a running operation to stop. Work that cannot be interrupted safely
+// (a state file half written, say) finishes its step first, then returns.
+func (m *Manager) Cancel(id string) (api.Operation, error) {
+	op, err := m.Get(id)
+	if err != nil {
+		return api.Operation{}, err
+	}
+	select {
+	case <-op.done:
+		return op.Snapshot(), fmt.Errorf("operation %s already finished (%s): %w", id, op.Snapshot().Status, errdefs.ErrConflict)
+	default:
+	}
+	op.cancel()
+	return op.Snapshot(), nil
+}

@@ -1,0 +1,146 @@
+// Package vmconfig reads and writes a VM's configuration file (hv's VMCX): versioned,
+// checksummed and replaced atomically, so a crash never leaves a half-written VM.
+package vmconfig
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
+)
+
+// CurrentVersion is the configuration version this hv writes. Bump it, and add a
+// step to migrations, whenever the meaning of a stored field changes.
+const CurrentVersion = 1
+
+// FileName is the configuration file inside a VM's directory.
+const FileName = "config.json"
+
+// migrations turn the "vm" object of version N into version N+1. Ordered, one step
+// per version, so that any supported older file can be brought up to date.
+var migrations = map[int]func(map[string]any) error{}
+
+// SupportedVersions lists every configuration version this hv reads.
+func SupportedVersions() []int {
+	out := []int{CurrentVersion}
+	for v := CurrentVersion - 1; v >= 1; v-- {
+		if _, ok := migrations[v]; !ok {
+			break
+		}
+		out = append([]int{v}, out...)
+	}
+	return out
+}
+
+// Disk is one disk of a VM; File is relative to the VM's directory.
+type Disk struct {
+	Name   string `json:"name"`
+	File   string `json:"file"`
+	Format string `json:"format"`
+	Boot   bool   `json:"boot,omitempty"`
+}
+
+// Config is what defines a VM. Runtime facts (state, pid) live in Runtime.
+type Config struct {
+	Name        string    `json:"name"`
+	ID          string    `json:"id"`
+	Generation  int       `json:"generation"`
+	SecureBoot  bool      `json:"secure_boot,omitempty"`
+	CPUs        int       `json:"cpus"`
+	MemoryBytes uint64    `json:"memory_bytes"`
+	Disks       []Disk    `json:"disks"`
+	Kernel      string    `json:"kernel,omitempty"` // relative to the VM's directory
+	Initrd      string    `json:"initrd,omitempty"`
+	Cmdline     string    `json:"cmdline,omitempty"`
+	NVRAM       string    `json:"nvram,omitempty"` // Gen 2: the VM's UEFI variable store
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+type envelope struct {
+	ConfigVersion int             `json:"config_version"`
+	Checksum      string          `json:"checksum"`
+	VM            json.RawMessage `json:"vm"`
+}
+
+func checksum(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Save writes c into dir atomically and durably.
+func Save(dir string, c Config) error {
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(envelope{ConfigVersion: CurrentVersion, Checksum: checksum(raw), VM: raw}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, FileName), append(data, '\n'), 0o600)
+}
+
+// Load reads the configuration in dir, checks its checksum and brings an older
+// version up to date. The version read is returned too.
+func Load(dir string) (Config, int, error) {
+	path := filepath.Join(dir, FileName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return Config{}, 0, fmt.Errorf("%s: %w", path, errdefs.ErrNotFound)
+		}
+		return Config{}, 0, err
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes a configuration file's bytes; path is only used in messages.
+func Parse(path string, data []byte) (Config, int, error) {
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return Config{}, 0, fmt.Errorf("%s is not a valid hv configuration (%v); restore it from a backup or an export: %w", path, err, errdefs.ErrInvalid)
+	}
+	if env.ConfigVersion > CurrentVersion {
+		return Config{}, env.ConfigVersion, fmt.Errorf("%s has configuration version %d, newer than this hv reads (at most %d); upgrade hv on this host: %w",
+			path, env.ConfigVersion, CurrentVersion, errdefs.ErrInvalid)
+	}
+	supported := SupportedVersions()
+	if env.ConfigVersion < supported[0] {
+		return Config{}, env.ConfigVersion, fmt.Errorf("%s has configuration version %d, older than this hv reads (%d to %d): %w",
+			path, env.ConfigVersion, supported[0], CurrentVersion, errdefs.ErrInvalid)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, env.VM); err != nil || len(env.VM) == 0 {
+		return Config{}, env.ConfigVersion, fmt.Errorf("%s has no valid \"vm\" object: %w", path, errdefs.ErrInvalid)
+	}
+	if got := checksum(compact.Bytes()); got != env.Checksum {
+		return Config{}, env.ConfigVersion, fmt.Errorf("%s: checksum mismatch (stored %s, computed %s): the file was changed outside hv or damaged; restore it, or use 'hv vm import' on an export: %w",
+			path, env.Checksum, got, errdefs.ErrInvalid)
+	}
+	raw := compact.Bytes()
+	if env.ConfigVersion < CurrentVersion {
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return Config{}, env.ConfigVersion, err
+		}
+		for v := env.ConfigVersion; v < CurrentVersion; v++ {
+			if err := migrations[v](m); err != nil {
+				return Config{}, env.ConfigVersion, fmt.Errorf("%s: upgrading configuration version %d: %w", path, v, err)
+			}
+		}
+		raw, _ = json.Marshal(m)
+	}
+	var c Config
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return Config{}, env.ConfigVersion, fmt.Errorf("%s: %v: %w", path, err, errdefs.ErrInvalid)
+	}
+	return c, env.ConfigVersion, nil
+}
