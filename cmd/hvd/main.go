@@ -1,0 +1,181 @@
+// Command hvd is hv's host daemon (Hyper-V's VMMS): it serves the REST API on a
+// unix socket and supervises one QEMU process per running VM.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/hvproject/hv/internal/events"
+	"github.com/hvproject/hv/internal/host"
+	"github.com/hvproject/hv/internal/httpapi"
+	"github.com/hvproject/hv/internal/operation"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "hvd:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	root, socket, logLevel, logFormat string
+	heartbeat                         time.Duration
+}
+
+func newCommand() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "hvd",
+		Short: "hv's host daemon: the REST API and the supervisor of every VM on this host",
+		Long: `hvd manages the virtual machines of this host. It serves hv's REST API (version 1.0,
+documented at GET /1.0/openapi.yaml) on a unix socket that only root can use, keeps
+each VM's configuration and state under --root, and runs one QEMU process per
+running VM (KVM when /dev/kvm is usable, TCG emulation otherwise).
+
+QEMU processes outlive hvd: stop or restart hvd at any time (even kill -9) and the
+VMs keep running; the next hvd finds them again. Every change is on disk before the
+API answers.
+
+hvd runs in the foreground and logs to stderr; run it under systemd or a shell job.`,
+		Example: `  # as root, with the defaults
+  hvd
+
+  # a private instance for tests
+  hvd --root /tmp/hv --socket /tmp/hv/hvd.sock
+  HV_SOCKET=/tmp/hv/hvd.sock hv host info`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.root, "root", "/var/lib/hv", "directory holding VMs and state")
+	f.StringVar(&o.socket, "socket", "/run/hv/hvd.sock", "unix socket to serve the API on")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "how often each running VM's guest agent is pinged")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q; use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q; use text or json", format)
+}
+
+func run(ctx context.Context, o options) error {
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.root, 0o700); err != nil {
+		return fmt.Errorf("--root: %w", err)
+	}
+	// One hvd per root: two would fight over the same VMs.
+	lock, err := os.OpenFile(filepath.Join(o.root, "hvd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("--root: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("another hvd is already running with --root %s; stop it first", o.root)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	bus := events.NewBus(log)
+	ops := operation.NewManager(bus, httpapi.StatusCode)
+	if o.heartbeat < 10*time.Millisecond {
+		return fmt.Errorf("--heartbeat-interval: %s is too short; use 10ms or more (default 1s)", o.heartbeat)
+	}
+	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat, Hooks: crashHooks(log)})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	ln, err := listen(o.socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: httpapi.New(svc, ops, bus, log), ReadHeaderTimeout: 10 * time.Second}
+	info := svc.Info()
+	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,
+		"accelerator", info.Accelerator, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("hvd stopping; running VMs keep running")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	_ = os.Remove(o.socket)
+	return nil
+}
+
+// listen opens the API socket, readable and writable by root only.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("--socket: %s is served by another process (another hvd?); stop it or choose another path", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	return ln, nil
+}
+
+// crashHooks lets the crash tests kill hvd at a chosen point: HV_TEST_CRASH_AT names
+// the point (e.g. "start:launched"). Unset in production, it costs nothing.
+func crashHooks(log *slog.Logger) host.Hooks {
+	point := os.Getenv("HV_TEST_CRASH_AT")
+	if point == "" {
+		return nil
+	}
+	log.Warn("test crash hook armed", "point", point)
+	return func(p string) {
+		if p == point {
+			log.Warn("test crash hook: exiting now", "point", p)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+}

@@ -1,0 +1,337 @@
+package host
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/validate"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+const defaultMemory = "512M"
+
+// creatingPrefix and deletingPrefix mark directories of VMs half made or half
+// removed; hvd removes them at start, so a crash never leaves a half VM.
+const (
+	creatingPrefix = ".creating-"
+	deletingPrefix = ".deleting-"
+)
+
+// createPlan is a create request checked and resolved: everything that can be
+// wrong with the input is found before anything is written.
+type createPlan struct {
+	cfg       vmconfig.Config
+	image     string
+	imageSize uint64
+	diskSize  uint64
+	kernel    string
+	initrd    string
+	start     bool
+}
+
+func (s *Service) planCreate(ctx context.Context, req api.VMCreate) (createPlan, error) {
+	p := createPlan{start: req.Start}
+	if err := validate.Name("name", req.Name); err != nil {
+		return p, err
+	}
+	gen := req.Generation
+	if gen == 0 {
+		gen = 2
+	}
+	if gen != 1 && gen != 2 {
+		return p, fmt.Errorf("generation: %d is not 1 or 2 (1 boots with BIOS, 2 with UEFI): %w", gen, errdefs.ErrInvalid)
+	}
+	if req.SecureBoot && gen != 2 {
+		return p, fmt.Errorf("secure_boot: Secure Boot needs UEFI; use --generation 2: %w", errdefs.ErrInvalid)
+	}
+	if gen == 2 && (s.fw.UEFICode == "" || s.fw.UEFIVars == "") {
+		return p, fmt.Errorf("generation: 2 needs UEFI firmware, which this host lacks; install Debian's ovmf package, or use --generation 1: %w", errdefs.ErrUnavailable)
+	}
+	if req.SecureBoot && (s.fw.SecureBootCode == "" || s.fw.SecureBootVars == "") {
+		return p, fmt.Errorf("secure_boot: this host has no Secure Boot firmware; install Debian's ovmf package: %w", errdefs.ErrUnavailable)
+	}
+	cpus := req.CPUs
+	if cpus == 0 {
+		cpus = 1
+	}
+	if err := validate.CPUs("cpus", cpus, numCPU()); err != nil {
+		return p, err
+	}
+	memStr := req.Memory
+	if memStr == "" {
+		memStr = defaultMemory
+	}
+	mem, err := validate.ParseSize("memory", memStr)
+	if err != nil {
+		return p, err
+	}
+	total, _ := memInfo()
+	if err := validate.Memory("memory", mem, total); err != nil {
+		return p, err
+	}
+	if req.DiskSize != "" {
+		if p.diskSize, err = validate.ParseSize("disk_size", req.DiskSize); err != nil {
+			return p, err
+		}
+		if p.diskSize < 1<<20 {
+			return p, fmt.Errorf("disk_size: %s is smaller than 1M; give e.g. 8G: %w", req.DiskSize, errdefs.ErrInvalid)
+		}
+	}
+	if req.Image != "" {
+		if err := validate.ExistingFile("image", req.Image); err != nil {
+			return p, err
+		}
+		info, err := s.disk.Info(ctx, req.Image)
+		if err != nil {
+			return p, fmt.Errorf("image: %w", err)
+		}
+		p.image, p.imageSize = req.Image, info.VirtualBytes
+		if p.diskSize != 0 && p.diskSize < info.VirtualBytes {
+			return p, fmt.Errorf("disk_size: %s is smaller than the image (%s); shrinking is not supported: give at least %s or leave it out: %w",
+				req.DiskSize, validate.FormatSize(info.VirtualBytes), validate.FormatSize(info.VirtualBytes), errdefs.ErrInvalid)
+		}
+	}
+	if req.Kernel != "" {
+		if err := validate.ExistingFile("kernel", req.Kernel); err != nil {
+			return p, err
+		}
+		p.kernel = req.Kernel
+	}
+	if req.Initrd != "" {
+		if req.Kernel == "" {
+			return p, fmt.Errorf("initrd: an initrd needs --kernel too: %w", errdefs.ErrInvalid)
+		}
+		if err := validate.ExistingFile("initrd", req.Initrd); err != nil {
+			return p, err
+		}
+		p.initrd = req.Initrd
+	}
+	if req.Cmdline != "" && req.Kernel == "" {
+		return p, fmt.Errorf("cmdline: a kernel command line needs --kernel: %w", errdefs.ErrInvalid)
+	}
+	if p.image == "" && p.diskSize == 0 && p.kernel == "" {
+		return p, fmt.Errorf("image: the VM has nothing to boot; give --image PATH, --disk-size SIZE (an empty disk) or --kernel PATH: %w", errdefs.ErrInvalid)
+	}
+	p.cfg = vmconfig.Config{
+		Name: req.Name, ID: newUUID(), Generation: gen, SecureBoot: req.SecureBoot, CPUs: cpus,
+		MemoryBytes: mem, Cmdline: req.Cmdline, CreatedAt: time.Now().UTC(), Disks: []vmconfig.Disk{},
+	}
+	return p, nil
+}
+
+// CreateVM checks the request, reserves the name and creates the VM as an operation.
+func (s *Service) CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op, error) {
+	p, err := s.planCreate(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if _, taken := s.vms[req.Name]; taken {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("name: VM %q already exists; pick another name or delete it first: %w", req.Name, errdefs.ErrConflict)
+	}
+	placeholder := &vm{name: req.Name, placeholder: true}
+	s.vms[req.Name] = placeholder
+	s.mu.Unlock()
+
+	return s.ops.Start("vm.create", []string{"/1.0/vms/" + req.Name}, func(ctx context.Context, op *operation.Op) (any, error) {
+		v, err := s.create(ctx, op, p)
+		if err != nil {
+			s.mu.Lock()
+			if s.vms[req.Name] == placeholder {
+				delete(s.vms, req.Name)
+			}
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.publishVM(v, "created", "")
+		if p.start {
+			if err := v.acquire("vm.start", op.ID(), nil); err != nil {
+				return nil, err
+			}
+			defer v.release()
+			if err := s.doStart(ctx, op, v); err != nil {
+				return v.toAPI(s.accel), errWrap(err, "VM %s was created but did not start", v.name)
+			}
+		}
+		return v.toAPI(s.accel), nil
+	}), nil
+}
+
+// create builds the VM in a hidden directory and renames it into place as the
+// last step: either the whole VM exists or none of it does.
+func (s *Service) create(ctx context.Context, op *operation.Op, p createPlan) (v *vm, err error) {
+	tmp, err := os.MkdirTemp(s.vmsDir, creatingPrefix+p.cfg.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	cfg := p.cfg
+	const rootFile = "root.qcow2"
+	switch {
+	case p.image != "":
+		op.SetProgress("copying image", 0, 100, "percent")
+		info, err := s.disk.Import(ctx, p.image, filepath.Join(tmp, rootFile), func(pct float64) {
+			op.SetProgress("copying image", uint64(pct), 100, "percent")
+		})
+		if err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
+		if p.diskSize > info.VirtualBytes {
+			if err := s.disk.Resize(ctx, filepath.Join(tmp, rootFile), p.diskSize); err != nil {
+				return nil, err
+			}
+		}
+		cfg.Disks = append(cfg.Disks, vmconfig.Disk{Name: "root", File: rootFile, Format: "qcow2", Boot: true})
+	case p.diskSize != 0:
+		op.SetStage("creating disk")
+		if err := s.disk.Create(ctx, filepath.Join(tmp, rootFile), "qcow2", p.diskSize); err != nil {
+			return nil, err
+		}
+		cfg.Disks = append(cfg.Disks, vmconfig.Disk{Name: "root", File: rootFile, Format: "qcow2", Boot: true})
+	}
+	if cfg.Generation == 2 {
+		if err := qemu.CreateNVRAM(s.fw, cfg.SecureBoot, filepath.Join(tmp, fileNVRAM)); err != nil {
+			return nil, err
+		}
+		cfg.NVRAM = fileNVRAM
+	}
+	if p.kernel != "" {
+		op.SetStage("copying kernel")
+		if err := fsutil.CopyFile(p.kernel, filepath.Join(tmp, "vmlinuz"), 0o600); err != nil {
+			return nil, fmt.Errorf("kernel: %w", err)
+		}
+		cfg.Kernel = "vmlinuz"
+	}
+	if p.initrd != "" {
+		if err := fsutil.CopyFile(p.initrd, filepath.Join(tmp, "initrd.img"), 0o600); err != nil {
+			return nil, fmt.Errorf("initrd: %w", err)
+		}
+		cfg.Initrd = "initrd.img"
+	}
+	if err := vmconfig.Save(tmp, cfg); err != nil {
+		return nil, err
+	}
+	if err := vmconfig.SaveRuntime(tmp, vmconfig.Runtime{State: api.StateOff}); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.hook("create:before-commit")
+	dir := filepath.Join(s.vmsDir, cfg.Name)
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("name: cannot create %s: %v: %w", dir, err, errdefs.ErrConflict)
+	}
+	if err := fsutil.SyncDir(s.vmsDir); err != nil {
+		return nil, err
+	}
+	v = newVM(cfg.Name, dir, s.runDir, cfg)
+	v.cfgVer = vmconfig.CurrentVersion
+	s.mu.Lock()
+	s.vms[cfg.Name] = v
+	s.mu.Unlock()
+	s.log.Info("VM created", "vm", cfg.Name, "id", cfg.ID, "generation", cfg.Generation)
+	return v, nil
+}
+
+// DeleteVM removes an Off or Saved VM and every file of it.
+func (s *Service) DeleteVM(name string) (*operation.Op, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.locked(v, "vm.delete", "delete", func(ctx context.Context, op *operation.Op, v *vm) error {
+		gone := filepath.Join(s.vmsDir, deletingPrefix+v.name+"-"+v.cfg.ID)
+		if err := os.Rename(v.dir, gone); err != nil {
+			return err
+		}
+		if err := fsutil.SyncDir(s.vmsDir); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		delete(s.vms, v.name)
+		s.mu.Unlock()
+		op.SetStage("removing files")
+		if err := os.RemoveAll(gone); err != nil {
+			s.log.Warn("removing a deleted VM's files", "dir", gone, "err", err)
+		}
+		_ = os.RemoveAll(v.run)
+		s.log.Info("VM deleted", "vm", v.name)
+		if s.bus != nil {
+			s.bus.Publish(api.Event{Type: "vm", Resource: "/1.0/vms/" + v.name, Action: "deleted"})
+		}
+		return nil
+	})
+}
+
+// UpdateVM changes the settings of an Off VM.
+func (s *Service) UpdateVM(name string, req api.VMUpdate) (api.VM, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if err := v.acquire("vm.set", "", nil); err != nil {
+		return api.VM{}, err
+	}
+	defer v.release()
+	if err := checkTransition(name, "set", v.snapshotState()); err != nil {
+		return api.VM{}, err
+	}
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	if req.CPUs != nil {
+		if err := validate.CPUs("cpus", *req.CPUs, numCPU()); err != nil {
+			return api.VM{}, err
+		}
+		cfg.CPUs = *req.CPUs
+	}
+	if req.Memory != nil {
+		mem, err := validate.ParseSize("memory", *req.Memory)
+		if err != nil {
+			return api.VM{}, err
+		}
+		total, _ := memInfo()
+		if err := validate.Memory("memory", mem, total); err != nil {
+			return api.VM{}, err
+		}
+		cfg.MemoryBytes = mem
+	}
+	if req.Cmdline != nil {
+		if cfg.Kernel == "" && *req.Cmdline != "" {
+			return api.VM{}, fmt.Errorf("cmdline: VM %s boots from its disk, not a kernel; the command line belongs to its boot loader: %w", name, errdefs.ErrInvalid)
+		}
+		cfg.Cmdline = *req.Cmdline
+	}
+	if err := vmconfig.Save(v.dir, cfg); err != nil {
+		return api.VM{}, err
+	}
+	v.mu.Lock()
+	v.cfg = cfg
+	v.cfgVer = vmconfig.CurrentVersion
+	v.mu.Unlock()
+	s.publishVM(v, "updated", "")
+	return v.toAPI(s.accel), nil
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

@@ -1,0 +1,465 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/qga"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// ChangeState starts the operation that moves a VM along its state machine. The
+// state check and the VM's lock are taken before it returns, so a refused action
+// is an immediate error, never a failed operation.
+func (s *Service) ChangeState(name string, req api.VMStatePut) (*operation.Op, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if req.Timeout < 0 {
+		return nil, fmt.Errorf("timeout: %d is negative; give seconds, e.g. 60: %w", req.Timeout, errdefs.ErrInvalid)
+	}
+	if req.Action == api.ActionKill {
+		return s.kill(v)
+	}
+	var fn func(context.Context, *operation.Op, *vm) error
+	switch req.Action {
+	case api.ActionStart:
+		fn = s.doStart
+	case api.ActionStop:
+		fn = func(ctx context.Context, op *operation.Op, v *vm) error { return s.doStop(ctx, op, v, req) }
+	case api.ActionPause:
+		fn = s.doPause
+	case api.ActionResume:
+		fn = s.doResume
+	case api.ActionSave:
+		fn = s.doSave
+	default:
+		return nil, checkTransition(name, req.Action, "")
+	}
+	return s.locked(v, "vm."+req.Action, req.Action, fn)
+}
+
+// locked takes v's lock, checks the transition, and runs fn as an operation that
+// releases the lock when it ends.
+func (s *Service) locked(v *vm, kind, action string, fn func(context.Context, *operation.Op, *vm) error) (*operation.Op, error) {
+	if err := v.acquire(kind, "", nil); err != nil {
+		return nil, err
+	}
+	if err := checkTransition(v.name, action, v.snapshotState()); err != nil {
+		v.release()
+		return nil, err
+	}
+	started := make(chan struct{})
+	op := s.ops.Start(kind, []string{"/1.0/vms/" + v.name}, func(ctx context.Context, op *operation.Op) (any, error) {
+		<-started
+		defer v.release()
+		if err := fn(ctx, op, v); err != nil {
+			return nil, err
+		}
+		return v.toAPI(s.accel), nil
+	})
+	v.mu.Lock()
+	v.busyID = op.ID()
+	v.cancel = func() { _, _ = s.ops.Cancel(op.ID()) }
+	v.mu.Unlock()
+	close(started)
+	return op, nil
+}
+
+// setState records a state durably and announces it.
+func (s *Service) setState(v *vm, state, reason string) error {
+	v.mu.Lock()
+	err := v.setStateLocked(state, reason)
+	v.mu.Unlock()
+	if err == nil {
+		s.publishVM(v, "state-changed", reason)
+	}
+	return err
+}
+
+func (s *Service) spec(v *vm) qemu.Spec {
+	c := v.cfg
+	sp := qemu.Spec{
+		Name: c.Name, UUID: c.ID, Generation: c.Generation, SecureBoot: c.SecureBoot,
+		CPUs: c.CPUs, MemoryBytes: c.MemoryBytes, Accel: s.accel, Cmdline: c.Cmdline,
+		Firmware: s.fw, QMPSocket: v.runPath(sockQMP), AgentSocket: v.runPath(sockAgent),
+		ConsoleSocket: v.runPath(sockConsole), ConsoleLog: v.path(fileConsole), PIDFile: v.runPath(filePID),
+		StartPaused: true,
+	}
+	for _, d := range c.Disks {
+		sp.Disks = append(sp.Disks, qemu.DiskSpec{ID: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
+	}
+	if c.Kernel != "" {
+		sp.Kernel = v.path(c.Kernel)
+	}
+	if c.Initrd != "" {
+		sp.Initrd = v.path(c.Initrd)
+	}
+	if c.NVRAM != "" {
+		sp.NVRAMPath = v.path(c.NVRAM)
+	}
+	return sp
+}
+
+// cleanRun removes what a previous QEMU left in the run directory.
+func cleanRun(v *vm) error {
+	if err := os.MkdirAll(v.run, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []string{sockQMP, sockAgent, sockConsole, filePID} {
+		if err := os.Remove(v.runPath(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err error) {
+	v.mu.Lock()
+	fromSaved := v.rt.State == api.StateSaved
+	savedPaused := v.rt.SavedPaused
+	prev := v.rt.State
+	serr := v.setStateLocked(api.StateStarting, "")
+	v.mu.Unlock()
+	if serr != nil {
+		return serr
+	}
+	s.publishVM(v, "state-changed", "")
+
+	var ss *session
+	pid := 0
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Undo: no QEMU may outlive a failed start, and the VM returns to where it was.
+		if ss != nil {
+			ss.mu.Lock()
+			ss.expectExit = true
+			ss.mu.Unlock()
+		}
+		if pid > 0 {
+			_ = qemu.Kill(pid, v.cfg.ID)
+			if ss != nil {
+				select {
+				case <-ss.exited:
+				case <-time.After(10 * time.Second):
+				}
+			} else {
+				waitGone(pid, v.cfg.ID, 5*time.Second)
+			}
+		}
+		v.mu.Lock()
+		v.sess = nil
+		v.rt.PID = 0
+		if prev == api.StateSaved {
+			if _, serr := os.Stat(v.path(fileSave)); serr != nil {
+				prev = api.StateOff
+			}
+		}
+		_ = v.setStateLocked(prev, "start failed: "+err.Error())
+		v.mu.Unlock()
+		_ = cleanRun(v)
+		s.publishVM(v, "state-changed", err.Error())
+	}()
+
+	if err := cleanRun(v); err != nil {
+		return err
+	}
+	sp := s.spec(v)
+	var extra []*os.File
+	if fromSaved {
+		f, err := os.Open(v.path(fileSave))
+		if err != nil {
+			return fmt.Errorf("opening the saved state of VM %s: %v; discard it with hv vm kill %s: %w", v.name, err, v.name, errdefs.ErrUnavailable)
+		}
+		defer f.Close()
+		extra = []*os.File{f}
+		sp.IncomingFD = 3
+	}
+	args, err := qemu.Args(sp)
+	if err != nil {
+		return err
+	}
+	op.SetStage("launching QEMU")
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	pid, err = qemu.Launch(lctx, s.qemuBin, args, v.path(fileQEMULog), extra)
+	cancel()
+	if err != nil {
+		pid = 0
+		return errWrap(err, "starting VM %s", v.name)
+	}
+	v.mu.Lock()
+	v.rt.PID = pid
+	perr := vmconfig.SaveRuntime(v.dir, v.rt)
+	v.mu.Unlock()
+	if perr != nil {
+		return perr
+	}
+	s.hook("start:launched")
+
+	ss, err = s.attach(ctx, v, pid)
+	if err != nil {
+		return err
+	}
+	ss.expectExit = true // until Running: a failure here is handled by this function
+	v.mu.Lock()
+	v.sess = ss
+	v.mu.Unlock()
+
+	if fromSaved {
+		op.SetStage("restoring memory")
+		if err := waitIncoming(ctx, ss); err != nil {
+			return errWrap(err, "restoring the saved state of VM %s", v.name)
+		}
+	}
+	if !(fromSaved && savedPaused) {
+		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+			return errWrap(err, "resuming VM %s's processors", v.name)
+		}
+	}
+	state := api.StateRunning
+	if fromSaved && savedPaused {
+		state = api.StatePaused
+	}
+	v.mu.Lock()
+	v.rt.StartedAt = time.Now().UTC()
+	if !fromSaved {
+		v.rt.UptimeBefore = 0
+	}
+	v.rt.SavedPaused = false
+	serr = v.setStateLocked(state, "")
+	v.mu.Unlock()
+	if serr != nil {
+		return serr
+	}
+	ss.mu.Lock()
+	ss.expectExit = false
+	ss.mu.Unlock()
+	if fromSaved {
+		// The saved state now lives in the running VM; as in Hyper-V it is consumed.
+		_ = os.Remove(v.path(fileSave))
+		_ = fsutil.SyncDir(v.dir)
+	}
+	s.publishVM(v, "state-changed", "")
+	return nil
+}
+
+// waitIncoming waits until QEMU has loaded an incoming state (it leaves "inmigrate").
+func waitIncoming(ctx context.Context, ss *session) error {
+	for {
+		st, err := ss.qmp.Status(ctx)
+		if err != nil {
+			return err
+		}
+		switch st.Status {
+		case "inmigrate":
+		case "paused", "prelaunch", "running":
+			return nil
+		default:
+			return fmt.Errorf("QEMU ended the restore in state %q (see qemu.log in the VM's directory): %w", st.Status, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ss.qmp.Done():
+			return fmt.Errorf("QEMU exited while restoring the saved state (see qemu.log in the VM's directory): %w", errdefs.ErrUnavailable)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.VMStatePut) error {
+	timeout := 60 * time.Second
+	if req.Timeout > 0 {
+		timeout = time.Duration(req.Timeout) * time.Second
+	}
+	v.mu.Lock()
+	ss := v.sess
+	agentOK := v.hb == api.HeartbeatOK
+	if ss == nil {
+		v.mu.Unlock()
+		return fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
+	}
+	ss.mu.Lock()
+	ss.expectExit = true
+	ss.mu.Unlock()
+	err := v.setStateLocked(api.StateStopping, "")
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.publishVM(v, "state-changed", "")
+
+	// Ask the guest through its agent first (it shuts down cleanly and at once);
+	// the ACPI power button follows if the agent is absent or does not act.
+	acpi := func() error { return ss.qmp.Execute(ctx, "system_powerdown", nil, nil) }
+	acpiSent := false
+	if agentOK {
+		op.SetStage("asking the guest agent to shut down")
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		aerr := ss.agentCall(actx, func(c *qga.Client) error { return c.Shutdown(actx, "powerdown") })
+		cancel()
+		if aerr != nil {
+			s.log.Info("guest agent shutdown failed; using ACPI", "vm", v.name, "err", aerr)
+			agentOK = false
+		}
+	}
+	if !agentOK {
+		op.SetStage("pressing the ACPI power button")
+		if err := acpi(); err != nil {
+			return s.stopFailed(v, ss, errWrap(err, "sending the ACPI power button to VM %s", v.name))
+		}
+		acpiSent = true
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	nudge := time.NewTimer(min(10*time.Second, timeout/2))
+	defer nudge.Stop()
+	for {
+		select {
+		case <-ss.exited:
+			v.mu.Lock()
+			v.rt.PID = 0
+			err := v.setStateLocked(api.StateOff, "stopped by the user")
+			v.mu.Unlock()
+			_ = os.Remove(v.runPath(filePID))
+			s.publishVM(v, "state-changed", "stopped")
+			return err
+		case <-nudge.C:
+			if !acpiSent {
+				op.SetStage("pressing the ACPI power button")
+				_ = acpi()
+				acpiSent = true
+			}
+		case <-deadline.C:
+			if req.Force {
+				return s.turnOff(v, ss, fmt.Sprintf("turned off: the guest did not shut down within %s", timeout))
+			}
+			return s.stopFailed(v, ss, fmt.Errorf("VM %s did not shut down within %s (the guest may ignore the power button); retry with a longer --timeout, or with --force to turn it off: %w",
+				v.name, timeout, errdefs.ErrTimeout))
+		case <-ctx.Done():
+			return s.stopFailed(v, ss, ctx.Err())
+		}
+	}
+}
+
+// stopFailed puts a VM whose stop did not happen back to Running.
+func (s *Service) stopFailed(v *vm, ss *session, cause error) error {
+	ss.mu.Lock()
+	ss.expectExit = false
+	ss.mu.Unlock()
+	select {
+	case <-ss.exited: // it went down after all
+		_ = s.setState(v, api.StateOff, "stopped by the user")
+		return nil
+	default:
+	}
+	_ = s.setState(v, api.StateRunning, "")
+	return cause
+}
+
+// turnOff kills QEMU (Hyper-V's "Turn Off") and records Off.
+func (s *Service) turnOff(v *vm, ss *session, reason string) error {
+	ss.mu.Lock()
+	ss.expectExit = true
+	ss.mu.Unlock()
+	if err := qemu.Kill(ss.pid, ss.uuid); err != nil {
+		return errWrap(err, "turning off VM %s", v.name)
+	}
+	select {
+	case <-ss.exited:
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("QEMU of VM %s (pid %d) did not exit after SIGKILL: %w", v.name, ss.pid, errdefs.ErrUnavailable)
+	}
+	v.mu.Lock()
+	v.rt.PID = 0
+	err := v.setStateLocked(api.StateOff, reason)
+	v.mu.Unlock()
+	_ = os.Remove(v.runPath(filePID))
+	s.publishVM(v, "state-changed", reason)
+	return err
+}
+
+// kill turns a VM off whatever it is doing: it cancels the operation in the way
+// and waits for it to let go of the VM.
+func (s *Service) kill(v *vm) (*operation.Op, error) {
+	if err := checkTransition(v.name, api.ActionKill, v.snapshotState()); err != nil {
+		return nil, err
+	}
+	return s.ops.Start("vm.kill", []string{"/1.0/vms/" + v.name}, func(ctx context.Context, op *operation.Op) (any, error) {
+		v.mu.Lock()
+		cancelHolder := v.cancel
+		v.mu.Unlock()
+		if cancelHolder != nil {
+			cancelHolder()
+		}
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		if err := v.acquireWait(wctx, "vm.kill", op.ID(), nil); err != nil {
+			return nil, err
+		}
+		defer v.release()
+		v.mu.Lock()
+		ss, state := v.sess, v.rt.State
+		v.mu.Unlock()
+		switch {
+		case ss != nil:
+			if err := s.turnOff(v, ss, "turned off by the user"); err != nil {
+				return nil, err
+			}
+		case state == api.StateSaved:
+			if err := os.Remove(v.path(fileSave)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, err
+			}
+			if err := s.setState(v, api.StateOff, "saved state discarded by the user"); err != nil {
+				return nil, err
+			}
+		case state != api.StateOff:
+			if err := s.setState(v, api.StateOff, "turned off by the user"); err != nil {
+				return nil, err
+			}
+		}
+		return v.toAPI(s.accel), nil
+	}), nil
+}
+
+func (s *Service) doPause(ctx context.Context, op *operation.Op, v *vm) error {
+	ss, err := v.session()
+	if err != nil {
+		return err
+	}
+	if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
+		return errWrap(err, "pausing VM %s", v.name)
+	}
+	return s.setState(v, api.StatePaused, "paused by the user")
+}
+
+func (s *Service) doResume(ctx context.Context, op *operation.Op, v *vm) error {
+	ss, err := v.session()
+	if err != nil {
+		return err
+	}
+	if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+		return errWrap(err, "resuming VM %s", v.name)
+	}
+	return s.setState(v, api.StateRunning, "")
+}
+
+func (v *vm) session() (*session, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.sess == nil {
+		return nil, fmt.Errorf("VM %s has no QEMU process (state %s): %w", v.name, v.rt.State, errdefs.ErrConflict)
+	}
+	return v.sess, nil
+}

@@ -1,0 +1,251 @@
+// Package host is hv's management service (Hyper-V's VMMS): it owns the VMs on
+// this host, enforces their state machine, persists every change before it
+// answers and supervises one QEMU process per running VM.
+package host
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/disk"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/events"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// Version is hv's release version, reported by the API.
+const Version = "0.1.0"
+
+// Options configure a Service. Zero values take the documented defaults.
+type Options struct {
+	Root string // state directory; VMs live in Root/vms/NAME
+	Log  *slog.Logger
+	Bus  *events.Bus
+	Ops  *operation.Manager
+	// QEMUBinary overrides the qemu-system-x86_64 found in PATH.
+	QEMUBinary string
+	// HeartbeatInterval is how often the guest agent is pinged (default 1s).
+	HeartbeatInterval time.Duration
+	// Hooks lets tests stop hvd at chosen points of an operation (crash tests).
+	Hooks Hooks
+}
+
+// Hooks are called at named points of long operations; nil means none.
+type Hooks func(point string)
+
+// Service is the host's management service.
+type Service struct {
+	root     string
+	vmsDir   string
+	runDir   string
+	log      *slog.Logger
+	bus      *events.Bus
+	ops      *operation.Manager
+	disk     *disk.Tool
+	qemuBin  string
+	qemuVer  string
+	accel    string
+	accelMsg string
+	fw       qemu.Firmware
+	hbEvery  time.Duration
+	hooks    Hooks
+
+	mu  sync.Mutex
+	vms map[string]*vm // by name; a name being created maps to a placeholder
+}
+
+// New checks the host (QEMU, qemu-img, firmware, accelerator), prepares Root and
+// finds every VM again, re-attaching to those whose QEMU still runs.
+func New(ctx context.Context, o Options) (*Service, error) {
+	if o.Root == "" {
+		return nil, fmt.Errorf("root: empty; pass --root DIR: %w", errdefs.ErrInvalid)
+	}
+	root, err := filepath.Abs(o.Root)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
+		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks,
+		vms: map[string]*vm{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.hbEvery == 0 {
+		s.hbEvery = time.Second
+	}
+	// Sockets live under Root/run: a unix socket path must fit in 108 bytes.
+	if n := len(s.runDir) + len("/01234567-0123-0123-0123-0123456789ab/console.sock"); n > 107 {
+		return nil, fmt.Errorf("root: %q is too long (%d bytes) for the VMs' unix sockets; use a shorter path: %w", root, len(root), errdefs.ErrInvalid)
+	}
+	for _, d := range []string{root, s.vmsDir, s.runDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("root: %w", err)
+		}
+	}
+	if s.qemuBin = o.QEMUBinary; s.qemuBin == "" {
+		if s.qemuBin, err = qemu.FindBinary(); err != nil {
+			return nil, err
+		}
+	}
+	if s.qemuVer, err = qemu.Version(ctx, s.qemuBin); err != nil {
+		return nil, err
+	}
+	if s.disk, err = disk.NewTool(); err != nil {
+		return nil, err
+	}
+	s.accel, s.accelMsg = qemu.DetectAccelerator()
+	if s.accelMsg != "" {
+		s.log.Warn(s.accelMsg, "accelerator", s.accel)
+	}
+	s.fw = qemu.FindFirmware()
+	// QEMU daemonizes; as a subreaper hvd becomes the parent of the QEMUs it starts,
+	// so it can collect their exit status (and no zombie outlives them).
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		s.log.Warn("cannot become child subreaper; exit codes of QEMU will be unknown", "err", err)
+	}
+	if err := s.recoverAll(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops hvd's watchers. Running VMs keep running: QEMU outlives hvd.
+func (s *Service) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.vms {
+		v.mu.Lock()
+		if v.sess != nil {
+			v.sess.detach()
+		}
+		v.mu.Unlock()
+	}
+}
+
+// Ops returns the operation manager (the API serves operations from it).
+func (s *Service) Ops() *operation.Manager { return s.ops }
+
+func (s *Service) hook(point string) {
+	if s.hooks != nil {
+		s.hooks(point)
+	}
+}
+
+// Info describes the host.
+func (s *Service) Info() api.HostInfo {
+	hostname, _ := os.Hostname()
+	total, avail := memInfo()
+	info := api.HostInfo{
+		Version: Version, APIVersion: api.Version, Hostname: hostname,
+		Accelerator: s.accel, AcceleratorWarning: s.accelMsg,
+		QEMUVersion: s.qemuVer, QEMUBinary: s.qemuBin,
+		CPUs: numCPU(), MemoryBytes: total, MemoryFreeBytes: avail, Root: s.root,
+		ConfigVersion: vmconfig.CurrentVersion, ConfigVersions: vmconfig.SupportedVersions(),
+		Firmware: api.Firmware{BIOS: s.fw.BIOS, UEFICode: s.fw.UEFICode, UEFIVars: s.fw.UEFIVars,
+			SecureBootCode: s.fw.SecureBootCode, SecureBootVars: s.fw.SecureBootVars},
+	}
+	for _, v := range s.list() {
+		info.VMs++
+		if st := v.snapshotState(); st == api.StateRunning || st == api.StatePaused {
+			info.VMsRunning++
+		}
+	}
+	return info
+}
+
+// list returns the registered VMs (not placeholders) sorted by name.
+func (s *Service) list() []*vm {
+	s.mu.Lock()
+	out := make([]*vm, 0, len(s.vms))
+	for _, v := range s.vms {
+		if !v.placeholder {
+			out = append(out, v)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+func (s *Service) get(name string) (*vm, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.vms[name]
+	if !ok || v.placeholder {
+		return nil, fmt.Errorf("VM %q: %w; list VMs with: hv vm list", name, errdefs.ErrNotFound)
+	}
+	return v, nil
+}
+
+// ListVMs returns every VM.
+func (s *Service) ListVMs() []api.VM {
+	vs := s.list()
+	out := make([]api.VM, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, v.toAPI(s.accel))
+	}
+	return out
+}
+
+// GetVM returns one VM.
+func (s *Service) GetVM(name string) (api.VM, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return v.toAPI(s.accel), nil
+}
+
+func (s *Service) publishVM(v *vm, action, msg string) {
+	if s.bus == nil {
+		return
+	}
+	s.bus.Publish(api.Event{Type: "vm", Resource: "/1.0/vms/" + v.name, Action: action, Message: msg, Metadata: v.toAPI(s.accel)})
+}
+
+func memInfo() (total, avail uint64) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var n uint64
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &n); err == nil {
+			total = n * 1024
+		}
+		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &n); err == nil {
+			avail = n * 1024
+		}
+	}
+	return total, avail
+}
+
+func numCPU() int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err == nil {
+		return set.Count()
+	}
+	return 1
+}
+
+// errWrap keeps the kind of err (for the HTTP code) while adding context.
+func errWrap(err error, format string, a ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf(format+": %w", append(a, err)...)
+}

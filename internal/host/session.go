@@ -1,0 +1,275 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/qga"
+	"github.com/hvproject/hv/internal/qmp"
+)
+
+// session is hvd's hold on one running QEMU process: its QMP connection, its
+// guest agent connection, and the watchers that notice when it ends.
+type session struct {
+	pid  int
+	uuid string
+	qmp  *qmp.Client
+	stop context.CancelFunc // ends the watchers (hvd shutting down or the VM gone)
+
+	agentPath string
+	agentMu   sync.Mutex
+	agent     *qga.Client
+
+	exited     chan struct{} // closed once the process is gone
+	mu         sync.Mutex
+	exitReason string // why QEMU ended, for the VM's state_reason
+	shutdown   string // reason of QEMU's SHUTDOWN event, if one came
+	expectExit bool   // an operation (stop, save, kill) is ending the process on purpose
+}
+
+// attach connects to a QEMU that runs (just launched or found again) and starts
+// its watchers. onExit runs once when the process is gone, unless detached.
+func (s *Service) attach(ctx context.Context, v *vm, pid int) (*session, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := qmp.Dial(dctx, v.runPath(sockQMP))
+	if err != nil {
+		return nil, errWrap(err, "connecting to VM %s's QEMU (pid %d) monitor", v.name, pid)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	ss := &session{pid: pid, uuid: v.cfg.ID, qmp: c, stop: stop, agentPath: v.runPath(sockAgent), exited: make(chan struct{})}
+	events, unsubscribe := c.Subscribe()
+	go func() {
+		defer unsubscribe()
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					return
+				}
+				s.onQMPEvent(v, ss, ev)
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	go s.watchExit(wctx, v, ss)
+	go s.heartbeat(wctx, v, ss)
+	return ss, nil
+}
+
+// detach stops watching without touching the process (hvd is shutting down).
+func (ss *session) detach() {
+	ss.stop()
+	ss.qmp.Close()
+	ss.closeAgent()
+}
+
+func (s *Service) onQMPEvent(v *vm, ss *session, ev qmp.Event) {
+	switch ev.Name {
+	case "SHUTDOWN":
+		ss.mu.Lock()
+		ss.shutdown = string(ev.Data)
+		ss.mu.Unlock()
+	case "STOP", "RESUME":
+		s.log.Debug("vm run state event", "vm", v.name, "event", ev.Name)
+	}
+}
+
+// watchExit waits for the QMP connection to end, then for the process to be gone,
+// and records why. A QEMU that dies is noticed at once, since its socket closes.
+func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
+	select {
+	case <-ss.qmp.Done():
+	case <-ctx.Done():
+		return
+	}
+	status := waitGone(ss.pid, ss.uuid, 10*time.Second)
+	ss.mu.Lock()
+	switch {
+	case ss.shutdown != "":
+		ss.exitReason = "the guest shut down"
+		if ss.expectExit {
+			ss.exitReason = ""
+		}
+	default:
+		ss.exitReason = "QEMU exited unexpectedly" + status
+	}
+	expect := ss.expectExit
+	reason := ss.exitReason
+	ss.mu.Unlock()
+	ss.closeAgent()
+	close(ss.exited)
+	ss.stop()
+
+	v.mu.Lock()
+	if v.sess != ss {
+		v.mu.Unlock()
+		return
+	}
+	v.sess = nil
+	if expect {
+		// The operation that ended the process records the new state itself.
+		v.mu.Unlock()
+		return
+	}
+	if err := v.setStateLocked(api.StateOff, reason); err != nil {
+		s.log.Error("recording VM state", "vm", v.name, "err", err)
+	}
+	v.mu.Unlock()
+	_ = os.Remove(v.runPath(filePID))
+	s.log.Info("VM went off", "vm", v.name, "reason", reason)
+	s.publishVM(v, "state-changed", reason)
+}
+
+// waitGone reaps pid when hvd is its parent (it is a subreaper), or polls until it
+// is gone. It returns a suffix describing the exit status when known.
+func waitGone(pid int, uuid string, limit time.Duration) string {
+	deadline := time.Now().Add(limit)
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if wpid == pid {
+			switch {
+			case ws.Signaled():
+				return fmt.Sprintf(" (killed by signal %d, %s)", int(ws.Signal()), ws.Signal())
+			case ws.Exited() && ws.ExitStatus() != 0:
+				return fmt.Sprintf(" (exit status %d)", ws.ExitStatus())
+			}
+			return ""
+		}
+		if errors.Is(err, unix.ECHILD) && !qemu.Alive(pid, uuid) {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			// The monitor closed but the process lingers: it is useless; end it.
+			_ = qemu.Kill(pid, uuid)
+			deadline = time.Now().Add(limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// agentClient returns a connection to the guest agent, dialing it when needed.
+func (ss *session) agentClient(ctx context.Context) (*qga.Client, error) {
+	ss.agentMu.Lock()
+	defer ss.agentMu.Unlock()
+	if ss.agent != nil {
+		return ss.agent, nil
+	}
+	c, err := qga.Dial(ctx, ss.agentPath)
+	if err != nil {
+		return nil, err
+	}
+	ss.agent = c
+	return c, nil
+}
+
+// dropAgent forgets a connection that failed at the transport level, so the
+// next call dials afresh (the agent restarted, or QEMU dropped the client).
+func (ss *session) dropAgent(c *qga.Client) {
+	ss.agentMu.Lock()
+	defer ss.agentMu.Unlock()
+	if ss.agent == c {
+		ss.agent.Close()
+		ss.agent = nil
+	}
+}
+
+func (ss *session) closeAgent() {
+	ss.agentMu.Lock()
+	defer ss.agentMu.Unlock()
+	if ss.agent != nil {
+		ss.agent.Close()
+		ss.agent = nil
+	}
+}
+
+// agentCall runs fn with the agent, redialing once if the connection was dead.
+func (ss *session) agentCall(ctx context.Context, fn func(*qga.Client) error) error {
+	for attempt := 0; ; attempt++ {
+		c, err := ss.agentClient(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(c)
+		if err != nil && errors.Is(err, errdefs.ErrUnavailable) {
+			ss.dropAgent(c)
+			if attempt == 0 && ctx.Err() == nil {
+				continue
+			}
+		}
+		return err
+	}
+}
+
+// heartbeat pings the guest agent while the VM runs: OK when it answers,
+// NoContact until it first does, LostCommunication when it stops answering.
+func (s *Service) heartbeat(ctx context.Context, v *vm, ss *session) {
+	t := time.NewTicker(s.hbEvery)
+	defer t.Stop()
+	for {
+		v.mu.Lock()
+		running := v.rt.State == api.StateRunning
+		v.mu.Unlock()
+		if running {
+			pctx, cancel := context.WithTimeout(ctx, max(s.hbEvery, time.Second))
+			err := ss.agentCall(pctx, func(c *qga.Client) error { return c.Ping(pctx) })
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			s.recordHeartbeat(v, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// lostAfter is how many missed pings in a row turn OK into LostCommunication.
+const lostAfter = 3
+
+func (s *Service) recordHeartbeat(v *vm, err error) {
+	v.mu.Lock()
+	old := v.hb
+	if err == nil {
+		v.hb, v.lastHB, v.hbFails = api.HeartbeatOK, time.Now().UTC(), 0
+	} else {
+		v.hbFails++
+		if old == api.HeartbeatOK && v.hbFails >= lostAfter {
+			v.hb = api.HeartbeatLostCommunication
+		}
+	}
+	changed := v.hb != old
+	nowHB := v.hb
+	v.mu.Unlock()
+	if changed {
+		s.log.Info("heartbeat changed", "vm", v.name, "from", old, "to", nowHB)
+		s.publishVM(v, "heartbeat-changed", nowHB)
+	}
+}
+
+// killAndWait sends SIGKILL to the session's QEMU and waits for it to be gone.
+func killAndWait(ss *session) error {
+	if err := qemu.Kill(ss.pid, ss.uuid); err != nil {
+		return err
+	}
+	select {
+	case <-ss.exited:
+		return nil
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("QEMU (pid %d) did not exit after SIGKILL: %w", ss.pid, errdefs.ErrUnavailable)
+	}
+}

@@ -1,0 +1,61 @@
+package host
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+)
+
+// transition declares, for one action, the states it may start from and the
+// transitional state it holds while it works. Every VM operation goes through
+// this table, so the rules live in one place.
+type transition struct {
+	from    []string
+	during  string // "" when the action has no transitional state
+	display string // how the action reads in messages
+}
+
+var transitions = map[string]transition{
+	api.ActionStart:  {from: []string{api.StateOff, api.StateSaved}, during: api.StateStarting, display: "start"},
+	api.ActionStop:   {from: []string{api.StateRunning}, during: api.StateStopping, display: "stop"},
+	api.ActionKill:   {from: []string{api.StateRunning, api.StatePaused, api.StatePausedCritical, api.StateSaved, api.StateStarting, api.StateStopping, api.StateSaving}, display: "turn off"},
+	api.ActionPause:  {from: []string{api.StateRunning}, display: "pause"},
+	api.ActionResume: {from: []string{api.StatePaused, api.StatePausedCritical}, display: "resume"},
+	api.ActionSave:   {from: []string{api.StateRunning, api.StatePaused}, during: api.StateSaving, display: "save"},
+	"set":            {from: []string{api.StateOff}, display: "change the settings of"},
+	"delete":         {from: []string{api.StateOff, api.StateSaved}, display: "delete"},
+	"exec":           {from: []string{api.StateRunning}, display: "run a command in"},
+	"console":        {from: []string{api.StateRunning, api.StatePaused, api.StateStarting, api.StateStopping}, display: "attach to the console of"},
+}
+
+// hints tell the user what to do when an action is refused in a state.
+var hints = map[string]string{
+	api.StateOff:      "start it first: hv vm start %s",
+	api.StateSaved:    "start it first (it resumes where it was saved), or discard the saved state with hv vm kill %s",
+	api.StatePaused:   "resume it first: hv vm resume %s",
+	api.StateRunning:  "stop it first: hv vm stop %s (or hv vm kill %s to turn it off)",
+	api.StateStarting: "wait for the start to finish, or turn it off: hv vm kill %s",
+	api.StateStopping: "wait for the stop to finish, or turn it off: hv vm kill %s",
+	api.StateSaving:   "wait for the save to finish",
+}
+
+// checkTransition returns nil when action may run on a VM in state, and otherwise
+// a conflict error that names the current state and the way forward.
+func checkTransition(name, action, state string) error {
+	t, ok := transitions[action]
+	if !ok {
+		return fmt.Errorf("action %q: %w; use one of start, stop, kill, pause, resume, save", action, errdefs.ErrInvalid)
+	}
+	for _, s := range t.from {
+		if s == state {
+			return nil
+		}
+	}
+	msg := fmt.Sprintf("cannot %s VM %s: it is %s", t.display, name, state)
+	if h, ok := hints[state]; ok {
+		msg += "; " + strings.ReplaceAll(h, "%s", name)
+	}
+	return fmt.Errorf("%s: %w", msg, errdefs.ErrConflict)
+}

@@ -1,0 +1,165 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// vm is one VM known to the service.
+type vm struct {
+	name        string
+	dir         string // Root/vms/NAME
+	run         string // Root/run/ID: sockets and pid file
+	placeholder bool   // a name reserved while the VM is being created
+
+	// lock serializes lifecycle operations on this VM. It is a channel so that a
+	// waiting caller can give up when its context ends.
+	lock chan struct{}
+
+	mu      sync.Mutex // guards the fields below
+	cfg     vmconfig.Config
+	cfgVer  int
+	rt      vmconfig.Runtime
+	sess    *session // the running QEMU, nil when none
+	busyOp  string   // kind of the operation holding lock, for messages
+	busyID  string
+	cancel  context.CancelFunc // cancels the operation holding lock
+	hb      string             // heartbeat status
+	lastHB  time.Time
+	hbFails int
+}
+
+func newVM(name, dir, runRoot string, cfg vmconfig.Config) *vm {
+	return &vm{name: name, dir: dir, run: filepath.Join(runRoot, cfg.ID), cfg: cfg,
+		lock: make(chan struct{}, 1), hb: api.HeartbeatNoContact, rt: vmconfig.Runtime{State: api.StateOff}}
+}
+
+func (v *vm) path(rel string) string { return filepath.Join(v.dir, rel) }
+
+// Files in a VM's directory and its run directory.
+const (
+	fileSave    = "state.save"   // memory and device state of a saved VM
+	fileNVRAM   = "nvram.fd"     // Gen 2 UEFI variables
+	fileQEMULog = "qemu.log"     // QEMU's own messages
+	fileConsole = "console.log"  // everything the serial console printed
+	sockQMP     = "qmp.sock"     // in the run directory
+	sockAgent   = "agent.sock"   //
+	sockConsole = "console.sock" //
+	filePID     = "qemu.pid"     //
+)
+
+func (v *vm) runPath(name string) string { return filepath.Join(v.run, name) }
+
+// acquire takes the VM's lifecycle lock for an operation, or fails at once with a
+// conflict naming the operation in the way.
+func (v *vm) acquire(kind, opID string, cancel context.CancelFunc) error {
+	select {
+	case v.lock <- struct{}{}:
+		v.mu.Lock()
+		v.busyOp, v.busyID, v.cancel = kind, opID, cancel
+		v.mu.Unlock()
+		return nil
+	default:
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return fmt.Errorf("VM %s is busy with %s (operation %s); wait for it with 'hv operation wait %s' or cancel it: %w",
+			v.name, v.busyOp, v.busyID, v.busyID, errdefs.ErrConflict)
+	}
+}
+
+// acquireWait takes the lock, waiting for the holder to finish (used by kill after
+// it canceled the holder).
+func (v *vm) acquireWait(ctx context.Context, kind, opID string, cancel context.CancelFunc) error {
+	select {
+	case v.lock <- struct{}{}:
+		v.mu.Lock()
+		v.busyOp, v.busyID, v.cancel = kind, opID, cancel
+		v.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for VM %s's current operation to end: %w", v.name, errdefs.ErrTimeout)
+	}
+}
+
+func (v *vm) release() {
+	v.mu.Lock()
+	v.busyOp, v.busyID, v.cancel = "", "", nil
+	v.mu.Unlock()
+	<-v.lock
+}
+
+func (v *vm) snapshotState() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rt.State
+}
+
+// setState records a new state durably (call with v.mu held).
+func (v *vm) setStateLocked(state, reason string) error {
+	rt := v.rt
+	if state != rt.State && isTransitional(state) {
+		rt.PrevState = rt.State
+	}
+	rt.State, rt.Reason = state, reason
+	if err := vmconfig.SaveRuntime(v.dir, rt); err != nil {
+		return err
+	}
+	v.rt = rt
+	if state != api.StateRunning && state != api.StatePaused && state != api.StateStopping && state != api.StateSaving {
+		v.hb, v.hbFails = api.HeartbeatNoContact, 0
+	}
+	return nil
+}
+
+func isTransitional(s string) bool {
+	return s == api.StateStarting || s == api.StateStopping || s == api.StateSaving
+}
+
+func (v *vm) uptimeLocked() time.Duration {
+	switch v.rt.State {
+	case api.StateRunning, api.StatePaused, api.StateStopping, api.StateSaving:
+		if !v.rt.StartedAt.IsZero() {
+			return v.rt.UptimeBefore + time.Since(v.rt.StartedAt)
+		}
+	case api.StateSaved:
+		return v.rt.UptimeBefore
+	}
+	return 0
+}
+
+func (v *vm) toAPI(accel string) api.VM {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c := v.cfg
+	out := api.VM{
+		Name: v.name, ID: c.ID, Generation: c.Generation, SecureBoot: c.SecureBoot,
+		State: v.rt.State, StateReason: v.rt.Reason, Heartbeat: v.hb,
+		ConfigVersion: v.cfgVer, CPUs: c.CPUs, MemoryBytes: c.MemoryBytes,
+		Cmdline: c.Cmdline, Accelerator: accel, UptimeSeconds: v.uptimeLocked().Seconds(),
+		CreatedAt: c.CreatedAt, Directory: v.dir, Disks: []api.Disk{},
+	}
+	if c.Kernel != "" {
+		out.Kernel = v.path(c.Kernel)
+	}
+	if c.Initrd != "" {
+		out.Initrd = v.path(c.Initrd)
+	}
+	if !v.lastHB.IsZero() {
+		t := v.lastHB
+		out.LastHeartbeat = &t
+	}
+	if v.sess != nil {
+		out.PID = v.sess.pid
+	}
+	for _, d := range c.Disks {
+		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
+	}
+	return out
+}

@@ -1,0 +1,46 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/hvproject/hv/internal/errdefs"
+)
+
+// maxBody bounds a request body; no API body is anywhere near it.
+const maxBody = 1 << 20
+
+// decode reads a JSON body into v, refusing unknown fields and trailing data, and
+// says which field is wrong and how, so a typo never passes silently.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if dec.More() {
+		return fmt.Errorf("body: more than one JSON value; send a single object: %w", errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+func bodyError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("body: empty; send a JSON object (see /1.0/openapi.yaml): %w", errdefs.ErrInvalid)
+	case errors.As(err, &syn):
+		return fmt.Errorf("body: invalid JSON at byte %d: %v: %w", syn.Offset, err, errdefs.ErrInvalid)
+	case errors.As(err, &typ):
+		return fmt.Errorf("%s: expected %s, got a JSON %s: %w", typ.Field, typ.Type, typ.Value, errdefs.ErrInvalid)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		return fmt.Errorf("body: unknown field %s; check the spelling against /1.0/openapi.yaml: %w", field, errdefs.ErrInvalid)
+	}
+	return fmt.Errorf("body: %v: %w", err, errdefs.ErrInvalid)
+}

@@ -1,0 +1,134 @@
+// Package httpapi serves hv's REST API (version 1.0) over HTTP: it decodes
+// requests, calls the host service and encodes answers. It holds no policy.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/events"
+	"github.com/hvproject/hv/internal/operation"
+)
+
+// Host is what the API needs of the host service (an interface so handlers can be
+// tested against a fake).
+type Host interface {
+	Info() api.HostInfo
+	ListVMs() []api.VM
+	GetVM(name string) (api.VM, error)
+	CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op, error)
+	UpdateVM(name string, req api.VMUpdate) (api.VM, error)
+	DeleteVM(name string) (*operation.Op, error)
+	ChangeState(name string, req api.VMStatePut) (*operation.Op, error)
+	ExecVM(name string, req api.ExecRequest) (*operation.Op, error)
+	ConsoleDial(ctx context.Context, name string) (net.Conn, error)
+	ConsoleLogPath(name string) (string, error)
+	CreateDisk(ctx context.Context, req api.DiskCreate) (api.DiskInfo, error)
+	DiskInfo(ctx context.Context, path string) (api.DiskInfo, error)
+	ResizeDisk(ctx context.Context, req api.DiskResize) (api.DiskInfo, error)
+	ConvertDisk(ctx context.Context, req api.DiskConvert) (*operation.Op, error)
+}
+
+// Server is the API's HTTP handler.
+type Server struct {
+	host Host
+	ops  *operation.Manager
+	bus  *events.Bus
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New wires the routes.
+func New(h Host, ops *operation.Manager, bus *events.Bus, log *slog.Logger) *Server {
+	s := &Server{host: h, ops: ops, bus: bus, log: log, mux: http.NewServeMux()}
+	for _, r := range s.routes() {
+		s.mux.HandleFunc(r.method+" "+r.path, r.handler)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no such API path: " + r.Method + " " + r.URL.Path + "; see /1.0/openapi.yaml", Code: http.StatusNotFound})
+	})
+	return s
+}
+
+type route struct {
+	method, path string
+	handler      http.HandlerFunc
+}
+
+// routes is the API's table of contents; openapi.yaml documents each entry (a
+// test checks that they agree).
+func (s *Server) routes() []route {
+	return []route{
+		{"GET", "/1.0", s.getRoot},
+		{"GET", "/1.0/openapi.yaml", s.getOpenAPI},
+		{"GET", "/1.0/host", s.getHost},
+		{"GET", "/1.0/vms", s.listVMs},
+		{"POST", "/1.0/vms", s.createVM},
+		{"GET", "/1.0/vms/{name}", s.getVM},
+		{"PATCH", "/1.0/vms/{name}", s.updateVM},
+		{"DELETE", "/1.0/vms/{name}", s.deleteVM},
+		{"PUT", "/1.0/vms/{name}/state", s.putState},
+		{"POST", "/1.0/vms/{name}/exec", s.execVM},
+		{"GET", "/1.0/vms/{name}/console", s.console},
+		{"GET", "/1.0/vms/{name}/console/log", s.consoleLog},
+		{"GET", "/1.0/operations", s.listOps},
+		{"GET", "/1.0/operations/{id}", s.getOp},
+		{"DELETE", "/1.0/operations/{id}", s.cancelOp},
+		{"GET", "/1.0/events", s.events},
+		{"POST", "/1.0/disks", s.createDisk},
+		{"GET", "/1.0/disks/info", s.diskInfo},
+		{"POST", "/1.0/disks/resize", s.resizeDisk},
+		{"POST", "/1.0/disks/convert", s.convertDisk},
+	}
+}
+
+// ServeHTTP logs each request and serves it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets the event stream push each line at once.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection (console hijack).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) getRoot(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"api_version": api.Version, "openapi": "/1.0/openapi.yaml"})
+}
+
+func (s *Server) getOpenAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(api.OpenAPI)
+}
+
+func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.host.Info())
+}
+
+// accepted answers 202 with the operation and its URL.
+func accepted(w http.ResponseWriter, op *operation.Op) {
+	w.Header().Set("Location", "/1.0/operations/"+op.ID())
+	writeJSON(w, http.StatusAccepted, op.Snapshot())
+}

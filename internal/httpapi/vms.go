@@ -1,0 +1,153 @@
+package httpapi
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+)
+
+func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.host.ListVMs())
+}
+
+func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
+	vm, err := s.host.GetVM(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
+	var req api.VMCreate
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	op, err := s.host.CreateVM(r.Context(), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	accepted(w, op)
+}
+
+func (s *Server) updateVM(w http.ResponseWriter, r *http.Request) {
+	var req api.VMUpdate
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	vm, err := s.host.UpdateVM(r.PathValue("name"), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
+	op, err := s.host.DeleteVM(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	accepted(w, op)
+}
+
+func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
+	var req api.VMStatePut
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Action == "" {
+		writeError(w, fmt.Errorf("action: missing; use one of start, stop, kill, pause, resume, save: %w", errdefs.ErrInvalid))
+		return
+	}
+	op, err := s.host.ChangeState(r.PathValue("name"), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	accepted(w, op)
+}
+
+func (s *Server) execVM(w http.ResponseWriter, r *http.Request) {
+	var req api.ExecRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	op, err := s.host.ExecVM(r.PathValue("name"), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	accepted(w, op)
+}
+
+// console upgrades the HTTP connection to a raw byte stream joined to the VM's
+// serial console (Upgrade: hv-console), as a terminal attach needs.
+func (s *Server) console(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "hv-console" {
+		writeError(w, fmt.Errorf("console: send 'Connection: Upgrade' and 'Upgrade: hv-console' (hv vm console does): %w", errdefs.ErrInvalid))
+		return
+	}
+	backend, err := s.host.ConsoleDial(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer backend.Close()
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, fmt.Errorf("console: cannot take over the connection: %v: %w", err, errdefs.ErrUnavailable))
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: hv-console\r\n\r\n")
+	if err := buf.Flush(); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(backend, readerWithBuffered(buf.Reader, conn)); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(conn, backend); done <- struct{}{} }()
+	<-done
+}
+
+// readerWithBuffered first drains what the HTTP server already read from the
+// client, then reads the connection itself.
+func readerWithBuffered(br *bufio.Reader, c io.Reader) io.Reader {
+	if br.Buffered() == 0 {
+		return c
+	}
+	b, _ := br.Peek(br.Buffered())
+	return io.MultiReader(bytesReader(b), c)
+}
+
+func (s *Server) consoleLog(w http.ResponseWriter, r *http.Request) {
+	path, err := s.host.ConsoleLogPath(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			return // the VM never printed anything yet
+		}
+		writeError(w, err)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.Copy(w, f)
+}
