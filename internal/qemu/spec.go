@@ -1,0 +1,187 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/validate"
+)
+
+// DiskSpec is one virtual disk.
+type DiskSpec struct {
+	ID     string // QEMU device id; also the base of the block node names
+	Path   string // absolute path of the image
+	Format string // "qcow2" or "raw"
+	Boot   bool   // boot from this disk first
+}
+
+// Spec is everything that goes on one VM's QEMU command line.
+type Spec struct {
+	Name        string
+	UUID        string
+	Generation  int // 1: pc + SeaBIOS; 2: q35 + UEFI
+	SecureBoot  bool
+	CPUs        int
+	MemoryBytes uint64
+	Accel       string // "kvm" or "tcg"
+
+	Disks   []DiskSpec
+	Kernel  string // direct kernel boot (optional)
+	Initrd  string
+	Cmdline string
+
+	Firmware  Firmware
+	NVRAMPath string // generation 2: the VM's own copy of the VARS template (see CreateNVRAM)
+
+	QMPSocket     string // required: hv controls the VM through it
+	AgentSocket   string // optional: guest agent channel
+	ConsoleSocket string // optional: serial console
+	ConsoleLog    string // optional, with ConsoleSocket: everything the console printed
+	PIDFile       string // required: Launch reads the daemon's pid from it
+
+	IncomingFD  int  // > 0: restore a saved state from this inherited fd (-incoming fd:N)
+	StartPaused bool // -S: start with the CPUs stopped
+}
+
+// Limits of QEMU and the kernel that a spec must respect.
+const (
+	// maxSocketPath: sun_path holds 108 bytes with the terminating NUL.
+	maxSocketPath = 107
+	// maxDiskID keeps "<id>-file" within QEMU's 31-character node names.
+	maxDiskID = 26
+)
+
+func invalid(field, format string, a ...any) error {
+	return fmt.Errorf("%w: %s: %s", errdefs.ErrInvalid, field, fmt.Sprintf(format, a...))
+}
+
+// check validates s; Args calls it so that no bad spec reaches QEMU.
+func (s *Spec) check() error {
+	if err := validate.Name("name", s.Name); err != nil {
+		return err
+	}
+	if !regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`).MatchString(s.UUID) {
+		return invalid("uuid", "%q is not a UUID; use the form 8-4-4-4-12 hex digits, e.g. 5f0c4b3e-9a1d-4c2e-8f57-1b2d3c4e5f60", s.UUID)
+	}
+	switch {
+	case s.Generation != 1 && s.Generation != 2:
+		return invalid("generation", "%d is not supported; use 1 (BIOS) or 2 (UEFI)", s.Generation)
+	case s.SecureBoot && s.Generation != 2:
+		return invalid("secure_boot", "needs UEFI; use generation 2 or turn Secure Boot off")
+	case s.Accel != AccelKVM && s.Accel != AccelTCG:
+		return invalid("accel", "%q is not supported; use kvm or tcg", s.Accel)
+	case s.IncomingFD < 0:
+		return invalid("incoming_fd", "%d is not a file descriptor; use 0 for none or the inherited fd (3 or more)", s.IncomingFD)
+	case s.Kernel == "" && (s.Initrd != "" || s.Cmdline != ""):
+		return invalid("kernel", "is empty but an initrd or kernel command line is set; give the kernel too, or drop them")
+	}
+	if err := validate.CPUs("cpus", s.CPUs, 0); err != nil {
+		return err
+	}
+	if err := validate.Memory("memory", s.MemoryBytes, 0); err != nil {
+		return err
+	}
+	if err := s.checkFirmware(); err != nil {
+		return err
+	}
+	if err := s.checkDisks(); err != nil {
+		return err
+	}
+	return s.checkPaths()
+}
+
+func (s *Spec) checkFirmware() error {
+	if s.Generation != 2 {
+		return nil
+	}
+	if code := s.uefiCode(); code == "" {
+		what := "OVMF firmware (" + debianOVMFCode + ")"
+		if s.SecureBoot {
+			what = "OVMF Secure Boot firmware (" + debianOVMFSecureCode + ")"
+		}
+		return invalid("firmware", "%s not found; install Debian's ovmf, or use generation 1", what)
+	}
+	if s.NVRAMPath == "" {
+		return invalid("nvram", "is empty; generation 2 VMs need their own UEFI variable store (see CreateNVRAM)")
+	}
+	return nil
+}
+
+func (s *Spec) uefiCode() string {
+	if s.SecureBoot {
+		return s.Firmware.SecureBootCode
+	}
+	return s.Firmware.UEFICode
+}
+
+func (s *Spec) checkDisks() error {
+	idRE := regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
+	seen := map[string]bool{}
+	boot := ""
+	for i, d := range s.Disks {
+		field := fmt.Sprintf("disks[%d]", i)
+		switch {
+		case !idRE.MatchString(d.ID) || len(d.ID) > maxDiskID:
+			return invalid(field+".id", "%q is not a valid disk id; start with a letter, then letters, digits, '-' or '_' (at most %d characters)", d.ID, maxDiskID)
+		case seen[d.ID]:
+			return invalid(field+".id", "%q is used by two disks; give each disk its own id", d.ID)
+		case d.Format != "qcow2" && d.Format != "raw":
+			return invalid(field+".format", "%q is not supported; use qcow2 or raw", d.Format)
+		case d.Boot && boot != "":
+			return invalid(field+".boot", "disks %q and %q are both marked as boot disk; mark only one", boot, d.ID)
+		}
+		if err := absPath(field+".path", d.Path, true); err != nil {
+			return err
+		}
+		seen[d.ID] = true
+		if d.Boot {
+			boot = d.ID
+		}
+	}
+	return nil
+}
+
+// checkPaths: QEMU -daemonize changes to "/", so every path must be absolute.
+func (s *Spec) checkPaths() error {
+	paths := []struct {
+		field, path string
+		required    bool
+		socket      bool
+	}{
+		{"qmp_socket", s.QMPSocket, true, true},
+		{"agent_socket", s.AgentSocket, false, true},
+		{"console_socket", s.ConsoleSocket, false, true},
+		{"console_log", s.ConsoleLog, false, false},
+		{"pid_file", s.PIDFile, true, false},
+		{"kernel", s.Kernel, false, false},
+		{"initrd", s.Initrd, false, false},
+		{"nvram", s.NVRAMPath, false, false},
+	}
+	for _, p := range paths {
+		if p.path == "" && !p.required {
+			continue
+		}
+		if err := absPath(p.field, p.path, true); err != nil {
+			return err
+		}
+		if p.socket && len(p.path) > maxSocketPath {
+			return invalid(p.field, "%q is %d bytes long; unix sockets allow at most %d; use a shorter state directory", p.path, len(p.path), maxSocketPath)
+		}
+	}
+	if s.ConsoleLog != "" && s.ConsoleSocket == "" {
+		return invalid("console_log", "is set without console_socket; set both or neither")
+	}
+	return nil
+}
+
+func absPath(field, path string, required bool) error {
+	switch {
+	case path == "" && required:
+		return invalid(field, "is empty; give an absolute path")
+	case path != "" && !filepath.IsAbs(path):
+		return invalid(field, "%q is not absolute; give an absolute path (QEMU runs in /)", path)
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+package validate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hvproject/hv/internal/errdefs"
+)
+
+// MaxNameLen keeps names usable as host names, file names and QEMU ids.
+const MaxNameLen = 63
+
+const nameHint = "use letters, digits, '-', '_' or '.' (at most 63 characters)"
+
+// Name checks the name of a VM, switch or checkpoint. Names become file names
+// and QEMU option values, so only a small ASCII set is allowed: no '/', no "..",
+// no ',' (QEMU's option separator), no spaces.
+func Name(field, s string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: %s: %s; %s", errdefs.ErrInvalid, field, why, nameHint)
+	}
+	switch {
+	case s == "":
+		return bad("is empty")
+	case len(s) > MaxNameLen:
+		return bad(fmt.Sprintf("%q is %d characters long", s, len(s)))
+	case !isAlnum(s[0]):
+		return bad(fmt.Sprintf("%q must start with a letter or digit", s))
+	case strings.Contains(s, ".."):
+		return bad(fmt.Sprintf("%q contains \"..\"", s))
+	}
+	for _, r := range s {
+		switch {
+		case r < 0x80 && (isAlnum(byte(r)) || r == '-' || r == '_' || r == '.'):
+		case r == ' ':
+			return bad(fmt.Sprintf("%q contains a space", s))
+		default:
+			return bad(fmt.Sprintf("%q contains %q", s, r))
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
