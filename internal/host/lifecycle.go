@@ -198,6 +198,7 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 		pid = 0
 		return errWrap(err, "starting VM %s", v.name)
 	}
+	s.reapStrays() // the middle process of QEMU's double fork
 	v.mu.Lock()
 	v.rt.PID = pid
 	perr := vmconfig.SaveRuntime(v.dir, v.rt)

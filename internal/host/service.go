@@ -64,6 +64,8 @@ type Service struct {
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
+
+	stop chan struct{} // closed by Close: ends the background loops
 }
 
 // New checks the host (QEMU, qemu-img, firmware, accelerator), prepares Root and
@@ -79,7 +81,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	s := &Service{
 		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
 		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks,
-		vms: map[string]*vm{},
+		vms: map[string]*vm{}, stop: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -120,11 +122,13 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err := s.recoverAll(ctx); err != nil {
 		return nil, err
 	}
+	go s.reapLoop(s.stop)
 	return s, nil
 }
 
 // Close stops hvd's watchers. Running VMs keep running: QEMU outlives hvd.
 func (s *Service) Close() {
+	close(s.stop)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, v := range s.vms {

@@ -34,6 +34,8 @@ func bodyError(err error) error {
 	switch {
 	case errors.Is(err, io.EOF):
 		return fmt.Errorf("body: empty; send a JSON object (see /1.0/openapi.yaml): %w", errdefs.ErrInvalid)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("body: invalid JSON: it ends before the object is complete: %w", errdefs.ErrInvalid)
 	case errors.As(err, &syn):
 		return fmt.Errorf("body: invalid JSON at byte %d: %v: %w", syn.Offset, err, errdefs.ErrInvalid)
 	case errors.As(err, &typ):
