@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/hvproject/hv/api"
+	"github.com/spf13/cobra"
+)
+
+func newHostCmd(a *app) *cobra.Command {
+	return newGroup("host", "Show the host hvd runs on",
+		"Commands about the host itself: its capacity, accelerator and firmware.",
+		newHostInfoCmd(a))
+}
+
+func newHostInfoCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "info",
+		Short: "Show the host's versions, accelerator, capacity and firmware",
+		Long: `Show what hvd reports about its host: hv and QEMU versions, the accelerator
+VMs run on (kvm, or tcg software emulation when /dev/kvm is not usable, with a
+warning saying why), CPUs and memory, the VMs it holds, the VM configuration
+versions it writes and reads, and the firmware files found for generation 1
+(BIOS) and generation 2 (UEFI, Secure Boot) VMs.`,
+		Example: `  hv host info
+  hv host info -o json | jq .accelerator`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			h, err := a.client().HostInfo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.show(h, func(w io.Writer) { hostTable(w, h) })
+		},
+	}
+}
+
+func hostTable(w io.Writer, h api.HostInfo) {
+	accel := h.Accelerator
+	if h.AcceleratorWarning != "" {
+		accel += " (" + h.AcceleratorWarning + ")"
+	}
+	config := fmt.Sprint(h.ConfigVersion)
+	if len(h.ConfigVersions) > 0 {
+		versions := make([]string, len(h.ConfigVersions))
+		for i, v := range h.ConfigVersions {
+			versions[i] = fmt.Sprint(v)
+		}
+		config += " (reads " + strings.Join(versions, ", ") + ")"
+	}
+	kv(w,
+		[2]string{"Hostname", h.Hostname},
+		[2]string{"Version", fmt.Sprintf("%s (API %s)", h.Version, h.APIVersion)},
+		[2]string{"Accelerator", accel},
+		[2]string{"QEMU", strings.TrimSpace(h.QEMUVersion + " " + h.QEMUBinary)},
+		[2]string{"CPUs", fmt.Sprint(h.CPUs)},
+		[2]string{"Memory", fmt.Sprintf("%s (%s available)", humanBytes(h.MemoryBytes), humanBytes(h.MemoryFreeBytes))},
+		[2]string{"Root", h.Root},
+		[2]string{"VMs", fmt.Sprintf("%d (%d running)", h.VMs, h.VMsRunning)},
+		[2]string{"Config version", config},
+		[2]string{"BIOS", h.Firmware.BIOS},
+		[2]string{"UEFI code", h.Firmware.UEFICode},
+		[2]string{"UEFI vars", h.Firmware.UEFIVars},
+		[2]string{"Secure Boot code", h.Firmware.SecureBootCode},
+		[2]string{"Secure Boot vars", h.Firmware.SecureBootVars},
+	)
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"golang.org/x/term"
+)
+
+const barWidth = 24
+
+// progress shows an operation's progress: a bar redrawn in place on a terminal, plain lines
+// otherwise (only when the stage changes or another 10% is done, so logs stay short).
+type progress struct {
+	w   io.Writer
+	tty bool
+	now func() time.Time
+
+	stage  string
+	tenths int // last 10% step printed (plain mode)
+	drawn  bool
+
+	lastDone uint64
+	lastAt   time.Time
+	rate     float64 // bytes per second, smoothed
+}
+
+func newProgress(w io.Writer, now func() time.Time) *progress {
+	return &progress{w: w, tty: isTerminal(w), now: now, tenths: -1}
+}
+
+// isTerminal reports whether v (a stream) is an *os.File on a terminal.
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// update is the WaitOperation callback.
+func (p *progress) update(op api.Operation) {
+	pr := op.Progress
+	if pr == nil {
+		return
+	}
+	stage := pr.Stage
+	if stage == "" {
+		stage = op.Kind
+	}
+	pct := -1
+	if pr.Total > 0 {
+		pct = int(min(pr.Done*100/pr.Total, 100))
+	}
+	p.measure(pr)
+	if p.tty {
+		p.draw(stage, pct, pr)
+		return
+	}
+	if stage != p.stage || (pct >= 0 && pct/10 != p.tenths) {
+		if pct >= 0 {
+			fmt.Fprintf(p.w, "%s: %d%%\n", stage, pct)
+			p.tenths = pct / 10
+		} else {
+			fmt.Fprintf(p.w, "%s\n", stage)
+		}
+	}
+	p.stage = stage
+}
+
+// measure updates the transfer rate from successive byte counts.
+func (p *progress) measure(pr *api.Progress) {
+	if pr.Unit != "bytes" {
+		return
+	}
+	now := p.now()
+	if !p.lastAt.IsZero() && pr.Done >= p.lastDone {
+		if dt := now.Sub(p.lastAt).Seconds(); dt > 0 {
+			r := float64(pr.Done-p.lastDone) / dt
+			if p.rate == 0 {
+				p.rate = r
+			} else {
+				p.rate = 0.7*p.rate + 0.3*r // smooth out uneven polls
+			}
+		}
+	}
+	p.lastDone, p.lastAt = pr.Done, now
+}
+
+// draw redraws the one-line bar: [=====>    ] 45% stage  12.3 MiB/s
+func (p *progress) draw(stage string, pct int, pr *api.Progress) {
+	var b strings.Builder
+	b.WriteString("\r[")
+	if pct >= 0 {
+		fill := pct * barWidth / 100
+		b.WriteString(strings.Repeat("=", fill))
+		if fill < barWidth {
+			b.WriteString(">" + strings.Repeat(" ", barWidth-fill-1))
+		}
+		fmt.Fprintf(&b, "] %3d%% %s", pct, stage)
+	} else {
+		b.WriteString(strings.Repeat(" ", barWidth) + "] " + stage)
+		if pr.Unit == "bytes" && pr.Done > 0 {
+			b.WriteString("  " + humanBytes(pr.Done))
+		}
+	}
+	if p.rate > 0 {
+		fmt.Fprintf(&b, "  %.1f MiB/s", p.rate/(1<<20))
+	}
+	b.WriteString("\x1b[K") // erase what a longer previous line left
+	io.WriteString(p.w, b.String())
+	p.drawn = true
+	p.stage = stage
+}
+
+// done clears the bar so that what follows starts on a clean line.
+func (p *progress) done() {
+	if p.tty && p.drawn {
+		io.WriteString(p.w, "\r\x1b[K")
+		p.drawn = false
+	}
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hvproject/hv/client"
+	"github.com/spf13/cobra"
+)
+
+// Output formats of -o.
+const (
+	outTable = "table"
+	outJSON  = "json"
+	outYAML  = "yaml"
+)
+
+// newRootCmd builds the whole command tree around a.
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "hv",
+		Short: "Manage virtual machines on an hv host",
+		Long: `hv manages the virtual machines of one host through hvd, the hv daemon.
+
+Every command talks to hvd's REST API on a unix socket (--socket, or HV_SOCKET).
+Commands that change state start an operation in hvd and wait for it, showing
+progress; with --async they print the operation's id and return at once, and
+'hv operation wait ID' picks the wait up again.
+
+Output is a table for people by default; -o json and -o yaml print the same
+data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
+130 interrupted; 'hv vm exec' exits with the guest command's code.`,
+		Example: `  # Create a generation 2 VM from an image and start it
+  hv vm create web1 --image ./debian.qcow2 --cpus 2 --memory 2G --start
+
+  # List VMs as JSON
+  hv vm list -o json
+
+  # Run a command in a guest
+  hv vm exec web1 -- uname -a`,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRunE,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch a.output {
+			case outTable, outJSON, outYAML:
+				return nil
+			}
+			return usagef(cmd, "--output %q: use table, json or yaml", a.output)
+		},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{cmd: cmd.CommandPath(), err: err}
+	})
+
+	socket := client.DefaultSocket
+	if s := a.getenv("HV_SOCKET"); s != "" {
+		socket = s
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.socket, "socket", socket, "hvd's unix socket (env HV_SOCKET)")
+	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
+	pf.BoolVar(&a.async, "async", false, "start state changes and print the operation id instead of waiting")
+	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress and no confirmations, only data and errors")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
+		[]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddCommand(
+		newHostCmd(a),
+		newVMCmd(a),
+		newDiskCmd(a),
+		newOperationCmd(a),
+		newEventsCmd(a),
+		newVersionCmd(a),
+	)
+	return root
+}
+
+// groupRunE lets a command that only groups others show its help, and calls an unknown
+// subcommand a usage error (cobra would print help and succeed).
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, which it sets only on its own path
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%s", msg)}
+}
+
+// newGroup returns a command that only holds subcommands.
+func newGroup(use, short, long string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.ArbitraryArgs, RunE: groupRunE}
+	c.AddCommand(subs...)
+	return c
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hvproject/hv/client"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitInterrupted = 130 // as a shell reports SIGINT
+)
+
+// app is what every command shares: the standard streams, the environment and the values
+// of the global flags. One is built per run, so nothing is global.
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+
+	socket string
+	output string
+	async  bool
+	quiet  bool
+
+	// consoleGrace is how long `vm console` keeps printing after its non-TTY input ends.
+	consoleGrace time.Duration
+}
+
+func (a *app) client() *client.Client { return client.New(a.socket) }
+
+// run executes one hv command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, consoleGrace: 2 * time.Second}
+	return a.run(ctx, args)
+}
+
+func (a *app) run(ctx context.Context, args []string) int {
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	return a.exitCode(root.ExecuteContext(ctx))
+}
+
+// exitCode reports err the way a user wants to read it and maps it to an exit code.
+func (a *app) exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ec *exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(a.stderr, "Error: %v\nRun '%s --help' for usage.\n", ue.err, ue.cmd)
+		return exitUsage
+	}
+	fmt.Fprintf(a.stderr, "Error: %s\n", a.describe(err))
+	if errors.Is(err, context.Canceled) {
+		return exitInterrupted
+	}
+	return exitFailure
+}
+
+// describe turns transport errors into advice; API errors already carry hvd's message.
+func (a *app) describe(err error) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		hint := "is hvd running? Point hv at its socket with --socket or HV_SOCKET"
+		if errors.Is(err, os.ErrPermission) {
+			hint = "run hv as a user allowed to use hvd's socket"
+		}
+		return fmt.Sprintf("cannot reach hvd at %s: %v (%s)", a.socket, oe.Err, hint)
+	}
+	return err.Error()
+}
+
+// usageError is a command line hv cannot make sense of (exit code 2).
+type usageError struct {
+	cmd string
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(cmd *cobra.Command, format string, args ...any) error {
+	return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf(format, args...)}
+}
+
+// exitCodeError ends hv with a given code and no message of its own (the guest's exit
+// code of `vm exec`; failures already reported).
+type exitCodeError struct{ code int }
+
+func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// interruptedError says that hv stopped waiting, not that the operation stopped.
+type interruptedError struct {
+	opID string
+	err  error
+}
+
+func (e *interruptedError) Error() string {
+	return fmt.Sprintf("interrupted; operation %s goes on in hvd: follow it with 'hv operation wait %s' or stop it with 'hv operation cancel %s'",
+		e.opID, e.opID, e.opID)
+}
+func (e *interruptedError) Unwrap() error { return e.err }
+
+// Argument validators that report usage errors.
+
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef(cmd, "%s takes %s (got %d argument%s)", cmd.CommandPath(), what, len(args), plural(len(args)))
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef(cmd, "%s needs %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef(cmd, "%s takes no arguments (got %q)", cmd.CommandPath(), strings.Join(args, " "))
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

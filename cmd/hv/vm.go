@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/spf13/cobra"
+)
+
+func newVMCmd(a *app) *cobra.Command {
+	c := newGroup("vm", "Create, run and inspect virtual machines",
+		`Commands for the VMs of the host.
+
+A VM is in one of these states (Hyper-V's names): Off, Starting, Running,
+Paused, Saving, Saved, Stopping, PausedCritical. Each command says which states
+it works from; from any other hvd refuses with an error naming the current state.`,
+		newVMListCmd(a), newVMShowCmd(a), newVMCreateCmd(a), newVMSetCmd(a), newVMDeleteCmd(a),
+		newVMExecCmd(a), newVMConsoleCmd(a))
+	c.Aliases = []string{"vms"}
+	c.AddCommand(newVMStateCmds(a)...)
+	return c
+}
+
+func newVMListCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List VMs with their state, heartbeat and size",
+		Long: `List every VM of the host, sorted by name, with its state, guest heartbeat
+(OK when the guest agent answers), generation, CPUs, memory and uptime.`,
+		Example: `  hv vm list
+  hv vm list -o yaml`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			vms, err := a.client().ListVMs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if vms == nil {
+				vms = []api.VM{} // [] rather than null for programs
+			}
+			slices.SortFunc(vms, func(x, y api.VM) int { return strings.Compare(x.Name, y.Name) })
+			return a.show(vms, func(w io.Writer) { vmTable(w, vms) })
+		},
+	}
+}
+
+func vmTable(w io.Writer, vms []api.VM) {
+	fmt.Fprintln(w, "NAME\tSTATE\tHEARTBEAT\tGEN\tCPUS\tMEMORY\tUPTIME")
+	for _, v := range vms {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.Name, v.State, dash(v.Heartbeat),
+			v.Generation, v.CPUs, humanBytes(v.MemoryBytes), uptime(v.UptimeSeconds))
+	}
+}
+
+func newVMShowCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one VM in detail",
+		Long: `Show everything hvd knows about a VM: identity, state and why it is in it,
+heartbeat, hardware, boot settings (kernel, initrd, command line for direct
+kernel boot), disks and where its files live. Works in every state.`,
+		Example: `  hv vm show web1
+  hv vm show web1 -o json | jq '.disks[].path'`,
+		Args:              exactArgs(1, "one VM name"),
+		ValidArgsFunction: a.completeVMs(false),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vm, err := a.client().GetVM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(vm, func(w io.Writer) { vmDetail(w, vm, time.Now()) })
+		},
+	}
+}
+
+func vmDetail(w io.Writer, v api.VM, now time.Time) {
+	state := v.State
+	if v.StateReason != "" {
+		state += " (" + v.StateReason + ")"
+	}
+	hb := v.Heartbeat
+	if v.LastHeartbeat != nil {
+		hb += fmt.Sprintf(" (last %s ago)", humanDuration(now.Sub(*v.LastHeartbeat)))
+	}
+	gen := fmt.Sprint(v.Generation)
+	if v.Generation == 2 {
+		gen += ", Secure Boot " + map[bool]string{true: "on", false: "off"}[v.SecureBoot]
+	}
+	pid := ""
+	if v.PID > 0 {
+		pid = fmt.Sprint(v.PID)
+	}
+	created := ""
+	if !v.CreatedAt.IsZero() {
+		created = v.CreatedAt.Local().Format(time.DateTime)
+	}
+	kv(w,
+		[2]string{"Name", v.Name},
+		[2]string{"ID", v.ID},
+		[2]string{"State", state},
+		[2]string{"Heartbeat", hb},
+		[2]string{"Uptime", uptime(v.UptimeSeconds)},
+		[2]string{"Generation", gen},
+		[2]string{"CPUs", fmt.Sprint(v.CPUs)},
+		[2]string{"Memory", humanBytes(v.MemoryBytes)},
+		[2]string{"Accelerator", v.Accelerator},
+		[2]string{"Kernel", v.Kernel},
+		[2]string{"Initrd", v.Initrd},
+		[2]string{"Cmdline", v.Cmdline},
+		[2]string{"PID", pid},
+		[2]string{"Config version", fmt.Sprint(v.ConfigVersion)},
+		[2]string{"Created", created},
+		[2]string{"Directory", v.Directory},
+	)
+	if len(v.Disks) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Disks:")
+	fmt.Fprintln(w, "  NAME\tFORMAT\tSIZE\tBOOT\tPATH")
+	for _, d := range v.Disks {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", d.Name, d.Format, humanBytes(d.VirtualBytes), yesNo(d.Boot), d.Path)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/client"
+	"github.com/spf13/cobra"
+)
+
+// maxExecStdin bounds what hv reads from its stdin for a guest command: the request carries
+// it whole.
+const maxExecStdin = 16 << 20
+
+func newVMExecCmd(a *app) *cobra.Command {
+	var env []string
+	var timeout time.Duration
+	var noStdin bool
+	cmd := &cobra.Command{
+		Use:   "exec NAME [flags] -- COMMAND [ARG...]",
+		Short: "Run a command in a VM's guest",
+		Long: `Run a command in a VM's guest through the guest agent (qemu-guest-agent, over
+virtio-serial): no guest network is needed, as with Hyper-V's PowerShell Direct.
+Works from Running once the guest agent answers (heartbeat OK in 'hv vm list').
+
+The command runs without a shell: write "sh -c '...'" for pipes and globs.
+When hv's standard input is not a terminal it is passed to the command (up to
+16 MiB; -n passes none). The guest command's standard output and error are
+written to hv's, and hv exits with its exit code (128+N when signal N killed
+it). With -o json or yaml hv prints the result instead (output base64-encoded).
+The command is killed when --timeout runs out.`,
+		Example: `  hv vm exec web1 -- uname -a
+  hv vm exec web1 --env LANG=C -- sh -c 'df -h / | tail -1'
+  echo hello | hv vm exec web1 -- tee /tmp/greeting
+  hv vm exec web1 -n --timeout 10m -- apt-get -y upgrade`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if dash := cmd.ArgsLenAtDash(); dash > 1 {
+				return usagef(cmd, "give one VM name before --, then the command")
+			}
+			return minArgs(2, "a VM name and a command (hv vm exec NAME -- COMMAND...)")(cmd, args)
+		},
+		ValidArgsFunction: a.completeVMs(false, api.StateRunning),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout < time.Second {
+				return usagef(cmd, "--timeout %s: give at least 1s", timeout)
+			}
+			req := api.ExecRequest{Command: args[1:], Env: env, Timeout: int(timeout.Round(time.Second) / time.Second)}
+			if !noStdin && a.stdin != nil && !isTerminal(a.stdin) {
+				in, err := io.ReadAll(io.LimitReader(a.stdin, maxExecStdin+1))
+				if err != nil {
+					return fmt.Errorf("reading stdin: %w", err)
+				}
+				if len(in) > maxExecStdin {
+					return fmt.Errorf("stdin is over %s: too much to pass to a guest command", humanBytes(maxExecStdin))
+				}
+				req.Stdin = in
+			}
+			return a.exec(cmd, args[0], req)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable, K=V (repeatable)")
+	f.DurationVar(&timeout, "timeout", 60*time.Second, "kill the command after this long")
+	f.BoolVarP(&noStdin, "no-stdin", "n", false, "pass no standard input to the command")
+	return cmd
+}
+
+func (a *app) exec(cmd *cobra.Command, name string, req api.ExecRequest) error {
+	ctx, c := cmd.Context(), a.client()
+	op, err := c.Exec(ctx, name, req)
+	if err != nil {
+		return err
+	}
+	op, waited, err := a.follow(ctx, c, op)
+	if err != nil || !waited {
+		return err
+	}
+	var res api.ExecResult
+	if err := client.DecodeResult(op, &res); err != nil {
+		return err
+	}
+	if a.output != outTable {
+		if err := a.show(res, nil); err != nil {
+			return err
+		}
+	} else {
+		if _, err := a.stdout.Write(res.Stdout); err != nil {
+			return err
+		}
+		if _, err := a.stderr.Write(res.Stderr); err != nil {
+			return err
+		}
+	}
+	if res.Truncated {
+		a.warn("the command's output was truncated by hvd")
+	}
+	code := res.ExitCode
+	if res.Signal != 0 {
+		code = 128 + res.Signal
+	}
+	if code != 0 {
+		return &exitCodeError{code: code}
+	}
+	return nil
+}
