@@ -205,13 +205,20 @@ func (s *Service) ListVMs() []api.VM {
 	return out
 }
 
-// GetVM returns one VM.
-func (s *Service) GetVM(name string) (api.VM, error) {
+// GetVM returns one VM, with its disks' current sizes.
+func (s *Service) GetVM(ctx context.Context, name string) (api.VM, error) {
 	v, err := s.get(name)
 	if err != nil {
 		return api.VM{}, err
 	}
-	return v.toAPI(s.accel), nil
+	out := v.toAPI(s.accel)
+	for i, d := range out.Disks {
+		// -U in Info reads the header even while QEMU holds the image.
+		if info, err := s.disk.Info(ctx, d.Path); err == nil {
+			out.Disks[i].VirtualBytes = info.VirtualBytes
+		}
+	}
+	return out, nil
 }
 
 func (s *Service) publishVM(v *vm, action, msg string) {

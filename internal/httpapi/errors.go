@@ -42,5 +42,5 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, err error) {
 	code := StatusCode(err)
-	writeJSON(w, code, api.Error{Error: err.Error(), Code: code})
+	writeJSON(w, code, api.Error{Error: errdefs.Message(err), Code: code})
 }

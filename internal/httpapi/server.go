@@ -19,7 +19,7 @@ import (
 type Host interface {
 	Info() api.HostInfo
 	ListVMs() []api.VM
-	GetVM(name string) (api.VM, error)
+	GetVM(ctx context.Context, name string) (api.VM, error)
 	CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op, error)
 	UpdateVM(name string, req api.VMUpdate) (api.VM, error)
 	DeleteVM(name string) (*operation.Op, error)

@@ -31,7 +31,7 @@ type fakeHost struct {
 
 func (f *fakeHost) Info() api.HostInfo { return api.HostInfo{Version: "test", Accelerator: "tcg"} }
 func (f *fakeHost) ListVMs() []api.VM  { return []api.VM{{Name: "web", State: api.StateRunning}} }
-func (f *fakeHost) GetVM(name string) (api.VM, error) {
+func (f *fakeHost) GetVM(ctx context.Context, name string) (api.VM, error) {
 	if name != "web" {
 		return api.VM{}, fmt.Errorf("VM %q: %w", name, errdefs.ErrNotFound)
 	}

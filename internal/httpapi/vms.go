@@ -16,7 +16,7 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
-	vm, err := s.host.GetVM(r.PathValue("name"))
+	vm, err := s.host.GetVM(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return

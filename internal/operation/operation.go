@@ -108,11 +108,11 @@ func (op *Op) finish(result any, err error) {
 		}
 	case errors.Is(err, context.Canceled) || errors.Is(err, errdefs.ErrCanceled):
 		op.state.Status = api.OpCancelled
-		op.state.Error = err.Error()
+		op.state.Error = errdefs.Message(err)
 		op.state.ErrorCode = op.m.code(err)
 	default:
 		op.state.Status = api.OpFailure
-		op.state.Error = err.Error()
+		op.state.Error = errdefs.Message(err)
 		op.state.ErrorCode = op.m.code(err)
 		op.state.Result = result
 	}

@@ -1,0 +1,26 @@
+package errdefs
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestMessageDropsTheKindWord(t *testing.T) {
+	cases := map[error]string{
+		fmt.Errorf("cannot start VM web: it is Running; stop it first: %w", ErrConflict): "cannot start VM web: it is Running; stop it first",
+		fmt.Errorf("start: %w", fmt.Errorf("disk: missing: %w", ErrNotFound)):            "start: disk: missing",
+		fmt.Errorf("VM %q: %w; list VMs with: hv vm list", "x", ErrNotFound):             `VM "x": not found; list VMs with: hv vm list`,
+		fmt.Errorf("both: %w: %w", ErrInvalid, ErrUnavailable):                           "both",
+		errors.New("plain"): "plain",
+		ErrConflict:         "conflict",
+	}
+	for err, want := range cases {
+		if got := Message(err); got != want {
+			t.Errorf("Message(%q) = %q, want %q", err, got, want)
+		}
+	}
+	if Message(nil) != "" {
+		t.Error("Message(nil) not empty")
+	}
+}
