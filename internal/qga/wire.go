@@ -1,0 +1,89 @@
+package qga
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// maxLine bounds one line so an agent spewing garbage cannot exhaust memory. It
+// is 24 MiB: the agent captures up to 16 MiB of output and sends it base64 (4/3).
+// guest-exec-status output is capped by the agent at 16 MiB raw, which is
+// more as base64; an answer that big is refused as garbage.
+const maxLine = 24 << 20
+
+// sentinel is the byte that precedes a guest-sync-delimited answer, and that
+// we send so the agent's JSON parser drops any half-read request.
+const sentinel = 0xFF
+
+var errLineTooLong = fmt.Errorf("line longer than %d MiB", maxLine>>20)
+
+// readLine returns the next line without its line ending, reusing buf. A line
+// over maxLine is consumed without being kept and reported as errLineTooLong.
+func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	tooLong := false
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if !tooLong && len(buf)+len(chunk) > maxLine {
+			tooLong, buf = true, buf[:0]
+		}
+		if !tooLong {
+			buf = append(buf, chunk...)
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err != nil:
+			return nil, err
+		case tooLong:
+			return nil, errLineTooLong
+		}
+		return bytes.TrimRight(buf, "\r\n"), nil
+	}
+}
+
+// answer is one decoded reply from the agent.
+type answer struct {
+	ret json.RawMessage
+	err *Error
+}
+
+// decodeLine parses one line. synced reports a sentinel in the line: what
+// follows the last one is a guest-sync-delimited answer, so anything before
+// it is stale. A line that is blank after that is ok with a zero answer.
+func decodeLine(line []byte) (a answer, synced, blank bool, err error) {
+	if i := bytes.LastIndexByte(line, sentinel); i >= 0 {
+		line, synced = line[i+1:], true
+	}
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return answer{}, synced, true, nil
+	}
+	var w struct {
+		Return json.RawMessage `json:"return"`
+		Error  *Error          `json:"error"`
+	}
+	if err := json.Unmarshal(line, &w); err != nil {
+		return answer{}, synced, false, errGarbage
+	}
+	if (w.Return == nil) == (w.Error == nil) {
+		return answer{}, synced, false, errGarbage
+	}
+	return answer{ret: w.Return, err: w.Error}, synced, false, nil
+}
+
+// marshalRequest builds one command line; args nil means no "arguments".
+func marshalRequest(command string, args any) ([]byte, error) {
+	req := struct {
+		Execute   string `json:"execute"`
+		Arguments any    `json:"arguments,omitempty"`
+	}{command, args}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
