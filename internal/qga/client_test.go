@@ -136,7 +136,7 @@ func TestLineTooLong(t *testing.T) {
 		return healthy(a, r)
 	})
 	err := c.Ping(testCtx(t))
-	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "garbage") || !strings.Contains(err.Error(), "16 MiB") {
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "garbage") || !strings.Contains(err.Error(), fmt.Sprintf("%d MiB", maxLine>>20)) {
 		t.Fatalf("Ping = %v", err)
 	}
 	if err := c.Ping(testCtx(t)); err != nil {
