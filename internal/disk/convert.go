@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
 )
 
 // convertFormat reports whether Convert writes format.
@@ -73,14 +74,14 @@ func (t *Tool) convert(ctx context.Context, info Info, dst, dstFormat string, pr
 	}
 	// qemu-img writes with cache=unsafe (no flush): sync before the rename makes
 	// the file visible, or a crash could leave a complete-looking, empty dst.
-	if err := syncFile(part); err != nil {
+	if err := fsutil.SyncFile(part); err != nil {
 		return fmt.Errorf("%w: destination: cannot flush %q: %v; check the disk and free space", errdefs.ErrUnavailable, part, err)
 	}
 	if err := publish(part, dstAbs, dst); err != nil {
 		return err
 	}
 	done = true
-	syncDir(filepath.Dir(dstAbs))
+	_ = fsutil.SyncDir(filepath.Dir(dstAbs)) // the file is whole either way; durability of the name is best effort
 	return nil
 }
 
@@ -129,21 +130,4 @@ func publish(part, dstAbs, dst string) error {
 			errdefs.ErrUnavailable, part, dst, err)
 	}
 	return nil
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-// syncDir makes a rename durable; failing to is not worth failing the call for.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

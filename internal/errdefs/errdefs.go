@@ -27,21 +27,27 @@ func Is(err, kind error) bool { return errors.Is(err, kind) }
 
 var kinds = []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnavailable, ErrTimeout, ErrCanceled}
 
-// Message is err's text for a user: errors are wrapped as "what happened; what to
-// do: %w", so the kind's own word ends the text; the HTTP code already says it.
+// Message is err's text for a user. Errors are wrapped with their kind ("...: %w"
+// or "%w: ..."), which puts words like "invalid input" into the text; the HTTP
+// code already says that, so Message drops those segments, and folds a field name
+// repeated by two layers ("image: image: ...") into one.
 func Message(err error) string {
 	if err == nil {
 		return ""
 	}
-	msg := err.Error()
-	for changed := true; changed; {
-		changed = false
-		for _, k := range kinds {
-			if suffix := ": " + k.Error(); len(msg) > len(suffix) && strings.HasSuffix(msg, suffix) {
-				msg = strings.TrimSuffix(msg, suffix)
-				changed = true
-			}
-		}
+	words := map[string]bool{}
+	for _, k := range kinds {
+		words[k.Error()] = true
 	}
-	return msg
+	var out []string
+	for _, seg := range strings.Split(err.Error(), ": ") {
+		if words[seg] || (len(out) > 0 && out[len(out)-1] == seg) {
+			continue
+		}
+		out = append(out, seg)
+	}
+	if len(out) == 0 {
+		return err.Error()
+	}
+	return strings.Join(out, ": ")
 }

@@ -8,10 +8,11 @@ import (
 
 func TestMessageDropsTheKindWord(t *testing.T) {
 	cases := map[error]string{
-		fmt.Errorf("cannot start VM web: it is Running; stop it first: %w", ErrConflict): "cannot start VM web: it is Running; stop it first",
-		fmt.Errorf("start: %w", fmt.Errorf("disk: missing: %w", ErrNotFound)):            "start: disk: missing",
-		fmt.Errorf("VM %q: %w; list VMs with: hv vm list", "x", ErrNotFound):             `VM "x": not found; list VMs with: hv vm list`,
-		fmt.Errorf("both: %w: %w", ErrInvalid, ErrUnavailable):                           "both",
+		fmt.Errorf("cannot start VM web: it is Running; stop it first: %w", ErrConflict):      "cannot start VM web: it is Running; stop it first",
+		fmt.Errorf("start: %w", fmt.Errorf("disk: missing: %w", ErrNotFound)):                 "start: disk: missing",
+		fmt.Errorf("VM %q: %w; list VMs with: hv vm list", "x", ErrNotFound):                  `VM "x": not found; list VMs with: hv vm list`,
+		fmt.Errorf("both: %w: %w", ErrInvalid, ErrUnavailable):                                "both",
+		fmt.Errorf("image: %w", fmt.Errorf("%w: image: %q does not exist", ErrInvalid, "/x")): `image: "/x" does not exist`,
 		errors.New("plain"): "plain",
 		ErrConflict:         "conflict",
 	}

@@ -75,3 +75,13 @@ func CopyFile(src, dst string, perm os.FileMode) error {
 	}
 	return out.Close()
 }
+
+// SyncFile flushes a file that someone else (QEMU, qemu-img) wrote to disk.
+func SyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

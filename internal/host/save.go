@@ -99,7 +99,7 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 		}
 	}
 	s.hook("save:written")
-	if err := syncFile(part); err != nil {
+	if err := fsutil.SyncFile(part); err != nil {
 		return err
 	}
 	if err := os.Rename(part, v.path(fileSave)); err != nil {
@@ -133,13 +133,4 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 	_ = os.Remove(v.runPath(filePID))
 	s.publishVM(v, "state-changed", "saved")
 	return nil
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/ioctx"
 )
 
 // Client talks to one guest agent socket. It is safe for concurrent use;
@@ -85,7 +86,7 @@ func (c *Client) Sync(ctx context.Context) error {
 	if c.broken != nil {
 		return fmt.Errorf("guest agent guest-sync-delimited: %w", c.broken)
 	}
-	release := watchContext(ctx, c.conn.SetDeadline)
+	release := ioctx.Watch(ctx, c.conn.SetDeadline)
 	defer release()
 	return c.sync(ctx, start, "guest-sync-delimited")
 }
@@ -126,7 +127,7 @@ func (c *Client) call(ctx context.Context, command string, args any, result any,
 	if c.broken != nil {
 		return fmt.Errorf("guest agent %s: %w", command, c.broken)
 	}
-	release := watchContext(ctx, c.conn.SetDeadline)
+	release := ioctx.Watch(ctx, c.conn.SetDeadline)
 	defer func() { release() }()
 
 	if c.needSync {
@@ -143,7 +144,7 @@ func (c *Client) call(ctx context.Context, command string, args any, result any,
 		qctx, cancel := context.WithTimeout(ctx, quiet)
 		defer cancel()
 		release()
-		release = watchContext(qctx, c.conn.SetDeadline)
+		release = ioctx.Watch(qctx, c.conn.SetDeadline)
 	}
 	stray := false
 	for {

@@ -126,8 +126,10 @@ func healthy(a *fakeAgent, r fakeReq) string {
 	return "{\"return\": {}}\n"
 }
 
+// testCtx bounds a call that must not hang; generous, since -race on a loaded
+// 2-core machine moves megabytes slowly.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/ioctx"
 )
 
 // Version is QEMU's version as announced in the greeting.
@@ -77,7 +78,7 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 }
 
 func handshake(ctx context.Context, conn *net.UnixConn, br *bufio.Reader) (Version, error) {
-	release := watchContext(ctx, conn.SetDeadline)
+	release := ioctx.Watch(ctx, conn.SetDeadline)
 	defer func() {
 		release()
 		conn.SetDeadline(time.Time{})

@@ -28,8 +28,10 @@ func dialFake(t *testing.T) (*Client, *fakeQEMU) {
 	return c, <-ready
 }
 
+// testCtx bounds a call that must not hang; generous, since -race on a loaded
+// 2-core machine moves megabytes slowly.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }

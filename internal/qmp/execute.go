@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/ioctx"
 )
 
 // Execute runs one command. args is nil or anything that encodes to a JSON
@@ -92,7 +93,7 @@ func (c *Client) send(ctx context.Context, command string, line []byte, f *os.Fi
 	}
 	defer func() { <-c.writeSem }()
 
-	release := watchContext(ctx, c.conn.SetWriteDeadline)
+	release := ioctx.Watch(ctx, c.conn.SetWriteDeadline)
 	n, err := c.write(line, f)
 	release()
 	if err == nil {
