@@ -28,6 +28,19 @@ func importFormat(format string) bool {
 // external data file) are refused, as are encrypted and corrupt images and
 // files that are not disk images at all. Import returns the new image's Info.
 func (t *Tool) Import(ctx context.Context, src, dst string, progress func(float64)) (Info, error) {
+	info, err := t.CheckImportable(ctx, src)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := t.convert(ctx, info, dst, "qcow2", progress); err != nil {
+		return Info{}, err
+	}
+	return t.Info(ctx, dst)
+}
+
+// CheckImportable runs Import's checks without copying anything, so a caller can
+// refuse a bad image before it starts any work.
+func (t *Tool) CheckImportable(ctx context.Context, src string) (Info, error) {
 	info, err := t.Info(ctx, src)
 	if err != nil {
 		return Info{}, err
@@ -38,10 +51,7 @@ func (t *Tool) Import(ctx context.Context, src, dst string, progress func(float6
 	if err := t.check(ctx, info); err != nil {
 		return Info{}, err
 	}
-	if err := t.convert(ctx, info, dst, "qcow2", progress); err != nil {
-		return Info{}, err
-	}
-	return t.Info(ctx, dst)
+	return info, nil
 }
 
 // importable refuses images Import must not read; see Import.

@@ -90,7 +90,7 @@ func (s *Service) planCreate(ctx context.Context, req api.VMCreate) (createPlan,
 		if err := validate.ExistingFile("image", req.Image); err != nil {
 			return p, err
 		}
-		info, err := s.disk.Info(ctx, req.Image)
+		info, err := s.disk.CheckImportable(ctx, req.Image)
 		if err != nil {
 			return p, fmt.Errorf("image: %w", err)
 		}

@@ -27,8 +27,8 @@ func Memory(field string, n, hostTotal uint64) error {
 		return fmt.Errorf("%w: %s: %s is not a multiple of 1M; use %s or %s",
 			errdefs.ErrInvalid, field, FormatSize(n), FormatSize(down), FormatSize(down+mib))
 	case hostTotal > 0 && n > hostTotal:
-		return fmt.Errorf("%w: %s: %s is more than the host's total memory of %s; use at most %s, e.g. %s",
-			errdefs.ErrInvalid, field, FormatSize(n), FormatSize(hostTotal),
+		return fmt.Errorf("%w: %s: %s is more than the host's total memory of about %s; use at most %s, e.g. %s",
+			errdefs.ErrInvalid, field, FormatSize(n), FormatSize(hostTotal>>26<<26),
 			FormatSize(hostTotal/mib*mib), FormatSize(suggestMemory(hostTotal)))
 	}
 	return nil

@@ -21,8 +21,8 @@ func TestMemory(t *testing.T) {
 		{16 << 20, host, "memory: 16M is less than the minimum of 32M; use at least 32M, e.g. 512M"},
 		{0, host, "memory: 0 is less than the minimum of 32M; use at least 32M, e.g. 512M"},
 		{1000000000, host, "memory: 976562.5K is not a multiple of 1M; use 953M or 954M"},
-		{64 << 30, host, "memory: 64G is more than the host's total memory of 16G; use at most 16G, e.g. 8G"},
-		{2 << 30, 1<<30 + 12345, "memory: 2G is more than the host's total memory of 1073754169; use at most 1G, e.g. 512M"},
+		{64 << 30, host, "memory: 64G is more than the host's total memory of about 16G; use at most 16G, e.g. 8G"},
+		{2 << 30, 1<<30 + 12345, "memory: 2G is more than the host's total memory of about 1G; use at most 1G, e.g. 512M"},
 	}
 	for _, tc := range tests {
 		checkErr(t, "Memory", Memory("memory", tc.n, tc.host), tc.want)
