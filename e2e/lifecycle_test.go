@@ -113,6 +113,13 @@ func TestDirectKernelBoot(t *testing.T) {
 	h.must("vm", "start", "k")
 	h.waitHeartbeat("k")
 	expect(t, h.exec("k", "cat /proc/cmdline"), "console=ttyS0", "guest kernel command line")
+
+	// The serial console is a root shell: what it computes proves the guest answered.
+	r := h.hvIn([]byte("\necho console-$((6*7))-ok\n"), "vm", "console", "k")
+	if r.code != 0 || !strings.Contains(r.stdout, "console-42-ok") {
+		t.Fatalf("console: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	expect(t, h.must("vm", "console", "k", "--show-log"), "console-42-ok", "console log")
 	h.must("vm", "kill", "k")
 	if v := h.vm("k"); v.State != api.StateOff {
 		t.Fatalf("after kill: %s", v.State)
