@@ -17,6 +17,13 @@ import (
 // test fails (not skips) without it: CI installs qemu-guest-agent.
 func startRealAgent(t *testing.T) *Client {
 	t.Helper()
+	return startRealAgentWith(t, nil)
+}
+
+// startRealAgentWith is startRealAgent with prepare, if not nil, run on the
+// agent's state directory before it starts.
+func startRealAgentWith(t *testing.T, prepare func(stateDir string)) *Client {
+	t.Helper()
 	bin, err := exec.LookPath("qemu-ga")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/qemu-ga"); serr != nil {
@@ -29,6 +36,9 @@ func startRealAgent(t *testing.T) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	if prepare != nil {
+		prepare(dir)
+	}
 	sock := filepath.Join(dir, "qga.sock")
 	cmd := exec.Command(bin, "-m", "unix-listen", "-p", sock, "-t", dir, "-f", filepath.Join(dir, "pid"))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

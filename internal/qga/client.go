@@ -33,6 +33,8 @@ type Client struct {
 	buf      []byte
 	needSync bool  // stream state unknown: sync before the next command
 	broken   error // the socket is dead; every call fails with this
+
+	cmds cmdCache // guest-info's answer, for Supports
 }
 
 // Dial connects to the host end of the agent's channel. It sends nothing:
@@ -115,6 +117,12 @@ func (c *Client) unlock() { <-c.sem }
 // call runs one command. With quiet > 0 the command has no answer on
 // success: the call succeeds when nothing arrives within quiet.
 func (c *Client) call(ctx context.Context, command string, args any, result any, quiet time.Duration) error {
+	return c.send(ctx, command, args, result, quiet, nil)
+}
+
+// send is call that also sets *sent (when not nil) once the request may have
+// reached the agent, for callers that must undo a command they gave up on.
+func (c *Client) send(ctx context.Context, command string, args any, result any, quiet time.Duration, sent *bool) error {
 	req, err := marshalRequest(command, args)
 	if err != nil {
 		return fmt.Errorf("guest agent %s: encoding arguments: %w: %w", command, errdefs.ErrInvalid, err)
@@ -137,6 +145,9 @@ func (c *Client) call(ctx context.Context, command string, args any, result any,
 	}
 	// Pessimistic until a clean answer shows the stream is in step.
 	c.needSync = true
+	if sent != nil {
+		*sent = true
+	}
 	if _, err := c.conn.Write(req); err != nil {
 		return c.ioError(ctx, command, start, err)
 	}
