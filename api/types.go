@@ -93,6 +93,157 @@ type VM struct {
 	PID           int        `json:"pid,omitempty"`
 	CreatedAt     time.Time  `json:"created_at"`
 	Directory     string     `json:"directory"`
+	// MaxMemoryBytes is the ceiling for memory hot-add while running (generation 2).
+	MaxMemoryBytes uint64         `json:"max_memory_bytes,omitempty"`
+	DynamicMemory  *DynamicMemory `json:"dynamic_memory,omitempty"`
+	// AssignedMemoryBytes is what the guest has now (startup + hot-added - ballooned).
+	AssignedMemoryBytes uint64            `json:"assigned_memory_bytes,omitempty"`
+	Nested              bool              `json:"nested,omitempty"`
+	NICs                []NIC             `json:"nics"`
+	Guest               *GuestInfo        `json:"guest,omitempty"` // what the guest reports (data exchange)
+	KVP                 map[string]string `json:"kvp,omitempty"`   // host-set pairs the guest can read
+}
+
+// DynamicMemory is Hyper-V's dynamic memory: the guest starts with the VM's
+// memory, grows by hot-add up to Maximum when it needs more, and gives memory
+// back through the balloon down to Minimum when idle.
+type DynamicMemory struct {
+	Enabled       bool   `json:"enabled"`
+	MinimumBytes  uint64 `json:"minimum_bytes"`
+	MaximumBytes  uint64 `json:"maximum_bytes"`
+	BufferPercent int    `json:"buffer_percent"` // spare memory kept above the guest's demand
+}
+
+// NIC is one network adapter of a VM. Its MAC is chosen once and kept for life.
+type NIC struct {
+	Name   string `json:"name"` // e.g. "eth0"
+	Switch string `json:"switch"`
+	MAC    string `json:"mac"`
+	VLAN   int    `json:"vlan,omitempty"`
+	Tap    string `json:"tap,omitempty"` // host interface while the VM runs
+}
+
+// GuestInfo is what the guest reports through its agent (Hyper-V's KVP exchange).
+type GuestInfo struct {
+	OSName        string           `json:"os_name,omitempty"`
+	OSVersion     string           `json:"os_version,omitempty"`
+	OSID          string           `json:"os_id,omitempty"`
+	KernelRelease string           `json:"kernel_release,omitempty"`
+	Hostname      string           `json:"hostname,omitempty"`
+	AgentVersion  string           `json:"agent_version,omitempty"`
+	Interfaces    []GuestInterface `json:"interfaces,omitempty"`
+	UpdatedAt     time.Time        `json:"updated_at"`
+}
+
+// GuestInterface is one network interface as the guest sees it.
+type GuestInterface struct {
+	Name        string   `json:"name"`
+	MAC         string   `json:"mac,omitempty"`
+	IPAddresses []string `json:"ip_addresses,omitempty"` // CIDR notation
+}
+
+// Integration service names (Hyper-V's integration services).
+const (
+	ServiceHeartbeat     = "heartbeat"
+	ServiceShutdown      = "shutdown"
+	ServiceTimeSync      = "time-sync"
+	ServiceDataExchange  = "data-exchange"  // KVP: guest facts and host-set pairs
+	ServiceGuestServices = "guest-services" // file copy
+	ServiceDirectSession = "direct-session" // exec and interactive sessions (PowerShell Direct)
+	ServiceBackup        = "backup"         // file-system freeze and thaw (VSS)
+)
+
+// IntegrationService is one service's setting and status for a VM.
+type IntegrationService struct {
+	Name        string     `json:"name"`
+	Enabled     bool       `json:"enabled"`
+	Status      string     `json:"status"` // OK, NoContact, Disabled, Unsupported (the agent lacks its commands)
+	LastContact *time.Time `json:"last_contact,omitempty"`
+	Detail      string     `json:"detail,omitempty"`
+}
+
+// IntegrationUpdate is the body of PATCH /1.0/vms/{name}/integration.
+type IntegrationUpdate struct {
+	Enable  []string `json:"enable,omitempty"`
+	Disable []string `json:"disable,omitempty"`
+}
+
+// KVPPut is the body of PUT /1.0/vms/{name}/kvp/{key}.
+type KVPPut struct {
+	Value string `json:"value"`
+}
+
+// TimeSyncResult answers POST /1.0/vms/{name}/time-sync.
+type TimeSyncResult struct {
+	GuestTimeBefore time.Time `json:"guest_time_before"`
+	HostTime        time.Time `json:"host_time"`
+	OffsetSeconds   float64   `json:"offset_seconds"` // guest minus host, before the correction
+}
+
+// FreezeRequest is the body of POST /1.0/vms/{name}/freeze.
+type FreezeRequest struct {
+	// Timeout bounds the freeze in seconds (default 10, at most 300): hvd thaws the
+	// guest then, and a guard process thaws it even if hvd dies.
+	Timeout int `json:"timeout,omitempty"`
+}
+
+// FreezeStatus answers freeze and thaw.
+type FreezeStatus struct {
+	Frozen        bool       `json:"frozen"`
+	FileSystems   int        `json:"file_systems"`
+	FrozenAt      *time.Time `json:"frozen_at,omitempty"`
+	ThawDeadline  *time.Time `json:"thaw_deadline,omitempty"`
+	FrozenSeconds float64    `json:"frozen_seconds,omitempty"`
+}
+
+// FileInfo answers a file upload (PUT /1.0/vms/{name}/files?path=).
+type FileInfo struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// NICAdd is the body of POST /1.0/vms/{name}/nics.
+type NICAdd struct {
+	Switch string `json:"switch"`
+	Name   string `json:"name,omitempty"` // default eth0, eth1...
+	MAC    string `json:"mac,omitempty"`  // default: generated, locally administered
+	VLAN   int    `json:"vlan,omitempty"` // 1-4094; 0 = untagged
+}
+
+// DiskAdd is the body of POST /1.0/vms/{name}/disks.
+type DiskAdd struct {
+	Name string `json:"name,omitempty"` // default data1, data2...
+	Path string `json:"path,omitempty"` // an existing image to attach (copied in)
+	Size string `json:"size,omitempty"` // or a new empty disk of this size
+}
+
+// Switch types (Hyper-V's virtual switch types).
+const (
+	SwitchExternal = "external" // bridged to a host uplink
+	SwitchInternal = "internal" // VMs and the host
+	SwitchPrivate  = "private"  // VMs only
+)
+
+// Switch is a virtual switch (GET /1.0/switches/{name}).
+type Switch struct {
+	Name   string   `json:"name"`
+	Type   string   `json:"type"`
+	Bridge string   `json:"bridge"`           // the host's bridge interface
+	Uplink string   `json:"uplink,omitempty"` // external
+	Subnet string   `json:"subnet,omitempty"` // internal: the host's address, e.g. 10.44.0.1/24
+	DHCP   bool     `json:"dhcp,omitempty"`   // internal: dnsmasq serves the subnet
+	Ports  []string `json:"ports"`            // "vm/nic" of connected running NICs
+	State  string   `json:"state"`            // Up, Down (bridge missing or down)
+}
+
+// SwitchCreate is the body of POST /1.0/switches.
+type SwitchCreate struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Uplink string `json:"uplink,omitempty"`
+	Subnet string `json:"subnet,omitempty"`
+	DHCP   bool   `json:"dhcp,omitempty"`
 }
 
 // VMCreate is the body of POST /1.0/vms.
@@ -110,13 +261,28 @@ type VMCreate struct {
 	Initrd   string `json:"initrd,omitempty"`
 	Cmdline  string `json:"cmdline,omitempty"`
 	Start    bool   `json:"start,omitempty"`
+	// MaxMemory is the hot-add ceiling (generation 2); default 4x memory, at most the host's.
+	MaxMemory string `json:"max_memory,omitempty"`
+	Nested    bool   `json:"nested,omitempty"` // expose VMX/SVM to the guest (needs KVM)
 }
 
 // VMUpdate is the body of PATCH /1.0/vms/{name}; only the fields given change.
 type VMUpdate struct {
 	CPUs    *int    `json:"cpus,omitempty"`
-	Memory  *string `json:"memory,omitempty"`
+	Memory  *string `json:"memory,omitempty"` // while Running (generation 2): hot-add up to max_memory
 	Cmdline *string `json:"cmdline,omitempty"`
+	// MaxMemory, Nested and DynamicMemory change only while Off.
+	MaxMemory     *string              `json:"max_memory,omitempty"`
+	Nested        *bool                `json:"nested,omitempty"`
+	DynamicMemory *DynamicMemoryUpdate `json:"dynamic_memory,omitempty"`
+}
+
+// DynamicMemoryUpdate sets dynamic memory; sizes as strings ("1G").
+type DynamicMemoryUpdate struct {
+	Enabled       bool   `json:"enabled"`
+	Minimum       string `json:"minimum,omitempty"`
+	Maximum       string `json:"maximum,omitempty"`
+	BufferPercent int    `json:"buffer_percent,omitempty"` // default 20
 }
 
 // VM state actions for PUT /1.0/vms/{name}/state.
@@ -142,6 +308,12 @@ type VMStatePut struct {
 type ExecRequest struct {
 	Command []string `json:"command"`
 	Env     []string `json:"env,omitempty"`
+	// Interactive runs the command on a pseudo-terminal in the guest; the caller
+	// joins it at GET /1.0/operations/{id}/session (Upgrade: hv-session), and the
+	// operation's result carries the exit code once it ends.
+	Interactive bool `json:"interactive,omitempty"`
+	Rows        int  `json:"rows,omitempty"` // terminal size for Interactive
+	Cols        int  `json:"cols,omitempty"`
 	// Stdin is passed to the command (raw bytes, base64 in JSON).
 	Stdin   []byte `json:"stdin,omitempty"`
 	Timeout int    `json:"timeout,omitempty"` // seconds, default 60

@@ -63,6 +63,7 @@ type host struct {
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
 	env    []string
+	netns  string // hvd, its bridges and VMs live in this network namespace when set
 }
 
 // newHost starts hvd in a fresh root. Everything it started is killed at the end.
@@ -74,6 +75,38 @@ func newHost(t *testing.T, env ...string) *host {
 		t.Fatal(err)
 	}
 	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock"), env: env}
+	h.setup()
+	return h
+}
+
+// newNetHost starts hvd in a fresh network namespace: its switches, taps, DHCP
+// server and VMs see nothing of the machine's own network, and every packet a
+// test sends stays inside.
+func newNetHost(t *testing.T) *host {
+	t.Helper()
+	root, err := os.MkdirTemp("/tmp", "hve2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "hv" + filepath.Base(root)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
+	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock"), netns: ns}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	h.setup()
+	return h
+}
+
+// inNS runs a command in the host's network namespace (the hypervisor's view).
+func (h *host) inNS(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", h.netns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (h *host) setup() {
+	t, root := h.t, h.root
 	t.Cleanup(func() {
 		h.stopHVD()
 		killQEMUs(root)
@@ -84,13 +117,17 @@ func newHost(t *testing.T, env ...string) *host {
 		}
 	})
 	h.startHVD()
-	return h
 }
 
 func (h *host) startHVD(extraEnv ...string) {
 	h.t.Helper()
 	h.log = &bytes.Buffer{}
-	h.cmd = exec.Command(filepath.Join(*binDir, "hvd"), "--root", h.root, "--socket", h.socket, "--log-level", "debug")
+	argv := []string{filepath.Join(*binDir, "hvd"), "--root", h.root, "--socket", h.socket, "--log-level", "debug"}
+	if h.netns != "" {
+		// ip netns exec execs hvd in place: h.cmd's pid is hvd's.
+		argv = append([]string{"ip", "netns", "exec", h.netns}, argv...)
+	}
+	h.cmd = exec.Command(argv[0], argv[1:]...)
 	h.cmd.Env = append(append(os.Environ(), h.env...), extraEnv...)
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	if err := h.cmd.Start(); err != nil {

@@ -64,6 +64,7 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 			return run(cmd.Context(), o)
 		},
 	}
+	cmd.AddCommand(newThawGuardCommand())
 	f := cmd.Flags()
 	f.StringVar(&o.root, "root", "/var/lib/hv", "directory holding VMs and state")
 	f.StringVar(&o.socket, "socket", "/run/hv/hvd.sock", "unix socket to serve the API on")
@@ -178,4 +179,26 @@ func crashHooks(log *slog.Logger) host.Hooks {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	}
+}
+
+// newThawGuardCommand is the process hvd leaves behind during a guest freeze: it
+// thaws the guest at the deadline if hvd could not (crashed, killed, hung).
+func newThawGuardCommand() *cobra.Command {
+	var agent, at string
+	cmd := &cobra.Command{
+		Use:    "thaw-guard --agent SOCKET --at TIME",
+		Short:  "thaw a frozen guest at a deadline (started by hvd during freezes)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := time.Parse(time.RFC3339Nano, at)
+			if err != nil {
+				return fmt.Errorf("--at: %q is not an RFC 3339 time", at)
+			}
+			return host.RunThawGuard(cmd.Context(), agent, t)
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "the guest agent's socket")
+	cmd.Flags().StringVar(&at, "at", "", "when to thaw (RFC 3339)")
+	return cmd
 }

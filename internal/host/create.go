@@ -121,9 +121,17 @@ func (s *Service) planCreate(ctx context.Context, req api.VMCreate) (createPlan,
 	if p.image == "" && p.diskSize == 0 && p.kernel == "" {
 		return p, fmt.Errorf("image: the VM has nothing to boot; give --image PATH, --disk-size SIZE (an empty disk) or --kernel PATH: %w", errdefs.ErrInvalid)
 	}
+	maxMem, err := s.maxMemory(gen, mem, total, req.MaxMemory)
+	if err != nil {
+		return p, err
+	}
+	if req.Nested && s.accel != "kvm" {
+		return p, errNestedNeedsKVM()
+	}
 	p.cfg = vmconfig.Config{
 		Name: req.Name, ID: newUUID(), Generation: gen, SecureBoot: req.SecureBoot, CPUs: cpus,
 		MemoryBytes: mem, Cmdline: req.Cmdline, CreatedAt: time.Now().UTC(), Disks: []vmconfig.Disk{},
+		MaxMemoryBytes: maxMem, Nested: req.Nested,
 	}
 	return p, nil
 }
@@ -278,8 +286,9 @@ func (s *Service) DeleteVM(name string) (*operation.Op, error) {
 	})
 }
 
-// UpdateVM changes the settings of an Off VM.
-func (s *Service) UpdateVM(name string, req api.VMUpdate) (api.VM, error) {
+// UpdateVM changes a VM's settings. While Off anything goes; while Running only
+// memory, which is hot-added (or given back) through virtio-mem.
+func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (api.VM, error) {
 	v, err := s.get(name)
 	if err != nil {
 		return api.VM{}, err
@@ -288,12 +297,20 @@ func (s *Service) UpdateVM(name string, req api.VMUpdate) (api.VM, error) {
 		return api.VM{}, err
 	}
 	defer v.release()
+	onlyMemory := req.Memory != nil && req.CPUs == nil && req.Cmdline == nil && req.MaxMemory == nil && req.Nested == nil && req.DynamicMemory == nil
+	if st := v.snapshotState(); st == api.StateRunning && onlyMemory {
+		return s.resizeMemory(ctx, v, *req.Memory)
+	}
 	if err := checkTransition(name, "set", v.snapshotState()); err != nil {
+		if v.snapshotState() == api.StateRunning && req.Memory != nil {
+			err = fmt.Errorf("%w (only --memory changes while it runs; change the rest while it is off)", err)
+		}
 		return api.VM{}, err
 	}
 	v.mu.Lock()
 	cfg := v.cfg
 	v.mu.Unlock()
+	total, _ := memInfo()
 	if req.CPUs != nil {
 		if err := validate.CPUs("cpus", *req.CPUs, numCPU()); err != nil {
 			return api.VM{}, err
@@ -305,11 +322,40 @@ func (s *Service) UpdateVM(name string, req api.VMUpdate) (api.VM, error) {
 		if err != nil {
 			return api.VM{}, err
 		}
-		total, _ := memInfo()
 		if err := validate.Memory("memory", mem, total); err != nil {
 			return api.VM{}, err
 		}
+		// Keep the hot-add range's size unless it is set explicitly.
+		if cfg.MaxMemoryBytes <= cfg.MemoryBytes || cfg.MaxMemoryBytes < mem {
+			cfg.MaxMemoryBytes = mem
+			if cfg.Generation == 2 && req.MaxMemory == nil {
+				cfg.MaxMemoryBytes, _ = s.maxMemory(2, mem, total, "")
+			}
+		}
 		cfg.MemoryBytes = mem
+	}
+	if req.MaxMemory != nil {
+		m, err := s.maxMemory(cfg.Generation, cfg.MemoryBytes, total, *req.MaxMemory)
+		if err != nil {
+			return api.VM{}, err
+		}
+		cfg.MaxMemoryBytes = m
+	}
+	if req.Nested != nil {
+		if *req.Nested && s.accel != "kvm" {
+			return api.VM{}, errNestedNeedsKVM()
+		}
+		cfg.Nested = *req.Nested
+	}
+	if req.DynamicMemory != nil {
+		dm, err := planDynamicMemory(cfg, *req.DynamicMemory)
+		if err != nil {
+			return api.VM{}, err
+		}
+		cfg.DynamicMemory = dm
+		if dm != nil && dm.MaximumBytes > cfg.MaxMemoryBytes {
+			cfg.MaxMemoryBytes = dm.MaximumBytes
+		}
 	}
 	if req.Cmdline != nil {
 		if cfg.Kernel == "" && *req.Cmdline != "" {
@@ -317,15 +363,40 @@ func (s *Service) UpdateVM(name string, req api.VMUpdate) (api.VM, error) {
 		}
 		cfg.Cmdline = *req.Cmdline
 	}
-	if err := vmconfig.Save(v.dir, cfg); err != nil {
+	if err := s.saveConfig(v, cfg); err != nil {
 		return api.VM{}, err
 	}
-	v.mu.Lock()
-	v.cfg = cfg
-	v.cfgVer = vmconfig.CurrentVersion
-	v.mu.Unlock()
-	s.publishVM(v, "updated", "")
-	return v.toAPI(s.accel), nil
+	return s.GetVM(ctx, name)
+}
+
+// maxMemory resolves the hot-add ceiling: generation 2 VMs get 4x their memory
+// (at most the host's) unless told otherwise; generation 1 has no hot-add.
+func (s *Service) maxMemory(gen int, mem, hostTotal uint64, given string) (uint64, error) {
+	if given == "" {
+		if gen != 2 {
+			return mem, nil
+		}
+		return max(mem, min(4*mem, hostTotal>>21<<21)), nil
+	}
+	m, err := validate.ParseSize("max_memory", given)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case gen != 2 && m != mem:
+		return 0, fmt.Errorf("max_memory: memory hot-add needs generation 2 (UEFI, PCIe); leave --max-memory out: %w", errdefs.ErrInvalid)
+	case m < mem:
+		return 0, fmt.Errorf("max_memory: %s is below the memory (%s); give at least that: %w", given, validate.FormatSize(mem), errdefs.ErrInvalid)
+	case m > hostTotal:
+		return 0, fmt.Errorf("max_memory: %s is more than the host has (about %s): %w", given, validate.FormatSize(hostTotal>>26<<26), errdefs.ErrInvalid)
+	case (m-mem)%(2<<20) != 0:
+		return 0, fmt.Errorf("max_memory: the hot-add range (max_memory - memory) must be a multiple of 2M: %w", errdefs.ErrInvalid)
+	}
+	return m, nil
+}
+
+func errNestedNeedsKVM() error {
+	return fmt.Errorf("nested: nested virtualization needs KVM, and this host runs VMs with TCG emulation (no usable /dev/kvm); leave --nested out: %w", errdefs.ErrInvalid)
 }
 
 func newUUID() string {

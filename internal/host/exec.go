@@ -35,9 +35,12 @@ func (s *Service) ExecVM(name string, req api.ExecRequest) (*operation.Op, error
 	if err := checkTransition(name, "exec", v.snapshotState()); err != nil {
 		return nil, err
 	}
-	ss, err := v.session()
+	ss, err := v.serviceSession(api.ServiceDirectSession)
 	if err != nil {
 		return nil, err
+	}
+	if req.Interactive {
+		return s.startInteractive(v, ss, req)
 	}
 	timeout := 60 * time.Second
 	if req.Timeout > 0 {

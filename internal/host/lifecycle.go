@@ -93,10 +93,13 @@ func (s *Service) spec(v *vm) qemu.Spec {
 		CPUs: c.CPUs, MemoryBytes: c.MemoryBytes, Accel: s.accel, Cmdline: c.Cmdline,
 		Firmware: s.fw, QMPSocket: v.runPath(sockQMP), AgentSocket: v.runPath(sockAgent),
 		ConsoleSocket: v.runPath(sockConsole), ConsoleLog: v.path(fileConsole), PIDFile: v.runPath(filePID),
-		StartPaused: true,
+		StartPaused: true, Nested: c.Nested,
+	}
+	for i := 0; i < sessionPorts; i++ {
+		sp.SessionSockets = append(sp.SessionSockets, v.runPath(sessionSock(i)))
 	}
 	for _, d := range c.Disks {
-		sp.Disks = append(sp.Disks, qemu.DiskSpec{ID: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
+		sp.Disks = append(sp.Disks, qemu.DiskSpec{ID: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot, Bus: d.Bus})
 	}
 	if c.Kernel != "" {
 		sp.Kernel = v.path(c.Kernel)
@@ -107,6 +110,9 @@ func (s *Service) spec(v *vm) qemu.Spec {
 	if c.NVRAM != "" {
 		sp.NVRAMPath = v.path(c.NVRAM)
 	}
+	if c.MaxMemoryBytes > c.MemoryBytes {
+		sp.MaxMemoryBytes = c.MaxMemoryBytes
+	}
 	return sp
 }
 
@@ -115,7 +121,7 @@ func cleanRun(v *vm) error {
 	if err := os.MkdirAll(v.run, 0o700); err != nil {
 		return err
 	}
-	for _, f := range []string{sockQMP, sockAgent, sockConsole, filePID} {
+	for _, f := range []string{sockQMP, sockAgent, sockConsole, filePID, sessionSock(0), sessionSock(1), sessionSock(2), sessionSock(3)} {
 		if err := os.Remove(v.runPath(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -175,7 +181,32 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	if err := cleanRun(v); err != nil {
 		return err
 	}
+	// Devices get fixed hot-plug ports, recorded before QEMU starts, so that a
+	// later restore puts every device back where the saved state expects it.
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	ports := assignBuses(&cfg)
+	if err := s.saveConfig(v, cfg); err != nil {
+		return err
+	}
 	sp := s.spec(v)
+	sp.HotplugPorts = ports
+	v.mu.Lock()
+	if fromSaved && v.rt.BootMemoryBytes != 0 {
+		sp.MemoryBytes, sp.MaxMemoryBytes = v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes
+		sp.HotplugPorts = max(sp.HotplugPorts, v.rt.HotplugPorts)
+	}
+	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = sp.MemoryBytes, sp.MaxMemoryBytes, sp.HotplugPorts
+	v.mu.Unlock()
+	if sp.NICs, err = s.startNICs(ctx, v, cfg); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.stopNICs(cfg)
+		}
+	}()
 	var extra []*os.File
 	if fromSaved {
 		f, err := os.Open(v.path(fileSave))
@@ -250,6 +281,9 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 		// The saved state now lives in the running VM; as in Hyper-V it is consumed.
 		_ = os.Remove(v.path(fileSave))
 		_ = fsutil.SyncDir(v.dir)
+		if state == api.StateRunning {
+			s.syncTimeAfter(v, "restore")
+		}
 	}
 	s.publishVM(v, "state-changed", "")
 	return nil
@@ -286,7 +320,7 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 	}
 	v.mu.Lock()
 	ss := v.sess
-	agentOK := v.hb == api.HeartbeatOK
+	agentOK := v.hb == api.HeartbeatOK && v.cfg.ServiceEnabled(api.ServiceShutdown)
 	if ss == nil {
 		v.mu.Unlock()
 		return fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
@@ -453,7 +487,11 @@ func (s *Service) doResume(ctx context.Context, op *operation.Op, v *vm) error {
 	if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
 		return errWrap(err, "resuming VM %s", v.name)
 	}
-	return s.setState(v, api.StateRunning, "")
+	if err := s.setState(v, api.StateRunning, ""); err != nil {
+		return err
+	}
+	s.syncTimeAfter(v, "resume")
+	return nil
 }
 
 func (v *vm) session() (*session, error) {

@@ -62,6 +62,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 			_ = qemu.Kill(pid, v.cfg.ID)
 			waitGone(pid, v.cfg.ID, 10*time.Second)
 		}
+		s.stopNICs(v.cfg)
 		v.rt.PID = 0
 		if err := v.setStateLocked(api.StateOff, reason); err != nil {
 			s.log.Error("recording VM state", "vm", v.name, "err", err)
@@ -74,6 +75,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 		if alive {
 			off(v.rt.Reason)
 		}
+		s.stopNICs(v.cfg) // taps left by a crash
 		return
 	case api.StateSaved:
 		if alive {
@@ -148,6 +150,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 		s.log.Error("recording VM state", "vm", v.name, "err", err)
 	}
 	s.log.Info("re-attached to a running VM", "vm", v.name, "pid", pid, "state", state)
+	s.resumeFreeze(v)
 }
 
 func readPID(path string) int {

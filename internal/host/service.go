@@ -20,6 +20,7 @@ import (
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/events"
+	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/vmconfig"
@@ -40,6 +41,9 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// Hooks lets tests stop hvd at chosen points of an operation (crash tests).
 	Hooks Hooks
+	// GuardBinary is the hvd executable, run as "thaw-guard" during freezes
+	// (default: this process's own executable).
+	GuardBinary string
 }
 
 // Hooks are called at named points of long operations; nil means none.
@@ -61,6 +65,8 @@ type Service struct {
 	fw       qemu.Firmware
 	hbEvery  time.Duration
 	hooks    Hooks
+	guardBin string
+	net      *netdev.Manager
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -80,11 +86,14 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	s := &Service{
 		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
-		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks,
+		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks, guardBin: o.GuardBinary,
 		vms: map[string]*vm{}, stop: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.guardBin == "" {
+		s.guardBin, _ = os.Executable()
 	}
 	if s.hbEvery == 0 {
 		s.hbEvery = time.Second
@@ -114,6 +123,13 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		s.log.Warn(s.accelMsg, "accelerator", s.accel)
 	}
 	s.fw = qemu.FindFirmware()
+	if s.net, err = netdev.NewManager(filepath.Join(root, "net"), s.log); err != nil {
+		return nil, err
+	}
+	// Switches come back before VMs, whose taps join them.
+	if err := s.net.Restore(ctx); err != nil {
+		s.log.Error("restoring virtual switches; VMs on them will not start until this is fixed", "err", err)
+	}
 	// QEMU daemonizes; as a subreaper hvd becomes the parent of the QEMUs it starts,
 	// so it can collect their exit status (and no zombie outlives them).
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -129,6 +145,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 // Close stops hvd's watchers. Running VMs keep running: QEMU outlives hvd.
 func (s *Service) Close() {
 	close(s.stop)
+	defer s.net.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, v := range s.vms {
@@ -212,6 +229,14 @@ func (s *Service) GetVM(ctx context.Context, name string) (api.VM, error) {
 		return api.VM{}, err
 	}
 	out := v.toAPI(s.accel)
+	v.mu.Lock()
+	ss, maxMem := v.sess, v.rt.MaxMemoryBytes
+	v.mu.Unlock()
+	if ss != nil {
+		if m, err := readMemory(ctx, ss.qmp, maxMem); err == nil {
+			out.AssignedMemoryBytes = m.assigned()
+		}
+	}
 	for i, d := range out.Disks {
 		// -U in Info reads the header even while QEMU holds the image.
 		if info, err := s.disk.Info(ctx, d.Path); err == nil {

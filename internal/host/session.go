@@ -64,6 +64,7 @@ func (s *Service) attach(ctx context.Context, v *vm, pid int) (*session, error) 
 	}()
 	go s.watchExit(wctx, v, ss)
 	go s.heartbeat(wctx, v, ss)
+	go s.dynamicMemory(wctx, v, ss)
 	return ss, nil
 }
 
@@ -108,6 +109,12 @@ func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
 	reason := ss.exitReason
 	ss.mu.Unlock()
 	ss.closeAgent()
+	v.mu.Lock()
+	cfg := v.cfg
+	v.frozen = nil // a guest that is gone is frozen no more
+	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
+	v.mu.Unlock()
+	s.stopNICs(cfg)
 	close(ss.exited)
 	ss.stop()
 
@@ -214,21 +221,36 @@ func (ss *session) agentCall(ctx context.Context, fn func(*qga.Client) error) er
 
 // heartbeat pings the guest agent while the VM runs: OK when it answers,
 // NoContact until it first does, LostCommunication when it stops answering.
+// When the agent (re)appears, and every guestRefresh after, it reads the guest's
+// facts and delivers the host's key-value pairs.
 func (s *Service) heartbeat(ctx context.Context, v *vm, ss *session) {
 	t := time.NewTicker(s.hbEvery)
 	defer t.Stop()
+	var lastRefresh time.Time
 	for {
 		v.mu.Lock()
 		running := v.rt.State == api.StateRunning
+		hbOn := v.cfg.ServiceEnabled(api.ServiceHeartbeat)
+		if !hbOn {
+			v.hb = api.HeartbeatDisabled
+		}
 		v.mu.Unlock()
 		if running {
-			pctx, cancel := context.WithTimeout(ctx, max(s.hbEvery, time.Second))
-			err := ss.agentCall(pctx, func(c *qga.Client) error { return c.Ping(pctx) })
-			cancel()
-			if ctx.Err() != nil {
-				return
+			refresh := time.Since(lastRefresh) > guestRefresh
+			if hbOn {
+				pctx, cancel := context.WithTimeout(ctx, max(s.hbEvery, time.Second))
+				err := ss.agentCall(pctx, func(c *qga.Client) error { return c.Ping(pctx) })
+				cancel()
+				if ctx.Err() != nil {
+					return
+				}
+				back := s.recordHeartbeat(v, err)
+				refresh = back || (err == nil && refresh)
 			}
-			s.recordHeartbeat(v, err)
+			if refresh {
+				s.refreshGuest(ctx, v, ss)
+				lastRefresh = time.Now()
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -238,10 +260,14 @@ func (s *Service) heartbeat(ctx context.Context, v *vm, ss *session) {
 	}
 }
 
+// guestRefresh is how often the guest's facts are read again while it answers.
+const guestRefresh = 30 * time.Second
+
 // lostAfter is how many missed pings in a row turn OK into LostCommunication.
 const lostAfter = 3
 
-func (s *Service) recordHeartbeat(v *vm, err error) {
+// recordHeartbeat updates the heartbeat and reports whether it just became OK.
+func (s *Service) recordHeartbeat(v *vm, err error) bool {
 	v.mu.Lock()
 	old := v.hb
 	if err == nil {
@@ -259,6 +285,7 @@ func (s *Service) recordHeartbeat(v *vm, err error) {
 		s.log.Info("heartbeat changed", "vm", v.name, "from", old, "to", nowHB)
 		s.publishVM(v, "heartbeat-changed", nowHB)
 	}
+	return changed && nowHB == api.HeartbeatOK
 }
 
 // killAndWait sends SIGKILL to the session's QEMU and waits for it to be gone.

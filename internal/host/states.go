@@ -28,12 +28,14 @@ var transitions = map[string]transition{
 	"delete":         {from: []string{api.StateOff, api.StateSaved}, display: "delete"},
 	"exec":           {from: []string{api.StateRunning}, display: "run a command in"},
 	"console":        {from: []string{api.StateRunning, api.StatePaused, api.StateStarting, api.StateStopping}, display: "attach to the console of"},
+	"devices":        {from: []string{api.StateOff, api.StateRunning}, display: "add or remove devices of"},
 }
 
 // hints tell the user what to do when an action is refused in a state.
 var hints = map[string]string{
 	api.StateOff:      "start it first: hv vm start %s",
 	api.StateSaved:    "start it first (it resumes where it was saved), or discard the saved state with hv vm kill %s",
+	api.StatePausedCritical: "free what it lacks (disk space, storage), then resume it: hv vm resume %s",
 	api.StatePaused:   "resume it first: hv vm resume %s",
 	api.StateRunning:  "stop it first: hv vm stop %s (or hv vm kill %s to turn it off)",
 	api.StateStarting: "wait for the start to finish, or turn it off: hv vm kill %s",

@@ -3,12 +3,14 @@ package host
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
@@ -34,6 +36,11 @@ type vm struct {
 	hb      string             // heartbeat status
 	lastHB  time.Time
 	hbFails int
+
+	guest        *api.GuestInfo // what the guest last reported (data exchange)
+	agentMissing []string       // agent commands the guest's agent lacks
+	frozen       *freezeState   // the guest's file systems are frozen (backup service)
+	sessions     [sessionPorts]*execSession
 }
 
 func newVM(name, dir, runRoot string, cfg vmconfig.Config) *vm {
@@ -160,6 +167,24 @@ func (v *vm) toAPI(accel string) api.VM {
 	}
 	for _, d := range c.Disks {
 		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
+	}
+	out.MaxMemoryBytes, out.Nested, out.Guest = c.MaxMemoryBytes, c.Nested, v.guest
+	if dm := c.DynamicMemory; dm != nil {
+		out.DynamicMemory = &api.DynamicMemory{Enabled: dm.Enabled, MinimumBytes: dm.MinimumBytes, MaximumBytes: dm.MaximumBytes, BufferPercent: dm.BufferPercent}
+	}
+	if len(c.KVP) > 0 {
+		out.KVP = maps.Clone(c.KVP)
+	}
+	out.NICs = []api.NIC{}
+	for _, n := range c.NICs {
+		nic := api.NIC{Name: n.Name, Switch: n.Switch, MAC: n.MAC, VLAN: n.VLAN}
+		if v.sess != nil {
+			nic.Tap = netdev.TapName(c.ID, n.Name)
+		}
+		out.NICs = append(out.NICs, nic)
+	}
+	if !c.ServiceEnabled(api.ServiceHeartbeat) {
+		out.Heartbeat = api.HeartbeatDisabled
 	}
 	return out
 }

@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,7 +22,7 @@ type Host interface {
 	ListVMs() []api.VM
 	GetVM(ctx context.Context, name string) (api.VM, error)
 	CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op, error)
-	UpdateVM(name string, req api.VMUpdate) (api.VM, error)
+	UpdateVM(ctx context.Context, name string, req api.VMUpdate) (api.VM, error)
 	DeleteVM(name string) (*operation.Op, error)
 	ChangeState(name string, req api.VMStatePut) (*operation.Op, error)
 	ExecVM(name string, req api.ExecRequest) (*operation.Op, error)
@@ -31,6 +32,30 @@ type Host interface {
 	DiskInfo(ctx context.Context, path string) (api.DiskInfo, error)
 	ResizeDisk(ctx context.Context, req api.DiskResize) (api.DiskInfo, error)
 	ConvertDisk(ctx context.Context, req api.DiskConvert) (*operation.Op, error)
+
+	// Integration services.
+	Integration(ctx context.Context, name string) ([]api.IntegrationService, error)
+	UpdateIntegration(ctx context.Context, name string, req api.IntegrationUpdate) ([]api.IntegrationService, error)
+	KVP(ctx context.Context, name string) (map[string]string, *api.GuestInfo, error)
+	SetKVP(ctx context.Context, name, key, value string) error
+	DeleteKVP(ctx context.Context, name, key string) error
+	TimeSync(ctx context.Context, name string) (api.TimeSyncResult, error)
+	Freeze(ctx context.Context, name string, req api.FreezeRequest) (api.FreezeStatus, error)
+	Thaw(ctx context.Context, name string) (api.FreezeStatus, error)
+	FreezeStatus(ctx context.Context, name string) (api.FreezeStatus, error)
+	WriteGuestFile(ctx context.Context, name, path string, mode int, r io.Reader, size int64) (api.FileInfo, error)
+	ReadGuestFile(ctx context.Context, name, path string, w io.Writer, sized func(int64)) (api.FileInfo, error)
+	SessionConn(ctx context.Context, opID string) (net.Conn, error)
+
+	// NICs, data disks, switches.
+	AddNIC(name string, req api.NICAdd) (*operation.Op, error)
+	RemoveNIC(name, nic string) (*operation.Op, error)
+	AddDisk(ctx context.Context, name string, req api.DiskAdd) (*operation.Op, error)
+	RemoveDisk(name, disk string) (*operation.Op, error)
+	ListSwitches() []api.Switch
+	GetSwitch(name string) (api.Switch, error)
+	CreateSwitch(ctx context.Context, req api.SwitchCreate) (api.Switch, error)
+	DeleteSwitch(ctx context.Context, name string) error
 }
 
 // Server is the API's HTTP handler.
@@ -83,6 +108,26 @@ func (s *Server) routes() []route {
 		{"GET", "/1.0/disks/info", s.diskInfo},
 		{"POST", "/1.0/disks/resize", s.resizeDisk},
 		{"POST", "/1.0/disks/convert", s.convertDisk},
+		{"GET", "/1.0/vms/{name}/integration", s.getIntegration},
+		{"PATCH", "/1.0/vms/{name}/integration", s.patchIntegration},
+		{"GET", "/1.0/vms/{name}/kvp", s.getKVP},
+		{"PUT", "/1.0/vms/{name}/kvp/{key}", s.putKVP},
+		{"DELETE", "/1.0/vms/{name}/kvp/{key}", s.deleteKVP},
+		{"POST", "/1.0/vms/{name}/time-sync", s.timeSync},
+		{"GET", "/1.0/vms/{name}/freeze", s.getFreeze},
+		{"POST", "/1.0/vms/{name}/freeze", s.freeze},
+		{"POST", "/1.0/vms/{name}/thaw", s.thaw},
+		{"GET", "/1.0/vms/{name}/files", s.getFile},
+		{"PUT", "/1.0/vms/{name}/files", s.putFile},
+		{"GET", "/1.0/operations/{id}/session", s.session},
+		{"POST", "/1.0/vms/{name}/nics", s.addNIC},
+		{"DELETE", "/1.0/vms/{name}/nics/{nic}", s.removeNIC},
+		{"POST", "/1.0/vms/{name}/disks", s.addDisk},
+		{"DELETE", "/1.0/vms/{name}/disks/{disk}", s.removeDisk},
+		{"GET", "/1.0/switches", s.listSwitches},
+		{"POST", "/1.0/switches", s.createSwitch},
+		{"GET", "/1.0/switches/{name}", s.getSwitch},
+		{"DELETE", "/1.0/switches/{name}", s.deleteSwitch},
 	}
 }
 

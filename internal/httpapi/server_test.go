@@ -22,6 +22,7 @@ import (
 
 // fakeHost answers like the host service would, without QEMU.
 type fakeHost struct {
+	Host     // methods a test does not use panic: a test never relies on them silently
 	ops      *operation.Manager
 	created  []api.VMCreate
 	console  net.Conn
@@ -45,7 +46,7 @@ func (f *fakeHost) CreateVM(ctx context.Context, req api.VMCreate) (*operation.O
 		return nil, nil
 	}), nil
 }
-func (f *fakeHost) UpdateVM(name string, req api.VMUpdate) (api.VM, error) {
+func (f *fakeHost) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (api.VM, error) {
 	return api.VM{}, fmt.Errorf("cannot change the settings of VM web: it is Running: %w", errdefs.ErrConflict)
 }
 func (f *fakeHost) DeleteVM(name string) (*operation.Op, error) { return nil, errdefs.ErrNotFound }

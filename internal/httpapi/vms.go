@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 
@@ -44,7 +45,7 @@ func (s *Server) updateVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	vm, err := s.host.UpdateVM(r.PathValue("name"), req)
+	vm, err := s.host.UpdateVM(r.Context(), r.PathValue("name"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -105,14 +106,20 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	upgradeAndPipe(w, backend, "hv-console")
+}
+
+// upgradeAndPipe answers 101 and copies bytes between the client and backend
+// until either side ends.
+func upgradeAndPipe(w http.ResponseWriter, backend net.Conn, protocol string) {
 	defer backend.Close()
 	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		writeError(w, fmt.Errorf("console: cannot take over the connection: %v: %w", err, errdefs.ErrUnavailable))
+		writeError(w, fmt.Errorf("cannot take over the connection: %v: %w", err, errdefs.ErrUnavailable))
 		return
 	}
 	defer conn.Close()
-	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: hv-console\r\n\r\n")
+	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + protocol + "\r\n\r\n")
 	if err := buf.Flush(); err != nil {
 		return
 	}

@@ -20,7 +20,10 @@ func Args(s Spec) ([]string, error) {
 	machine(&a, &s)
 	control(&a, &s)
 	devices(&a, &s)
+	hotplugPorts(&a, &s)
 	disks(&a, &s)
+	nics(&a, &s)
+	memoryDevice(&a, &s)
 	kernel(&a, &s)
 	if s.IncomingFD > 0 {
 		a.add("-incoming", "fd:"+strconv.Itoa(s.IncomingFD))
@@ -73,10 +76,53 @@ func machine(a *args, s *Spec) {
 	cpu := "max" // TCG: every feature QEMU can emulate
 	if s.Accel == AccelKVM {
 		cpu = "host"
+		if s.Nested {
+			cpu = opt(cpu, "+vmx", "+svm") // QEMU drops the one the host CPU lacks
+		}
+	}
+	mem := "size=" + strconv.FormatUint(s.MemoryBytes>>20, 10) + "M"
+	if s.MaxMemoryBytes > s.MemoryBytes {
+		mem = opt(mem, "maxmem="+strconv.FormatUint(s.MaxMemoryBytes>>20, 10)+"M")
 	}
 	a.add("-cpu", cpu,
 		"-smp", strconv.Itoa(s.CPUs),
-		"-m", "size="+strconv.FormatUint(s.MemoryBytes>>20, 10)+"M")
+		"-m", mem)
+}
+
+// hotplugPorts: empty PCIe root ports on q35, where NICs and disks can be added
+// and removed while the VM runs (the pc machine's bus takes hot-plug as it is).
+func hotplugPorts(a *args, s *Spec) {
+	if s.Generation != 2 {
+		return
+	}
+	for i := 0; i < s.HotplugPorts; i++ {
+		a.add("-device", opt("pcie-root-port", "id="+HotplugPortID(i), "bus=pcie.0",
+			"chassis="+strconv.Itoa(i+1), "slot="+strconv.Itoa(i+1)))
+	}
+}
+
+// nics: a tap netdev and a virtio-net device per NIC.
+func nics(a *args, s *Spec) {
+	for _, n := range s.NICs {
+		dev := opt("virtio-net-pci", "netdev="+n.ID+"-net", "id="+n.ID, "mac="+n.MAC)
+		if n.Bus != "" {
+			dev = opt(dev, "bus="+n.Bus)
+		}
+		a.add("-netdev", opt("tap", "id="+n.ID+"-net", "ifname="+n.Tap, "script=no", "downscript=no"),
+			"-device", dev)
+	}
+}
+
+// memoryDevice: virtio-mem covers the range between memory and max memory;
+// hv grows and shrinks it by setting its requested size.
+func memoryDevice(a *args, s *Spec) {
+	if s.MaxMemoryBytes <= s.MemoryBytes {
+		return
+	}
+	size := strconv.FormatUint((s.MaxMemoryBytes-s.MemoryBytes)>>20, 10) + "M"
+	a.add("-object", opt("memory-backend-ram", "id="+VirtioMemID+"-ram", "size="+size),
+		"-device", opt("virtio-mem-pci", "id="+VirtioMemID, "memdev="+VirtioMemID+"-ram",
+			"requested-size="+strconv.FormatUint(s.VirtioMemBytes>>20, 10)+"M", "block-size=2M"))
 }
 
 // control: the sockets hv uses to drive the VM.
@@ -94,6 +140,11 @@ func control(a *args, s *Spec) {
 		a.add("-device", opt("virtio-serial-pci", "id=vser0"),
 			"-chardev", opt("socket", "id=qga0", "path="+esc(s.AgentSocket), "server=on", "wait=off"),
 			"-device", opt("virtserialport", "bus=vser0.0", "chardev=qga0", "name=org.qemu.guest_agent.0"))
+		for i, p := range s.SessionSockets {
+			id := "session" + strconv.Itoa(i)
+			a.add("-chardev", opt("socket", "id="+id, "path="+esc(p), "server=on", "wait=off"),
+				"-device", opt("virtserialport", "bus=vser0.0", "chardev="+id, "name="+SessionPortName(i)))
+		}
 	}
 }
 
@@ -115,6 +166,9 @@ func disks(a *args, s *Spec) {
 		dev := opt("virtio-blk-pci", "drive="+format, "id="+d.ID)
 		if d.Boot {
 			dev = opt(dev, "bootindex=0")
+		}
+		if d.Bus != "" {
+			dev = opt(dev, "bus="+d.Bus)
 		}
 		a.add("-blockdev", opt("driver=file", "node-name="+file, "filename="+esc(d.Path)),
 			"-blockdev", opt("driver="+d.Format, "node-name="+format, "file="+file),

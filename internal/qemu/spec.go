@@ -15,6 +15,15 @@ type DiskSpec struct {
 	Path   string // absolute path of the image
 	Format string // "qcow2" or "raw"
 	Boot   bool   // boot from this disk first
+	Bus    string // optional: a hot-plug port (HotplugPortID) so the disk can be removed live
+}
+
+// NICSpec is one network adapter backed by a host tap interface.
+type NICSpec struct {
+	ID  string // QEMU device id; the netdev is "<id>-net"
+	Tap string // host tap interface, created by the caller
+	MAC string
+	Bus string // optional: a hot-plug port, so the NIC can be removed live
 }
 
 // Spec is everything that goes on one VM's QEMU command line.
@@ -43,7 +52,29 @@ type Spec struct {
 
 	IncomingFD  int  // > 0: restore a saved state from this inherited fd (-incoming fd:N)
 	StartPaused bool // -S: start with the CPUs stopped
+
+	NICs []NICSpec
+	// SessionSockets are extra virtio-serial ports (org.hv.session.N) for
+	// interactive sessions in the guest; needs AgentSocket (same controller).
+	SessionSockets []string
+	// HotplugPorts empty PCIe root ports (generation 2) for devices added live.
+	HotplugPorts int
+	// MaxMemoryBytes > MemoryBytes adds a virtio-mem device (VirtioMemID) that can
+	// hot-add up to the difference while the VM runs.
+	MaxMemoryBytes uint64
+	// VirtioMemBytes is the virtio-mem device's requested size at start.
+	VirtioMemBytes uint64
+	Nested         bool // expose VMX/SVM to the guest (KVM only)
 }
+
+// VirtioMemID is the QEMU id of the memory hot-add device.
+const VirtioMemID = "vmem0"
+
+// HotplugPortID names the i-th hot-plug root port.
+func HotplugPortID(i int) string { return fmt.Sprintf("hp%d", i) }
+
+// SessionPortName is the guest-visible name of the i-th session port.
+func SessionPortName(i int) string { return fmt.Sprintf("org.hv.session.%d", i) }
 
 // Limits of QEMU and the kernel that a spec must respect.
 const (
@@ -76,6 +107,23 @@ func (s *Spec) check() error {
 		return invalid("incoming_fd", "%d is not a file descriptor; use 0 for none or the inherited fd (3 or more)", s.IncomingFD)
 	case s.Kernel == "" && (s.Initrd != "" || s.Cmdline != ""):
 		return invalid("kernel", "is empty but an initrd or kernel command line is set; give the kernel too, or drop them")
+	}
+	switch {
+	case s.Nested && s.Accel != AccelKVM:
+		return invalid("nested", "nested virtualization needs KVM, and this host runs VMs with TCG; turn nested off")
+	case s.MaxMemoryBytes != 0 && s.MaxMemoryBytes < s.MemoryBytes:
+		return invalid("max_memory", "%d is below memory %d; raise it or use 0 for no hot-add", s.MaxMemoryBytes, s.MemoryBytes)
+	case s.VirtioMemBytes > 0 && s.MemoryBytes+s.VirtioMemBytes > s.MaxMemoryBytes:
+		return invalid("virtio_mem", "memory plus hot-added memory exceeds max_memory")
+	case len(s.SessionSockets) > 0 && s.AgentSocket == "":
+		return invalid("session_sockets", "need the agent socket's virtio-serial controller; set agent_socket")
+	case s.HotplugPorts < 0 || s.HotplugPorts > 30:
+		return invalid("hotplug_ports", "%d; use 0 to 30", s.HotplugPorts)
+	}
+	for i, n := range s.NICs {
+		if n.ID == "" || n.Tap == "" || n.MAC == "" {
+			return invalid(fmt.Sprintf("nics[%d]", i), "needs an id, a tap and a MAC")
+		}
 	}
 	if err := validate.CPUs("cpus", s.CPUs, 0); err != nil {
 		return err

@@ -19,14 +19,25 @@ import (
 
 // CurrentVersion is the configuration version this hv writes. Bump it, and add a
 // step to migrations, whenever the meaning of a stored field changes.
-const CurrentVersion = 1
+const CurrentVersion = 2
 
 // FileName is the configuration file inside a VM's directory.
 const FileName = "config.json"
 
 // migrations turn the "vm" object of version N into version N+1. Ordered, one step
 // per version, so that any supported older file can be brought up to date.
-var migrations = map[int]func(map[string]any) error{}
+var migrations = map[int]func(map[string]any) error{
+	// 1 → 2: memory hot-add arrived. A VM made before it gets no hot-add range
+	// (max = memory), so it starts exactly as it did; the admin raises the ceiling
+	// with 'hv vm set --max-memory' when the VM is off, as Hyper-V asks for
+	// Update-VMVersion before new features apply.
+	1: func(vm map[string]any) error {
+		if _, ok := vm["max_memory_bytes"]; !ok {
+			vm["max_memory_bytes"] = vm["memory_bytes"]
+		}
+		return nil
+	},
+}
 
 // SupportedVersions lists every configuration version this hv reads.
 func SupportedVersions() []int {
@@ -46,6 +57,24 @@ type Disk struct {
 	File   string `json:"file"`
 	Format string `json:"format"`
 	Boot   bool   `json:"boot,omitempty"`
+	Bus    string `json:"bus,omitempty"` // hot-plug port it sits on (generation 2 data disks)
+}
+
+// NIC is one network adapter; its MAC is chosen at creation and kept for life.
+type NIC struct {
+	Name   string `json:"name"`
+	Switch string `json:"switch"`
+	MAC    string `json:"mac"`
+	VLAN   int    `json:"vlan,omitempty"`
+	Bus    string `json:"bus,omitempty"`
+}
+
+// DynamicMemory is Hyper-V's dynamic memory setting.
+type DynamicMemory struct {
+	Enabled       bool   `json:"enabled"`
+	MinimumBytes  uint64 `json:"minimum_bytes"`
+	MaximumBytes  uint64 `json:"maximum_bytes"`
+	BufferPercent int    `json:"buffer_percent"`
 }
 
 // Config is what defines a VM. Runtime facts (state, pid) live in Runtime.
@@ -62,6 +91,24 @@ type Config struct {
 	Cmdline     string    `json:"cmdline,omitempty"`
 	NVRAM       string    `json:"nvram,omitempty"` // Gen 2: the VM's UEFI variable store
 	CreatedAt   time.Time `json:"created_at"`
+
+	// Since version 2.
+	MaxMemoryBytes   uint64            `json:"max_memory_bytes"`
+	DynamicMemory    *DynamicMemory    `json:"dynamic_memory,omitempty"`
+	Nested           bool              `json:"nested,omitempty"`
+	NICs             []NIC             `json:"nics,omitempty"`
+	KVP              map[string]string `json:"kvp,omitempty"`
+	DisabledServices []string          `json:"disabled_services,omitempty"`
+}
+
+// ServiceEnabled reports whether an integration service is on (all are by default).
+func (c *Config) ServiceEnabled(name string) bool {
+	for _, s := range c.DisabledServices {
+		if s == name {
+			return false
+		}
+	}
+	return true
 }
 
 type envelope struct {

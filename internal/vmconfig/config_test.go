@@ -99,3 +99,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A version 1 file, as hv 0.1 wrote it, loads with no hot-add range.
+func TestVersion1IsMigrated(t *testing.T) {
+	v1 := []byte(`{
+  "config_version": 1,
+  "checksum": "sha256:CHECKSUM",
+  "vm": {"name":"old","id":"0b0e5f1c-0000-4000-8000-000000000001","generation":1,"cpus":1,"memory_bytes":268435456,"disks":[],"created_at":"2026-11-23T10:00:00Z"}
+}`)
+	raw := []byte(`{"name":"old","id":"0b0e5f1c-0000-4000-8000-000000000001","generation":1,"cpus":1,"memory_bytes":268435456,"disks":[],"created_at":"2026-11-23T10:00:00Z"}`)
+	v1 = []byte(strings.Replace(string(v1), "sha256:CHECKSUM", checksum(raw), 1))
+	c, v, err := Parse("old/config.json", v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != 1 || c.MaxMemoryBytes != 256<<20 || c.MemoryBytes != 256<<20 || !c.ServiceEnabled("time-sync") {
+		t.Fatalf("migrated v1: version %d, %+v", v, c)
+	}
+	if got := SupportedVersions(); len(got) != 2 || got[0] != 1 || got[1] != CurrentVersion {
+		t.Fatalf("SupportedVersions = %v", got)
+	}
+}

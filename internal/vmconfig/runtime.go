@@ -30,6 +30,16 @@ type Runtime struct {
 	// SavedPaused: the VM was paused when it was saved; start leaves it paused.
 	SavedPaused bool      `json:"saved_paused,omitempty"`
 	ChangedAt   time.Time `json:"changed_at"`
+	// BootMemoryBytes and MaxMemoryBytes are the memory layout QEMU was started
+	// with; a restore must use the same, whatever the configuration says now.
+	BootMemoryBytes uint64 `json:"boot_memory_bytes,omitempty"`
+	MaxMemoryBytes  uint64 `json:"max_memory_bytes,omitempty"`
+	HotplugPorts    int    `json:"hotplug_ports,omitempty"`
+	// ThawBy is set while hv holds the guest's file systems frozen: a restarted
+	// hvd thaws it by then (the guard process cannot reach the agent while hvd
+	// holds its socket). GuardPID is that guard, to end it after the thaw.
+	ThawBy   time.Time `json:"thaw_by,omitempty"`
+	GuardPID int       `json:"guard_pid,omitempty"`
 }
 
 // LoadRuntime reads the runtime file in dir; a missing file means Off.

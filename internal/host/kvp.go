@@ -1,0 +1,171 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/qga"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// GuestKVPFile is where the guest finds the pairs the host set, one KEY=VALUE a
+// line (Hyper-V keeps them in /var/lib/hyperv/.kvp_pool_0). /run exists on
+// every Linux guest; hv writes the file again whenever the agent comes back.
+const GuestKVPFile = "/run/hv-kvp"
+
+var kvpKey = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// maxKVPValue bounds one value (Hyper-V allows 2 KiB).
+const maxKVPValue = 2048
+
+// KVP returns the host-set pairs and the guest's reported facts.
+func (s *Service) KVP(ctx context.Context, name string) (map[string]string, *api.GuestInfo, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return maps.Clone(v.cfg.KVP), v.guest, nil
+}
+
+// SetKVP stores a pair durably and delivers it to the guest when it can.
+func (s *Service) SetKVP(ctx context.Context, name, key, value string) error {
+	if !kvpKey.MatchString(key) {
+		return fmt.Errorf("key: %q; use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit: %w", key, errdefs.ErrInvalid)
+	}
+	if len(value) > maxKVPValue || strings.ContainsAny(value, "\n\r\x00") {
+		return fmt.Errorf("value: at most %d bytes on one line (no newline or NUL): %w", maxKVPValue, errdefs.ErrInvalid)
+	}
+	return s.changeKVP(ctx, name, func(m map[string]string) { m[key] = value })
+}
+
+// DeleteKVP removes a pair.
+func (s *Service) DeleteKVP(ctx context.Context, name, key string) error {
+	v, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	_, ok := v.cfg.KVP[key]
+	v.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("key %q of VM %s: %w; list them with: hv vm kvp %s", key, name, errdefs.ErrNotFound, name)
+	}
+	return s.changeKVP(ctx, name, func(m map[string]string) { delete(m, key) })
+}
+
+func (s *Service) changeKVP(ctx context.Context, name string, change func(map[string]string)) error {
+	v, err := s.get(name)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	cfg := v.cfg
+	cfg.KVP = maps.Clone(cfg.KVP)
+	if cfg.KVP == nil {
+		cfg.KVP = map[string]string{}
+	}
+	change(cfg.KVP)
+	if err := vmconfig.Save(v.dir, cfg); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	v.cfg, v.cfgVer = cfg, vmconfig.CurrentVersion
+	ss := v.sess
+	v.mu.Unlock()
+	s.publishVM(v, "updated", "key-value pairs changed")
+	if ss != nil && cfg.ServiceEnabled(api.ServiceDataExchange) {
+		// Durable already; delivery is best effort now and repeated at every contact.
+		if err := s.pushKVP(ctx, v, ss); err != nil {
+			s.log.Info("key-value pairs saved; delivery to the guest will be retried", "vm", name, "err", err)
+		}
+	}
+	return nil
+}
+
+func kvpFile(m map[string]string) []byte {
+	var b bytes.Buffer
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "%s=%s\n", k, m[k])
+	}
+	return b.Bytes()
+}
+
+// pushKVP writes the host-set pairs into the guest's GuestKVPFile.
+func (s *Service) pushKVP(ctx context.Context, v *vm, ss *session) error {
+	v.mu.Lock()
+	data := kvpFile(v.cfg.KVP)
+	v.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	return ss.agentCall(ctx, func(c *qga.Client) error {
+		_, err := c.WriteFile(ctx, GuestKVPFile, bytes.NewReader(data), int64(len(data)), nil)
+		return err
+	})
+}
+
+// refreshGuest reads the guest's facts (OS, hostname, interfaces) and delivers
+// the host's pairs. It runs when the agent answers again and then now and then.
+func (s *Service) refreshGuest(ctx context.Context, v *vm, ss *session) {
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	var missing []string
+	_ = ss.agentCall(ctx, func(c *qga.Client) error {
+		var all []string
+		for _, svc := range services {
+			all = append(all, svc.commands...)
+		}
+		var err error
+		missing, err = c.Supports(ctx, all...)
+		return err
+	})
+	v.mu.Lock()
+	v.agentMissing = missing
+	enabled := v.cfg.ServiceEnabled(api.ServiceDataExchange)
+	v.mu.Unlock()
+	if !enabled {
+		return
+	}
+	info := &api.GuestInfo{UpdatedAt: time.Now().UTC()}
+	err := ss.agentCall(ctx, func(c *qga.Client) error {
+		if os, err := c.OSInfo(ctx); err == nil {
+			info.OSName, info.OSVersion, info.OSID, info.KernelRelease = os.PrettyName, os.Version, os.ID, os.KernelRelease
+			if info.OSName == "" {
+				info.OSName = os.Name
+			}
+		}
+		if h, err := c.Hostname(ctx); err == nil {
+			info.Hostname = h
+		}
+		ifs, err := c.Interfaces(ctx)
+		if err != nil {
+			return err
+		}
+		for _, i := range ifs {
+			if i.Name == "lo" {
+				continue
+			}
+			info.Interfaces = append(info.Interfaces, api.GuestInterface{Name: i.Name, MAC: i.MAC, IPAddresses: i.Addresses})
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Debug("reading guest facts", "vm", v.name, "err", err)
+		return
+	}
+	v.mu.Lock()
+	v.guest = info
+	v.mu.Unlock()
+	if err := s.pushKVP(ctx, v, ss); err != nil {
+		s.log.Debug("delivering key-value pairs", "vm", v.name, "err", err)
+	}
+}

@@ -1,0 +1,228 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/qmp"
+	"github.com/hvproject/hv/internal/validate"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// virtio-mem adds and removes memory in blocks of this size.
+const memBlock = 2 << 20
+
+// memoryLayout is how much memory a running guest has and where it comes from.
+type memoryLayout struct {
+	boot, plugged, max uint64
+	balloon            uint64 // what the balloon leaves of boot memory; boot when not inflated
+}
+
+func (m memoryLayout) assigned() uint64 { return m.balloon + m.plugged }
+
+func readMemory(ctx context.Context, c *qmp.Client, maxMem uint64) (memoryLayout, error) {
+	var sum struct {
+		Base    uint64 `json:"base-memory"`
+		Plugged uint64 `json:"plugged-memory"`
+	}
+	if err := c.Execute(ctx, "query-memory-size-summary", nil, &sum); err != nil {
+		return memoryLayout{}, err
+	}
+	m := memoryLayout{boot: sum.Base, plugged: sum.Plugged, max: maxMem, balloon: sum.Base}
+	var bal struct {
+		Actual uint64 `json:"actual"`
+	}
+	if err := c.Execute(ctx, "query-balloon", nil, &bal); err == nil && bal.Actual > 0 && bal.Actual < sum.Base {
+		m.balloon = bal.Actual
+	}
+	return m, nil
+}
+
+// setPlugged asks virtio-mem for size bytes of hot-added memory and waits until
+// the guest has taken them (or given them back).
+func setPlugged(ctx context.Context, c *qmp.Client, size uint64) error {
+	if err := c.Execute(ctx, "qom-set", map[string]any{"path": qemu.VirtioMemID, "property": "requested-size", "value": size}, nil); err != nil {
+		return errWrap(err, "asking for %s of hot-added memory", validate.FormatSize(size))
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var got uint64
+		if err := c.Execute(ctx, "qom-get", map[string]any{"path": qemu.VirtioMemID, "property": "size"}, &got); err != nil {
+			return err
+		}
+		if got == size {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the guest took %s of the %s of memory asked for within 60s (does it load virtio_mem and online new memory?): %w",
+				validate.FormatSize(got), validate.FormatSize(size), errdefs.ErrTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// resizeMemory changes a running VM's memory: up to its max by hot-add, down to
+// its boot memory by hot-remove (what the guest can give back).
+func (s *Service) resizeMemory(ctx context.Context, v *vm, want string) (api.VM, error) {
+	target, err := validate.ParseSize("memory", want)
+	if err != nil {
+		return api.VM{}, err
+	}
+	v.mu.Lock()
+	ss, cfg, boot, maxMem := v.sess, v.cfg, v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes
+	v.mu.Unlock()
+	if ss == nil {
+		return api.VM{}, fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
+	}
+	if cfg.DynamicMemory != nil && cfg.DynamicMemory.Enabled {
+		return api.VM{}, fmt.Errorf("memory: VM %s uses dynamic memory, which sets its memory itself; turn it off first (hv vm set %s --dynamic-memory=false, while off): %w", v.name, v.name, errdefs.ErrConflict)
+	}
+	switch {
+	case maxMem <= boot:
+		return api.VM{}, fmt.Errorf("memory: VM %s was started without a hot-add range (generation 1, or max memory = memory); stop it, then set --memory or --max-memory: %w", v.name, errdefs.ErrConflict)
+	case target < boot:
+		return api.VM{}, fmt.Errorf("memory: %s is below the %s the VM booted with; a running VM can shrink only to that: %w", want, validate.FormatSize(boot), errdefs.ErrInvalid)
+	case target > maxMem:
+		return api.VM{}, fmt.Errorf("memory: %s is above the VM's max memory (%s); raise --max-memory while it is off: %w", want, validate.FormatSize(maxMem), errdefs.ErrInvalid)
+	case (target-boot)%memBlock != 0:
+		return api.VM{}, fmt.Errorf("memory: %s is not boot memory plus a multiple of 2M; try %s: %w", want, validate.FormatSize(boot+(target-boot)/memBlock*memBlock), errdefs.ErrInvalid)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := setPlugged(ctx, ss.qmp, target-boot); err != nil {
+		return api.VM{}, errWrap(err, "resizing VM %s's memory", v.name)
+	}
+	cfg.MemoryBytes = target // the next cold boot starts with it
+	if err := s.saveConfig(v, cfg); err != nil {
+		return api.VM{}, err
+	}
+	s.log.Info("memory resized while running", "vm", v.name, "memory", validate.FormatSize(target))
+	return s.GetVM(ctx, v.name)
+}
+
+// planDynamicMemory checks a dynamic memory setting against the VM.
+func planDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfig.DynamicMemory, error) {
+	if !u.Enabled {
+		return nil, nil
+	}
+	if cfg.Generation != 2 {
+		return nil, fmt.Errorf("dynamic_memory: needs generation 2 (memory hot-add): %w", errdefs.ErrInvalid)
+	}
+	dm := &vmconfig.DynamicMemory{Enabled: true, MinimumBytes: cfg.MemoryBytes, MaximumBytes: cfg.MaxMemoryBytes, BufferPercent: 20}
+	var err error
+	if u.Minimum != "" {
+		if dm.MinimumBytes, err = validate.ParseSize("dynamic_memory.minimum", u.Minimum); err != nil {
+			return nil, err
+		}
+	}
+	if u.Maximum != "" {
+		if dm.MaximumBytes, err = validate.ParseSize("dynamic_memory.maximum", u.Maximum); err != nil {
+			return nil, err
+		}
+	}
+	if u.BufferPercent != 0 {
+		dm.BufferPercent = u.BufferPercent
+	}
+	switch {
+	case dm.MinimumBytes < 64<<20 || dm.MinimumBytes > cfg.MemoryBytes:
+		return nil, fmt.Errorf("dynamic_memory.minimum: give 64M up to the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
+	case dm.MaximumBytes < cfg.MemoryBytes:
+		return nil, fmt.Errorf("dynamic_memory.maximum: give at least the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
+	case (dm.MaximumBytes-cfg.MemoryBytes)%memBlock != 0:
+		return nil, fmt.Errorf("dynamic_memory.maximum: maximum - startup memory must be a multiple of 2M: %w", errdefs.ErrInvalid)
+	case dm.BufferPercent < 5 || dm.BufferPercent > 2000:
+		return nil, fmt.Errorf("dynamic_memory.buffer_percent: %d; give 5 to 2000 (Hyper-V's default is 20): %w", dm.BufferPercent, errdefs.ErrInvalid)
+	}
+	return dm, nil
+}
+
+// dynamicMemory is Hyper-V's memory balancer for one VM: every few seconds it
+// reads the guest's demand from the balloon's statistics, grows the guest by
+// hot-add when demand plus buffer exceeds what it has, and takes memory back
+// with the balloon when the guest idles, never below the minimum.
+func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
+	// The balloon reports guest statistics only when asked to poll.
+	_ = ss.qmp.Execute(ctx, "qom-set", map[string]any{"path": "balloon0", "property": "guest-stats-polling-interval", "value": 2}, nil)
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v.mu.Lock()
+		dm, running, maxMem := v.cfg.DynamicMemory, v.rt.State == api.StateRunning, v.rt.MaxMemoryBytes
+		v.mu.Unlock()
+		if dm == nil || !dm.Enabled || !running {
+			continue
+		}
+		if err := s.balanceMemory(ctx, v, ss, *dm, maxMem); err != nil {
+			s.log.Debug("dynamic memory", "vm", v.name, "err", err)
+		}
+	}
+}
+
+func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmconfig.DynamicMemory, maxMem uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var stats struct {
+		Stats map[string]int64 `json:"stats"`
+	}
+	if err := ss.qmp.Execute(ctx, "qom-get", map[string]any{"path": "balloon0", "property": "guest-stats"}, &stats); err != nil {
+		return err
+	}
+	total, avail := stats.Stats["stat-total-memory"], stats.Stats["stat-available-memory"]
+	if total <= 0 || avail < 0 {
+		return nil // the guest has not reported yet
+	}
+	m, err := readMemory(ctx, ss.qmp, maxMem)
+	if err != nil {
+		return err
+	}
+	demand := uint64(total - avail)
+	target := demand + demand*uint64(dm.BufferPercent)/100
+	target = min(max(target, dm.MinimumBytes), dm.MaximumBytes)
+	have := m.assigned()
+	const slack = 32 << 20 // ignore small swings
+	switch {
+	case target > have+slack:
+		if m.balloon < m.boot { // give back what the balloon holds first
+			newBal := min(m.boot, m.balloon+(target-have))
+			if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": newBal}, nil); err != nil {
+				return err
+			}
+			have += newBal - m.balloon
+		}
+		if target > have && m.max > m.boot {
+			want := min(m.max-m.boot, (m.plugged+(target-have)+memBlock-1)/memBlock*memBlock)
+			if err := setPlugged(ctx, ss.qmp, want); err != nil {
+				return err
+			}
+		}
+		s.log.Info("dynamic memory: grew", "vm", v.name, "demand", validate.FormatSize(demand), "target", validate.FormatSize(target))
+	case target+2*slack < have:
+		// Reclaim with the balloon: idle guests give memory back to the host.
+		excess := have - target
+		if excess >= m.balloon {
+			return nil
+		}
+		newBal := max(m.balloon-excess, dm.MinimumBytes-min(dm.MinimumBytes, m.plugged))
+		if newBal >= m.balloon {
+			return nil
+		}
+		if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": newBal}, nil); err != nil {
+			return err
+		}
+		s.log.Info("dynamic memory: reclaimed", "vm", v.name, "demand", validate.FormatSize(demand), "target", validate.FormatSize(target))
+	}
+	return nil
+}

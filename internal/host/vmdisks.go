@@ -1,0 +1,161 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/validate"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// AddDisk gives a VM a data disk, new and empty or a copy of an image; on a
+// running VM it is hot-plugged and the guest sees a new block device.
+func (s *Service) AddDisk(ctx context.Context, name string, req api.DiskAdd) (*operation.Op, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if (req.Path == "") == (req.Size == "") {
+		return nil, fmt.Errorf("path: give either an image PATH to copy in or --size for a new empty disk: %w", errdefs.ErrInvalid)
+	}
+	var size uint64
+	if req.Size != "" {
+		if size, err = validate.ParseSize("size", req.Size); err != nil {
+			return nil, err
+		}
+		if size < 1<<20 {
+			return nil, fmt.Errorf("size: %s is below 1M; give e.g. 1G: %w", req.Size, errdefs.ErrInvalid)
+		}
+	} else {
+		if !filepath.IsAbs(req.Path) {
+			return nil, fmt.Errorf("path: %q is relative; give an absolute path: %w", req.Path, errdefs.ErrInvalid)
+		}
+		if _, err := s.disk.CheckImportable(ctx, req.Path); err != nil {
+			return nil, fmt.Errorf("path: %w", err)
+		}
+	}
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	diskName := req.Name
+	if diskName == "" {
+		for i := 1; ; i++ {
+			diskName = fmt.Sprintf("data%d", i)
+			if !slices.ContainsFunc(cfg.Disks, func(d vmconfig.Disk) bool { return d.Name == diskName }) {
+				break
+			}
+		}
+	}
+	if err := validate.Name("name", diskName); err != nil {
+		return nil, err
+	}
+	if len(diskName) > 20 || slices.ContainsFunc(cfg.Disks, func(d vmconfig.Disk) bool { return d.Name == diskName }) {
+		return nil, fmt.Errorf("name: %q is taken or longer than 20 characters; pick another: %w", diskName, errdefs.ErrConflict)
+	}
+	return s.locked(v, "vm.disk-add", "devices", func(ctx context.Context, op *operation.Op, v *vm) (err error) {
+		v.mu.Lock()
+		cfg, ss, ports := v.cfg, v.sess, v.rt.HotplugPorts
+		v.mu.Unlock()
+		file := diskName + ".qcow2"
+		path := v.path(file)
+		if _, err := os.Stat(path); err == nil {
+			return fmt.Errorf("name: %s exists in the VM's directory (a disk removed earlier?); pick another name: %w", file, errdefs.ErrConflict)
+		}
+		if req.Path != "" {
+			op.SetProgress("copying image", 0, 100, "percent")
+			if _, err := s.disk.Import(ctx, req.Path, path, func(p float64) { op.SetProgress("copying image", uint64(p), 100, "percent") }); err != nil {
+				return fmt.Errorf("path: %w", err)
+			}
+		} else if err := s.disk.Create(ctx, path, "qcow2", size); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				os.Remove(path)
+			}
+		}()
+		d := vmconfig.Disk{Name: diskName, File: file, Format: "qcow2"}
+		if ss != nil {
+			if d.Bus, err = freeBus(cfg, ports); err != nil {
+				return err
+			}
+			op.SetStage("plugging in " + diskName)
+			if err := plugDisk(ctx, ss, d, path); err != nil {
+				return err
+			}
+		}
+		cfg.Disks = append(slices.Clone(cfg.Disks), d)
+		if err := s.saveConfig(v, cfg); err != nil {
+			return err
+		}
+		s.log.Info("disk added", "vm", v.name, "disk", diskName, "live", ss != nil)
+		return nil
+	})
+}
+
+func plugDisk(ctx context.Context, ss *session, d vmconfig.Disk, path string) error {
+	file, format := qemu.DiskNodes(d.Name)
+	if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": path}, nil); err != nil {
+		return errWrap(err, "opening disk %s", d.Name)
+	}
+	if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": d.Format, "node-name": format, "file": file}, nil); err != nil {
+		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": file}, nil)
+		return errWrap(err, "opening disk %s", d.Name)
+	}
+	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.Name, "drive": format}
+	if d.Bus != "" {
+		dev["bus"] = d.Bus
+	}
+	if err := ss.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
+		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": format}, nil)
+		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": file}, nil)
+		return errWrap(err, "plugging in disk %s", d.Name)
+	}
+	return nil
+}
+
+// RemoveDisk detaches a data disk (the boot disk stays). The image file stays
+// in the VM's directory, as Hyper-V keeps a removed VHDX; delete it by hand.
+func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	idx := slices.IndexFunc(v.cfg.Disks, func(d vmconfig.Disk) bool { return d.Name == diskName })
+	boot := idx >= 0 && v.cfg.Disks[idx].Boot
+	v.mu.Unlock()
+	if idx < 0 {
+		return nil, fmt.Errorf("disk %q of VM %s: %w; list them with: hv vm disk list %s", diskName, name, errdefs.ErrNotFound, name)
+	}
+	if boot {
+		return nil, fmt.Errorf("disk %s is VM %s's boot disk; it cannot be removed: %w", diskName, name, errdefs.ErrInvalid)
+	}
+	return s.locked(v, "vm.disk-remove", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
+		v.mu.Lock()
+		cfg, ss := v.cfg, v.sess
+		v.mu.Unlock()
+		if ss != nil {
+			op.SetStage("waiting for the guest to release " + diskName)
+			if err := unplug(ctx, ss, diskName); err != nil {
+				return err
+			}
+			file, format := qemu.DiskNodes(diskName)
+			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": format}, nil)
+			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
+		}
+		cfg.Disks = slices.DeleteFunc(slices.Clone(cfg.Disks), func(d vmconfig.Disk) bool { return d.Name == diskName })
+		if err := s.saveConfig(v, cfg); err != nil {
+			return err
+		}
+		s.log.Info("disk removed; its file stays in the VM's directory", "vm", v.name, "disk", diskName)
+		return nil
+	})
+}
