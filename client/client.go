@@ -50,6 +50,8 @@ func New(socketPath string, opts ...Option) *Client {
 	c.http = &http.Client{Transport: &http.Transport{
 		DialContext:     c.dial,
 		IdleConnTimeout: 90 * time.Second,
+		// Uploads ask first (Expect: 100-continue), so that a refusal comes before the file.
+		ExpectContinueTimeout: time.Second,
 		// hvd is local: proxies from the environment must never apply.
 		Proxy: nil,
 	}}
@@ -129,6 +131,11 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.roundTrip(req)
+}
+
+// roundTrip sends req and returns a 2xx response, or the API error.
+func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err

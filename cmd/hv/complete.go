@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hvproject/hv/api"
 	"github.com/spf13/cobra"
 )
 
@@ -66,4 +67,78 @@ func cmdContext(cmd *cobra.Command) context.Context {
 		return ctx
 	}
 	return context.Background()
+}
+
+// completeSwitches completes virtual switch names, described by type. positional says
+// it completes the command's first argument (not a flag's value): later ones get nothing.
+func (a *app) completeSwitches(positional bool) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if positional && len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(cmdContext(cmd), completionTimeout)
+		defer cancel()
+		sws, err := a.client().ListSwitches(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, s := range sws {
+			if strings.HasPrefix(s.Name, toComplete) {
+				out = append(out, cobra.CompletionWithDesc(s.Name, s.Type))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeVMThen completes a VM name first, then calls next for the argument after it.
+func (a *app) completeVMThen(next cobra.CompletionFunc) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		switch len(args) {
+		case 0:
+			return a.completeVMs(false)(cmd, args, toComplete)
+		case 1:
+			return next(cmd, args, toComplete)
+		}
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeVMPart completes the names of one kind of part of the VM named by args[0]
+// (NICs, disks), as listed by parts.
+func (a *app) completeVMPart(parts func(vm api.VM) [][2]string) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		ctx, cancel := context.WithTimeout(cmdContext(cmd), completionTimeout)
+		defer cancel()
+		vm, err := a.client().GetVM(ctx, args[0])
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, p := range parts(vm) {
+			if strings.HasPrefix(p[0], toComplete) {
+				out = append(out, cobra.CompletionWithDesc(p[0], p[1]))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeKVPKeys completes the host pairs of the VM named by args[0].
+func (a *app) completeKVPKeys(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	ctx, cancel := context.WithTimeout(cmdContext(cmd), completionTimeout)
+	defer cancel()
+	host, _, err := a.client().KVP(ctx, args[0])
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for k, v := range host {
+		if strings.HasPrefix(k, toComplete) && !slices.Contains(args[1:], k) {
+			out = append(out, cobra.CompletionWithDesc(k, v))
+		}
+	}
+	slices.Sort(out)
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

@@ -34,11 +34,25 @@ type fakeHVD struct {
 	// execResult answers POST exec.
 	execResult api.ExecResult
 	events     []api.Event
+
+	// The routes of fakehvd_guest_test.go.
+	integration map[string]api.IntegrationService
+	kvp         map[string]string
+	guest       *api.GuestInfo
+	frozen      api.FreezeStatus
+	files       map[string][]byte // guest files by path
+	modes       map[string]string
+	cutAfter    int  // downloads break off after this many bytes
+	badSum      bool // downloads carry a wrong checksum
+	switches    map[string]api.Switch
+	sessionExit int // exit code of an interactive exec
 }
 
 func newFakeHVD(t *testing.T, vms ...api.VM) *fakeHVD {
 	t.Helper()
-	f := &fakeHVD{t: t, vms: map[string]api.VM{}, ops: map[string][]api.Operation{}, bodies: map[string][]byte{}}
+	f := &fakeHVD{t: t, vms: map[string]api.VM{}, ops: map[string][]api.Operation{}, bodies: map[string][]byte{},
+		integration: map[string]api.IntegrationService{}, kvp: map[string]string{}, files: map[string][]byte{},
+		modes: map[string]string{}, switches: map[string]api.Switch{}}
 	for _, v := range vms {
 		f.vms[v.Name] = v
 	}
@@ -135,6 +149,7 @@ func (f *fakeHVD) routes() http.Handler {
 			fmt.Fprintf(w, "%s\n", b)
 		}
 	})
+	f.guestRoutes(m)
 	m.HandleFunc("POST /1.0/disks", func(w http.ResponseWriter, r *http.Request) {
 		var req api.DiskCreate
 		f.decode(r, &req)

@@ -23,6 +23,7 @@ type progress struct {
 	stage  string
 	tenths int // last 10% step printed (plain mode)
 	drawn  bool
+	bytes  bool // show the bytes done of the total (file copies)
 
 	lastDone uint64
 	lastAt   time.Time
@@ -59,7 +60,10 @@ func (p *progress) update(op api.Operation) {
 		return
 	}
 	if stage != p.stage || (pct >= 0 && pct/10 != p.tenths) {
-		if pct >= 0 {
+		if pct >= 0 && p.bytes {
+			fmt.Fprintf(p.w, "%s: %d%% (%s of %s)\n", stage, pct, humanBytes(pr.Done), humanBytes(pr.Total))
+			p.tenths = pct / 10
+		} else if pct >= 0 {
 			fmt.Fprintf(p.w, "%s: %d%%\n", stage, pct)
 			p.tenths = pct / 10
 		} else {
@@ -99,6 +103,9 @@ func (p *progress) draw(stage string, pct int, pr *api.Progress) {
 			b.WriteString(">" + strings.Repeat(" ", barWidth-fill-1))
 		}
 		fmt.Fprintf(&b, "] %3d%% %s", pct, stage)
+		if p.bytes {
+			b.WriteString("  " + humanBytes(pr.Done) + "/" + humanBytes(pr.Total))
+		}
 	} else {
 		b.WriteString(strings.Repeat(" ", barWidth) + "] " + stage)
 		if pr.Unit == "bytes" && pr.Done > 0 {
@@ -120,4 +127,32 @@ func (p *progress) done() {
 		io.WriteString(p.w, "\r\x1b[K")
 		p.drawn = false
 	}
+}
+
+// transferRedraw is the least time between two redraws of a file copy's progress.
+const transferRedraw = 100 * time.Millisecond
+
+// transfer returns a progress callback for a file copy (client.UploadFile and
+// DownloadFile): bytes, percent and rate on stderr, unless --quiet (then nil). It may be
+// called from another goroutine, but never concurrently; call its stop when the copy ends.
+func (a *app) transfer(label string) (update func(done, total int64), stop func()) {
+	if a.quiet {
+		return nil, func() {}
+	}
+	p := newProgress(a.stderr, time.Now)
+	p.bytes = true
+	var last time.Time
+	update = func(done, total int64) {
+		now := time.Now()
+		if done < total && now.Sub(last) < transferRedraw {
+			return
+		}
+		last = now
+		pr := &api.Progress{Stage: label, Done: uint64(max(done, 0)), Unit: "bytes"}
+		if total >= 0 {
+			pr.Total = uint64(total)
+		}
+		p.update(api.Operation{Progress: pr})
+	}
+	return update, p.done
 }

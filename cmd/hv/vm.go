@@ -19,7 +19,8 @@ A VM is in one of these states (Hyper-V's names): Off, Starting, Running,
 Paused, Saving, Saved, Stopping, PausedCritical. Each command says which states
 it works from; from any other hvd refuses with an error naming the current state.`,
 		newVMListCmd(a), newVMShowCmd(a), newVMCreateCmd(a), newVMSetCmd(a), newVMDeleteCmd(a),
-		newVMExecCmd(a), newVMConsoleCmd(a))
+		newVMExecCmd(a), newVMConsoleCmd(a), newVMCpCmd(a), newVMNICCmd(a), newVMDiskCmd(a),
+		newVMIntegrationCmd(a), newVMKVPCmd(a), newVMTimeSyncCmd(a), newVMFreezeCmd(a), newVMThawCmd(a))
 	c.Aliases = []string{"vms"}
 	c.AddCommand(newVMStateCmds(a)...)
 	return c
@@ -62,8 +63,10 @@ func newVMShowCmd(a *app) *cobra.Command {
 		Use:   "show NAME",
 		Short: "Show one VM in detail",
 		Long: `Show everything hvd knows about a VM: identity, state and why it is in it,
-heartbeat, hardware, boot settings (kernel, initrd, command line for direct
-kernel boot), disks and where its files live. Works in every state.`,
+heartbeat, hardware (memory: startup, assigned now, hot-add maximum, dynamic
+memory), boot settings (kernel, initrd, command line for direct kernel boot),
+what the guest reports (OS, host name), network adapters with the guest's
+addresses on each, disks, and where its files live. Works in every state.`,
 		Example: `  hv vm show web1
   hv vm show web1 -o json | jq '.disks[].path'`,
 		Args:              exactArgs(1, "one VM name"),
@@ -99,6 +102,16 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 	if !v.CreatedAt.IsZero() {
 		created = v.CreatedAt.Local().Format(time.DateTime)
 	}
+	assigned, maxMem, nested := "", "", ""
+	if v.AssignedMemoryBytes > 0 && v.AssignedMemoryBytes != v.MemoryBytes {
+		assigned = humanBytes(v.AssignedMemoryBytes)
+	}
+	if v.MaxMemoryBytes > 0 {
+		maxMem = humanBytes(v.MaxMemoryBytes)
+	}
+	if v.Nested {
+		nested = "yes"
+	}
 	kv(w,
 		[2]string{"Name", v.Name},
 		[2]string{"ID", v.ID},
@@ -108,6 +121,10 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 		[2]string{"Generation", gen},
 		[2]string{"CPUs", fmt.Sprint(v.CPUs)},
 		[2]string{"Memory", humanBytes(v.MemoryBytes)},
+		[2]string{"Assigned memory", assigned},
+		[2]string{"Maximum memory", maxMem},
+		[2]string{"Dynamic memory", dynamicMemoryText(v.DynamicMemory)},
+		[2]string{"Nested virt.", nested},
 		[2]string{"Accelerator", v.Accelerator},
 		[2]string{"Kernel", v.Kernel},
 		[2]string{"Initrd", v.Initrd},
@@ -117,14 +134,36 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 		[2]string{"Created", created},
 		[2]string{"Directory", v.Directory},
 	)
-	if len(v.Disks) == 0 {
-		return
+	if v.Guest != nil {
+		fmt.Fprintln(w, "Guest:")
+		guestRows(w, "  ", v.Guest, now)
 	}
-	fmt.Fprintln(w, "Disks:")
-	fmt.Fprintln(w, "  NAME\tFORMAT\tSIZE\tBOOT\tPATH")
-	for _, d := range v.Disks {
-		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", d.Name, d.Format, humanBytes(d.VirtualBytes), yesNo(d.Boot), d.Path)
+	if len(v.NICs) > 0 {
+		fmt.Fprintln(w, "Network adapters:")
+		nicTable(w, "  ", v.NICs, v.Guest)
 	}
+	if len(v.Disks) > 0 {
+		fmt.Fprintln(w, "Disks:")
+		vmDiskTable(w, "  ", v.Disks)
+	}
+}
+
+// dynamicMemoryText is "on (512M-8G, buffer 20%)", or "" when off.
+func dynamicMemoryText(d *api.DynamicMemory) string {
+	if d == nil || !d.Enabled {
+		return ""
+	}
+	return fmt.Sprintf("on (%s-%s, buffer %d%%)", humanBytes(d.MinimumBytes), humanBytes(d.MaximumBytes), d.BufferPercent)
+}
+
+// guestAddresses lists the addresses the guest reports on the interface with this MAC.
+func guestAddresses(g *api.GuestInfo, mac string) string {
+	for _, i := range g.Interfaces {
+		if mac != "" && strings.EqualFold(i.MAC, mac) {
+			return strings.Join(i.IPAddresses, ", ")
+		}
+	}
+	return ""
 }
 
 func dash(s string) string {

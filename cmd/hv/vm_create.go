@@ -19,6 +19,12 @@ and grown to --disk-size if that is larger; without it --disk-size makes an
 empty boot disk. --kernel, --initrd and --cmdline boot a Linux kernel directly
 instead of the firmware's boot loader.
 
+--max-memory is the ceiling up to which memory can be added while the VM runs
+(generation 2; default 4x --memory, at most the host's). --nested lets the
+guest run VMs of its own (it needs KVM). Network adapters and data disks are
+added with 'hv vm nic add' and 'hv vm disk add'; dynamic memory is set with
+'hv vm set'.
+
 Paths are resolved against the current directory before they are sent to hvd.
 Sizes take K, M, G and T suffixes (powers of 1024). Copying an image shows
 its progress.`,
@@ -27,6 +33,9 @@ its progress.`,
 
   # From a cloud image, started at once
   hv vm create web1 --image ~/images/debian-12.qcow2 --disk-size 10G --start
+
+  # A VM that can grow to 16G while running, and run VMs itself
+  hv vm create lab --memory 4G --max-memory 16G --nested --disk-size 40G
 
   # A BIOS VM booting a kernel directly
   hv vm create tiny --generation 1 --kernel ./vmlinuz --initrd ./initrd.img \
@@ -63,6 +72,8 @@ its progress.`,
 	f.StringVar(&req.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line for --kernel")
 	f.BoolVar(&req.Start, "start", false, "start the VM once created")
+	f.StringVar(&req.MaxMemory, "max-memory", "", "ceiling for memory hot-add, e.g. 16G (default 4x --memory)")
+	f.BoolVar(&req.Nested, "nested", false, "expose virtualization extensions to the guest (needs KVM)")
 	_ = cmd.RegisterFlagCompletionFunc("generation", cobra.FixedCompletions([]string{"1", "2"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }

@@ -17,7 +17,7 @@ const maxExecStdin = 16 << 20
 func newVMExecCmd(a *app) *cobra.Command {
 	var env []string
 	var timeout time.Duration
-	var noStdin bool
+	var noStdin, interactive, tty bool
 	cmd := &cobra.Command{
 		Use:   "exec NAME [flags] -- COMMAND [ARG...]",
 		Short: "Run a command in a VM's guest",
@@ -30,8 +30,20 @@ When hv's standard input is not a terminal it is passed to the command (up to
 16 MiB; -n passes none). The guest command's standard output and error are
 written to hv's, and hv exits with its exit code (128+N when signal N killed
 it). With -o json or yaml hv prints the result instead (output base64-encoded).
-The command is killed when --timeout runs out.`,
-		Example: `  hv vm exec web1 -- uname -a
+The command is killed when --timeout runs out.
+
+-t runs the command on a pseudo-terminal in the guest, sized as hv's terminal,
+for shells and full-screen programs: standard input must be a terminal, which
+hv puts in raw mode, so every key goes to the guest (Ctrl-C, Ctrl-D and
+Ctrl-] too: the session ends when the command exits). -i, with -t, sends the
+keys; without -i the command gets no input. hv exits with the command's exit
+code. With -t, --timeout applies only when given.
+
+-i without -t passes standard input even when it is a terminal (read until
+end of input, Ctrl-D).`,
+		Example: `  hv vm exec -it web1 -- bash -l
+  hv vm exec -it web1 -- top
+  hv vm exec web1 -- uname -a
   hv vm exec web1 --env LANG=C -- sh -c 'df -h / | tail -1'
   echo hello | hv vm exec web1 -- tee /tmp/greeting
   hv vm exec web1 -n --timeout 10m -- apt-get -y upgrade`,
@@ -47,7 +59,24 @@ The command is killed when --timeout runs out.`,
 				return usagef(cmd, "--timeout %s: give at least 1s", timeout)
 			}
 			req := api.ExecRequest{Command: args[1:], Env: env, Timeout: int(timeout.Round(time.Second) / time.Second)}
-			if !noStdin && a.stdin != nil && !isTerminal(a.stdin) {
+			if tty {
+				switch {
+				case !isTerminal(a.stdin):
+					return usagef(cmd, "-t needs a terminal on standard input; drop -t to run the command without one")
+				case noStdin:
+					return usagef(cmd, "-t and -n do not go together: without -i the command gets no input already")
+				case a.async:
+					return usagef(cmd, "-t and --async do not go together: the session needs hv")
+				}
+				if !cmd.Flags().Changed("timeout") {
+					req.Timeout = 0
+				}
+				return a.execSession(cmd, args[0], req, interactive)
+			}
+			if interactive && noStdin {
+				return usagef(cmd, "-i and -n do not go together")
+			}
+			if !noStdin && a.stdin != nil && (interactive || !isTerminal(a.stdin)) {
 				in, err := io.ReadAll(io.LimitReader(a.stdin, maxExecStdin+1))
 				if err != nil {
 					return fmt.Errorf("reading stdin: %w", err)
@@ -64,6 +93,8 @@ The command is killed when --timeout runs out.`,
 	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable, K=V (repeatable)")
 	f.DurationVar(&timeout, "timeout", 60*time.Second, "kill the command after this long")
 	f.BoolVarP(&noStdin, "no-stdin", "n", false, "pass no standard input to the command")
+	f.BoolVarP(&interactive, "interactive", "i", false, "pass standard input, even from a terminal; with -t, send the keys")
+	f.BoolVarP(&tty, "tty", "t", false, "run the command on a terminal in the guest (needs one here)")
 	return cmd
 }
 

@@ -9,16 +9,34 @@ import (
 )
 
 func newVMSetCmd(a *app) *cobra.Command {
-	var cpus int
-	var memory, cmdline string
+	var cpus, buffer int
+	var memory, cmdline, maxMemory, minimum, maximum string
+	var nested, dynamic bool
 	cmd := &cobra.Command{
 		Use:   "set NAME",
-		Short: "Change a VM's CPUs, memory or kernel command line",
-		Long: `Change a VM's settings; only the flags given change, and they apply at the
-VM's next start. Works from Off (stop the VM first). The VM as it now is gets
-printed.`,
+		Short: "Change a VM's CPUs, memory, nesting or kernel command line",
+		Long: `Change a VM's settings; only the flags given change. The VM as it now is
+gets printed.
+
+Most settings change while the VM is Off (stop it first) and apply at its next
+start. One works while it runs: --memory on a Running generation 2 VM adds
+memory at once (hot-add), up to its --max-memory; memory cannot be taken away
+while it runs.
+
+--max-memory is the ceiling for hot-add (default 4x the memory). --nested
+exposes the CPU's virtualization extensions (VT-x/AMD-V) so the guest can run
+VMs of its own; it needs KVM.
+
+Dynamic memory (as in Hyper-V): with --dynamic-memory the guest starts with
+--memory, grows by hot-add up to --memory-maximum when it needs more, and
+gives memory back through the balloon down to --memory-minimum when idle,
+keeping --memory-buffer percent spare above its demand (default 20).
+--dynamic-memory=false turns it off.`,
 		Example: `  hv vm set web1 --cpus 4 --memory 8G
-  hv vm set tiny --cmdline "console=ttyS0 quiet"`,
+  hv vm set tiny --cmdline "console=ttyS0 quiet"
+  hv vm set web1 --memory 6G        # while Running: hot-add 2G more
+  hv vm set lab --nested --max-memory 32G
+  hv vm set web1 --dynamic-memory --memory-minimum 1G --memory-maximum 16G --memory-buffer 25`,
 		Args:              exactArgs(1, "one VM name"),
 		ValidArgsFunction: a.completeVMs(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -33,8 +51,24 @@ printed.`,
 			if f.Changed("cmdline") {
 				upd.Cmdline = &cmdline
 			}
+			if f.Changed("max-memory") {
+				upd.MaxMemory = &maxMemory
+			}
+			if f.Changed("nested") {
+				upd.Nested = &nested
+			}
+			dynFlags := f.Changed("memory-minimum") || f.Changed("memory-maximum") || f.Changed("memory-buffer")
+			switch {
+			case f.Changed("dynamic-memory"):
+				if !dynamic && dynFlags {
+					return usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer go with --dynamic-memory, not --dynamic-memory=false")
+				}
+				upd.DynamicMemory = &api.DynamicMemoryUpdate{Enabled: dynamic, Minimum: minimum, Maximum: maximum, BufferPercent: buffer}
+			case dynFlags:
+				return usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer need --dynamic-memory")
+			}
 			if upd == (api.VMUpdate{}) {
-				return usagef(cmd, "nothing to change: give --cpus, --memory or --cmdline")
+				return usagef(cmd, "nothing to change: give --cpus, --memory, --max-memory, --nested, --dynamic-memory or --cmdline")
 			}
 			vm, err := a.client().UpdateVM(cmd.Context(), args[0], upd)
 			if err != nil {
@@ -45,7 +79,13 @@ printed.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&cpus, "cpus", 0, "number of virtual CPUs")
-	f.StringVar(&memory, "memory", "", "memory size, e.g. 1G")
+	f.StringVar(&memory, "memory", "", "memory size, e.g. 1G (while Running: hot-add up to --max-memory)")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line (direct kernel boot)")
+	f.StringVar(&maxMemory, "max-memory", "", "ceiling for memory hot-add, e.g. 16G")
+	f.BoolVar(&nested, "nested", false, "expose virtualization extensions to the guest (--nested=false hides them)")
+	f.BoolVar(&dynamic, "dynamic-memory", false, "enable dynamic memory (--dynamic-memory=false disables it)")
+	f.StringVar(&minimum, "memory-minimum", "", "dynamic memory: the least the guest keeps, e.g. 512M")
+	f.StringVar(&maximum, "memory-maximum", "", "dynamic memory: the most the guest gets, e.g. 8G")
+	f.IntVar(&buffer, "memory-buffer", 0, "dynamic memory: spare memory kept above demand, in percent (default 20)")
 	return cmd
 }

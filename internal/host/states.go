@@ -33,14 +33,14 @@ var transitions = map[string]transition{
 
 // hints tell the user what to do when an action is refused in a state.
 var hints = map[string]string{
-	api.StateOff:      "start it first: hv vm start %s",
-	api.StateSaved:    "start it first (it resumes where it was saved), or discard the saved state with hv vm kill %s",
+	api.StateOff:            "start it first: hv vm start %s",
+	api.StateSaved:          "start it first (it resumes where it was saved), or discard the saved state with hv vm kill %s",
 	api.StatePausedCritical: "free what it lacks (disk space, storage), then resume it: hv vm resume %s",
-	api.StatePaused:   "resume it first: hv vm resume %s",
-	api.StateRunning:  "stop it first: hv vm stop %s (or hv vm kill %s to turn it off)",
-	api.StateStarting: "wait for the start to finish, or turn it off: hv vm kill %s",
-	api.StateStopping: "wait for the stop to finish, or turn it off: hv vm kill %s",
-	api.StateSaving:   "wait for the save to finish",
+	api.StatePaused:         "resume it first: hv vm resume %s",
+	api.StateRunning:        "stop it first: hv vm stop %s (or hv vm kill %s to turn it off)",
+	api.StateStarting:       "wait for the start to finish, or turn it off: hv vm kill %s",
+	api.StateStopping:       "wait for the stop to finish, or turn it off: hv vm kill %s",
+	api.StateSaving:         "wait for the save to finish",
 }
 
 // checkTransition returns nil when action may run on a VM in state, and otherwise

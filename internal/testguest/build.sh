@@ -30,11 +30,15 @@ CMDLINE="console=tty0 console=ttyS0 root=$ROOT_DEV rw"
 # Kernel modules to put into the guest, in the order we want them loaded
 # (dependencies found in the modules' .modinfo are loaded first). Those marked
 # optional may be missing from the kernel package.
-MODULES_REQUIRED="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_console failover net_failover virtio_net"
+MODULES_REQUIRED="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_console failover net_failover virtio_net virtio_mem"
 MODULES_OPTIONAL="virtio_balloon virtio_scsi virtio_rng button evdev"
 
-# Host packages whose files end up in the images (the qemu-ga shared
-# libraries, the bootloaders). Their versions are part of the cache key.
+# busybox applets the guest must have (qemu-ga's guest-set-time runs
+# /sbin/hwclock -w; tests use the others through guest-exec).
+APPLETS_REQUIRED="sbin/hwclock bin/ping sbin/ip sbin/udhcpc usr/bin/sha256sum bin/stty"
+
+# Host packages whose files end up in the images (the shared libraries of
+# qemu-ga and script, the bootloaders). Their versions are part of the cache key.
 HOST_PKGS="libc6 libglib2.0-0 libpcre2-8-0 libudev1 libnuma1 liburing2 syslinux syslinux-common systemd-boot-efi"
 
 STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
@@ -58,7 +62,7 @@ flock 9
 # candidate version of each package, and the real kernel package that the
 # metapackage's candidate depends on, with its exact version.
 KMETA=linux-image-cloud-amd64
-APT_INFO=$(apt-cache show --no-all-versions "$KMETA" qemu-guest-agent busybox-static 2>/dev/null |
+APT_INFO=$(apt-cache show --no-all-versions "$KMETA" qemu-guest-agent busybox-static bsdutils 2>/dev/null |
            grep -E '^(Package|Version|Depends):' || true)
 candidate() { # PKG -> candidate version
   local v
@@ -74,6 +78,7 @@ read -r KPKG KPKG_VER < <(awk -v p="$KMETA" '$1 == "Package:" { cur = $2 } cur =
   die "cannot resolve the kernel package behind $KMETA=$KMETA_VER"
 QGA_VER=$(candidate qemu-guest-agent)
 BB_VER=$(candidate busybox-static)
+BSD_VER=$(candidate bsdutils) # util-linux's script(1), for pty sessions
 
 inputs() {
   echo "format hv-testguest 1"
@@ -81,6 +86,7 @@ inputs() {
   echo "pkg $KPKG $KPKG_VER"
   echo "pkg qemu-guest-agent $QGA_VER"
   echo "pkg busybox-static $BB_VER"
+  echo "pkg bsdutils $BSD_VER"
   local p v
   for p in $HOST_PKGS; do
     v=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$p" 2>/dev/null) ||
@@ -103,7 +109,7 @@ if [ -f "$OUT/SHA256SUMS" ] && [ -f "$OUT/inputs.txt" ] &&
 fi
 
 log "building test guest into $OUT"
-log "  kernel $KPKG $KPKG_VER, qemu-guest-agent $QGA_VER, busybox-static $BB_VER"
+log "  kernel $KPKG $KPKG_VER, qemu-guest-agent $QGA_VER, busybox-static $BB_VER, bsdutils $BSD_VER"
 
 WORK=$(mktemp -d "$OUT/.work.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
@@ -114,9 +120,10 @@ trap 'exit 130' INT TERM
 mkdir -p "$WORK/debs" "$WORK/x"
 (cd "$WORK/debs" &&
  apt-get -q -o APT::Sandbox::User=root download \
-   "$KPKG=$KPKG_VER" "qemu-guest-agent=$QGA_VER" "busybox-static=$BB_VER" >&2) ||
+   "$KPKG=$KPKG_VER" "qemu-guest-agent=$QGA_VER" "busybox-static=$BB_VER" \
+   "bsdutils=$BSD_VER" >&2) ||
   die "apt-get download failed"
-for p in "$KPKG" qemu-guest-agent busybox-static; do
+for p in "$KPKG" qemu-guest-agent busybox-static bsdutils; do
   deb=$(ls "$WORK/debs/${p}_"*.deb)
   dpkg-deb -x "$deb" "$WORK/x/$p"
 done
@@ -126,12 +133,15 @@ KVER=$(ls "$KX/lib/modules")
 BB=$WORK/x/busybox-static/bin/busybox
 QGA=$WORK/x/qemu-guest-agent/usr/sbin/qemu-ga
 [ -x "$BB" ] || die "no busybox in busybox-static"
+SCRIPT=$WORK/x/bsdutils/usr/bin/script
 [ -x "$QGA" ] || die "no qemu-ga in qemu-guest-agent"
+[ -x "$SCRIPT" ] || die "no script in bsdutils"
 
 # ---- root file system tree -------------------------------------------------
 R=$WORK/root
 mkdir -p "$R"
 (cd "$R" && mkdir -p bin sbin usr/bin usr/sbin lib/x86_64-linux-gnu lib64 etc/acpi/PWRF \
+   etc/udhcpc usr/share/udhcpc \
    dev proc sys run tmp root var/log var/tmp mnt "lib/modules/$KVER")
 ln -s ../run "$R/var/run"
 chmod 1777 "$R/tmp" "$R/var/tmp"
@@ -144,22 +154,33 @@ install -m 0755 "$BB" "$R/bin/busybox"
   [ -e "$R/$a" ] || [ -L "$R/$a" ] || ln -s /bin/busybox "$R/$a"
 done
 
-# qemu-guest-agent and the host libraries it links against
-install -m 0755 "$QGA" "$R/usr/sbin/qemu-ga"
-ldd_out=$(ldd "$QGA") || die "ldd qemu-ga failed"
-if grep -q 'not found' <<<"$ldd_out"; then
-  die "qemu-ga needs libraries missing on the host (see scripts/deps-guest.txt):
-$ldd_out"
-fi
-for lib in $(awk '$2 == "=>" && $3 ~ /^\// { print $3 }' <<<"$ldd_out"); do
-  owner=$(dpkg-query -S "$lib" 2>/dev/null | head -n1 | cut -d: -f1) ||
-    owner=$(dpkg-query -S "$(readlink -f "$lib")" 2>/dev/null | head -n1 | cut -d: -f1) || owner=
-  case " $HOST_PKGS " in
-    *" $owner "*) ;;
-    *) die "qemu-ga library $lib comes from '$owner', which is not in HOST_PKGS" ;;
-  esac
-  cp -L "$lib" "$R/lib/x86_64-linux-gnu/"
+for a in $APPLETS_REQUIRED; do
+  [ -L "$R/$a" ] || [ -e "$R/$a" ] || die "busybox-static $BB_VER has no /$a"
 done
+
+# Dynamic binaries from Debian packages and the host libraries they link
+# against: qemu-ga (qemu-guest-agent) and script (bsdutils).
+copy_libs() { # BINARY
+  local lib owner ldd_out
+  ldd_out=$(ldd "$1") || die "ldd ${1##*/} failed"
+  if grep -q 'not found' <<<"$ldd_out"; then
+    die "${1##*/} needs libraries missing on the host (see scripts/deps-guest.txt):
+$ldd_out"
+  fi
+  for lib in $(awk '$2 == "=>" && $3 ~ /^\// { print $3 }' <<<"$ldd_out"); do
+    owner=$(dpkg-query -S "$lib" 2>/dev/null | head -n1 | cut -d: -f1) ||
+      owner=$(dpkg-query -S "$(readlink -f "$lib")" 2>/dev/null | head -n1 | cut -d: -f1) || owner=
+    case " $HOST_PKGS " in
+      *" $owner "*) ;;
+      *) die "${1##*/} library $lib comes from '$owner', which is not in HOST_PKGS" ;;
+    esac
+    cp -L "$lib" "$R/lib/x86_64-linux-gnu/"
+  done
+}
+install -m 0755 "$QGA" "$R/usr/sbin/qemu-ga"
+copy_libs "$QGA"
+install -m 0755 "$SCRIPT" "$R/usr/bin/script"
+copy_libs "$SCRIPT"
 cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"
 
 # kernel modules: the wanted ones plus their dependencies, in load order
@@ -203,6 +224,8 @@ log "  modules: $(cut -d' ' -f1 "$R/lib/modules/$KVER/hv-modules.order" | tr '\n
 install -m 0755 "$SRC/init" "$R/init"
 install -m 0755 "$SRC/shutdown" "$R/sbin/shutdown"
 install -m 0644 "$SRC/inittab" "$R/etc/inittab"
+install -m 0755 "$SRC/udhcpc.script" "$R/usr/share/udhcpc/default.script"
+ln -s /usr/share/udhcpc/default.script "$R/etc/udhcpc/default.script"
 echo tiny >"$R/etc/hostname"
 cat >"$R/etc/os-release" <<EOF
 NAME="hv tiny test guest"
@@ -235,6 +258,8 @@ chmod 0755 "$R/etc/acpi/PWRF/00000080"
 if [ "$(id -u)" = 0 ]; then   # sanity check: the agent runs inside the tree
   chroot "$R" /usr/sbin/qemu-ga --version >/dev/null ||
     die "qemu-ga does not run inside the guest tree"
+  chroot "$R" /usr/bin/script --version >/dev/null ||
+    die "script does not run inside the guest tree"
 fi
 
 # ---- initramfs ---------------------------------------------------------------
