@@ -121,7 +121,9 @@ func (s *Service) startInteractive(v *vm, ss *session, req api.ExecRequest) (*op
 		}
 		return s.waitSession(ctx, v, ss, es, pid, req)
 	})
+	v.mu.Lock()
 	es.opID = op.ID()
+	v.mu.Unlock()
 	return op, nil
 }
 

@@ -100,16 +100,17 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	answer(w, out, err)
 }
 
-// getFile streams a file of the guest. Its size goes in Content-Length (unless
-// the guest cannot tell, as for /proc files), and its SHA-256, known only at
-// the end, in the X-Hv-Sha256 trailer.
+// getFile streams a file of the guest, chunked: its size goes in X-Hv-Size
+// (unless the guest cannot tell, as for /proc files) rather than Content-Length,
+// because HTTP/1.1 sends the X-Hv-Sha256 trailer, known only at the end, only
+// with chunked encoding.
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	started := false
 	w.Header().Set("Trailer", "X-Hv-Sha256")
 	info, err := s.host.ReadGuestFile(r.Context(), r.PathValue("name"), r.URL.Query().Get("path"), w, func(size int64) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		if size >= 0 {
-			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.Header().Set("X-Hv-Size", strconv.FormatInt(size, 10))
 		}
 		w.WriteHeader(http.StatusOK)
 		started = true
