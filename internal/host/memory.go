@@ -215,7 +215,10 @@ func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmco
 		if excess >= m.balloon {
 			return nil
 		}
-		newBal := max(m.balloon-excess, dm.MinimumBytes-min(dm.MinimumBytes, m.plugged))
+		// Never squeeze the guest below its demand plus a margin: an
+		// over-inflated balloon makes a Linux guest's kernel panic.
+		floor := max(dm.MinimumBytes, demand+demand/10+64<<20)
+		newBal := max(m.balloon-excess, floor-min(floor, m.plugged))
 		if newBal >= m.balloon {
 			return nil
 		}
