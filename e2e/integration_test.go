@@ -125,6 +125,8 @@ func TestIntegrationServices(t *testing.T) {
 	if off := h.guestClockOffset("svc"); off > -4 {
 		t.Fatalf("with time sync off, the guest clock is %.1fs off; want at least 4s behind after a 6s save", off)
 	}
+	expect(t, h.fails("vm", "time-sync", "svc"), "--enable time-sync", "time-sync with the service off")
+	h.must("vm", "integration", "svc", "--enable", "time-sync")
 	var ts api.TimeSyncResult
 	if err := json.Unmarshal([]byte(h.must("vm", "time-sync", "svc", "-o", "json")), &ts); err != nil || ts.OffsetSeconds > -4 {
 		t.Fatalf("time-sync on demand: %+v %v", ts, err)
@@ -132,7 +134,6 @@ func TestIntegrationServices(t *testing.T) {
 	if off := h.guestClockOffset("svc"); off < -2 || off > 2 {
 		t.Fatalf("after time-sync the guest clock is %.1fs off", off)
 	}
-	h.must("vm", "integration", "svc", "--enable", "time-sync")
 	h.must("vm", "save", "svc")
 	time.Sleep(6 * time.Second)
 	h.must("vm", "start", "svc")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/disk"
@@ -101,6 +102,11 @@ func (s *Service) ResizeDisk(ctx context.Context, req api.DiskResize) (api.DiskI
 	}
 	if err := s.disk.Resize(ctx, path, size); err != nil {
 		return api.DiskInfo{}, err
+	}
+	for _, v := range s.list() {
+		v.mu.Lock()
+		v.diskSizesAt = time.Time{} // re-read at the next request
+		v.mu.Unlock()
 	}
 	i, err := s.disk.Info(ctx, path)
 	return toAPIDisk(i), err

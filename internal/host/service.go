@@ -237,13 +237,42 @@ func (s *Service) GetVM(ctx context.Context, name string) (api.VM, error) {
 			out.AssignedMemoryBytes = m.assigned()
 		}
 	}
+	sizes := s.diskSizes(ctx, v, out.Disks)
 	for i, d := range out.Disks {
-		// -U in Info reads the header even while QEMU holds the image.
-		if info, err := s.disk.Info(ctx, d.Path); err == nil {
-			out.Disks[i].VirtualBytes = info.VirtualBytes
-		}
+		out.Disks[i].VirtualBytes = sizes[d.Path]
 	}
 	return out, nil
+}
+
+// diskSizesFor is how long disk sizes are trusted: sizes change only by resize,
+// and reading them costs a qemu-img process, which a client polling the VM
+// would otherwise pay on every request.
+const diskSizesFor = 30 * time.Second
+
+func (s *Service) diskSizes(ctx context.Context, v *vm, disks []api.Disk) map[string]uint64 {
+	v.mu.Lock()
+	cached, at := v.diskSizes, v.diskSizesAt
+	v.mu.Unlock()
+	fresh := time.Since(at) < diskSizesFor && len(cached) == len(disks)
+	for _, d := range disks {
+		if _, ok := cached[d.Path]; !ok {
+			fresh = false
+		}
+	}
+	if fresh {
+		return cached
+	}
+	sizes := map[string]uint64{}
+	for _, d := range disks {
+		// -U in Info reads the header even while QEMU holds the image.
+		if info, err := s.disk.Info(ctx, d.Path); err == nil {
+			sizes[d.Path] = info.VirtualBytes
+		}
+	}
+	v.mu.Lock()
+	v.diskSizes, v.diskSizesAt = sizes, time.Now()
+	v.mu.Unlock()
+	return sizes
 }
 
 func (s *Service) publishVM(v *vm, action, msg string) {

@@ -41,6 +41,8 @@ type vm struct {
 	agentMissing []string       // agent commands the guest's agent lacks
 	frozen       *freezeState   // the guest's file systems are frozen (backup service)
 	sessions     [sessionPorts]*execSession
+	diskSizes    map[string]uint64 // virtual size per disk file, read by qemu-img
+	diskSizesAt  time.Time
 }
 
 func newVM(name, dir, runRoot string, cfg vmconfig.Config) *vm {
