@@ -34,6 +34,8 @@ type plainVM struct {
 	cpus    int
 	overlay string
 	vars    string
+	// Direct kernel boot instead of a disk (newPlainKernelVM): no overlay, no disk.
+	kernel, initrd, cmdline string
 }
 
 // newPlainVM prepares the files of a plain VM booting image: a qcow2 overlay (so the
@@ -57,6 +59,15 @@ func newPlainVM(ctx context.Context, dir string, gen int, image string, memMiB, 
 	return p, nil
 }
 
+// newPlainKernelVM prepares a plain generation 1 VM that boots kernel + initrd directly
+// (-kernel/-initrd/-append), with no disk.
+func newPlainKernelVM(dir, kernel, initrd, cmdline string, memMiB, cpus int) (*plainVM, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return &plainVM{dir: dir, gen: 1, memMiB: memMiB, cpus: cpus, kernel: kernel, initrd: initrd, cmdline: cmdline}, nil
+}
+
 func (p *plainVM) agentSocket() string { return filepath.Join(p.dir, "qga.sock") }
 func (p *plainVM) serialLog() string   { return filepath.Join(p.dir, "serial.log") }
 
@@ -74,13 +85,19 @@ func (p *plainVM) args() []string {
 	} else {
 		a = append(a, "-machine", "pc")
 	}
-	return append(a,
+	a = append(a,
 		"-accel", p.accel, "-cpu", cpu,
 		"-smp", strconv.Itoa(p.cpus), "-m", strconv.Itoa(p.memMiB)+"M",
 		"-nodefaults", "-display", "none",
-		"-serial", "file:"+p.serialLog(),
-		"-drive", "file="+p.overlay+",if=none,id=d0,format=qcow2",
-		"-device", "virtio-blk-pci,drive=d0",
+		"-serial", "file:"+p.serialLog())
+	if p.kernel != "" {
+		a = append(a, "-kernel", p.kernel, "-initrd", p.initrd, "-append", p.cmdline)
+	} else {
+		a = append(a,
+			"-drive", "file="+p.overlay+",if=none,id=d0,format=qcow2",
+			"-device", "virtio-blk-pci,drive=d0")
+	}
+	return append(a,
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=qga0,path="+p.agentSocket()+",server=on,wait=off",
 		"-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",

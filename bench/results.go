@@ -151,6 +151,16 @@ func updateResults(path string, sections map[string]string) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// loadAvg is the host's 1-minute load average (/proc/loadavg), "?" when unknown: these
+// benchmarks are short, and a busy host shows in them.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
 // Statistics.
 
 func median(d []time.Duration) time.Duration {
@@ -179,6 +189,20 @@ func maxDur(d []time.Duration) time.Duration {
 	}
 	return slices.Max(d)
 }
+
+// percentile is the p-th percentile by nearest rank: the smallest value with at least
+// p% of the values at or below it.
+func percentile(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	k := max((p*len(s)+99)/100, 1)
+	return s[min(k, len(s))-1]
+}
+
+func p90(d []time.Duration) time.Duration { return percentile(d, 90) }
 
 func ratio(a, b time.Duration) float64 {
 	if b == 0 {

@@ -30,7 +30,7 @@ func TestGen2Lifecycle(t *testing.T) {
 	// A refused action names the state and the way out.
 	expect(t, h.fails("vm", "start", "web"), "Running", "start of a running VM")
 	expect(t, h.fails("vm", "delete", "web"), "stop it first", "delete of a running VM")
-	expect(t, h.fails("vm", "set", "web", "--memory", "1G"), "stop it first", "set on a running VM")
+	expect(t, h.fails("vm", "set", "web", "--cpus", "4"), "stop it first", "set of CPUs on a running VM")
 
 	// Pause stops the guest's clock; resume goes on.
 	h.must("vm", "pause", "web")

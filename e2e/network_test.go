@@ -150,3 +150,33 @@ func TestHotAddMemoryAndDisk(t *testing.T) {
 
 	expect(t, h.fails("vm", "create", "nest", "--nested", "--image", guest("tiny-uefi.qcow2")), "KVM", "nested on TCG")
 }
+
+// Dynamic memory: a guest whose demand rises gets memory hot-added; when the
+// demand goes, the host takes memory back through the balloon.
+func TestDynamicMemory(t *testing.T) {
+	t.Parallel()
+	h := newHost(t)
+	h.must("vm", "create", "dyn", "--generation", "2", "--memory", "256M", "--max-memory", "1G", "--image", guest("tiny-uefi.qcow2"))
+	h.must("vm", "set", "dyn", "--dynamic-memory", "--memory-minimum", "192M", "--memory-maximum", "1G", "--memory-buffer", "50")
+	h.must("vm", "start", "dyn")
+	h.waitHeartbeat("dyn")
+	start := h.vm("dyn").AssignedMemoryBytes
+	// Raise the demand step by step (tmpfs pages cannot be dropped), 8M every 2s;
+	// the tmpfs's own cap (half the RAM at boot) must not be what stops it.
+	h.must("vm", "exec", "dyn", "--timeout", "120s", "--", "/bin/sh", "-c",
+		"mount -o remount,size=900M /dev/shm && for i in $(seq 24); do dd if=/dev/zero of=/dev/shm/f$i bs=1M count=8 2>/dev/null || exit 1; sleep 2; done")
+	grown := h.waitFor("dyn", time.Minute, "memory hot-added under demand", func(v api.VM) bool {
+		return v.AssignedMemoryBytes > start+128<<20
+	})
+	t.Logf("assigned memory: %d MiB at start, %d MiB under demand", start>>20, grown.AssignedMemoryBytes>>20)
+	h.exec("dyn", "rm -f /dev/shm/f*")
+	idle := h.waitFor("dyn", 2*time.Minute, "memory reclaimed when idle", func(v api.VM) bool {
+		return v.AssignedMemoryBytes+96<<20 < grown.AssignedMemoryBytes
+	})
+	t.Logf("assigned memory once idle: %d MiB", idle.AssignedMemoryBytes>>20)
+	if idle.AssignedMemoryBytes < 192<<20-16<<20 {
+		t.Fatalf("reclaimed below the minimum: %d MiB", idle.AssignedMemoryBytes>>20)
+	}
+	h.exec("dyn", "true") // the guest still answers
+	h.must("vm", "kill", "dyn")
+}

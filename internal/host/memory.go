@@ -150,9 +150,10 @@ func planDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfi
 // with the balloon when the guest idles, never below the minimum.
 func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
 	// The balloon reports guest statistics only when asked to poll.
-	_ = ss.qmp.Execute(ctx, "qom-set", map[string]any{"path": "balloon0", "property": "guest-stats-polling-interval", "value": 2}, nil)
-	t := time.NewTicker(3 * time.Second)
+	_ = ss.qmp.Execute(ctx, "qom-set", map[string]any{"path": "balloon0", "property": "guest-stats-polling-interval", "value": 1}, nil)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var lastChange time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,67 +166,94 @@ func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
 		if dm == nil || !dm.Enabled || !running {
 			continue
 		}
-		if err := s.balanceMemory(ctx, v, ss, *dm, maxMem); err != nil {
+		changed, err := s.balanceMemory(ctx, v, ss, *dm, maxMem, lastChange)
+		if err != nil {
 			s.log.Debug("dynamic memory", "vm", v.name, "err", err)
+		}
+		if changed {
+			lastChange = time.Now()
 		}
 	}
 }
 
-func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmconfig.DynamicMemory, maxMem uint64) error {
+// balanceMemory makes one balancing step. It works in the guest's own terms:
+// the guest's total (what it can use; less than what the host gives, since its
+// kernel keeps some) against its demand plus the buffer. The change is then
+// applied to what the host assigns, within the minimum and maximum.
+//
+// It acts only on statistics the guest sent after the last change, since acting
+// on stale ones overshoots; and it reclaims in small steps, at most one every
+// few seconds, while it grows at once (a guest short of memory cannot wait).
+func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmconfig.DynamicMemory, maxMem uint64, lastChange time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var stats struct {
-		Stats map[string]int64 `json:"stats"`
+		Stats      map[string]uint64 `json:"stats"`
+		LastUpdate int64             `json:"last-update"`
 	}
 	if err := ss.qmp.Execute(ctx, "qom-get", map[string]any{"path": "balloon0", "property": "guest-stats"}, &stats); err != nil {
-		return err
+		return false, err
 	}
+	if time.Unix(stats.LastUpdate, 0).Before(lastChange.Add(time.Second)) {
+		return false, nil // statistics from before the last change
+	}
+	// QEMU reports a statistic the guest has not sent (yet) as 2^64-1.
 	total, avail := stats.Stats["stat-total-memory"], stats.Stats["stat-available-memory"]
-	if total <= 0 || avail < 0 {
-		return nil // the guest has not reported yet
+	if total == 0 || total == ^uint64(0) || avail == ^uint64(0) || avail > total {
+		return false, nil
 	}
 	m, err := readMemory(ctx, ss.qmp, maxMem)
 	if err != nil {
-		return err
+		return false, err
 	}
-	demand := uint64(total - avail)
-	target := demand + demand*uint64(dm.BufferPercent)/100
-	target = min(max(target, dm.MinimumBytes), dm.MaximumBytes)
+	guestTotal, demand := total, total-avail
+	want := demand + demand*uint64(dm.BufferPercent)/100
 	have := m.assigned()
-	const slack = 32 << 20 // ignore small swings
+	const slack = 16 << 20 // ignore small swings
 	switch {
-	case target > have+slack:
+	case want > guestTotal+slack && have < dm.MaximumBytes:
+		target := min(have+(want-guestTotal)+slack, dm.MaximumBytes)
 		if m.balloon < m.boot { // give back what the balloon holds first
 			newBal := min(m.boot, m.balloon+(target-have))
 			if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": newBal}, nil); err != nil {
-				return err
+				return false, err
 			}
 			have += newBal - m.balloon
 		}
 		if target > have && m.max > m.boot {
-			want := min(m.max-m.boot, (m.plugged+(target-have)+memBlock-1)/memBlock*memBlock)
-			if err := setPlugged(ctx, ss.qmp, want); err != nil {
-				return err
+			plugged := min(m.max-m.boot, (m.plugged+(target-have)+memBlock-1)/memBlock*memBlock)
+			if err := setPlugged(ctx, ss.qmp, plugged); err != nil {
+				return true, err
 			}
 		}
-		s.log.Info("dynamic memory: grew", "vm", v.name, "demand", validate.FormatSize(demand), "target", validate.FormatSize(target))
-	case target+2*slack < have:
-		// Reclaim with the balloon: idle guests give memory back to the host.
-		excess := have - target
-		if excess >= m.balloon {
-			return nil
+		s.log.Info("dynamic memory: grew", "vm", v.name, "demand", validate.FormatSize(demand),
+			"guest_total", validate.FormatSize(guestTotal), "assigned", validate.FormatSize(target))
+		return true, nil
+	case guestTotal > want+4*slack && have > dm.MinimumBytes && time.Since(lastChange) > reclaimEvery:
+		// Reclaim with the balloon: idle guests give memory back to the host. Never
+		// below the demand plus a margin: an over-inflated balloon makes a Linux
+		// guest's kernel panic.
+		keep := max(want, demand+demand/10+64<<20)
+		if guestTotal <= keep {
+			return false, nil
 		}
-		// Never squeeze the guest below its demand plus a margin: an
-		// over-inflated balloon makes a Linux guest's kernel panic.
-		floor := max(dm.MinimumBytes, demand+demand/10+64<<20)
-		newBal := max(m.balloon-excess, floor-min(floor, m.plugged))
-		if newBal >= m.balloon {
-			return nil
+		shrink := min(guestTotal-keep, have-dm.MinimumBytes, m.balloon-min(m.balloon, 64<<20), reclaimStep)
+		if shrink < slack {
+			return false, nil
 		}
-		if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": newBal}, nil); err != nil {
-			return err
+		if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": m.balloon - shrink}, nil); err != nil {
+			return false, err
 		}
-		s.log.Info("dynamic memory: reclaimed", "vm", v.name, "demand", validate.FormatSize(demand), "target", validate.FormatSize(target))
+		s.log.Info("dynamic memory: reclaimed", "vm", v.name, "demand", validate.FormatSize(demand),
+			"guest_total", validate.FormatSize(guestTotal), "assigned", validate.FormatSize(have-shrink))
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
+
+// Reclaim pace: at most reclaimStep every reclaimEvery, so a guest whose demand
+// comes back is never caught short.
+const (
+	reclaimStep  = 64 << 20
+	reclaimEvery = 5 * time.Second
+)

@@ -150,6 +150,23 @@ var openAPITypes = map[string]any{
 	"DiskResize":  api.DiskResize{},
 	"DiskConvert": api.DiskConvert{},
 	"DiskInfo":    api.DiskInfo{},
+
+	"DynamicMemory":       api.DynamicMemory{},
+	"DynamicMemoryUpdate": api.DynamicMemoryUpdate{},
+	"NIC":                 api.NIC{},
+	"GuestInfo":           api.GuestInfo{},
+	"GuestInterface":      api.GuestInterface{},
+	"IntegrationService":  api.IntegrationService{},
+	"IntegrationUpdate":   api.IntegrationUpdate{},
+	"KVPPut":              api.KVPPut{},
+	"TimeSyncResult":      api.TimeSyncResult{},
+	"FreezeRequest":       api.FreezeRequest{},
+	"FreezeStatus":        api.FreezeStatus{},
+	"FileInfo":            api.FileInfo{},
+	"NICAdd":              api.NICAdd{},
+	"DiskAdd":             api.DiskAdd{},
+	"Switch":              api.Switch{},
+	"SwitchCreate":        api.SwitchCreate{},
 }
 
 // openAPIEnums are component schemas for string enums, which have no Go struct.
@@ -159,6 +176,9 @@ var openAPIEnums = map[string][]string{
 	"Heartbeat":       {api.HeartbeatOK, api.HeartbeatNoContact, api.HeartbeatLostCommunication, api.HeartbeatDisabled},
 	"VMAction":        {api.ActionStart, api.ActionStop, api.ActionKill, api.ActionPause, api.ActionResume, api.ActionSave},
 	"OperationStatus": {api.OpPending, api.OpRunning, api.OpSuccess, api.OpFailure, api.OpCancelled},
+	"ServiceName": {api.ServiceHeartbeat, api.ServiceShutdown, api.ServiceTimeSync, api.ServiceDataExchange,
+		api.ServiceGuestServices, api.ServiceDirectSession, api.ServiceBackup},
+	"SwitchType": {api.SwitchExternal, api.SwitchInternal, api.SwitchPrivate},
 }
 
 // TestOpenAPISchemas checks that each component schema's properties are exactly
