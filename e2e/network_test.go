@@ -84,6 +84,16 @@ func TestSwitchesAndNICs(t *testing.T) {
 		return false
 	})
 
+	// hvd crashes and comes back: the switch, the tap and the VM's network live on.
+	h.killHVD()
+	h.startHVD()
+	if out, err := h.inNS("busybox", "ping", "-c", "2", "-W", "2", ip[1]); err != nil {
+		t.Fatalf("after an hvd restart the host cannot reach the VM at %s: %v\n%s", ip[1], err, out)
+	}
+	if sw := h.must("switch", "show", "int", "-o", "json"); !strings.Contains(sw, `"b/eth1"`) {
+		t.Fatalf("after an hvd restart the switch lost its port: %s", sw)
+	}
+
 	// A switch with NICs on it cannot go; hot-remove the NIC and it disappears in the guest.
 	expect(t, h.fails("switch", "delete", "int"), "b/eth1", "delete of a switch in use")
 	h.must("vm", "nic", "remove", "b", "eth1")
@@ -132,6 +142,11 @@ func TestHotAddMemoryAndDisk(t *testing.T) {
 		t.Fatalf("after hot-add: memory %d assigned %d", v.MemoryBytes, v.AssignedMemoryBytes)
 	}
 	expect(t, h.fails("vm", "set", "g2", "--memory", "2G"), "max memory", "hot-add past the maximum")
+	// virtio-mem gives hot-added memory back too (onlined movable in the guest).
+	h.must("vm", "set", "g2", "--memory", "256M")
+	if back := memTotal(); back > before+16*1024 {
+		t.Fatalf("MemTotal %d kB after hot-removing back to 256M (was %d kB)", back, before)
+	}
 
 	h.must("vm", "disk", "add", "g2", "--size", "64M", "--name", "data1")
 	deadline := time.Now().Add(time.Minute)

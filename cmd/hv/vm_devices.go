@@ -212,9 +212,10 @@ func newVMDiskRemoveCmd(a *app) *cobra.Command {
 		Use:     "remove NAME DISK",
 		Aliases: []string{"rm"},
 		Short:   "Remove a data disk from a VM",
-		Long: `Remove a data disk from a VM and delete its image in the VM's directory,
-with the data on it. The boot disk cannot be removed. On a Running VM the disk
-is unplugged first (the guest should unmount it before).`,
+		Long: `Remove a data disk from a VM. Its image file stays in the VM's directory,
+with the data on it (as Hyper-V keeps a removed VHDX); delete the file by hand
+when it is no longer needed. The boot disk cannot be removed. On a Running VM
+the disk is unplugged first (the guest should unmount it before).`,
 		Example:           "  hv vm disk remove web1 data1",
 		Args:              exactArgs(2, "a VM name and a disk name"),
 		ValidArgsFunction: a.completeVMThen(a.completeVMPart(diskNames)),
