@@ -238,7 +238,7 @@ func (s *Service) heartbeat(ctx context.Context, v *vm, ss *session) {
 		if running {
 			refresh := time.Since(lastRefresh) > guestRefresh
 			if hbOn {
-				pctx, cancel := context.WithTimeout(ctx, max(s.hbEvery, time.Second))
+				pctx, cancel := context.WithTimeout(ctx, s.pingTimeout(v))
 				err := ss.agentCall(pctx, func(c *qga.Client) error { return c.Ping(pctx) })
 				cancel()
 				if ctx.Err() != nil {
@@ -258,6 +258,20 @@ func (s *Service) heartbeat(ctx context.Context, v *vm, ss *session) {
 		case <-t.C:
 		}
 	}
+}
+
+// pingTimeout: until the agent first answers, a short wait, so a guest that
+// has just booted is seen within a fraction of a second (a live agent answers
+// in milliseconds); once it answered, a longer one, so a busy guest does not
+// flap to LostCommunication.
+func (s *Service) pingTimeout(v *vm) time.Duration {
+	v.mu.Lock()
+	ok := v.hb == api.HeartbeatOK
+	v.mu.Unlock()
+	if ok {
+		return max(s.hbEvery, time.Second)
+	}
+	return 250 * time.Millisecond
 }
 
 // guestRefresh is how often the guest's facts are read again while it answers.
