@@ -157,6 +157,19 @@ func TestHotAddMemoryAndDisk(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	h.exec("g2", "echo hv-data | dd of=/dev/vdb bs=512 conv=sync 2>/dev/null; sync")
+
+	// Save and restore with hot-plugged memory and disk: they come back where
+	// the saved state expects them, and the guest carries on.
+	h.must("vm", "set", "g2", "--memory", "512M")
+	grown := memTotal()
+	h.must("vm", "save", "g2")
+	h.must("vm", "start", "g2")
+	h.waitHeartbeat("g2")
+	if got := memTotal(); got != grown {
+		t.Fatalf("MemTotal %d kB after save and start, %d kB before", got, grown)
+	}
+	expect(t, h.exec("g2", "head -c 7 /dev/vdb"), "hv-data", "hot-added disk after save and start")
+
 	h.must("vm", "disk", "remove", "g2", "data1")
 	if strings.Contains(h.exec("g2", "cat /proc/partitions"), "vdb") {
 		t.Fatal("removed disk still in the guest")

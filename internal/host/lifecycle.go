@@ -194,8 +194,11 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	sp.HotplugPorts = ports
 	v.mu.Lock()
 	if fromSaved && v.rt.BootMemoryBytes != 0 {
+		// The saved state names devices by PCI address: the machine must be built
+		// exactly as before, the same memory layout and the same number of ports
+		// (devices hot-plugged since sit on ports that existed then).
 		sp.MemoryBytes, sp.MaxMemoryBytes = v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes
-		sp.HotplugPorts = max(sp.HotplugPorts, v.rt.HotplugPorts)
+		sp.HotplugPorts = v.rt.HotplugPorts
 	}
 	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = sp.MemoryBytes, sp.MaxMemoryBytes, sp.HotplugPorts
 	v.mu.Unlock()
@@ -227,6 +230,9 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	cancel()
 	if err != nil {
 		pid = 0
+		if fromSaved {
+			return fmt.Errorf("restoring VM %s from its saved state failed; the state is kept, and 'hv vm kill %s' discards it so the VM boots afresh: %w", v.name, v.name, err)
+		}
 		return errWrap(err, "starting VM %s", v.name)
 	}
 	s.reapStrays() // the middle process of QEMU's double fork
