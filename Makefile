@@ -20,7 +20,7 @@ guest: ## build the tiny test guest into build/guest (cached)
 	internal/testguest/build.sh $(GUEST)
 
 unit: ## unit tests (with the race detector)
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e)
 
 e2e: build guest ## end-to-end tests: real VMs on QEMU
 	$(GO) test -count=1 -timeout 25m ./e2e/ -v -args -guest $(CURDIR)/$(GUEST) -bin $(CURDIR)/bin

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/hvproject/hv/internal/errdefs"
@@ -37,13 +38,19 @@ func (t *Tool) CreateOverlay(ctx context.Context, path, backing, backingFormat s
 	if backing == "" {
 		return fmt.Errorf("%w: backing: is empty; give the path of the base image", errdefs.ErrInvalid)
 	}
+	// qemu-img resolves a relative backing name against the overlay's directory,
+	// not ours: check the same file it will open.
+	resolved := backing
+	if !filepath.IsAbs(backing) {
+		resolved = filepath.Join(filepath.Dir(path), backing)
+	}
 	if backingFormat == "" {
-		info, err := t.Info(ctx, backing)
+		info, err := t.Info(ctx, resolved)
 		if err != nil {
 			return err
 		}
 		backingFormat = info.Format
-	} else if _, err := existing("backing", backing); err != nil {
+	} else if _, err := existing("backing", resolved); err != nil {
 		return err
 	}
 	return t.createNew(ctx, path, func(abs string) []string {

@@ -1,0 +1,144 @@
+package checkpoint
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/validate"
+)
+
+// FileName is the tree's file inside the VM's directory.
+const FileName = "checkpoints.json"
+
+// Version is the file format this hv writes. Bump it, with a migration, when
+// the meaning of a stored field changes.
+const Version = 1
+
+type envelope struct {
+	Version  int             `json:"version"`
+	Checksum string          `json:"checksum"`
+	Tree     json.RawMessage `json:"tree"`
+}
+
+func checksum(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Save writes the tree (journal included) into vmDir atomically and durably:
+// after a crash the file is either the old tree or the new one.
+func (t *Tree) Save(vmDir string) error {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(envelope{Version: Version, Checksum: checksum(raw), Tree: raw}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(vmDir, FileName), append(data, '\n'), 0o600)
+}
+
+// Load reads the tree in vmDir. A VM without the file has no checkpoints.
+// It does not look at the images: Recover does.
+func Load(vmDir string) (*Tree, error) {
+	path := filepath.Join(vmDir, FileName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Tree{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v; check the VM directory's permissions", errdefs.ErrUnavailable, path, err)
+	}
+	return parse(path, data)
+}
+
+func parse(path string, data []byte) (*Tree, error) {
+	bad := func(why string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s; restore the VM directory from a backup or an export", errdefs.ErrInvalid, path, fmt.Sprintf(why, args...))
+	}
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, bad("not a checkpoint tree (%v)", err)
+	}
+	if env.Version > Version {
+		return nil, fmt.Errorf("%w: %s: version %d is newer than this hv reads (at most %d); upgrade hv on this host",
+			errdefs.ErrInvalid, path, env.Version, Version)
+	}
+	if env.Version < 1 {
+		return nil, bad("version %d is not valid", env.Version)
+	}
+	var compact bytes.Buffer
+	if len(env.Tree) == 0 || json.Compact(&compact, env.Tree) != nil {
+		return nil, bad("no valid \"tree\" object")
+	}
+	if got := checksum(compact.Bytes()); got != env.Checksum {
+		return nil, bad("checksum mismatch (stored %s, computed %s): the file was changed outside hv or damaged", env.Checksum, got)
+	}
+	var t Tree
+	if err := json.Unmarshal(compact.Bytes(), &t); err != nil {
+		return nil, bad("%v", err)
+	}
+	if err := t.check(); err != nil {
+		return nil, bad("%v", err)
+	}
+	return &t, nil
+}
+
+// check verifies what the tree says about itself; Verify checks the files.
+func (t *Tree) check() error {
+	names, ids := map[string]bool{}, map[string]bool{}
+	for _, c := range t.Checkpoints {
+		switch {
+		case c.ID == "" || ids[c.ID]:
+			return fmt.Errorf("checkpoint id %q is empty or repeated", c.ID)
+		case names[c.Name]:
+			return fmt.Errorf("checkpoint name %q is repeated", c.Name)
+		case !c.Type.valid():
+			return fmt.Errorf("checkpoint %q has type %q", c.Name, c.Type)
+		case validate.Name("name", c.Name) != nil:
+			return fmt.Errorf("checkpoint name %q is not valid", c.Name)
+		}
+		for d, f := range c.Disks {
+			if !localFile(f) || c.Formats[d] == "" {
+				return fmt.Errorf("checkpoint %q: disk %q: file %q or its format is not valid", c.Name, d, f)
+			}
+		}
+		ids[c.ID], names[c.Name] = true, true
+	}
+	for _, c := range t.Checkpoints {
+		// Walking up from each node must reach a root within len steps.
+		id := c.Parent
+		for n := 0; id != ""; n++ {
+			p := t.byID(id)
+			if p == nil || n > len(t.Checkpoints) {
+				return fmt.Errorf("checkpoint %q: parent %q is missing or loops", c.Name, c.Parent)
+			}
+			id = p.Parent
+		}
+	}
+	if t.Current != "" && !ids[t.Current] {
+		return fmt.Errorf("current checkpoint %q does not exist", t.Current)
+	}
+	for d, f := range t.Active {
+		if !localFile(f) {
+			return fmt.Errorf("active disk %q: file %q is not valid", d, f)
+		}
+	}
+	return nil
+}
+
+// localFile accepts a plain file name inside the VM's directory: the tree
+// must never make hv touch a file elsewhere.
+func localFile(f string) bool {
+	return f != "" && f == filepath.Base(f) && f != "." && f != ".."
+}
