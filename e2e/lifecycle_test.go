@@ -272,3 +272,32 @@ func TestMissingQEMU(t *testing.T) {
 	}
 	expect(t, string(out), "qemu-system-x86", "hvd without QEMU")
 }
+
+// Secure Boot is enforced: OVMF's Secure Boot build with Microsoft's keys
+// refuses the tiny guest's unsigned unified kernel image.
+func TestSecureBootRefusesUnsignedImage(t *testing.T) {
+	t.Parallel()
+	h := newHost(t)
+	h.must("vm", "create", "sb", "--generation", "2", "--secure-boot", "--memory", "256M", "--image", guest("tiny-uefi.qcow2"), "--start")
+	if v := h.vm("sb"); !v.SecureBoot {
+		t.Fatalf("VM shows secure_boot=false: %+v", v)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		log := h.must("vm", "console", "sb", "--show-log")
+		if strings.Contains(log, "Access Denied") || strings.Contains(log, "Security Violation") {
+			break
+		}
+		if strings.Contains(log, "hv-tiny-guest: ready") {
+			t.Fatalf("an unsigned image booted under Secure Boot:\n%s", log)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Secure Boot refusal in the console within 3 minutes:\n%s", log)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if v := h.vm("sb"); v.Heartbeat == api.HeartbeatOK {
+		t.Fatal("the guest agent answered: the unsigned guest ran")
+	}
+	h.must("vm", "kill", "sb")
+}
