@@ -1,9 +1,6 @@
 package checkpoint
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/sealed"
 	"github.com/hvproject/hv/internal/validate"
 )
 
@@ -23,29 +20,13 @@ const FileName = "checkpoints.json"
 // the meaning of a stored field changes.
 const Version = 1
 
-type envelope struct {
-	Version  int             `json:"version"`
-	Checksum string          `json:"checksum"`
-	Tree     json.RawMessage `json:"tree"`
-}
-
-func checksum(raw []byte) string {
-	sum := sha256.Sum256(raw)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
+// format is checkpoints.json's envelope: {"version": N, "checksum": ..., "tree": {...}}.
+var format = sealed.Format{VersionKey: "version", BodyKey: "tree", Version: Version}
 
 // Save writes the tree (journal included) into vmDir atomically and durably:
 // after a crash the file is either the old tree or the new one.
 func (t *Tree) Save(vmDir string) error {
-	raw, err := json.Marshal(t)
-	if err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(envelope{Version: Version, Checksum: checksum(raw), Tree: raw}, "", "  ")
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(filepath.Join(vmDir, FileName), append(data, '\n'), 0o600)
+	return format.Write(filepath.Join(vmDir, FileName), t)
 }
 
 // Load reads the tree in vmDir. A VM without the file has no checkpoints.
@@ -66,26 +47,15 @@ func parse(path string, data []byte) (*Tree, error) {
 	bad := func(why string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s; restore the VM directory from a backup or an export", errdefs.ErrInvalid, path, fmt.Sprintf(why, args...))
 	}
-	var env envelope
-	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, bad("not a checkpoint tree (%v)", err)
+	version, raw, err := format.Open(path, data)
+	if err != nil {
+		return nil, err
 	}
-	if env.Version > Version {
-		return nil, fmt.Errorf("%w: %s: version %d is newer than this hv reads (at most %d); upgrade hv on this host",
-			errdefs.ErrInvalid, path, env.Version, Version)
-	}
-	if env.Version < 1 {
-		return nil, bad("version %d is not valid", env.Version)
-	}
-	var compact bytes.Buffer
-	if len(env.Tree) == 0 || json.Compact(&compact, env.Tree) != nil {
-		return nil, bad("no valid \"tree\" object")
-	}
-	if got := checksum(compact.Bytes()); got != env.Checksum {
-		return nil, bad("checksum mismatch (stored %s, computed %s): the file was changed outside hv or damaged", env.Checksum, got)
+	if version < 1 {
+		return nil, bad("version %d is not valid", version)
 	}
 	var t Tree
-	if err := json.Unmarshal(compact.Bytes(), &t); err != nil {
+	if err := json.Unmarshal(raw, &t); err != nil {
 		return nil, bad("%v", err)
 	}
 	if err := t.check(); err != nil {

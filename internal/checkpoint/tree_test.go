@@ -181,7 +181,7 @@ func TestSaveLoad(t *testing.T) {
 
 	write(data[:len(data)/2])
 	_, err = Load(dir)
-	wantErr(t, err, errdefs.ErrInvalid, "not a checkpoint tree")
+	wantErr(t, err, errdefs.ErrInvalid, "not a valid hv file", "restore")
 
 	// A tree that is well formed JSON but names a file outside the VM.
 	bad := &Tree{Checkpoints: []Checkpoint{{ID: "x", Name: "x", Type: Standard, Disks: map[string]string{"d": "/etc/passwd"}, Formats: map[string]string{"d": "raw"}}}}

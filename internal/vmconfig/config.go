@@ -3,9 +3,6 @@
 package vmconfig
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/sealed"
 )
 
 // CurrentVersion is the configuration version this hv writes. Bump it, and add a
@@ -111,28 +108,12 @@ func (c *Config) ServiceEnabled(name string) bool {
 	return true
 }
 
-type envelope struct {
-	ConfigVersion int             `json:"config_version"`
-	Checksum      string          `json:"checksum"`
-	VM            json.RawMessage `json:"vm"`
-}
-
-func checksum(raw []byte) string {
-	sum := sha256.Sum256(raw)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
+// format is config.json's envelope: {"config_version": N, "checksum": ..., "vm": {...}}.
+var format = sealed.Format{VersionKey: "config_version", BodyKey: "vm", Version: CurrentVersion}
 
 // Save writes c into dir atomically and durably.
 func Save(dir string, c Config) error {
-	raw, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(envelope{ConfigVersion: CurrentVersion, Checksum: checksum(raw), VM: raw}, "", "  ")
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(filepath.Join(dir, FileName), append(data, '\n'), 0o600)
+	return format.Write(filepath.Join(dir, FileName), c)
 }
 
 // Load reads the configuration in dir, checks its checksum and brings an older
@@ -151,43 +132,30 @@ func Load(dir string) (Config, int, error) {
 
 // Parse decodes a configuration file's bytes; path is only used in messages.
 func Parse(path string, data []byte) (Config, int, error) {
-	var env envelope
-	if err := json.Unmarshal(data, &env); err != nil {
-		return Config{}, 0, fmt.Errorf("%s is not a valid hv configuration (%v); restore it from a backup or an export: %w", path, err, errdefs.ErrInvalid)
-	}
-	if env.ConfigVersion > CurrentVersion {
-		return Config{}, env.ConfigVersion, fmt.Errorf("%s has configuration version %d, newer than this hv reads (at most %d); upgrade hv on this host: %w",
-			path, env.ConfigVersion, CurrentVersion, errdefs.ErrInvalid)
+	version, raw, err := format.Open(path, data)
+	if err != nil {
+		return Config{}, version, err
 	}
 	supported := SupportedVersions()
-	if env.ConfigVersion < supported[0] {
-		return Config{}, env.ConfigVersion, fmt.Errorf("%s has configuration version %d, older than this hv reads (%d to %d): %w",
-			path, env.ConfigVersion, supported[0], CurrentVersion, errdefs.ErrInvalid)
+	if version < supported[0] {
+		return Config{}, version, fmt.Errorf("%s has configuration version %d, older than this hv reads (%d to %d): %w",
+			path, version, supported[0], CurrentVersion, errdefs.ErrInvalid)
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, env.VM); err != nil || len(env.VM) == 0 {
-		return Config{}, env.ConfigVersion, fmt.Errorf("%s has no valid \"vm\" object: %w", path, errdefs.ErrInvalid)
-	}
-	if got := checksum(compact.Bytes()); got != env.Checksum {
-		return Config{}, env.ConfigVersion, fmt.Errorf("%s: checksum mismatch (stored %s, computed %s): the file was changed outside hv or damaged; restore it, or use 'hv vm import' on an export: %w",
-			path, env.Checksum, got, errdefs.ErrInvalid)
-	}
-	raw := compact.Bytes()
-	if env.ConfigVersion < CurrentVersion {
+	if version < CurrentVersion {
 		var m map[string]any
 		if err := json.Unmarshal(raw, &m); err != nil {
-			return Config{}, env.ConfigVersion, err
+			return Config{}, version, err
 		}
-		for v := env.ConfigVersion; v < CurrentVersion; v++ {
+		for v := version; v < CurrentVersion; v++ {
 			if err := migrations[v](m); err != nil {
-				return Config{}, env.ConfigVersion, fmt.Errorf("%s: upgrading configuration version %d: %w", path, v, err)
+				return Config{}, version, fmt.Errorf("%s: upgrading configuration version %d: %w", path, v, err)
 			}
 		}
 		raw, _ = json.Marshal(m)
 	}
 	var c Config
 	if err := json.Unmarshal(raw, &c); err != nil {
-		return Config{}, env.ConfigVersion, fmt.Errorf("%s: %v: %w", path, err, errdefs.ErrInvalid)
+		return Config{}, version, fmt.Errorf("%s: %v: %w", path, err, errdefs.ErrInvalid)
 	}
-	return c, env.ConfigVersion, nil
+	return c, version, nil
 }

@@ -1,6 +1,7 @@
 package vmconfig
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/sealed"
 )
 
 func sample() Config {
@@ -102,13 +104,12 @@ func FuzzParse(f *testing.F) {
 
 // A version 1 file, as hv 0.1 wrote it, loads with no hot-add range.
 func TestVersion1IsMigrated(t *testing.T) {
-	v1 := []byte(`{
-  "config_version": 1,
-  "checksum": "sha256:CHECKSUM",
-  "vm": {"name":"old","id":"0b0e5f1c-0000-4000-8000-000000000001","generation":1,"cpus":1,"memory_bytes":268435456,"disks":[],"created_at":"2026-11-23T10:00:00Z"}
-}`)
-	raw := []byte(`{"name":"old","id":"0b0e5f1c-0000-4000-8000-000000000001","generation":1,"cpus":1,"memory_bytes":268435456,"disks":[],"created_at":"2026-11-23T10:00:00Z"}`)
-	v1 = []byte(strings.Replace(string(v1), "sha256:CHECKSUM", checksum(raw), 1))
+	var body map[string]any
+	_ = json.Unmarshal([]byte(`{"name":"old","id":"0b0e5f1c-0000-4000-8000-000000000001","generation":1,"cpus":1,"memory_bytes":268435456,"disks":[],"created_at":"2026-11-23T10:00:00Z"}`), &body)
+	v1, err := sealed.Format{VersionKey: "config_version", BodyKey: "vm", Version: 1}.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, v, err := Parse("old/config.json", v1)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,39 @@
+package sealed
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hvproject/hv/internal/errdefs"
+)
+
+var f = Format{VersionKey: "version", BodyKey: "body", Version: 2}
+
+func TestRoundTripAndRefusals(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.json")
+	if err := f.Write(p, map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(p)
+	v, body, err := f.Open(p, data)
+	if err != nil || v != 2 || string(body) != `{"a":1}` {
+		t.Fatalf("Open = %d %s %v", v, body, err)
+	}
+	tampered := []byte(strings.Replace(string(data), `"a": 1`, `"a": 2`, 1))
+	if _, _, err := f.Open(p, tampered); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("tampered: %v", err)
+	}
+	newer := Format{VersionKey: "version", BodyKey: "body", Version: 3}
+	data3, _ := newer.Marshal(map[string]int{})
+	if _, _, err := f.Open(p, data3); !errors.Is(err, ErrTooNew) || !strings.Contains(err.Error(), "upgrade hv") {
+		t.Fatalf("too new: %v", err)
+	}
+	for _, bad := range []string{"", "not json", `{"version": 1}`, `{"version": "x", "body": {}}`} {
+		if _, _, err := f.Open(p, []byte(bad)); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("Open(%q) = %v, want invalid", bad, err)
+		}
+	}
+}
