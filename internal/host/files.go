@@ -52,22 +52,27 @@ func (s *Service) WriteGuestFile(ctx context.Context, name, p string, mode int, 
 	if n != size {
 		return api.FileInfo{}, fmt.Errorf("copying into %s in VM %s: %d of %d bytes arrived; the upload was cut short: %w", p, name, n, size, errdefs.ErrUnavailable)
 	}
-	{
-		// qemu-ga creates files with its own umask (0666 is common) and has no
-		// chmod; the guest's chmod sets what the caller asked for.
-		cctx, cancel := context.WithTimeout(ctx, agentTimeout)
-		defer cancel()
-		var st qga.ExecStatus
-		err := ss.agentCall(cctx, func(c *qga.Client) error {
-			var err error
-			st, err = c.Run(cctx, qga.ExecRequest{Path: "chmod", Args: []string{strconv.FormatInt(int64(mode), 8), p}})
-			return err
-		})
-		if err != nil || st.ExitCode != 0 {
-			return api.FileInfo{}, fmt.Errorf("file copied, but setting mode %o on %s failed (%v %s): %w", mode, p, err, st.Stderr, errdefs.ErrUnavailable)
-		}
+	if err := chmodGuest(ctx, ss, p, mode); err != nil {
+		return api.FileInfo{}, err
 	}
 	return api.FileInfo{Path: p, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// chmodGuest sets a file's mode with the guest's chmod: qemu-ga creates files
+// with its own umask (0666 is common) and has no chmod of its own.
+func chmodGuest(ctx context.Context, ss *session, p string, mode int) error {
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	var st qga.ExecStatus
+	err := ss.agentCall(ctx, func(c *qga.Client) error {
+		var err error
+		st, err = c.Run(ctx, qga.ExecRequest{Path: "chmod", Args: []string{strconv.FormatInt(int64(mode), 8), p}})
+		return err
+	})
+	if err != nil || st.ExitCode != 0 {
+		return fmt.Errorf("file copied, but setting mode %o on %s failed (%v %s); set it with: hv vm exec VM -- chmod: %w", mode, p, err, st.Stderr, errdefs.ErrUnavailable)
+	}
+	return nil
 }
 
 // ReadGuestFile copies a file of the guest to w. sized is called with the file's

@@ -113,8 +113,9 @@ func nics(a *args, s *Spec) {
 	}
 }
 
-// memoryDevice: virtio-mem covers the range between memory and max memory;
-// hv grows and shrinks it by setting its requested size.
+// memoryDevice: virtio-mem covers the range between memory and max memory. It
+// starts empty; hv grows and shrinks it by setting its requested size, and a
+// restore brings back the size that was saved.
 func memoryDevice(a *args, s *Spec) {
 	if s.MaxMemoryBytes <= s.MemoryBytes {
 		return
@@ -122,7 +123,7 @@ func memoryDevice(a *args, s *Spec) {
 	size := strconv.FormatUint((s.MaxMemoryBytes-s.MemoryBytes)>>20, 10) + "M"
 	a.add("-object", opt("memory-backend-ram", "id="+VirtioMemID+"-ram", "size="+size),
 		"-device", opt("virtio-mem-pci", "id="+VirtioMemID, "memdev="+VirtioMemID+"-ram",
-			"requested-size="+strconv.FormatUint(s.VirtioMemBytes>>20, 10)+"M", "block-size=2M"))
+			"requested-size=0", "block-size=2M"))
 }
 
 // control: the sockets hv uses to drive the VM.

@@ -62,8 +62,6 @@ type Spec struct {
 	// MaxMemoryBytes > MemoryBytes adds a virtio-mem device (VirtioMemID) that can
 	// hot-add up to the difference while the VM runs.
 	MaxMemoryBytes uint64
-	// VirtioMemBytes is the virtio-mem device's requested size at start.
-	VirtioMemBytes uint64
 	Nested         bool // expose VMX/SVM to the guest (KVM only)
 }
 
@@ -113,8 +111,6 @@ func (s *Spec) check() error {
 		return invalid("nested", "nested virtualization needs KVM, and this host runs VMs with TCG; turn nested off")
 	case s.MaxMemoryBytes != 0 && s.MaxMemoryBytes < s.MemoryBytes:
 		return invalid("max_memory", "%d is below memory %d; raise it or use 0 for no hot-add", s.MaxMemoryBytes, s.MemoryBytes)
-	case s.VirtioMemBytes > 0 && s.MemoryBytes+s.VirtioMemBytes > s.MaxMemoryBytes:
-		return invalid("virtio_mem", "memory plus hot-added memory exceeds max_memory")
 	case len(s.SessionSockets) > 0 && s.AgentSocket == "":
 		return invalid("session_sockets", "need the agent socket's virtio-serial controller; set agent_socket")
 	case s.HotplugPorts < 0 || s.HotplugPorts > 30:
