@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,9 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/qga"
 )
 
 // Debian's OVMF, the files hvd uses for generation 2 without Secure Boot.
@@ -104,88 +100,90 @@ func (p *plainVM) args() []string {
 	)
 }
 
-// bootToAgent starts QEMU, then dials the agent socket and runs guest-sync-delimited +
-// guest-ping (200ms timeout each try) until the agent answers. It returns the time from
-// just before exec to that answer, and kills QEMU before returning.
-func (p *plainVM) bootToAgent(ctx context.Context, e *env, cl *cleanup, limit time.Duration) (bootTimes, error) {
-	var bt bootTimes
+// plainProc is a QEMU started by hand from a plain command line.
+type plainProc struct {
+	t0      time.Time // just before exec
+	exited  chan struct{}
+	logPath string
+	kill    func() // kills QEMU and waits for it; also registered with the cleanup
+}
+
+// reset removes what an earlier run of p left (agent socket, serial log).
+func (p *plainVM) reset() {
 	os.Remove(p.agentSocket())
 	os.Remove(p.serialLog())
-	watch := newConsoleWatch(p.serialLog())
-	logPath := filepath.Join(p.dir, "qemu.log")
-	logFile, err := os.Create(logPath)
+}
+
+// startPlainQEMU execs p's command line, its output going to qemu.log in p's directory.
+func startPlainQEMU(e *env, cl *cleanup, p *plainVM) (*plainProc, error) {
+	pp := &plainProc{exited: make(chan struct{}), logPath: filepath.Join(p.dir, "qemu.log")}
+	logFile, err := os.Create(pp.logPath)
 	if err != nil {
-		return bt, err
+		return nil, err
 	}
 	defer logFile.Close()
+	if e.verbose {
+		logf("plain command line: %s %s", e.qemu, strings.Join(p.args(), " "))
+	}
 	cmd := exec.Command(e.qemu, p.args()...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	exited := make(chan struct{})
-
-	t0 := time.Now()
+	pp.t0 = time.Now()
 	if err := cmd.Start(); err != nil {
-		return bt, fmt.Errorf("starting %s: %w", e.qemu, err)
+		return nil, fmt.Errorf("starting %s: %w", e.qemu, err)
 	}
-	go func() { cmd.Wait(); close(exited) }()
-	kill := func() {
+	go func() { cmd.Wait(); close(pp.exited) }()
+	pp.kill = func() {
 		select {
-		case <-exited:
+		case <-pp.exited:
 		default:
 			_ = cmd.Process.Kill()
-			<-exited
+			<-pp.exited
 		}
 	}
-	cl.add(kill) // in case of Ctrl-C during the wait
-	defer kill()
+	cl.add(pp.kill) // in case of Ctrl-C during a wait
+	return pp, nil
+}
+
+// bootToAgent starts QEMU, then dials the agent socket and runs guest-sync-delimited +
+// guest-ping (200ms timeout each try) until the agent answers. It returns the time from
+// just before exec to that answer, and kills QEMU before returning. The agent is
+// spoken to with the benchmark's own raw client, so the baseline shares no code
+// with hv.
+func (p *plainVM) bootToAgent(ctx context.Context, e *env, cl *cleanup, limit time.Duration) (bootTimes, error) {
+	var bt bootTimes
+	p.reset()
+	watch := newConsoleWatch(p.serialLog())
+	pp, err := startPlainQEMU(e, cl, p)
+	if err != nil {
+		return bt, err
+	}
+	defer pp.kill()
 
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	var agent *qga.Client
-	defer func() {
-		if agent != nil {
-			agent.Close()
-		}
-	}()
 	var lastErr error
 	for {
 		select {
-		case <-exited:
-			return bt, fmt.Errorf("plain QEMU exited before its agent answered: %s", tail(logPath))
+		case <-pp.exited:
+			return bt, fmt.Errorf("plain QEMU exited before its agent answered: %s", tail(pp.logPath))
 		case <-ctx.Done():
 			return bt, fmt.Errorf("plain QEMU gen %d: agent did not answer within %s (last: %v): %w", p.gen, limit, lastErr, ctx.Err())
 		default:
 		}
-		watch.poll(t0)
-		if agent == nil {
-			dctx, dcancel := context.WithTimeout(ctx, 200*time.Millisecond)
-			agent, lastErr = qga.Dial(dctx, p.agentSocket())
-			dcancel()
-			if lastErr != nil {
-				agent = nil
-				sleep(ctx, 20*time.Millisecond)
-				continue
+		watch.poll(pp.t0)
+		var a *rawAgent
+		if a, lastErr = dialRawAgent(ctx, p.agentSocket(), 200*time.Millisecond); lastErr == nil {
+			lastErr = a.call(ctx, 200*time.Millisecond, "guest-ping", nil, nil)
+			a.Close()
+			if lastErr == nil {
+				bt.heartbeat = time.Since(pp.t0)
+				watch.poll(pp.t0)
+				bt.ready = watch.at
+				return bt, nil
 			}
 		}
-		cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		lastErr = agent.Sync(cctx)
-		if lastErr == nil {
-			lastErr = agent.Ping(cctx)
-		}
-		ccancel()
-		if lastErr == nil {
-			bt.heartbeat = time.Since(t0)
-			watch.poll(t0)
-			bt.ready = watch.at
-			return bt, nil
-		}
-		// A timeout leaves the connection usable (the next call resynchronizes); any
-		// other error means the socket is dead: dial again.
-		if !errors.Is(lastErr, errdefs.ErrTimeout) {
-			agent.Close()
-			agent = nil
-			sleep(ctx, 20*time.Millisecond)
-		}
+		sleep(ctx, 20*time.Millisecond)
 	}
 }
 

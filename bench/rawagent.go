@@ -10,10 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 )
 
@@ -256,37 +252,17 @@ type plainAgentVM struct {
 // guest-sync-delimited + guest-ping on a fresh connection (tried again and again, 1s
 // timeout each). stop kills QEMU; it is also registered with cl.
 func startPlainAgentVM(ctx context.Context, e *env, cl *cleanup, p *plainVM, limit time.Duration) (*plainAgentVM, error) {
-	os.Remove(p.agentSocket())
-	os.Remove(p.serialLog())
-	logPath := filepath.Join(p.dir, "qemu.log")
-	logFile, err := os.Create(logPath)
+	p.reset()
+	pp, err := startPlainQEMU(e, cl, p)
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
-	if e.verbose {
-		logf("plain command line: %s %s", e.qemu, strings.Join(p.args(), " "))
-	}
-	cmd := exec.Command(e.qemu, p.args()...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	exited := make(chan struct{})
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", e.qemu, err)
-	}
-	go func() { cmd.Wait(); close(exited) }()
 	v := &plainAgentVM{logDir: p.dir}
 	v.stop = func() {
 		if v.agent != nil {
 			v.agent.Close()
 		}
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		pp.kill()
 	}
 	cl.add(v.stop)
 
@@ -295,8 +271,8 @@ func startPlainAgentVM(ctx context.Context, e *env, cl *cleanup, p *plainVM, lim
 	var lastErr error
 	for {
 		select {
-		case <-exited:
-			return nil, fmt.Errorf("plain QEMU exited before its agent answered: %s", tail(logPath))
+		case <-pp.exited:
+			return nil, fmt.Errorf("plain QEMU exited before its agent answered: %s", tail(pp.logPath))
 		case <-ctx.Done():
 			v.stop()
 			return nil, fmt.Errorf("plain QEMU: agent did not answer within %s (last: %v): %w; %s", limit, lastErr, ctx.Err(), tail(p.serialLog()))
@@ -305,7 +281,7 @@ func startPlainAgentVM(ctx context.Context, e *env, cl *cleanup, p *plainVM, lim
 		a, err := dialRawAgent(ctx, p.agentSocket(), time.Second)
 		if err == nil {
 			if err = a.call(ctx, time.Second, "guest-ping", nil, nil); err == nil {
-				v.agent, v.boot = a, time.Since(t0)
+				v.agent, v.boot = a, time.Since(pp.t0)
 				return v, nil
 			}
 			a.Close()
