@@ -102,6 +102,8 @@ type VM struct {
 	NICs                []NIC             `json:"nics"`
 	Guest               *GuestInfo        `json:"guest,omitempty"` // what the guest reports (data exchange)
 	KVP                 map[string]string `json:"kvp,omitempty"`   // host-set pairs the guest can read
+	// CheckpointType is what a checkpoint takes when none is named.
+	CheckpointType string `json:"checkpoint_type"`
 }
 
 // DynamicMemory is Hyper-V's dynamic memory: the guest starts with the VM's
@@ -275,6 +277,8 @@ type VMUpdate struct {
 	MaxMemory     *string              `json:"max_memory,omitempty"`
 	Nested        *bool                `json:"nested,omitempty"`
 	DynamicMemory *DynamicMemoryUpdate `json:"dynamic_memory,omitempty"`
+	// CheckpointType is production (default), production-only, standard or disabled.
+	CheckpointType *string `json:"checkpoint_type,omitempty"`
 }
 
 // DynamicMemoryUpdate sets dynamic memory; sizes as strings ("1G").
@@ -399,4 +403,89 @@ type DiskInfo struct {
 	BackingFile  string `json:"backing_file,omitempty"`
 	Dirty        bool   `json:"dirty,omitempty"`
 	Encrypted    bool   `json:"encrypted,omitempty"`
+}
+
+// Checkpoint types. A VM's setting (VMUpdate.CheckpointType) picks what
+// "hv checkpoint create" takes when the request names no type.
+const (
+	// CheckpointProduction: the guest freezes its file systems through its
+	// agent; disks only; applying it boots the VM cold. Falls back to a
+	// standard checkpoint when the guest cannot freeze, and says so.
+	CheckpointProduction = "production"
+	// CheckpointProductionOnly: production, and fail when the guest cannot freeze.
+	CheckpointProductionOnly = "production-only"
+	// CheckpointStandard: disks, memory and device state; applying it puts
+	// the VM back exactly as it was, running or paused.
+	CheckpointStandard = "standard"
+	// CheckpointDisabled (as a VM's setting only): checkpoints are refused.
+	CheckpointDisabled = "disabled"
+)
+
+// Checkpoint is one node of a VM's checkpoint tree
+// (GET /1.0/vms/{name}/checkpoints).
+type Checkpoint struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Parent    string    `json:"parent,omitempty"` // the parent's name; "" for a root
+	Type      string    `json:"type"`             // production or standard
+	CreatedAt time.Time `json:"created_at"`
+	// Current: the VM's disks back on this checkpoint ("Now" hangs below it).
+	Current bool `json:"current"`
+	// HasMemory: applying it resumes the VM where it was; otherwise it boots cold.
+	HasMemory bool `json:"has_memory"`
+	// FrozenSeconds is how long the guest's file systems were frozen (production).
+	FrozenSeconds float64 `json:"frozen_seconds,omitempty"`
+	// FellBack: production was asked for, the guest could not freeze, so this
+	// is a standard checkpoint; FallbackReason says why.
+	FellBack       bool   `json:"fell_back,omitempty"`
+	FallbackReason string `json:"fallback_reason,omitempty"`
+	SizeBytes      uint64 `json:"size_bytes"` // host space of its disk images and state file
+	// Disks are the disks it holds, by name.
+	Disks []string `json:"disks"`
+}
+
+// CheckpointCreate is the body of POST /1.0/vms/{name}/checkpoints.
+type CheckpointCreate struct {
+	Name string `json:"name,omitempty"` // default: from the time
+	// Type is production, production-only or standard; default: the VM's setting.
+	Type string `json:"type,omitempty"`
+	// FreezeTimeout bounds the guest's freeze in seconds (default 10).
+	FreezeTimeout int `json:"freeze_timeout,omitempty"`
+}
+
+// CheckpointApply is the body of POST /1.0/vms/{name}/checkpoints/{checkpoint}/apply.
+type CheckpointApply struct {
+	// SaveCurrent, when given, first keeps the VM's current state as a
+	// checkpoint of this name (a branch of its own); otherwise what changed
+	// since the current checkpoint is dropped, as in Hyper-V.
+	SaveCurrent string `json:"save_current,omitempty"`
+}
+
+// CheckpointRename is the body of PATCH /1.0/vms/{name}/checkpoints/{checkpoint}.
+type CheckpointRename struct {
+	Name string `json:"name"`
+}
+
+// VMExport is the body of POST /1.0/vms/{name}/export.
+type VMExport struct {
+	// Dir is created by the export and must not exist; an absolute path on the host.
+	Dir string `json:"dir"`
+	// NoCheckpoints exports the current state only, each disk flattened into one image.
+	NoCheckpoints bool `json:"no_checkpoints,omitempty"`
+}
+
+// Import modes.
+const (
+	ImportCopy     = "copy"     // copy the directory into hv's store (default); the export stays
+	ImportRegister = "register" // move the directory into hv's store (same file system; fast)
+)
+
+// VMImport is the body of POST /1.0/imports.
+type VMImport struct {
+	Dir  string `json:"dir"`            // an export: holds config.json
+	Name string `json:"name,omitempty"` // default: the exported VM's name
+	Mode string `json:"mode,omitempty"` // copy (default) or register
+	// NewID gives the VM a new identity (ID and NIC MACs), for a copy that
+	// runs beside the original.
+	NewID bool `json:"new_id,omitempty"`
 }
