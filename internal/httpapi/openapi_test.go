@@ -167,6 +167,12 @@ var openAPITypes = map[string]any{
 	"DiskAdd":             api.DiskAdd{},
 	"Switch":              api.Switch{},
 	"SwitchCreate":        api.SwitchCreate{},
+	"Checkpoint":          api.Checkpoint{},
+	"CheckpointCreate":    api.CheckpointCreate{},
+	"CheckpointApply":     api.CheckpointApply{},
+	"CheckpointRename":    api.CheckpointRename{},
+	"VMExport":            api.VMExport{},
+	"VMImport":            api.VMImport{},
 }
 
 // openAPIEnums are component schemas for string enums, which have no Go struct.
@@ -179,6 +185,10 @@ var openAPIEnums = map[string][]string{
 	"ServiceName": {api.ServiceHeartbeat, api.ServiceShutdown, api.ServiceTimeSync, api.ServiceDataExchange,
 		api.ServiceGuestServices, api.ServiceDirectSession, api.ServiceBackup},
 	"SwitchType": {api.SwitchExternal, api.SwitchInternal, api.SwitchPrivate},
+	// A VM's setting, and what a checkpoint is once taken.
+	"CheckpointSetting": {api.CheckpointProduction, api.CheckpointProductionOnly, api.CheckpointStandard, api.CheckpointDisabled},
+	"CheckpointType":    {api.CheckpointProduction, api.CheckpointStandard},
+	"ImportMode":        {api.ImportCopy, api.ImportRegister},
 }
 
 // TestOpenAPISchemas checks that each component schema's properties are exactly

@@ -56,6 +56,16 @@ type Host interface {
 	GetSwitch(name string) (api.Switch, error)
 	CreateSwitch(ctx context.Context, req api.SwitchCreate) (api.Switch, error)
 	DeleteSwitch(ctx context.Context, name string) error
+
+	// Checkpoints, export and import.
+	ListCheckpoints(ctx context.Context, name string) ([]api.Checkpoint, error)
+	GetCheckpoint(ctx context.Context, name, checkpoint string) (api.Checkpoint, error)
+	CreateCheckpoint(name string, req api.CheckpointCreate) (*operation.Op, error)
+	ApplyCheckpoint(name, checkpoint string, req api.CheckpointApply) (*operation.Op, error)
+	DeleteCheckpoint(name, checkpoint string, subtree bool) (*operation.Op, error)
+	RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error)
+	ExportVM(name string, req api.VMExport) (*operation.Op, error)
+	ImportVM(req api.VMImport) (*operation.Op, error)
 }
 
 // Server is the API's HTTP handler.
@@ -128,6 +138,14 @@ func (s *Server) routes() []route {
 		{"POST", "/1.0/switches", s.createSwitch},
 		{"GET", "/1.0/switches/{name}", s.getSwitch},
 		{"DELETE", "/1.0/switches/{name}", s.deleteSwitch},
+		{"GET", "/1.0/vms/{name}/checkpoints", s.listCheckpoints},
+		{"POST", "/1.0/vms/{name}/checkpoints", s.createCheckpoint},
+		{"GET", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.getCheckpoint},
+		{"PATCH", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.renameCheckpoint},
+		{"DELETE", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.deleteCheckpoint},
+		{"POST", "/1.0/vms/{name}/checkpoints/{checkpoint}/apply", s.applyCheckpoint},
+		{"POST", "/1.0/vms/{name}/export", s.exportVM},
+		{"POST", "/1.0/imports", s.importVM},
 	}
 }
 

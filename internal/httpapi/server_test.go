@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ type fakeHost struct {
 	console  net.Conn
 	release  chan struct{}
 	lastExec api.ExecRequest
+	// The checkpoint, export and import calls that reached the host (checkpoints_test.go).
+	cpMu    sync.Mutex
+	cpCalls []string
 }
 
 func (f *fakeHost) Info() api.HostInfo { return api.HostInfo{Version: "test", Accelerator: "tcg"} }
