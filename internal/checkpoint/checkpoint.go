@@ -52,7 +52,12 @@ type Checkpoint struct {
 	Config       json.RawMessage `json:"config,omitempty"`
 	FrozenMillis int64           `json:"frozen_ms,omitempty"` // production: how long the guest was frozen
 	FellBack     bool            `json:"fell_back,omitempty"` // production was asked, the guest could not freeze
-	SizeBytes    uint64          `json:"size_bytes"`          // host space of its images and state file
+	// FallbackReason says why the guest could not freeze.
+	FallbackReason string `json:"fallback_reason,omitempty"`
+	// Machine is the host's record of the machine layout the state file
+	// needs (memory layout, ports, uptime); opaque here.
+	Machine   json.RawMessage `json:"machine,omitempty"`
+	SizeBytes uint64          `json:"size_bytes"` // host space of its images and state file
 }
 
 // Tree is a VM's checkpoints and where "Now" hangs.
@@ -141,6 +146,41 @@ func (t *Tree) imageOf(id, disk string) (file, format string) {
 		return c.Disks[disk], c.Formats[disk]
 	}
 	return "", ""
+}
+
+// Image is one image file of a disk's chain, relative to the VM's directory.
+type Image struct {
+	File   string
+	Format string
+}
+
+// Chain returns the images the active overlay of disk backs on, nearest
+// first: the current checkpoint's image, then its parent's, down to the first
+// checkpoint that holds the disk. Nil when the disk has no active overlay.
+func (t *Tree) Chain(disk string) []Image {
+	if t.Active[disk] == "" {
+		return nil
+	}
+	var out []Image
+	for id, n := t.Current, 0; id != "" && n <= len(t.Checkpoints); n++ {
+		c := t.byID(id)
+		if c == nil || c.Disks[disk] == "" {
+			break
+		}
+		out = append(out, Image{File: c.Disks[disk], Format: c.Formats[disk]})
+		id = c.Parent
+	}
+	return out
+}
+
+// HasDisk reports whether any checkpoint holds disk.
+func (t *Tree) HasDisk(disk string) bool {
+	for _, c := range t.Checkpoints {
+		if c.Disks[disk] != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // inRunningChain lists the images a running VM has open: those of the current

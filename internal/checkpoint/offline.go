@@ -54,7 +54,10 @@ func (o *Offline) Create(ctx context.Context, t *Tree, req CreateRequest) (*Chec
 	if err := o.save(t, "create begun"); err != nil {
 		return nil, err
 	}
-	if err := o.makeOverlays(ctx, plan.Overlays); err != nil {
+	if err := o.MakeOverlays(ctx, plan.Overlays); err != nil {
+		return nil, err
+	}
+	if err := o.hook("create prepared"); err != nil {
 		return nil, err
 	}
 	// Offline nothing runs on the overlays, so prepared and switched are one.
@@ -77,7 +80,10 @@ func (o *Offline) Apply(ctx context.Context, t *Tree, nameOrID string) error {
 	if err := o.save(t, "apply begun"); err != nil {
 		return err
 	}
-	if err := o.makeOverlays(ctx, plan.Overlays); err != nil {
+	if err := o.MakeOverlays(ctx, plan.Overlays); err != nil {
+		return err
+	}
+	if err := o.hook("apply prepared"); err != nil {
 		return err
 	}
 	return o.commit(ctx, t, "apply")
@@ -102,7 +108,9 @@ func (o *Offline) Delete(ctx context.Context, t *Tree, nameOrID string, subtree 
 	return o.commit(ctx, t, "delete")
 }
 
-func (o *Offline) makeOverlays(ctx context.Context, ovs []Overlay) error {
+// MakeOverlays creates the plan's new overlays, durably. The host uses it for
+// live operations too: qemu-img can make an overlay on an image QEMU has open.
+func (o *Offline) MakeOverlays(ctx context.Context, ovs []Overlay) error {
 	for _, ov := range ovs {
 		if err := o.Tool.CreateOverlayAt(ctx, o.path(ov.File), ov.Backing, ov.BackingFormat); err != nil {
 			return err
@@ -144,22 +152,23 @@ func (o *Offline) commit(ctx context.Context, t *Tree, kind string) error {
 	if err := o.save(t, kind+" committed"); err != nil {
 		return err
 	}
-	return o.finish(t)
+	return o.Finish(t)
 }
 
-// finish deletes a committed journal's files and clears it.
-func (o *Offline) finish(t *Tree) error {
+// Finish deletes a committed journal's files and clears it.
+func (o *Offline) Finish(t *Tree) error {
 	if t.Journal == nil {
 		return nil
 	}
-	if err := o.removeFiles(t.Journal.Remove); err != nil {
+	if err := o.RemoveFiles(t.Journal.Remove); err != nil {
 		return err
 	}
 	t.Done()
 	return t.Save(o.Dir)
 }
 
-func (o *Offline) removeFiles(files []string) error {
+// RemoveFiles deletes files of the VM's directory; missing ones are fine.
+func (o *Offline) RemoveFiles(files []string) error {
 	for _, f := range files {
 		if err := os.Remove(o.path(f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%w: cannot delete %q: %v; check the VM directory's permissions", errdefs.ErrUnavailable, f, err)

@@ -43,6 +43,9 @@ type Overlay struct {
 type CreatePlan struct {
 	Checkpoint Checkpoint `json:"checkpoint"`
 	Overlays   []Overlay  `json:"overlays"`
+	// Resume: the host paused a running VM for the memory save and must
+	// let it run again, also when it recovers from a crash.
+	Resume bool `json:"resume,omitempty"`
 }
 
 // ApplyPlan puts new active overlays on a checkpoint's images; the old active

@@ -42,7 +42,7 @@ func Recover(ctx context.Context, vmDir string, tool *disk.Tool) (*Tree, error) 
 func (o *Offline) resume(ctx context.Context, t *Tree, j *Journal) error {
 	switch {
 	case j.Step == StepCommitted:
-		return o.finish(t)
+		return o.Finish(t)
 	case j.Kind == KindDelete:
 		if err := o.rebase(ctx, j.Delete.Rebases); err != nil {
 			return err
@@ -68,7 +68,7 @@ func (o *Offline) resume(ctx context.Context, t *Tree, j *Journal) error {
 	default:
 		return fmt.Errorf("%w: journal kind %q is unknown; upgrade hv", errdefs.ErrInvalid, j.Kind)
 	}
-	if err := o.removeFiles(files); err != nil {
+	if err := o.RemoveFiles(files); err != nil {
 		return err
 	}
 	t.Journal = nil

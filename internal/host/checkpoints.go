@@ -2,53 +2,954 @@ package host
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/validate"
+	"github.com/hvproject/hv/internal/vmconfig"
 )
 
-var errTODO = fmt.Errorf("not implemented yet: %w", errdefs.ErrUnavailable)
+// Checkpoints are Hyper-V's: production (the guest freezes its file systems;
+// disks only; applied by a cold boot) and standard (disks plus memory and
+// device state). Their disks are qcow2 overlays kept by internal/checkpoint;
+// this file carries its plans out on a live VM through QMP, and offline with
+// qemu-img through checkpoint.Offline.
+
+// checkpointMachine is what a standard checkpoint's state file needs to be
+// loaded again: QEMU must rebuild the machine exactly as it was.
+type checkpointMachine struct {
+	BootMemoryBytes uint64        `json:"boot_memory_bytes"`
+	MaxMemoryBytes  uint64        `json:"max_memory_bytes,omitempty"`
+	HotplugPorts    int           `json:"hotplug_ports,omitempty"`
+	Uptime          time.Duration `json:"uptime"`
+	Paused          bool          `json:"paused,omitempty"`
+}
+
+// checkpointRequest is a create as the host carries it out.
+type checkpointRequest struct {
+	name          string
+	typ           string // api.CheckpointProduction, ProductionOnly or Standard
+	freezeTimeout int
+	noMemory      bool // a standard checkpoint without memory (export's crash-consistent fallback)
+}
+
+func (s *Service) offline(v *vm) *checkpoint.Offline {
+	return &checkpoint.Offline{Dir: v.dir, Tool: s.disk, Hook: func(at string) error {
+		s.hook("checkpoint:" + strings.ReplaceAll(at, " ", "-"))
+		return nil
+	}}
+}
+
+func checkpointDisks(cfg vmconfig.Config) []checkpoint.Disk {
+	out := make([]checkpoint.Disk, 0, len(cfg.Disks))
+	for _, d := range cfg.Disks {
+		out = append(out, checkpoint.Disk{Name: d.Name, File: d.File, Format: d.Format})
+	}
+	return out
+}
+
+// checkpointAPI turns a tree node into its API form.
+func checkpointAPI(t *checkpoint.Tree, c checkpoint.Checkpoint) api.Checkpoint {
+	out := api.Checkpoint{
+		ID: c.ID, Name: c.Name, Type: string(c.Type), CreatedAt: c.CreatedAt, Current: t.Current == c.ID,
+		HasMemory: c.StateFile != "", FrozenSeconds: float64(c.FrozenMillis) / 1000,
+		FellBack: c.FellBack, FallbackReason: c.FallbackReason, SizeBytes: c.SizeBytes, Disks: []string{},
+	}
+	if p, err := t.Get(c.Parent); err == nil && c.Parent != "" {
+		out.Parent = p.Name
+	}
+	for d := range c.Disks {
+		out.Disks = append(out.Disks, d)
+	}
+	slices.Sort(out.Disks)
+	return out
+}
+
+// loadTree reads a VM's checkpoint tree (call with the VM's lock held for
+// anything that writes it).
+func (s *Service) loadTree(v *vm) (*checkpoint.Tree, error) {
+	t, err := checkpoint.Load(v.dir)
+	if err != nil {
+		return nil, errWrap(err, "reading the checkpoints of VM %s", v.name)
+	}
+	return t, nil
+}
 
 // ListCheckpoints returns a VM's checkpoints, parents before children.
 func (s *Service) ListCheckpoints(ctx context.Context, name string) ([]api.Checkpoint, error) {
-	return nil, errTODO
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.loadTree(v)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Checkpoint{}
+	var walk func(parent string)
+	walk = func(parent string) {
+		for _, c := range t.Checkpoints {
+			if c.Parent == parent {
+				out = append(out, checkpointAPI(t, c))
+				walk(c.ID)
+			}
+		}
+	}
+	walk("")
+	return out, nil
 }
 
 // GetCheckpoint returns one checkpoint by name or id.
-func (s *Service) GetCheckpoint(ctx context.Context, name, checkpoint string) (api.Checkpoint, error) {
-	return api.Checkpoint{}, errTODO
+func (s *Service) GetCheckpoint(ctx context.Context, name, cp string) (api.Checkpoint, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	t, err := s.loadTree(v)
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	c, err := t.Get(cp)
+	if err != nil {
+		return api.Checkpoint{}, fmt.Errorf("VM %s: %w", name, err)
+	}
+	return checkpointAPI(t, *c), nil
+}
+
+// RenameCheckpoint renames a checkpoint.
+func (s *Service) RenameCheckpoint(ctx context.Context, name, cp string, req api.CheckpointRename) (api.Checkpoint, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	if err := v.acquire("checkpoint.rename", "", nil); err != nil {
+		return api.Checkpoint{}, err
+	}
+	defer v.release()
+	t, err := s.loadTree(v)
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	if err := t.Rename(cp, req.Name); err != nil {
+		return api.Checkpoint{}, fmt.Errorf("VM %s: %w", name, err)
+	}
+	if err := t.Save(v.dir); err != nil {
+		return api.Checkpoint{}, err
+	}
+	c, _ := t.Get(req.Name)
+	s.publishVM(v, "checkpoint-renamed", cp+" → "+req.Name)
+	return checkpointAPI(t, *c), nil
+}
+
+func (s *Service) setCheckpointType(v *vm, typ string) error {
+	switch typ {
+	case api.CheckpointProduction, api.CheckpointProductionOnly, api.CheckpointStandard, api.CheckpointDisabled:
+	default:
+		return fmt.Errorf("checkpoint_type: %q is not a checkpoint type; use production, production-only, standard or disabled: %w", typ, errdefs.ErrInvalid)
+	}
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	cfg.CheckpointType = typ
+	if typ == api.CheckpointProduction {
+		cfg.CheckpointType = "" // the default
+	}
+	return s.saveConfig(v, cfg)
 }
 
 // CreateCheckpoint takes a checkpoint; the operation's result is the api.Checkpoint.
 func (s *Service) CreateCheckpoint(name string, req api.CheckpointCreate) (*operation.Op, error) {
-	return nil, errTODO
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if req.Name != "" {
+		if err := validate.Name("name", req.Name); err != nil {
+			return nil, err
+		}
+	}
+	v.mu.Lock()
+	setting := v.cfg.CheckpointType
+	v.mu.Unlock()
+	typ := req.Type
+	if typ == "" {
+		typ = setting
+	}
+	switch {
+	case setting == api.CheckpointDisabled:
+		return nil, fmt.Errorf("checkpoints of VM %s are disabled; allow them with: hv vm set %s --checkpoint-type production: %w", name, name, errdefs.ErrConflict)
+	case typ == "":
+		typ = api.CheckpointProduction
+	case typ != api.CheckpointProduction && typ != api.CheckpointProductionOnly && typ != api.CheckpointStandard:
+		return nil, fmt.Errorf("type: %q is not a checkpoint type; use production, production-only or standard: %w", typ, errdefs.ErrInvalid)
+	}
+	if req.FreezeTimeout < 0 || time.Duration(req.FreezeTimeout)*time.Second > maxFreeze {
+		return nil, fmt.Errorf("freeze_timeout: %d; give 1 to %d seconds (default 10): %w", req.FreezeTimeout, int(maxFreeze.Seconds()), errdefs.ErrInvalid)
+	}
+	cr := checkpointRequest{name: req.Name, typ: typ, freezeTimeout: req.FreezeTimeout}
+	return s.lockedDo(v, "checkpoint.create", "checkpoint", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
+		return s.createCheckpoint(ctx, op, v, cr)
+	})
+}
+
+// createCheckpoint takes a checkpoint of v in its current state (the VM's lock held).
+func (s *Service) createCheckpoint(ctx context.Context, op *operation.Op, v *vm, req checkpointRequest) (api.Checkpoint, error) {
+	t, err := s.loadTree(v)
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	v.mu.Lock()
+	cfg, state, ss := v.cfg, v.rt.State, v.sess
+	v.mu.Unlock()
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return api.Checkpoint{}, err
+	}
+	cr := checkpoint.CreateRequest{Name: req.name, Disks: checkpointDisks(cfg), Config: cfgJSON}
+	var c *checkpoint.Checkpoint
+	if state == api.StateOff || ss == nil {
+		// An Off VM's disks are consistent as they are: production needs no
+		// freeze, and there is no memory to keep.
+		cr.Type = checkpoint.Production
+		if req.typ == api.CheckpointStandard {
+			cr.Type = checkpoint.Standard
+		}
+		op.SetStage("creating differencing disks")
+		if c, err = s.offline(v).Create(ctx, t, cr); err != nil {
+			return api.Checkpoint{}, errWrap(err, "taking a checkpoint of VM %s", v.name)
+		}
+	} else {
+		if c, err = s.createLive(ctx, op, v, ss, t, cr, req); err != nil {
+			return api.Checkpoint{}, err
+		}
+	}
+	if err := s.syncConfigDisks(v, t); err != nil {
+		return api.Checkpoint{}, err
+	}
+	out := checkpointAPI(t, *c)
+	s.log.Info("checkpoint created", "vm", v.name, "checkpoint", c.Name, "type", c.Type, "memory", out.HasMemory,
+		"frozen_seconds", out.FrozenSeconds, "fell_back", c.FellBack)
+	msg := fmt.Sprintf("%s checkpoint %s", c.Type, c.Name)
+	if c.FellBack {
+		msg += " (production was not possible: " + c.FallbackReason + ")"
+	}
+	s.publishVM(v, "checkpoint-created", msg)
+	return out, nil
+}
+
+// cannotFreeze says why the guest cannot take part in a production checkpoint,
+// without waiting for an agent that is known not to answer.
+func (v *vm) cannotFreeze() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case v.rt.State != api.StateRunning:
+		return "the VM is " + strings.ToLower(v.rt.State)
+	case !v.cfg.ServiceEnabled(api.ServiceBackup):
+		return "the backup integration service is disabled (hv vm integration " + v.name + " --enable backup)"
+	case v.hb != api.HeartbeatOK:
+		return "the guest agent does not answer (heartbeat " + v.hb + ")"
+	case slices.Contains(v.agentMissing, "guest-fsfreeze-freeze"):
+		return "the guest agent cannot freeze file systems"
+	}
+	return ""
+}
+
+// createLive takes a checkpoint of a running or paused VM. Production: the
+// guest's file systems are frozen around one QMP transaction that puts new
+// overlays on every disk. Standard: the VM is paused, its disks switched and
+// its memory written to a state file, then it runs on.
+func (s *Service) createLive(ctx context.Context, op *operation.Op, v *vm, ss *session, t *checkpoint.Tree,
+	cr checkpoint.CreateRequest, req checkpointRequest) (*checkpoint.Checkpoint, error) {
+	reason := ""
+	production := req.typ == api.CheckpointProduction || req.typ == api.CheckpointProductionOnly
+	if production {
+		if why := v.cannotFreeze(); why != "" {
+			if req.typ == api.CheckpointProductionOnly {
+				return nil, fmt.Errorf("a production checkpoint of VM %s is not possible: %s; fix that, or take a standard checkpoint (--type standard): %w",
+					v.name, why, errdefs.ErrConflict)
+			}
+			production, reason = false, why
+		}
+	}
+	if production {
+		c, err := s.createLiveOnce(ctx, op, v, ss, t, cr, checkpoint.Production, req, "")
+		if err == nil || !errors.Is(err, errFreeze) {
+			return c, err
+		}
+		if req.typ == api.CheckpointProductionOnly {
+			return nil, fmt.Errorf("a production checkpoint of VM %s is not possible: %w; take a standard checkpoint (--type standard) instead", v.name, err)
+		}
+		reason = errdefs.Message(err)
+	}
+	return s.createLiveOnce(ctx, op, v, ss, t, cr, checkpoint.Standard, req, reason)
+}
+
+// errFreeze marks a production checkpoint undone because the guest could not
+// freeze: the caller may fall back to a standard one.
+var errFreeze = errors.New("the guest could not freeze its file systems")
+
+func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, ss *session, t *checkpoint.Tree,
+	cr checkpoint.CreateRequest, typ checkpoint.Type, req checkpointRequest, fallbackReason string) (_ *checkpoint.Checkpoint, err error) {
+	v.mu.Lock()
+	running := v.rt.State == api.StateRunning
+	machine := checkpointMachine{BootMemoryBytes: v.rt.BootMemoryBytes, MaxMemoryBytes: v.rt.MaxMemoryBytes,
+		HotplugPorts: v.rt.HotplugPorts, Uptime: v.uptimeLocked(), Paused: !running}
+	v.mu.Unlock()
+	cr.Type = typ
+	cr.Memory = typ == checkpoint.Standard && !req.noMemory
+	plan, err := t.PlanCreate(cr)
+	if err != nil {
+		return nil, errWrap(err, "planning a checkpoint of VM %s", v.name)
+	}
+	if fallbackReason != "" {
+		plan.Checkpoint.FellBack, plan.Checkpoint.FallbackReason = true, fallbackReason
+	}
+	if cr.Memory {
+		plan.Checkpoint.Machine, _ = json.Marshal(machine)
+		plan.Resume = running
+	}
+	if err := t.BeginCreate(plan); err != nil {
+		return nil, err
+	}
+	if err := t.Save(v.dir); err != nil {
+		return nil, err
+	}
+	s.hook("checkpoint:create-begun")
+	o := s.offline(v)
+	switched := false
+	var added []string // overlay nodes QEMU opened
+	paused := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if paused {
+			_ = ss.qmp.Execute(cctx, "cont", nil, nil)
+		}
+		if switched {
+			return // rolled forward below; never undone once the guest may write
+		}
+		for _, n := range added {
+			_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": n}, nil)
+		}
+		var files []string
+		for _, ov := range plan.Overlays {
+			files = append(files, ov.File)
+		}
+		if plan.Checkpoint.StateFile != "" {
+			files = append(files, plan.Checkpoint.StateFile, plan.Checkpoint.StateFile+".part")
+		}
+		if rerr := o.RemoveFiles(files); rerr != nil {
+			s.log.Error("removing the files of an undone checkpoint", "vm", v.name, "err", rerr)
+			return
+		}
+		t.Journal = nil
+		if serr := t.Save(v.dir); serr != nil {
+			s.log.Error("recording an undone checkpoint", "vm", v.name, "err", serr)
+		}
+	}()
+
+	op.SetStage("creating differencing disks")
+	if err := o.MakeOverlays(ctx, plan.Overlays); err != nil {
+		return nil, err
+	}
+	// QEMU opens the new overlays before anything stops: the pause or
+	// freeze then covers one transaction only.
+	for _, ov := range plan.Overlays {
+		node, file := qemu.ImageNodes(ov.File)
+		if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{
+			"driver": "qcow2", "node-name": node, "backing": nil,
+			"file": map[string]any{"driver": "file", "node-name": file, "filename": v.path(ov.File)},
+		}, nil); err != nil {
+			return nil, errWrap(err, "opening the new differencing disk of %s", ov.Disk)
+		}
+		added = append(added, node)
+	}
+	if err := t.Advance(checkpoint.StepPrepared); err != nil {
+		return nil, err
+	}
+	if err := t.Save(v.dir); err != nil {
+		return nil, err
+	}
+	s.hook("checkpoint:create-prepared")
+
+	var frozenAt time.Time
+	if typ == checkpoint.Production {
+		op.SetStage("freezing the guest's file systems")
+		if _, ferr := s.Freeze(ctx, v.name, api.FreezeRequest{Timeout: req.freezeTimeout}); ferr != nil {
+			return nil, fmt.Errorf("%w: %v", errFreeze, errdefs.Message(ferr))
+		}
+		frozenAt = time.Now()
+	} else if plan.Resume {
+		if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
+			return nil, errWrap(err, "pausing VM %s for the checkpoint", v.name)
+		}
+		paused = true
+	}
+	thaw := func() int64 {
+		if frozenAt.IsZero() {
+			return 0
+		}
+		st, terr := s.thaw(v)
+		frozenAt = time.Time{}
+		if terr != nil {
+			s.log.Error("thawing after a checkpoint", "vm", v.name, "err", terr)
+		}
+		return int64(st.FrozenSeconds * 1000)
+	}
+	defer thaw() // on every error path
+	if err := t.Advance(checkpoint.StepSwitched); err != nil {
+		return nil, err
+	}
+	if err := t.Save(v.dir); err != nil {
+		return nil, err
+	}
+	var actions []map[string]any
+	for _, ov := range plan.Overlays {
+		node, _ := qemu.ImageNodes(ov.File)
+		top, _ := qemu.ImageNodes(ov.Backing)
+		actions = append(actions, map[string]any{"type": "blockdev-snapshot", "data": map[string]any{"node": top, "overlay": node}})
+	}
+	op.SetStage("switching to the differencing disks")
+	if terr := ss.qmp.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); terr != nil {
+		// Atomic: nothing switched. Undo from "switched" as from "prepared".
+		return nil, errWrap(terr, "switching VM %s to its new differencing disks", v.name)
+	}
+	switched = true
+	s.hook("checkpoint:create-switched")
+	frozenMS := thaw()
+
+	if plan.Checkpoint.StateFile != "" {
+		part := v.path(plan.Checkpoint.StateFile + ".part")
+		merr := migrateToFile(ctx, op, ss, part, "saving memory", cfgMemory(v))
+		if merr == nil {
+			merr = os.Rename(part, v.path(plan.Checkpoint.StateFile))
+		}
+		if merr == nil {
+			merr = t.Advance(checkpoint.StepStateSaved)
+		}
+		if merr == nil {
+			merr = t.Save(v.dir)
+		}
+		if merr != nil {
+			// The disks are switched: the checkpoint stays, without memory.
+			s.log.Error("saving a checkpoint's memory failed; it keeps the disks only", "vm", v.name, "err", merr)
+			_ = os.Remove(part)
+		}
+	}
+	if paused {
+		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+			s.log.Error("resuming after a checkpoint", "vm", v.name, "err", err)
+		}
+		paused = false
+	}
+	t.Journal.Create.Checkpoint.FrozenMillis = frozenMS
+	id := plan.Checkpoint.ID
+	if err := s.commitTree(ctx, v, t, "create"); err != nil {
+		return nil, err
+	}
+	return t.Get(id)
+}
+
+func cfgMemory(v *vm) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cfg.MemoryBytes
+}
+
+// commitTree records a journaled operation's result, points the configuration
+// at the new active overlays, then deletes what the result no longer needs.
+func (s *Service) commitTree(ctx context.Context, v *vm, t *checkpoint.Tree, kind string) error {
+	if err := t.Commit(); err != nil {
+		return err
+	}
+	_ = t.Measure(ctx, v.dir, s.disk) // sizes inform; a failure must not undo the operation
+	if err := t.Save(v.dir); err != nil {
+		return err
+	}
+	s.hook("checkpoint:" + kind + "-committed")
+	if err := s.syncConfigDisks(v, t); err != nil {
+		return err
+	}
+	s.closeRemoved(v, t)
+	return s.offline(v).Finish(t)
+}
+
+// closeRemoved lets a running QEMU close the images a committed journal is
+// about to delete (a live merge leaves them open but unused).
+func (s *Service) closeRemoved(v *vm, t *checkpoint.Tree) {
+	v.mu.Lock()
+	ss := v.sess
+	v.mu.Unlock()
+	if ss == nil || t.Journal == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, f := range t.Journal.Remove {
+		node, file := qemu.ImageNodes(f)
+		_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+		_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
+	}
+}
+
+// syncConfigDisks makes the configuration name the tree's active overlays:
+// the tree is the truth, the configuration follows it.
+func (s *Service) syncConfigDisks(v *vm, t *checkpoint.Tree) error {
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	changed := false
+	disks := slices.Clone(cfg.Disks)
+	for i, d := range disks {
+		if a := t.Active[d.Name]; a != "" && a != d.File {
+			disks[i].File, disks[i].Format = a, "qcow2"
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	cfg.Disks = disks
+	return s.saveConfig(v, cfg)
+}
+
+// diskChains returns, per disk, the images its active overlay backs on, for
+// QEMU's command line.
+func (s *Service) diskChains(v *vm) (map[string][]qemu.Image, error) {
+	t, err := s.loadTree(v)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]qemu.Image{}
+	for d := range t.Active {
+		for _, img := range t.Chain(d) {
+			out[d] = append(out[d], qemu.Image{Path: v.path(img.File), Format: img.Format})
+		}
+	}
+	return out, nil
 }
 
 // ApplyCheckpoint goes back to a checkpoint; the operation's result is the api.VM.
-func (s *Service) ApplyCheckpoint(name, checkpoint string, req api.CheckpointApply) (*operation.Op, error) {
-	return nil, errTODO
+func (s *Service) ApplyCheckpoint(name, cp string, req api.CheckpointApply) (*operation.Op, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if req.SaveCurrent != "" {
+		if err := validate.Name("save_current", req.SaveCurrent); err != nil {
+			return nil, err
+		}
+	}
+	t, err := s.loadTree(v)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := t.Get(cp); err != nil {
+		return nil, fmt.Errorf("VM %s: %w", name, err)
+	}
+	return s.lockedDo(v, "checkpoint.apply", "checkpoint-change", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
+		if err := s.applyCheckpoint(ctx, op, v, cp, req); err != nil {
+			return nil, err
+		}
+		return v.toAPI(s.accel), nil
+	})
+}
+
+func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, cp string, req api.CheckpointApply) error {
+	if req.SaveCurrent != "" {
+		op.SetStage("keeping the current state as " + req.SaveCurrent)
+		if _, err := s.createCheckpoint(ctx, op, v, checkpointRequest{name: req.SaveCurrent, typ: api.CheckpointStandard}); err != nil {
+			return errWrap(err, "keeping the current state of VM %s", v.name)
+		}
+	}
+	t, err := s.loadTree(v)
+	if err != nil {
+		return err
+	}
+	target, err := t.Get(cp)
+	if err != nil {
+		return err
+	}
+	targetCopy := *target
+	v.mu.Lock()
+	state, ss := v.rt.State, v.sess
+	v.mu.Unlock()
+	reason := "checkpoint " + target.Name + " applied"
+	switch {
+	case ss != nil:
+		op.SetStage("turning the VM off")
+		if err := s.turnOff(v, ss, reason); err != nil {
+			return err
+		}
+	case state == api.StateSaved:
+		// As in Hyper-V, applying a checkpoint discards a saved state.
+		if err := os.Remove(v.path(fileSave)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("discarding the saved state of VM %s: %v: %w", v.name, err, errdefs.ErrUnavailable)
+		}
+		if err := s.setState(v, api.StateOff, reason); err != nil {
+			return err
+		}
+	}
+	op.SetStage("creating differencing disks")
+	if err := s.offline(v).Apply(ctx, t, targetCopy.ID); err != nil {
+		return errWrap(err, "applying checkpoint %s of VM %s", targetCopy.Name, v.name)
+	}
+	if err := s.configFromCheckpoint(v, t, targetCopy); err != nil {
+		return err
+	}
+	s.log.Info("checkpoint applied", "vm", v.name, "checkpoint", targetCopy.Name, "memory", targetCopy.StateFile != "")
+	s.publishVM(v, "checkpoint-applied", targetCopy.Name)
+	if targetCopy.StateFile == "" {
+		return nil // production: the VM is Off and boots cold when started
+	}
+	var m checkpointMachine
+	if err := json.Unmarshal(targetCopy.Machine, &m); err != nil || m.BootMemoryBytes == 0 {
+		return fmt.Errorf("checkpoint %s has a state file but no machine layout; its disks were applied, start the VM to boot cold: %w", targetCopy.Name, errdefs.ErrInvalid)
+	}
+	// The state file becomes the VM's saved state (a hard link: the
+	// checkpoint keeps its own), and a start restores it.
+	_ = os.Remove(v.path(fileSave))
+	if err := os.Link(v.path(targetCopy.StateFile), v.path(fileSave)); err != nil {
+		return fmt.Errorf("preparing the restore of checkpoint %s: %v: %w", targetCopy.Name, err, errdefs.ErrUnavailable)
+	}
+	v.mu.Lock()
+	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = m.BootMemoryBytes, m.MaxMemoryBytes, m.HotplugPorts
+	v.rt.UptimeBefore, v.rt.SavedPaused = m.Uptime, m.Paused
+	err = v.setStateLocked(api.StateSaved, reason)
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	op.SetStage("restoring memory")
+	return s.doStart(ctx, op, v)
+}
+
+// configFromCheckpoint gives the VM the hardware it had at the checkpoint, on
+// the tree's new active overlays. Identity (name, ID, MACs), integration
+// settings and the firmware's variable store stay as they are now.
+func (s *Service) configFromCheckpoint(v *vm, t *checkpoint.Tree, c checkpoint.Checkpoint) error {
+	v.mu.Lock()
+	now := v.cfg
+	v.mu.Unlock()
+	var old vmconfig.Config
+	if err := json.Unmarshal(c.Config, &old); err != nil || len(old.Disks) == 0 {
+		// No usable configuration recorded: keep today's, on the new disks.
+		return s.syncConfigDisks(v, t)
+	}
+	cfg := now
+	cfg.CPUs, cfg.MemoryBytes, cfg.MaxMemoryBytes, cfg.DynamicMemory = old.CPUs, old.MemoryBytes, old.MaxMemoryBytes, old.DynamicMemory
+	cfg.Kernel, cfg.Initrd, cfg.Cmdline, cfg.Nested, cfg.SecureBoot = old.Kernel, old.Initrd, old.Cmdline, old.Nested, old.SecureBoot
+	cfg.Disks = slices.Clone(old.Disks)
+	for i, d := range cfg.Disks {
+		if a := t.Active[d.Name]; a != "" {
+			cfg.Disks[i].File, cfg.Disks[i].Format = a, "qcow2"
+		}
+	}
+	macs := map[string]string{}
+	for _, n := range now.NICs {
+		macs[n.Name] = n.MAC
+	}
+	cfg.NICs = slices.Clone(old.NICs)
+	for i, n := range cfg.NICs {
+		if m, ok := macs[n.Name]; ok {
+			cfg.NICs[i].MAC = m
+		}
+	}
+	return s.saveConfig(v, cfg)
 }
 
 // DeleteCheckpoint deletes a checkpoint (and its descendants with subtree),
 // merging its data while the VM runs; the operation has no result.
-func (s *Service) DeleteCheckpoint(name, checkpoint string, subtree bool) (*operation.Op, error) {
-	return nil, errTODO
+func (s *Service) DeleteCheckpoint(name, cp string, subtree bool) (*operation.Op, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.loadTree(v)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := t.Get(cp); err != nil {
+		return nil, fmt.Errorf("VM %s: %w", name, err)
+	}
+	return s.lockedDo(v, "checkpoint.delete", "checkpoint-change", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
+		return nil, s.deleteCheckpoint(ctx, op, v, cp, subtree)
+	})
 }
 
-// RenameCheckpoint renames a checkpoint.
-func (s *Service) RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error) {
-	return api.Checkpoint{}, errTODO
+func (s *Service) deleteCheckpoint(ctx context.Context, op *operation.Op, v *vm, cp string, subtree bool) error {
+	t, err := s.loadTree(v)
+	if err != nil {
+		return err
+	}
+	c, err := t.Get(cp)
+	if err != nil {
+		return err
+	}
+	cname := c.Name
+	v.mu.Lock()
+	ss := v.sess
+	v.mu.Unlock()
+	if ss == nil {
+		op.SetStage("merging")
+		if err := s.offline(v).Delete(ctx, t, cp, subtree); err != nil {
+			return errWrap(err, "deleting checkpoint %s of VM %s", cname, v.name)
+		}
+	} else {
+		plan, err := t.PlanDelete(cp, subtree)
+		if err != nil {
+			return err
+		}
+		if err := t.BeginDelete(plan); err != nil {
+			return err
+		}
+		if err := t.Save(v.dir); err != nil {
+			return err
+		}
+		s.hook("checkpoint:delete-begun")
+		if err := s.runDelete(ctx, op, v, ss, t); err != nil {
+			return errWrap(err, "deleting checkpoint %s of VM %s (it finishes when retried or when hvd restarts)", cname, v.name)
+		}
+	}
+	s.log.Info("checkpoint deleted", "vm", v.name, "checkpoint", cname, "subtree", subtree, "live", ss != nil)
+	s.publishVM(v, "checkpoint-deleted", cname)
+	return nil
 }
 
-// ExportVM writes a self-contained copy of a VM into a new directory; the
-// operation's result is the api.VM exported.
-func (s *Service) ExportVM(name string, req api.VMExport) (*operation.Op, error) {
-	return nil, errTODO
+// runDelete carries out (or resumes) a journaled delete on a running VM:
+// images QEMU has open absorb their backing data through block-stream jobs,
+// the others through qemu-img. Each rebase keeps what every image reads, so
+// redoing one after a crash is safe; those done already are skipped.
+func (s *Service) runDelete(ctx context.Context, op *operation.Op, v *vm, ss *session, t *checkpoint.Tree) error {
+	j := t.Journal
+	if j.Step != checkpoint.StepCommitted {
+		for i, rb := range j.Delete.Rebases {
+			info, err := s.disk.Info(ctx, v.path(rb.Image))
+			if err != nil {
+				return err
+			}
+			if info.BackingFile == rb.Backing {
+				continue
+			}
+			stage := fmt.Sprintf("merging into %s (%d of %d)", rb.Image, i+1, len(j.Delete.Rebases))
+			if rb.InUse {
+				err = s.stream(ctx, op, v, ss, rb, stage)
+			} else {
+				op.SetStage(stage)
+				err = s.disk.Rebase(ctx, v.path(rb.Image), rb.Backing, rb.BackingFormat)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return s.commitTree(ctx, v, t, "delete")
+	}
+	s.closeRemoved(v, t)
+	return s.offline(v).Finish(t)
 }
 
-// ImportVM makes a VM from an export; the operation's result is the new api.VM.
-func (s *Service) ImportVM(req api.VMImport) (*operation.Op, error) {
-	return nil, errTODO
+// blockJob is one entry of query-jobs.
+type blockJob struct {
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	Current  uint64 `json:"current-progress"`
+	Total    uint64 `json:"total-progress"`
+	ErrorMsg string `json:"error"`
+}
+
+// stream runs block-stream so that rb.Image absorbs its backing data down to
+// rb.Backing, and waits for it. The job's id derives from the image, so a
+// restarted hvd finds a job its predecessor started and waits for it.
+func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *session, rb checkpoint.Rebase, stage string) error {
+	node, _ := qemu.ImageNodes(rb.Image)
+	id := "hv-stream-" + node
+	job, err := findJob(ctx, ss, id)
+	if err != nil {
+		return err
+	}
+	if job == nil {
+		args := map[string]any{"job-id": id, "device": node, "auto-dismiss": false}
+		if rb.Backing != "" {
+			base, _ := qemu.ImageNodes(rb.Backing)
+			args["base-node"], args["backing-file"] = base, rb.Backing
+		}
+		if err := ss.qmp.Execute(ctx, "block-stream", args, nil); err != nil {
+			return errWrap(err, "starting the merge into %s", rb.Image)
+		}
+		s.hook("checkpoint:delete-streaming")
+	}
+	for {
+		job, err := findJob(ctx, ss, id)
+		if err != nil {
+			return err
+		}
+		if job == nil {
+			return fmt.Errorf("the merge into %s vanished from QEMU; retry the delete: %w", rb.Image, errdefs.ErrUnavailable)
+		}
+		if op != nil {
+			op.SetProgress(stage, job.Current, job.Total, "bytes")
+		}
+		if job.Status == "concluded" {
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = ss.qmp.Execute(dctx, "job-dismiss", map[string]any{"id": id}, nil)
+			cancel()
+			if job.ErrorMsg != "" {
+				return fmt.Errorf("merging into %s failed: %s: %w", rb.Image, job.ErrorMsg, errdefs.ErrUnavailable)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ss.qmp.Done():
+			return fmt.Errorf("QEMU exited during the merge into %s: %w", rb.Image, errdefs.ErrUnavailable)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func findJob(ctx context.Context, ss *session, id string) (*blockJob, error) {
+	var jobs []blockJob
+	if err := ss.qmp.Execute(ctx, "query-jobs", nil, &jobs); err != nil {
+		return nil, errWrap(err, "reading QEMU's jobs")
+	}
+	for i := range jobs {
+		if jobs[i].ID == id {
+			return &jobs[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// recoverCheckpoints finishes or undoes a checkpoint operation a crash of hvd
+// cut short, then makes the configuration name the tree's active overlays.
+// For a running VM it asks QEMU what happened; for the others the files tell
+// (checkpoint.Recover). A live merge goes on in the background under the VM's
+// lock, so hvd starts at once.
+func (s *Service) recoverCheckpoints(ctx context.Context, v *vm) {
+	t, err := checkpoint.Load(v.dir)
+	if err != nil {
+		s.log.Error("reading a VM's checkpoints", "vm", v.name, "err", err)
+		return
+	}
+	if t.Journal == nil {
+		if err := s.syncConfigDisks(v, t); err != nil {
+			s.log.Error("matching a VM's disks to its checkpoints", "vm", v.name, "err", err)
+		}
+		return
+	}
+	ss := v.sess
+	if ss == nil {
+		t, err := checkpoint.Recover(ctx, v.dir, s.disk)
+		if err != nil {
+			s.log.Error("recovering a VM's checkpoints; it keeps its disks as they are", "vm", v.name, "err", err)
+			return
+		}
+		if err := s.syncConfigDisks(v, t); err != nil {
+			s.log.Error("matching a VM's disks to its checkpoints", "vm", v.name, "err", err)
+		}
+		s.log.Info("checkpoint operation recovered", "vm", v.name)
+		return
+	}
+	j := t.Journal
+	switch {
+	case j.Kind == checkpoint.KindDelete:
+		if err := v.acquire("checkpoint.recover", "", nil); err != nil {
+			return
+		}
+		go func() {
+			defer v.release()
+			if err := s.runDelete(context.Background(), nil, v, ss, t); err != nil {
+				s.log.Error("finishing a checkpoint delete after a restart", "vm", v.name, "err", err)
+				return
+			}
+			s.log.Info("checkpoint delete finished after a restart", "vm", v.name)
+		}()
+	case j.Kind == checkpoint.KindCreate && j.Step != checkpoint.StepCommitted:
+		s.recoverLiveCreate(ctx, v, ss, t)
+	default:
+		if err := s.offline(v).Finish(t); err != nil {
+			s.log.Error("finishing a checkpoint operation after a restart", "vm", v.name, "err", err)
+		}
+		_ = s.syncConfigDisks(v, t)
+	}
+}
+
+// recoverLiveCreate decides a cut-short create by what QEMU writes to: the new
+// overlays (the transaction ran: roll forward) or the old images (roll back).
+func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *checkpoint.Tree) {
+	plan := t.Journal.Create
+	var blocks []struct {
+		QDev     string `json:"qdev"`
+		Inserted *struct {
+			NodeName string `json:"node-name"`
+		} `json:"inserted"`
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := ss.qmp.Execute(qctx, "query-block", nil, &blocks); err != nil {
+		s.log.Error("reading QEMU's disks to recover a checkpoint", "vm", v.name, "err", err)
+		return
+	}
+	tops := map[string]bool{}
+	for _, b := range blocks {
+		if b.Inserted != nil {
+			tops[b.Inserted.NodeName] = true
+		}
+	}
+	switched := len(plan.Overlays) > 0
+	for _, ov := range plan.Overlays {
+		node, _ := qemu.ImageNodes(ov.File)
+		switched = switched && tops[node]
+	}
+	if plan.Resume {
+		if st, err := ss.qmp.Status(qctx); err == nil && !st.Running {
+			_ = ss.qmp.Execute(qctx, "cont", nil, nil)
+		}
+	}
+	if switched {
+		if t.Journal.Step == checkpoint.StepPrepared || t.Journal.Step == checkpoint.StepBegun {
+			t.Journal.Step = checkpoint.StepSwitched
+		}
+		if err := s.commitTree(ctx, v, t, "create"); err != nil {
+			s.log.Error("finishing a checkpoint after a restart", "vm", v.name, "err", err)
+			return
+		}
+		s.log.Info("checkpoint finished after a restart", "vm", v.name, "checkpoint", plan.Checkpoint.Name)
+		return
+	}
+	var files []string
+	for _, ov := range plan.Overlays {
+		node, file := qemu.ImageNodes(ov.File)
+		_ = ss.qmp.Execute(qctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+		_ = ss.qmp.Execute(qctx, "blockdev-del", map[string]any{"node-name": file}, nil)
+		files = append(files, ov.File)
+	}
+	if sf := plan.Checkpoint.StateFile; sf != "" {
+		files = append(files, sf, sf+".part")
+	}
+	if err := s.offline(v).RemoveFiles(files); err != nil {
+		s.log.Error("undoing a checkpoint after a restart", "vm", v.name, "err", err)
+		return
+	}
+	t.Journal = nil
+	if err := t.Save(v.dir); err != nil {
+		s.log.Error("undoing a checkpoint after a restart", "vm", v.name, "err", err)
+		return
+	}
+	s.log.Info("checkpoint undone after a restart (the VM never used it)", "vm", v.name, "checkpoint", plan.Checkpoint.Name)
 }

@@ -297,6 +297,16 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 		return api.VM{}, err
 	}
 	defer v.release()
+	if req.CheckpointType != nil {
+		// A setting of hv's, not of the machine: it changes in any state.
+		if err := s.setCheckpointType(v, *req.CheckpointType); err != nil {
+			return api.VM{}, err
+		}
+		req.CheckpointType = nil
+		if req == (api.VMUpdate{}) {
+			return s.GetVM(ctx, name)
+		}
+	}
 	onlyMemory := req.Memory != nil && req.CPUs == nil && req.Cmdline == nil && req.MaxMemory == nil && req.Nested == nil && req.DynamicMemory == nil
 	if st := v.snapshotState(); st == api.StateRunning && onlyMemory {
 		return s.resizeMemory(ctx, v, *req.Memory)

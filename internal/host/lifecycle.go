@@ -49,8 +49,18 @@ func (s *Service) ChangeState(name string, req api.VMStatePut) (*operation.Op, e
 }
 
 // locked takes v's lock, checks the transition, and runs fn as an operation that
-// releases the lock when it ends.
+// releases the lock when it ends; its result is the VM.
 func (s *Service) locked(v *vm, kind, action string, fn func(context.Context, *operation.Op, *vm) error) (*operation.Op, error) {
+	return s.lockedDo(v, kind, action, func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
+		if err := fn(ctx, op, v); err != nil {
+			return nil, err
+		}
+		return v.toAPI(s.accel), nil
+	})
+}
+
+// lockedDo is locked with fn's own result.
+func (s *Service) lockedDo(v *vm, kind, action string, fn func(context.Context, *operation.Op, *vm) (any, error)) (*operation.Op, error) {
 	if err := v.acquire(kind, "", nil); err != nil {
 		return nil, err
 	}
@@ -62,10 +72,7 @@ func (s *Service) locked(v *vm, kind, action string, fn func(context.Context, *o
 	op := s.ops.Start(kind, []string{"/1.0/vms/" + v.name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		<-started
 		defer v.release()
-		if err := fn(ctx, op, v); err != nil {
-			return nil, err
-		}
-		return v.toAPI(s.accel), nil
+		return fn(ctx, op, v)
 	})
 	v.mu.Lock()
 	v.busyID = op.ID()
@@ -192,6 +199,13 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	}
 	sp := s.spec(v)
 	sp.HotplugPorts = ports
+	chains, err := s.diskChains(v)
+	if err != nil {
+		return err
+	}
+	for i := range sp.Disks {
+		sp.Disks[i].Backing = chains[sp.Disks[i].ID]
+	}
 	v.mu.Lock()
 	if fromSaved && v.rt.BootMemoryBytes != 0 {
 		// The saved state names devices by PCI address: the machine must be built

@@ -46,6 +46,7 @@ func (s *Service) recoverAll(ctx context.Context) error {
 		v := newVM(cfg.Name, dir, s.runDir, cfg)
 		v.cfgVer, v.rt = ver, rt
 		s.recoverVM(ctx, v)
+		s.recoverCheckpoints(ctx, v)
 		s.vms[v.name] = v
 	}
 	return nil

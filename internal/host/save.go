@@ -61,47 +61,10 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 			return errWrap(err, "pausing VM %s before the save", v.name)
 		}
 	}
-	// QEMU caps migration at 128 MiB/s by default; a save is bounded by the disk only.
-	if err := ss.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
-		return errWrap(err, "setting the save bandwidth")
-	}
-	f, err := os.OpenFile(part, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("creating the state file: %v: %w", err, errdefs.ErrUnavailable)
-	}
-	err = ss.qmp.ExecuteWithFD(ctx, "getfd", map[string]any{"fdname": "hv-save"}, f, nil)
-	f.Close()
-	if err != nil {
-		return errWrap(err, "handing the state file to QEMU")
-	}
-	if err := ss.qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:hv-save"}, nil); err != nil {
+	if err := migrateToFile(ctx, op, ss, part, "saving memory", v.cfg.MemoryBytes); err != nil {
 		return errWrap(err, "saving VM %s's memory", v.name)
 	}
-	op.SetProgress("saving memory", 0, v.cfg.MemoryBytes, "bytes")
-	for {
-		var st migrateStatus
-		if err := ss.qmp.Execute(ctx, "query-migrate", nil, &st); err != nil {
-			return errWrap(err, "watching the save")
-		}
-		if st.RAM != nil {
-			op.SetProgress("saving memory", st.RAM.Transferred, st.RAM.Total, "bytes")
-		}
-		if st.Status == "completed" {
-			break
-		}
-		if st.Status == "failed" || st.Status == "cancelled" {
-			return fmt.Errorf("QEMU could not save VM %s: %s (is the disk full?): %w", v.name, st.ErrorDesc, errdefs.ErrUnavailable)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 	s.hook("save:written")
-	if err := fsutil.SyncFile(part); err != nil {
-		return err
-	}
 	if err := os.Rename(part, v.path(fileSave)); err != nil {
 		return err
 	}
@@ -133,4 +96,50 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 	_ = os.Remove(v.runPath(filePID))
 	s.publishVM(v, "state-changed", "saved")
 	return nil
+}
+
+// migrateToFile writes a stopped VM's memory and device state into path
+// through a descriptor handed to QEMU, and syncs it. QEMU stays in
+// "postmigrate": the caller either ends it or lets it run on with cont.
+func migrateToFile(ctx context.Context, op *operation.Op, ss *session, path, stage string, total uint64) error {
+	// QEMU caps migration at 128 MiB/s by default; a save is bounded by the disk only.
+	if err := ss.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+		return errWrap(err, "setting the save bandwidth")
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating the state file: %v: %w", err, errdefs.ErrUnavailable)
+	}
+	err = ss.qmp.ExecuteWithFD(ctx, "getfd", map[string]any{"fdname": "hv-save"}, f, nil)
+	f.Close()
+	if err != nil {
+		return errWrap(err, "handing the state file to QEMU")
+	}
+	if err := ss.qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:hv-save"}, nil); err != nil {
+		return err
+	}
+	if op != nil {
+		op.SetProgress(stage, 0, total, "bytes")
+	}
+	for {
+		var st migrateStatus
+		if err := ss.qmp.Execute(ctx, "query-migrate", nil, &st); err != nil {
+			return errWrap(err, "watching the save")
+		}
+		if st.RAM != nil && op != nil {
+			op.SetProgress(stage, st.RAM.Transferred, st.RAM.Total, "bytes")
+		}
+		if st.Status == "completed" {
+			break
+		}
+		if st.Status == "failed" || st.Status == "cancelled" {
+			return fmt.Errorf("QEMU could not write the state: %s (is the disk full?): %w", st.ErrorDesc, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fsutil.SyncFile(path)
 }

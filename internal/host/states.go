@@ -18,17 +18,20 @@ type transition struct {
 }
 
 var transitions = map[string]transition{
-	api.ActionStart:  {from: []string{api.StateOff, api.StateSaved}, during: api.StateStarting, display: "start"},
-	api.ActionStop:   {from: []string{api.StateRunning}, during: api.StateStopping, display: "stop"},
-	api.ActionKill:   {from: []string{api.StateRunning, api.StatePaused, api.StatePausedCritical, api.StateSaved, api.StateStarting, api.StateStopping, api.StateSaving}, display: "turn off"},
-	api.ActionPause:  {from: []string{api.StateRunning}, display: "pause"},
-	api.ActionResume: {from: []string{api.StatePaused, api.StatePausedCritical}, display: "resume"},
-	api.ActionSave:   {from: []string{api.StateRunning, api.StatePaused}, during: api.StateSaving, display: "save"},
-	"set":            {from: []string{api.StateOff}, display: "change the settings of"},
-	"delete":         {from: []string{api.StateOff, api.StateSaved}, display: "delete"},
-	"exec":           {from: []string{api.StateRunning}, display: "run a command in"},
-	"console":        {from: []string{api.StateRunning, api.StatePaused, api.StateStarting, api.StateStopping}, display: "attach to the console of"},
-	"devices":        {from: []string{api.StateOff, api.StateRunning}, display: "add or remove devices of"},
+	api.ActionStart:     {from: []string{api.StateOff, api.StateSaved}, during: api.StateStarting, display: "start"},
+	api.ActionStop:      {from: []string{api.StateRunning}, during: api.StateStopping, display: "stop"},
+	api.ActionKill:      {from: []string{api.StateRunning, api.StatePaused, api.StatePausedCritical, api.StateSaved, api.StateStarting, api.StateStopping, api.StateSaving}, display: "turn off"},
+	api.ActionPause:     {from: []string{api.StateRunning}, display: "pause"},
+	api.ActionResume:    {from: []string{api.StatePaused, api.StatePausedCritical}, display: "resume"},
+	api.ActionSave:      {from: []string{api.StateRunning, api.StatePaused}, during: api.StateSaving, display: "save"},
+	"set":               {from: []string{api.StateOff}, display: "change the settings of"},
+	"delete":            {from: []string{api.StateOff, api.StateSaved}, display: "delete"},
+	"exec":              {from: []string{api.StateRunning}, display: "run a command in"},
+	"console":           {from: []string{api.StateRunning, api.StatePaused, api.StateStarting, api.StateStopping}, display: "attach to the console of"},
+	"devices":           {from: []string{api.StateOff, api.StateRunning}, display: "add or remove devices of"},
+	"checkpoint":        {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "take a checkpoint of"},
+	"checkpoint-change": {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "apply or delete checkpoints of"},
+	"export":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "export"},
 }
 
 // hints tell the user what to do when an action is refused in a state.

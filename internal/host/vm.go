@@ -171,6 +171,10 @@ func (v *vm) toAPI(accel string) api.VM {
 		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
 	}
 	out.MaxMemoryBytes, out.Nested, out.Guest = c.MaxMemoryBytes, c.Nested, v.guest
+	out.CheckpointType = c.CheckpointType
+	if out.CheckpointType == "" {
+		out.CheckpointType = api.CheckpointProduction
+	}
 	if dm := c.DynamicMemory; dm != nil {
 		out.DynamicMemory = &api.DynamicMemory{Enabled: dm.Enabled, MinimumBytes: dm.MinimumBytes, MaximumBytes: dm.MaximumBytes, BufferPercent: dm.BufferPercent}
 	}

@@ -101,7 +101,7 @@ func (s *Service) AddDisk(ctx context.Context, name string, req api.DiskAdd) (*o
 }
 
 func plugDisk(ctx context.Context, ss *session, d vmconfig.Disk, path string) error {
-	file, format := qemu.DiskNodes(d.Name)
+	format, file := qemu.ImageNodes(path)
 	if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": path}, nil); err != nil {
 		return errWrap(err, "opening disk %s", d.Name)
 	}
@@ -138,6 +138,11 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 	if boot {
 		return nil, fmt.Errorf("disk %s is VM %s's boot disk; it cannot be removed: %w", diskName, name, errdefs.ErrInvalid)
 	}
+	if t, err := s.loadTree(v); err != nil {
+		return nil, err
+	} else if t.Active[diskName] != "" || t.HasDisk(diskName) {
+		return nil, fmt.Errorf("disk %s of VM %s is part of its checkpoints; delete them first (hv checkpoint list %s): %w", diskName, name, name, errdefs.ErrConflict)
+	}
 	return s.locked(v, "vm.disk-remove", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
 		v.mu.Lock()
 		cfg, ss := v.cfg, v.sess
@@ -147,7 +152,7 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 			if err := unplug(ctx, ss, diskName); err != nil {
 				return err
 			}
-			file, format := qemu.DiskNodes(diskName)
+			format, file := qemu.ImageNodes(cfg.Disks[idx].File)
 			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": format}, nil)
 			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
 		}

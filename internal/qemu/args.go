@@ -1,6 +1,9 @@
 package qemu
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -156,24 +159,49 @@ func devices(a *args, s *Spec) {
 		"-device", opt("virtio-rng-pci", "rng=rng0"))
 }
 
-// DiskNodes returns the block node names of a disk: the file (protocol) node
-// and the format node the device uses. QMP calls (snapshots, resize) need them.
-func DiskNodes(id string) (file, format string) { return id + "-file", id + "-fmt" }
+// ImageNodes returns the block node names of an image file: the format node
+// and the protocol (file) node under it. They derive from the file's base name,
+// unique within a VM's directory, so an image keeps its names through
+// checkpoints, restarts and live merges, and fit QEMU's 31-character limit.
+func ImageNodes(file string) (format, protocol string) {
+	sum := sha256.Sum256([]byte(filepath.Base(file)))
+	n := "img-" + hex.EncodeToString(sum[:8])
+	return n, n + "-p"
+}
 
-// disks: one -blockdev pair and one virtio-blk device per disk.
+// BlockdevArgs returns the -blockdev option strings that open one image as a
+// format node over a file node. backingNode names the node it backs on; ""
+// leaves the image's own header to decide (a standalone image has none).
+func BlockdevArgs(path, format, backingNode string) (protocolOpt, formatOpt string) {
+	fmtNode, fileNode := ImageNodes(path)
+	protocolOpt = opt("driver=file", "node-name="+fileNode, "filename="+esc(path))
+	formatOpt = opt("driver="+format, "node-name="+fmtNode, "file="+fileNode)
+	if backingNode != "" {
+		formatOpt = opt(formatOpt, "backing="+backingNode)
+	}
+	return protocolOpt, formatOpt
+}
+
+// disks: the backing chain bottom up, the top image, one virtio-blk device per disk.
 func disks(a *args, s *Spec) {
 	for _, d := range s.Disks {
-		file, format := DiskNodes(d.ID)
-		dev := opt("virtio-blk-pci", "drive="+format, "id="+d.ID)
+		backing := ""
+		for i := len(d.Backing) - 1; i >= 0; i-- {
+			img := d.Backing[i]
+			p, f := BlockdevArgs(img.Path, img.Format, backing)
+			a.add("-blockdev", p, "-blockdev", f)
+			backing, _ = ImageNodes(img.Path)
+		}
+		p, f := BlockdevArgs(d.Path, d.Format, backing)
+		top, _ := ImageNodes(d.Path)
+		dev := opt("virtio-blk-pci", "drive="+top, "id="+d.ID)
 		if d.Boot {
 			dev = opt(dev, "bootindex=0")
 		}
 		if d.Bus != "" {
 			dev = opt(dev, "bus="+d.Bus)
 		}
-		a.add("-blockdev", opt("driver=file", "node-name="+file, "filename="+esc(d.Path)),
-			"-blockdev", opt("driver="+d.Format, "node-name="+format, "file="+file),
-			"-device", dev)
+		a.add("-blockdev", p, "-blockdev", f, "-device", dev)
 	}
 }
 

@@ -34,8 +34,8 @@ const wantBase = "-name guest=web01,debug-threads=on -uuid " + testUUID + " -nod
 
 const wantTail = "-chardev socket,id=qmp0,path=/run/hv/web01/qmp.sock,server=on,wait=off -mon chardev=qmp0,mode=control " +
 	"-device virtio-balloon-pci,id=balloon0 -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0 " +
-	"-blockdev driver=file,node-name=disk0-file,filename=/vms/web01/disk0.qcow2 -blockdev driver=qcow2,node-name=disk0-fmt,file=disk0-file " +
-	"-device virtio-blk-pci,drive=disk0-fmt,id=disk0,bootindex=0"
+	"-blockdev driver=file,node-name=img-c28f25c02709b5d2-p,filename=/vms/web01/disk0.qcow2 -blockdev driver=qcow2,node-name=img-c28f25c02709b5d2,file=img-c28f25c02709b5d2-p " +
+	"-device virtio-blk-pci,drive=img-c28f25c02709b5d2,id=disk0,bootindex=0"
 
 func TestArgs(t *testing.T) {
 	tests := []struct {
@@ -70,8 +70,8 @@ func TestArgs(t *testing.T) {
 			" -device virtio-serial-pci,id=vser0 -chardev socket,id=qga0,path=/run/hv/web01/qga.sock,server=on,wait=off" +
 			" -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0" +
 			" -device virtio-balloon-pci,id=balloon0 -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0" +
-			" -blockdev driver=file,node-name=data-file,filename=/vms/a,,b.raw -blockdev driver=raw,node-name=data-fmt,file=data-file" +
-			" -device virtio-blk-pci,drive=data-fmt,id=data"},
+			" -blockdev driver=file,node-name=img-9d8877255ccbadca-p,filename=/vms/a,,b.raw -blockdev driver=raw,node-name=img-9d8877255ccbadca,file=img-9d8877255ccbadca-p" +
+			" -device virtio-blk-pci,drive=img-9d8877255ccbadca,id=data"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

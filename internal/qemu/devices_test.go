@@ -27,7 +27,7 @@ func TestArgsHotplugDevices(t *testing.T) {
 	for _, want := range []string{
 		"-m size=512M,maxmem=2048M",
 		"-device pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1 -device pcie-root-port,id=hp1,bus=pcie.0,chassis=2,slot=2",
-		"-device virtio-blk-pci,drive=data1-fmt,id=data1,bus=hp1",
+		"-device virtio-blk-pci,drive=img-e3f92e27e73ca565,id=data1,bus=hp1",
 		"-netdev tap,id=nic-eth0-net,ifname=hv0123456789ab,script=no,downscript=no -device virtio-net-pci,netdev=nic-eth0-net,id=nic-eth0,mac=52:54:00:12:34:56,bus=hp0",
 		"-object memory-backend-ram,id=vmem0-ram,size=1536M -device virtio-mem-pci,id=vmem0,memdev=vmem0-ram,requested-size=0,block-size=2M",
 		"-chardev socket,id=session0,path=/run/hv/web01/session0.sock,server=on,wait=off -device virtserialport,bus=vser0.0,chardev=session0,name=org.hv.session.0",
@@ -70,5 +70,33 @@ func TestArgsHotplugRefusals(t *testing.T) {
 	args, err := Args(s)
 	if err != nil || !strings.Contains(strings.Join(args, " "), "-cpu host,+vmx,+svm") {
 		t.Fatalf("nested on KVM: %v %v", args, err)
+	}
+}
+
+// A disk with checkpoints opens its whole chain, bottom up, each image under
+// the node names derived from its file, so QMP can name any of them.
+func TestArgsBackingChain(t *testing.T) {
+	s := gen1Spec()
+	s.Disks = []DiskSpec{{ID: "root", Path: "/vms/w/root-2.qcow2", Format: "qcow2", Boot: true,
+		Backing: []Image{{Path: "/vms/w/root-1.qcow2", Format: "qcow2"}, {Path: "/vms/w/root.raw", Format: "raw"}}}}
+	args, err := Args(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := ImageNodes("root.raw")
+	mid, _ := ImageNodes("/elsewhere/root-1.qcow2") // only the base name counts
+	top, _ := ImageNodes("root-2.qcow2")
+	want := "-blockdev driver=file,node-name=" + base + "-p,filename=/vms/w/root.raw" +
+		" -blockdev driver=raw,node-name=" + base + ",file=" + base + "-p" +
+		" -blockdev driver=file,node-name=" + mid + "-p,filename=/vms/w/root-1.qcow2" +
+		" -blockdev driver=qcow2,node-name=" + mid + ",file=" + mid + "-p,backing=" + base +
+		" -blockdev driver=file,node-name=" + top + "-p,filename=/vms/w/root-2.qcow2" +
+		" -blockdev driver=qcow2,node-name=" + top + ",file=" + top + "-p,backing=" + mid +
+		" -device virtio-blk-pci,drive=" + top + ",id=root,bootindex=0"
+	if got := strings.Join(args, " "); !strings.Contains(got, want) {
+		t.Fatalf("args lack the chain\n got: %s\nwant: %s", got, want)
+	}
+	if len(top) > 31 || len(top)+2 > 31 {
+		t.Fatalf("node name %q is longer than QEMU allows", top)
 	}
 }

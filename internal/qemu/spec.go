@@ -11,11 +11,21 @@ import (
 
 // DiskSpec is one virtual disk.
 type DiskSpec struct {
-	ID     string // QEMU device id; also the base of the block node names
-	Path   string // absolute path of the image
+	ID     string // QEMU device id
+	Path   string // absolute path of the image the VM writes to
 	Format string // "qcow2" or "raw"
 	Boot   bool   // boot from this disk first
 	Bus    string // optional: a hot-plug port (HotplugPortID) so the disk can be removed live
+	// Backing is Path's backing chain, nearest first (checkpoint images).
+	// Every image is opened explicitly under its ImageNodes names, so QMP
+	// calls can name any image of the chain without asking QEMU.
+	Backing []Image
+}
+
+// Image is one image file of a disk's backing chain.
+type Image struct {
+	Path   string // absolute
+	Format string // "qcow2" or "raw"
 }
 
 // NICSpec is one network adapter backed by a host tap interface.

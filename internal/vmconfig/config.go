@@ -96,6 +96,9 @@ type Config struct {
 	NICs             []NIC             `json:"nics,omitempty"`
 	KVP              map[string]string `json:"kvp,omitempty"`
 	DisabledServices []string          `json:"disabled_services,omitempty"`
+	// CheckpointType is the type a checkpoint takes when none is named;
+	// "" means production.
+	CheckpointType string `json:"checkpoint_type,omitempty"`
 }
 
 // ServiceEnabled reports whether an integration service is on (all are by default).
