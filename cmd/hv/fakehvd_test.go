@@ -46,13 +46,19 @@ type fakeHVD struct {
 	badSum      bool // downloads carry a wrong checksum
 	switches    map[string]api.Switch
 	sessionExit int // exit code of an interactive exec
+
+	// The routes of fakehvd_checkpoint_test.go.
+	checkpoints  map[string][]api.Checkpoint // by VM, parents before children
+	cannotFreeze string                      // production falls back to standard, saying this
+	queries      map[string]string           // raw query of the last call, by "METHOD path"
 }
 
 func newFakeHVD(t *testing.T, vms ...api.VM) *fakeHVD {
 	t.Helper()
 	f := &fakeHVD{t: t, vms: map[string]api.VM{}, ops: map[string][]api.Operation{}, bodies: map[string][]byte{},
 		integration: map[string]api.IntegrationService{}, kvp: map[string]string{}, files: map[string][]byte{},
-		modes: map[string]string{}, switches: map[string]api.Switch{}}
+		modes: map[string]string{}, switches: map[string]api.Switch{},
+		checkpoints: map[string][]api.Checkpoint{}, queries: map[string]string{}}
 	for _, v := range vms {
 		f.vms[v.Name] = v
 	}
@@ -150,6 +156,7 @@ func (f *fakeHVD) routes() http.Handler {
 		}
 	})
 	f.guestRoutes(m)
+	f.checkpointRoutes(m)
 	m.HandleFunc("POST /1.0/disks", func(w http.ResponseWriter, r *http.Request) {
 		var req api.DiskCreate
 		f.decode(r, &req)

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/hvproject/hv/api"
+)
+
+// checkpointRoutes adds to the fake hvd the routes of checkpoints, export and import:
+// a checkpoint list per VM that create, rename and delete change.
+func (f *fakeHVD) checkpointRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /1.0/vms/{name}/checkpoints", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := f.vm(w, r); !ok {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		out := f.checkpoints[r.PathValue("name")]
+		if out == nil {
+			out = []api.Checkpoint{}
+		}
+		reply(w, 200, out)
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/checkpoints/{checkpoint}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := f.vm(w, r); !ok {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if i := f.checkpointIndex(w, r); i >= 0 {
+			reply(w, 200, f.checkpoints[r.PathValue("name")][i])
+		}
+	})
+	m.HandleFunc("POST /1.0/vms/{name}/checkpoints", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CheckpointCreate
+		f.decode(r, &req)
+		v, ok := f.vm(w, r)
+		if !ok {
+			return
+		}
+		f.mu.Lock()
+		cps := f.checkpoints[v.Name]
+		cp := api.Checkpoint{ID: fmt.Sprintf("c%d", len(cps)+1), Name: req.Name, Type: req.Type, Current: true,
+			CreatedAt: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), SizeBytes: 64 << 20, Disks: []string{"root"}}
+		if cp.Name == "" {
+			cp.Name = "checkpoint-20250601-120000"
+		}
+		if cp.Type == "" || cp.Type == api.CheckpointProductionOnly {
+			cp.Type = api.CheckpointProduction
+		}
+		if cp.Type == api.CheckpointProduction && f.cannotFreeze != "" {
+			if req.Type == api.CheckpointProductionOnly {
+				f.mu.Unlock()
+				reply(w, 202, f.startOp("checkpoint.create", api.Operation{Status: api.OpFailure, ErrorCode: 409,
+					Error: "a production checkpoint of VM " + v.Name + " is not possible: " + f.cannotFreeze}))
+				return
+			}
+			cp.Type, cp.FellBack, cp.FallbackReason = api.CheckpointStandard, true, f.cannotFreeze
+		}
+		switch {
+		case cp.Type == api.CheckpointProduction && v.State == api.StateRunning:
+			cp.FrozenSeconds = 0.42
+		case cp.Type == api.CheckpointStandard:
+			cp.HasMemory = v.State == api.StateRunning
+		}
+		for i := range cps {
+			if cps[i].Current {
+				cps[i].Current, cp.Parent = false, cps[i].Name
+			}
+		}
+		f.checkpoints[v.Name] = append(cps, cp)
+		f.mu.Unlock()
+		reply(w, 202, f.startOp("checkpoint.create",
+			api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "freezing the guest's file systems"}},
+			api.Operation{Status: api.OpSuccess, Result: cp}))
+	})
+	m.HandleFunc("PATCH /1.0/vms/{name}/checkpoints/{checkpoint}", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CheckpointRename
+		f.decode(r, &req)
+		if _, ok := f.vm(w, r); !ok {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		i := f.checkpointIndex(w, r)
+		if i < 0 {
+			return
+		}
+		cps := f.checkpoints[r.PathValue("name")]
+		old := cps[i].Name
+		for j := range cps {
+			if cps[j].Parent == old {
+				cps[j].Parent = req.Name
+			}
+		}
+		cps[i].Name = req.Name
+		reply(w, 200, cps[i])
+	})
+	m.HandleFunc("DELETE /1.0/vms/{name}/checkpoints/{checkpoint}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := f.vm(w, r); !ok {
+			return
+		}
+		f.mu.Lock()
+		f.queries[r.Method+" "+r.URL.Path] = r.URL.RawQuery
+		i := f.checkpointIndex(w, r)
+		if i >= 0 {
+			name := r.PathValue("name")
+			f.checkpoints[name] = slices.Delete(f.checkpoints[name], i, i+1)
+		}
+		f.mu.Unlock()
+		if i < 0 {
+			return
+		}
+		merge := func(done uint64) api.Operation {
+			return api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "merging", Done: done, Total: 100, Unit: "percent"}}
+		}
+		reply(w, 202, f.startOp("checkpoint.delete", merge(0), merge(55), api.Operation{Status: api.OpSuccess}))
+	})
+	m.HandleFunc("POST /1.0/vms/{name}/checkpoints/{checkpoint}/apply", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CheckpointApply
+		f.decode(r, &req)
+		v, ok := f.vm(w, r)
+		if !ok {
+			return
+		}
+		f.mu.Lock()
+		i := f.checkpointIndex(w, r)
+		var cp api.Checkpoint
+		if i >= 0 {
+			cp = f.checkpoints[v.Name][i]
+		}
+		f.mu.Unlock()
+		if i < 0 {
+			return
+		}
+		v.State = api.StateOff
+		if cp.HasMemory {
+			v.State = api.StateRunning
+		}
+		reply(w, 202, f.startOp("checkpoint.apply", api.Operation{Status: api.OpSuccess, Result: v}))
+	})
+	m.HandleFunc("POST /1.0/vms/{name}/export", func(w http.ResponseWriter, r *http.Request) {
+		var req api.VMExport
+		f.decode(r, &req)
+		if v, ok := f.vm(w, r); ok {
+			reply(w, 202, f.startOp("vm.export",
+				api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "copying files", Done: 1, Total: 4, Unit: "files"}},
+				api.Operation{Status: api.OpSuccess, Result: v}))
+		}
+	})
+	m.HandleFunc("POST /1.0/imports", func(w http.ResponseWriter, r *http.Request) {
+		var req api.VMImport
+		f.decode(r, &req)
+		f.record(r)
+		name := req.Name
+		if name == "" {
+			name = "web1"
+		}
+		f.mu.Lock()
+		_, taken := f.vms[name]
+		f.mu.Unlock()
+		if taken {
+			reply(w, 409, api.Error{Error: fmt.Sprintf("name: VM %q already exists; import under another name with --name NEW", name), Code: 409})
+			return
+		}
+		vm := api.VM{Name: name, State: api.StateOff, CheckpointType: api.CheckpointProduction}
+		reply(w, 202, f.startOp("vm.import", api.Operation{Status: api.OpSuccess, Resources: []string{"/1.0/vms/" + name}, Result: vm}))
+	})
+}
+
+// checkpointIndex finds the checkpoint of the request's path by name or id, or answers
+// 404 as hvd does (f.mu held).
+func (f *fakeHVD) checkpointIndex(w http.ResponseWriter, r *http.Request) int {
+	name, cp := r.PathValue("name"), r.PathValue("checkpoint")
+	for i, c := range f.checkpoints[name] {
+		if c.Name == cp || c.ID == cp {
+			return i
+		}
+	}
+	reply(w, 404, api.Error{Error: fmt.Sprintf("VM %s: checkpoint %q does not exist; list them with: hv checkpoint list", name, cp), Code: 404})
+	return -1
+}
