@@ -20,7 +20,8 @@ Paused, Saving, Saved, Stopping, PausedCritical. Each command says which states
 it works from; from any other hvd refuses with an error naming the current state.`,
 		newVMListCmd(a), newVMShowCmd(a), newVMCreateCmd(a), newVMSetCmd(a), newVMDeleteCmd(a),
 		newVMExecCmd(a), newVMConsoleCmd(a), newVMCpCmd(a), newVMNICCmd(a), newVMDiskCmd(a),
-		newVMIntegrationCmd(a), newVMKVPCmd(a), newVMTimeSyncCmd(a), newVMFreezeCmd(a), newVMThawCmd(a))
+		newVMIntegrationCmd(a), newVMKVPCmd(a), newVMTimeSyncCmd(a), newVMFreezeCmd(a), newVMThawCmd(a),
+		newVMExportCmd(a), newVMImportCmd(a))
 	c.Aliases = []string{"vms"}
 	c.AddCommand(newVMStateCmds(a)...)
 	return c
@@ -66,7 +67,8 @@ func newVMShowCmd(a *app) *cobra.Command {
 heartbeat, hardware (memory: startup, assigned now, hot-add maximum, dynamic
 memory), boot settings (kernel, initrd, command line for direct kernel boot),
 what the guest reports (OS, host name), network adapters with the guest's
-addresses on each, disks, and where its files live. Works in every state.`,
+addresses on each, disks, the type its checkpoints take, and where its files
+live. Works in every state.`,
 		Example: `  hv vm show web1
   hv vm show web1 -o json | jq '.disks[].path'`,
 		Args:              exactArgs(1, "one VM name"),
@@ -126,6 +128,7 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 		[2]string{"Dynamic memory", dynamicMemoryText(v.DynamicMemory)},
 		[2]string{"Nested virt.", nested},
 		[2]string{"Accelerator", v.Accelerator},
+		[2]string{"Checkpoint type", v.CheckpointType},
 		[2]string{"Kernel", v.Kernel},
 		[2]string{"Initrd", v.Initrd},
 		[2]string{"Cmdline", v.Cmdline},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"time"
 
 	"github.com/hvproject/hv/api"
@@ -10,11 +11,11 @@ import (
 
 func newVMSetCmd(a *app) *cobra.Command {
 	var cpus, buffer int
-	var memory, cmdline, maxMemory, minimum, maximum string
+	var memory, cmdline, maxMemory, minimum, maximum, checkpointType string
 	var nested, dynamic bool
 	cmd := &cobra.Command{
 		Use:   "set NAME",
-		Short: "Change a VM's CPUs, memory, nesting or kernel command line",
+		Short: "Change a VM's CPUs, memory, nesting, kernel command line or checkpoint type",
 		Long: `Change a VM's settings; only the flags given change. The VM as it now is
 gets printed.
 
@@ -31,12 +32,18 @@ Dynamic memory (as in Hyper-V): with --dynamic-memory the guest starts with
 --memory, grows by hot-add up to --memory-maximum when it needs more, and
 gives memory back through the balloon down to --memory-minimum when idle,
 keeping --memory-buffer percent spare above its demand (default 20).
---dynamic-memory=false turns it off.`,
+--dynamic-memory=false turns it off.
+
+--checkpoint-type is the type 'hv checkpoint create' takes when it is given
+no --type (see 'hv checkpoint --help'): production (the default; falls back
+to standard when the guest cannot freeze), production-only (fails instead),
+standard, or disabled (checkpoints refused). It changes in every state.`,
 		Example: `  hv vm set web1 --cpus 4 --memory 8G
   hv vm set tiny --cmdline "console=ttyS0 quiet"
   hv vm set web1 --memory 6G        # while Running: hot-add 2G more
   hv vm set lab --nested --max-memory 32G
-  hv vm set web1 --dynamic-memory --memory-minimum 1G --memory-maximum 16G --memory-buffer 25`,
+  hv vm set web1 --dynamic-memory --memory-minimum 1G --memory-maximum 16G --memory-buffer 25
+  hv vm set web1 --checkpoint-type standard`,
 		Args:              exactArgs(1, "one VM name"),
 		ValidArgsFunction: a.completeVMs(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,6 +64,12 @@ keeping --memory-buffer percent spare above its demand (default 20).
 			if f.Changed("nested") {
 				upd.Nested = &nested
 			}
+			if f.Changed("checkpoint-type") {
+				if !slices.Contains(checkpointSettings(), checkpointType) {
+					return usagef(cmd, "--checkpoint-type %q: use production, production-only, standard or disabled", checkpointType)
+				}
+				upd.CheckpointType = &checkpointType
+			}
 			dynFlags := f.Changed("memory-minimum") || f.Changed("memory-maximum") || f.Changed("memory-buffer")
 			switch {
 			case f.Changed("dynamic-memory"):
@@ -68,7 +81,7 @@ keeping --memory-buffer percent spare above its demand (default 20).
 				return usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer need --dynamic-memory")
 			}
 			if upd == (api.VMUpdate{}) {
-				return usagef(cmd, "nothing to change: give --cpus, --memory, --max-memory, --nested, --dynamic-memory or --cmdline")
+				return usagef(cmd, "nothing to change: give --cpus, --memory, --max-memory, --nested, --dynamic-memory, --cmdline or --checkpoint-type")
 			}
 			vm, err := a.client().UpdateVM(cmd.Context(), args[0], upd)
 			if err != nil {
@@ -87,5 +100,7 @@ keeping --memory-buffer percent spare above its demand (default 20).
 	f.StringVar(&minimum, "memory-minimum", "", "dynamic memory: the least the guest keeps, e.g. 512M")
 	f.StringVar(&maximum, "memory-maximum", "", "dynamic memory: the most the guest gets, e.g. 8G")
 	f.IntVar(&buffer, "memory-buffer", 0, "dynamic memory: spare memory kept above demand, in percent (default 20)")
+	f.StringVar(&checkpointType, "checkpoint-type", "", "what checkpoints take: production, production-only, standard or disabled")
+	_ = cmd.RegisterFlagCompletionFunc("checkpoint-type", cobra.FixedCompletions(checkpointSettings(), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
