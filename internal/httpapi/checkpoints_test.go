@@ -80,7 +80,7 @@ func (f *fakeHost) CreateCheckpoint(name string, req api.CheckpointCreate) (*ope
 	if err := fakeVMKnown(name); err != nil {
 		return nil, err
 	}
-	return f.ops.Start("vm.checkpoint-create", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
+	return f.ops.Start("checkpoint.create", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		return api.Checkpoint{ID: "c3", Name: req.Name, Type: api.CheckpointStandard, FellBack: true, FallbackReason: "no agent"}, nil
 	}), nil
 }
@@ -90,7 +90,7 @@ func (f *fakeHost) ApplyCheckpoint(name, checkpoint string, req api.CheckpointAp
 	if err := fakeVMKnown(name); err != nil {
 		return nil, err
 	}
-	return f.ops.Start("vm.checkpoint-apply", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
+	return f.ops.Start("checkpoint.apply", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		return api.VM{Name: name, State: api.StateOff}, nil
 	}), nil
 }
@@ -100,7 +100,7 @@ func (f *fakeHost) DeleteCheckpoint(name, checkpoint string, subtree bool) (*ope
 	if err := fakeVMKnown(name); err != nil {
 		return nil, err
 	}
-	return f.ops.Start("vm.checkpoint-delete", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
+	return f.ops.Start("checkpoint.delete", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		return nil, nil
 	}), nil
 }
@@ -280,7 +280,7 @@ func TestApplyCheckpoint(t *testing.T) {
 		t.Fatalf("apply: %d %s", code, body)
 	}
 	var vm api.VM
-	if op := finished(t, srv.URL, body); op.Kind != "vm.checkpoint-apply" || decodeInto(op.Result, &vm) != nil || vm.Name != "web" {
+	if op := finished(t, srv.URL, body); op.Kind != "checkpoint.apply" || decodeInto(op.Result, &vm) != nil || vm.Name != "web" {
 		t.Fatalf("apply result: %+v", op)
 	}
 	if code, body = do(t, "POST", srv.URL+"/1.0/vms/web/checkpoints/base/apply", ""); code != 202 {
