@@ -737,6 +737,7 @@ func (s *Service) deleteCheckpoint(ctx context.Context, op *operation.Op, v *vm,
 func (s *Service) runDelete(ctx context.Context, op *operation.Op, v *vm, ss *session, t *checkpoint.Tree) error {
 	j := t.Journal
 	if j.Step != checkpoint.StepCommitted {
+		streamed := false
 		for i, rb := range j.Delete.Rebases {
 			info, err := s.disk.Info(ctx, v.path(rb.Image))
 			if err != nil {
@@ -755,11 +756,39 @@ func (s *Service) runDelete(ctx context.Context, op *operation.Op, v *vm, ss *se
 			if err != nil {
 				return err
 			}
+			streamed = streamed || rb.InUse
+		}
+		if streamed {
+			// What a stream wrote into an image below the active one stays
+			// in QEMU's metadata cache (no guest flush reaches it): it must
+			// be on disk before the old backing file goes.
+			if err := flushAll(ctx, ss); err != nil {
+				return err
+			}
 		}
 		return s.commitTree(ctx, v, t, "delete")
 	}
 	s.closeRemoved(v, t)
 	return s.offline(v).Finish(t)
+}
+
+// flushAll makes QEMU write every image's cached data and metadata to disk:
+// "stop" drains and flushes all block nodes (also on a paused VM), and a
+// running VM goes on at once.
+func flushAll(ctx context.Context, ss *session) error {
+	st, err := ss.qmp.Status(ctx)
+	if err != nil {
+		return errWrap(err, "reading QEMU's state before a flush")
+	}
+	if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
+		return errWrap(err, "flushing the disks")
+	}
+	if st.Running {
+		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+			return errWrap(err, "resuming after flushing the disks")
+		}
+	}
+	return nil
 }
 
 // blockJob is one entry of query-jobs.
