@@ -884,6 +884,13 @@ func TestCheckpointCrashRecovery(t *testing.T) {
 	h.markNow(vm, "n3")
 	now = h.guestSig(vm)
 	h.crashAt("checkpoint:apply-prepared", "checkpoint", "apply", vm, "base")
+	// The apply had turned the VM off before hvd died, and the apply is
+	// undone: the VM is Off on its disks from before, and starts.
+	if v := h.waitFor(vm, 2*time.Minute, "settled after a crash at apply-prepared", func(v api.VM) bool {
+		return v.State == api.StateOff || v.State == api.StateRunning
+	}); v.State == api.StateOff {
+		h.must("vm", "start", vm)
+	}
 	recovered("apply-prepared", "")
 	if got := h.guestSig(vm); got != now && got != want["base"] {
 		t.Fatalf("after a crash at apply-prepared the guest's files are\n%s\nwant those before the apply\n%s\nor those of base\n%s", got, now, want["base"])

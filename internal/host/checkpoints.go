@@ -946,8 +946,11 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 		switched = switched && tops[node]
 	}
 	if plan.Resume {
+		// hv paused the VM for the memory save: it runs on, as it would have.
 		if st, err := ss.qmp.Status(qctx); err == nil && !st.Running {
-			_ = ss.qmp.Execute(qctx, "cont", nil, nil)
+			if err := ss.qmp.Execute(qctx, "cont", nil, nil); err == nil {
+				_ = v.setStateLocked(api.StateRunning, "")
+			}
 		}
 	}
 	if switched {

@@ -188,8 +188,12 @@ func disks(a *args, s *Spec) {
 		backing := ""
 		for i := len(d.Backing) - 1; i >= 0; i-- {
 			img := d.Backing[i]
+			// Read-only, as QEMU makes an image it snapshots: tools may then
+			// read the chain beside QEMU (qemu-img rebase of another branch),
+			// and a merge job reopens the image read-write only while it runs.
 			p, f := BlockdevArgs(img.Path, img.Format, backing)
-			a.add("-blockdev", p, "-blockdev", f)
+			// (The file node stays writable, so that the job may.)
+			a.add("-blockdev", p, "-blockdev", opt(f, "read-only=on"))
 			backing, _ = ImageNodes(img.Path)
 		}
 		p, f := BlockdevArgs(d.Path, d.Format, backing)

@@ -87,9 +87,9 @@ func TestArgsBackingChain(t *testing.T) {
 	mid, _ := ImageNodes("/elsewhere/root-1.qcow2") // only the base name counts
 	top, _ := ImageNodes("root-2.qcow2")
 	want := "-blockdev driver=file,node-name=" + base + "-p,filename=/vms/w/root.raw" +
-		" -blockdev driver=raw,node-name=" + base + ",file=" + base + "-p" +
+		" -blockdev driver=raw,node-name=" + base + ",file=" + base + "-p,read-only=on" +
 		" -blockdev driver=file,node-name=" + mid + "-p,filename=/vms/w/root-1.qcow2" +
-		" -blockdev driver=qcow2,node-name=" + mid + ",file=" + mid + "-p,backing=" + base +
+		" -blockdev driver=qcow2,node-name=" + mid + ",file=" + mid + "-p,backing=" + base + ",read-only=on" +
 		" -blockdev driver=file,node-name=" + top + "-p,filename=/vms/w/root-2.qcow2" +
 		" -blockdev driver=qcow2,node-name=" + top + ",file=" + top + "-p,backing=" + mid +
 		" -device virtio-blk-pci,drive=" + top + ",id=root,bootindex=0"
