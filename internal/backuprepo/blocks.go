@@ -1,0 +1,169 @@
+package backuprepo
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// blockHash is the SHA-256 of a block's content, which names its file in the block
+// store. The zero blockHash stands for a block of zeros, which is never stored.
+type blockHash [sha256.Size]byte
+
+// String is the hash in lower-case hex, as block files are named.
+func (h blockHash) String() string { return hex.EncodeToString(h[:]) }
+
+// IsZero reports whether h stands for a block of zeros.
+func (h blockHash) IsZero() bool { return h == blockHash{} }
+
+// entry is one record of a block map: block Index of a disk holds the block Hash.
+type entry struct {
+	Index int64
+	Hash  blockHash
+}
+
+// A block map file is mapMagic followed by 40-byte records, each an 8-byte
+// big-endian block index and a 32-byte hash, indexes strictly increasing.
+const (
+	mapMagic  = "HVBMAP1\n"
+	mapRecord = 8 + sha256.Size
+)
+
+func encodeMap(es []entry) []byte {
+	out := make([]byte, 0, len(mapMagic)+len(es)*mapRecord)
+	out = append(out, mapMagic...)
+	for _, e := range es {
+		out = binary.BigEndian.AppendUint64(out, uint64(e.Index))
+		out = append(out, e.Hash[:]...)
+	}
+	return out
+}
+
+// decodeMap parses a block map of a disk of nblocks blocks. Its error says
+// what is wrong, without the file's name.
+func decodeMap(data []byte, nblocks int64) ([]entry, error) {
+	if len(data) < len(mapMagic) || string(data[:len(mapMagic)]) != mapMagic {
+		return nil, errors.New("it does not start with the block map's magic \"HVBMAP1\\n\"")
+	}
+	nblocks = max(nblocks, 0)
+	body := data[len(mapMagic):]
+	if len(body)%mapRecord != 0 {
+		return nil, fmt.Errorf("its length %d is not the magic plus whole %d-byte records", len(data), mapRecord)
+	}
+	es := make([]entry, len(body)/mapRecord)
+	last := int64(-1)
+	for i := range es {
+		rec := body[i*mapRecord : (i+1)*mapRecord]
+		idx := binary.BigEndian.Uint64(rec)
+		if idx >= uint64(nblocks) {
+			return nil, fmt.Errorf("record %d names block %d, past the disk's %d blocks", i, idx, nblocks)
+		}
+		if int64(idx) <= last {
+			return nil, fmt.Errorf("record %d names block %d after block %d: indexes must increase", i, idx, last)
+		}
+		last = int64(idx)
+		es[i].Index = int64(idx)
+		copy(es[i].Hash[:], rec[8:])
+	}
+	return es, nil
+}
+
+// sortedEntries turns a writer's or a merge's index→hash map into map records;
+// base drops zero blocks, which a disk's base implies.
+func sortedEntries(m map[int64]blockHash, base bool) []entry {
+	es := make([]entry, 0, len(m))
+	for i, h := range m {
+		if base && h.IsZero() {
+			continue
+		}
+		es = append(es, entry{i, h})
+	}
+	slices.SortFunc(es, func(a, b entry) int {
+		switch {
+		case a.Index < b.Index:
+			return -1
+		case a.Index > b.Index:
+			return 1
+		}
+		return 0
+	})
+	return es
+}
+
+// blockPath is the file of a stored block: blocks/ab/abcdef...
+func (r *Repo) blockPath(h blockHash) string {
+	s := h.String()
+	return filepath.Join(r.dir, blocksDir, s[:2], s)
+}
+
+// storeBlock puts data, whose hash is h, into the block store unless a file of
+// the right size holds it already. It does not fsync: the writer's Commit
+// flushes the file system before any manifest names the block. created says
+// whether this call made the file.
+func (r *Repo) storeBlock(h blockHash, data []byte) (created bool, err error) {
+	path := r.blockPath(h)
+	fi, err := os.Lstat(path)
+	if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(data)) {
+		return false, nil
+	}
+	existed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("block store: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return false, fmt.Errorf("block store: %w", err)
+	}
+	tmp := f.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return false, fmt.Errorf("block store: write %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return false, fmt.Errorf("block store: write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return false, fmt.Errorf("block store: %w", err)
+	}
+	return !existed, nil
+}
+
+// readBlock reads a stored block and checks it against its name.
+func (r *Repo) readBlock(h blockHash) ([]byte, error) {
+	path := r.blockPath(h)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, damaged("block %s is missing (%s)", h, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read block %s: %w", path, err)
+	}
+	if got := blockHash(sha256.Sum256(data)); got != h {
+		return nil, damaged("block %s is damaged: its content hashes to %s (%s)", h, got, path)
+	}
+	return data, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.NativeEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
