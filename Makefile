@@ -36,6 +36,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	scripts/fuzz.sh $${FUZZTIME:-30s}
 
 bench: build guest ## side-by-side benchmarks; writes bench/RESULTS.md
+	scripts/install-deps.sh bench
 	$(GO) run ./bench -guest $(CURDIR)/$(GUEST) -bin $(CURDIR)/bin -out bench/RESULTS.md
 
 demo: deps build guest ## install, build, start hvd and boot a VM from the tiny guest

@@ -36,12 +36,23 @@ func startHVAgentVM(ctx context.Context, e *env, cl *cleanup, name string) (*hvd
 	if err != nil {
 		return nil, bootTimes{}, err
 	}
-	if err := h.create(ctx, api.VMCreate{Name: name, Generation: 1, CPUs: agentCPUs,
+	bt, _, err := h.createAndBoot(ctx, e, api.VMCreate{Name: name, Generation: 1, CPUs: agentCPUs,
 		Memory:  fmt.Sprintf("%dM", agentMemMiB),
 		Kernel:  filepath.Join(e.guest, "vmlinuz"),
 		Initrd:  filepath.Join(e.guest, "initrd.img"),
-		Cmdline: agentCmdline}); err != nil {
-		return nil, bootTimes{}, err
+		Cmdline: agentCmdline})
+	if err != nil {
+		return nil, bt, err
+	}
+	return h, bt, nil
+}
+
+// createAndBoot creates the VM req describes and starts it until hvd reports its
+// heartbeat OK. It returns how the heartbeat was waited for (e.poll, or 100ms when
+// hvd's event stream showed no event), for later starts of the same VM.
+func (h *hvd) createAndBoot(ctx context.Context, e *env, req api.VMCreate) (bootTimes, time.Duration, error) {
+	if err := h.create(ctx, req); err != nil {
+		return bootTimes{}, 0, err
 	}
 	// The event stream counts as live once its first event (here: the create's) arrived.
 	poll := e.poll
@@ -53,15 +64,15 @@ func startHVAgentVM(ctx context.Context, e *env, cl *cleanup, name string) (*hvd
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
-	bt, vm, err := h.startAndWaitHeartbeat(ctx, name, poll, agentLimit)
+	bt, vm, err := h.startAndWaitHeartbeat(ctx, req.Name, poll, agentLimit)
 	if err != nil {
 		if vm.Directory != "" {
 			err = fmt.Errorf("%w; %s", err, tail(filepath.Join(vm.Directory, "console.log")))
 		}
-		return nil, bt, err
+		return bt, poll, err
 	}
-	logf("hv VM %s: heartbeat OK after %s", name, ms(bt.heartbeat))
-	return h, bt, nil
+	logf("hv VM %s: heartbeat OK after %s", req.Name, ms(bt.heartbeat))
+	return bt, poll, nil
 }
 
 // stopHVAgentVM kills the hv VM, so that the plain one runs alone.
@@ -92,8 +103,13 @@ func startPlainKernelVM(ctx context.Context, e *env, cl *cleanup, dir string) (*
 // WaitOperation (with a progress callback, as hv has unless -q) and the result. A
 // non-zero exit is an error.
 func hvExec(ctx context.Context, c *client.Client, name string, command ...string) (api.ExecResult, error) {
+	return hvExecLimit(ctx, c, name, agentCallWait, command...)
+}
+
+// hvExecLimit is hvExec with the guest command's time limit.
+func hvExecLimit(ctx context.Context, c *client.Client, name string, limit time.Duration, command ...string) (api.ExecResult, error) {
 	var res api.ExecResult
-	op, err := c.Exec(ctx, name, api.ExecRequest{Command: command, Timeout: int(agentCallWait / time.Second)})
+	op, err := c.Exec(ctx, name, api.ExecRequest{Command: command, Timeout: int(limit / time.Second)})
 	if err != nil {
 		return res, err
 	}

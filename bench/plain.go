@@ -32,6 +32,10 @@ type plainVM struct {
 	vars    string
 	// Direct kernel boot instead of a disk (newPlainKernelVM): no overlay, no disk.
 	kernel, initrd, cmdline string
+	// withQMP adds a QMP socket (qmpSocket) to the command line; incoming adds
+	// -incoming defer (the state comes later with migrate-incoming). Only the
+	// checkpoint benchmark uses them.
+	withQMP, incoming bool
 }
 
 // newPlainVM prepares the files of a plain VM booting image: a qcow2 overlay (so the
@@ -66,6 +70,7 @@ func newPlainKernelVM(dir, kernel, initrd, cmdline string, memMiB, cpus int) (*p
 
 func (p *plainVM) agentSocket() string { return filepath.Join(p.dir, "qga.sock") }
 func (p *plainVM) serialLog() string   { return filepath.Join(p.dir, "serial.log") }
+func (p *plainVM) qmpSocket() string   { return filepath.Join(p.dir, "qmp.sock") }
 
 // args is the hand-written command line.
 func (p *plainVM) args() []string {
@@ -93,11 +98,18 @@ func (p *plainVM) args() []string {
 			"-drive", "file="+p.overlay+",if=none,id=d0,format=qcow2",
 			"-device", "virtio-blk-pci,drive=d0")
 	}
-	return append(a,
+	a = append(a,
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=qga0,path="+p.agentSocket()+",server=on,wait=off",
 		"-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
 	)
+	if p.withQMP {
+		a = append(a, "-qmp", "unix:"+p.qmpSocket()+",server=on,wait=off")
+	}
+	if p.incoming {
+		a = append(a, "-incoming", "defer")
+	}
+	return a
 }
 
 // plainProc is a QEMU started by hand from a plain command line.
@@ -112,6 +124,7 @@ type plainProc struct {
 func (p *plainVM) reset() {
 	os.Remove(p.agentSocket())
 	os.Remove(p.serialLog())
+	os.Remove(p.qmpSocket())
 }
 
 // startPlainQEMU execs p's command line, its output going to qemu.log in p's directory.
