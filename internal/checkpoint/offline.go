@@ -145,10 +145,11 @@ func (o *Offline) rebase(ctx context.Context, rbs []Rebase) error {
 
 // commit records the result, then deletes the files it no longer needs.
 func (o *Offline) commit(ctx context.Context, t *Tree, kind string) error {
+	touched := t.Journal.Touched()
 	if err := t.Commit(); err != nil {
 		return err
 	}
-	_ = t.Measure(ctx, o.Dir, o.Tool) // sizes are informative; a failure must not undo the operation
+	_ = t.Measure(ctx, o.Dir, o.Tool, touched) // sizes are informative; a failure must not undo the operation
 	if err := o.save(t, kind+" committed"); err != nil {
 		return err
 	}
@@ -177,11 +178,16 @@ func (o *Offline) RemoveFiles(files []string) error {
 	return fsutil.SyncDir(o.Dir)
 }
 
-// Measure refreshes each checkpoint's SizeBytes from its files.
-func (t *Tree) Measure(ctx context.Context, vmDir string, tool *disk.Tool) error {
+// Measure refreshes the SizeBytes of the checkpoints that own a file in
+// touched, or were never measured; nil touched measures them all. Each image
+// costs a qemu-img run, so an operation measures only what it changed.
+func (t *Tree) Measure(ctx context.Context, vmDir string, tool *disk.Tool, touched map[string]bool) error {
 	var first error
 	for i := range t.Checkpoints {
 		c := &t.Checkpoints[i]
+		if touched != nil && c.SizeBytes != 0 && !owns(c, touched) {
+			continue
+		}
 		var size uint64
 		for _, f := range c.Disks {
 			info, err := tool.Info(ctx, filepath.Join(vmDir, f))
@@ -199,6 +205,34 @@ func (t *Tree) Measure(ctx context.Context, vmDir string, tool *disk.Tool) error
 		c.SizeBytes = size
 	}
 	return first
+}
+
+func owns(c *Checkpoint, files map[string]bool) bool {
+	for _, f := range c.Disks {
+		if files[f] {
+			return true
+		}
+	}
+	return files[c.StateFile] && c.StateFile != ""
+}
+
+// Touched lists the files whose content or size the journaled operation
+// changes: what Measure must look at again after it.
+func (j *Journal) Touched() map[string]bool {
+	out := map[string]bool{}
+	switch {
+	case j == nil:
+	case j.Create != nil:
+		for _, f := range j.Create.Checkpoint.Disks {
+			out[f] = true
+		}
+		out[j.Create.Checkpoint.StateFile] = true
+	case j.Delete != nil:
+		for _, rb := range j.Delete.Rebases {
+			out[rb.Image] = true
+		}
+	}
+	return out
 }
 
 func cmpErr(first, err error) error {
