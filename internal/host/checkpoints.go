@@ -13,6 +13,7 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/validate"
@@ -439,6 +440,20 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 	if plan.Checkpoint.StateFile != "" {
 		part := v.path(plan.Checkpoint.StateFile + ".part")
 		merr := migrateToFile(ctx, op, ss, part, "saving memory", cfgMemory(v))
+		laps.lap("memory")
+		if paused {
+			// The disks are switched and the state is written: the guest
+			// runs on while the file reaches the disk.
+			if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+				s.log.Error("resuming after a checkpoint", "vm", v.name, "err", err)
+			}
+			paused = false
+		}
+		if merr == nil {
+			op.SetStage("writing the state file to disk")
+			merr = fsutil.SyncFile(part)
+			laps.lap("sync")
+		}
 		if merr == nil {
 			merr = os.Rename(part, v.path(plan.Checkpoint.StateFile))
 		}
@@ -454,7 +469,6 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 			_ = os.Remove(part)
 		}
 	}
-	laps.lap("memory")
 	if paused {
 		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
 			s.log.Error("resuming after a checkpoint", "vm", v.name, "err", err)

@@ -65,6 +65,9 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 		return errWrap(err, "saving VM %s's memory", v.name)
 	}
 	s.hook("save:written")
+	if err := fsutil.SyncFile(part); err != nil {
+		return err
+	}
 	if err := os.Rename(part, v.path(fileSave)); err != nil {
 		return err
 	}
@@ -99,7 +102,7 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 }
 
 // migrateToFile writes a stopped VM's memory and device state into path
-// through a descriptor handed to QEMU, and syncs it. QEMU stays in
+// through a descriptor handed to QEMU; the caller syncs it. QEMU stays in
 // "postmigrate": the caller either ends it or lets it run on with cont.
 func migrateToFile(ctx context.Context, op *operation.Op, ss *session, path, stage string, total uint64) error {
 	// QEMU caps migration at 128 MiB/s by default; a save is bounded by the disk only.
@@ -141,5 +144,5 @@ func migrateToFile(ctx context.Context, op *operation.Op, ss *session, path, sta
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return fsutil.SyncFile(path)
+	return nil
 }
