@@ -141,7 +141,7 @@ func TestCheckpointShowApplyRenameDelete(t *testing.T) {
 		}
 	}
 	if r = hv(t, f, "", "checkpoint", "show", "web1", "nope"); r.code != 1 ||
-		r.stderr != "Error: VM web1: checkpoint \"nope\" does not exist; list them with: hv checkpoint list\n" {
+		r.stderr != "Error: checkpoint \"nope\" of VM web1 does not exist; list them with: hv checkpoint list web1\n" {
 		t.Fatalf("unknown checkpoint: code %d, %q", r.code, r.stderr)
 	}
 

@@ -180,6 +180,6 @@ func (f *fakeHVD) checkpointIndex(w http.ResponseWriter, r *http.Request) int {
 			return i
 		}
 	}
-	reply(w, 404, api.Error{Error: fmt.Sprintf("VM %s: checkpoint %q does not exist; list them with: hv checkpoint list", name, cp), Code: 404})
+	reply(w, 404, api.Error{Error: fmt.Sprintf("checkpoint %q of VM %s does not exist; list them with: hv checkpoint list %s", cp, name, name), Code: 404})
 	return -1
 }

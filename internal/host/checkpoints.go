@@ -76,6 +76,15 @@ func checkpointAPI(t *checkpoint.Tree, c checkpoint.Checkpoint) api.Checkpoint {
 	return out
 }
 
+// checkpointErr puts the VM into an error about one of its checkpoints, with
+// the command that lists them.
+func checkpointErr(vmName, cp string, err error) error {
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("checkpoint %q of VM %s does not exist; list them with: hv checkpoint list %s: %w", cp, vmName, vmName, errdefs.ErrNotFound)
+	}
+	return fmt.Errorf("VM %s: %w", vmName, err)
+}
+
 // loadTree reads a VM's checkpoint tree (call with the VM's lock held for
 // anything that writes it).
 func (s *Service) loadTree(v *vm) (*checkpoint.Tree, error) {
@@ -122,7 +131,7 @@ func (s *Service) GetCheckpoint(ctx context.Context, name, cp string) (api.Check
 	}
 	c, err := t.Get(cp)
 	if err != nil {
-		return api.Checkpoint{}, fmt.Errorf("VM %s: %w", name, err)
+		return api.Checkpoint{}, checkpointErr(name, cp, err)
 	}
 	return checkpointAPI(t, *c), nil
 }
@@ -142,7 +151,7 @@ func (s *Service) RenameCheckpoint(ctx context.Context, name, cp string, req api
 		return api.Checkpoint{}, err
 	}
 	if err := t.Rename(cp, req.Name); err != nil {
-		return api.Checkpoint{}, fmt.Errorf("VM %s: %w", name, err)
+		return api.Checkpoint{}, checkpointErr(name, cp, err)
 	}
 	if err := t.Save(v.dir); err != nil {
 		return api.Checkpoint{}, err
@@ -596,7 +605,7 @@ func (s *Service) ApplyCheckpoint(name, cp string, req api.CheckpointApply) (*op
 		return nil, err
 	}
 	if _, err := t.Get(cp); err != nil {
-		return nil, fmt.Errorf("VM %s: %w", name, err)
+		return nil, checkpointErr(name, cp, err)
 	}
 	return s.lockedDo(v, "checkpoint.apply", "checkpoint-change", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
 		if err := s.applyCheckpoint(ctx, op, v, cp, req); err != nil {
@@ -721,7 +730,7 @@ func (s *Service) DeleteCheckpoint(name, cp string, subtree bool) (*operation.Op
 		return nil, err
 	}
 	if _, err := t.Get(cp); err != nil {
-		return nil, fmt.Errorf("VM %s: %w", name, err)
+		return nil, checkpointErr(name, cp, err)
 	}
 	return s.lockedDo(v, "checkpoint.delete", "checkpoint-change", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
 		return nil, s.deleteCheckpoint(ctx, op, v, cp, subtree)
