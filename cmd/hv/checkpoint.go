@@ -343,46 +343,24 @@ and a Saved VM's saved state is discarded.`,
 		Args:              exactArgs(2, "a VM name and a checkpoint name"),
 		ValidArgsFunction: a.completeVMThen(a.completeCheckpoints),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, c := cmd.Context(), a.client()
-			op, err := c.ApplyCheckpoint(ctx, args[0], args[1], req)
-			if err != nil {
-				return err
+			start := func(ctx context.Context, c *client.Client) (api.Operation, error) {
+				return c.ApplyCheckpoint(ctx, args[0], args[1], req)
 			}
-			op, waited, err := a.follow(ctx, c, op)
-			if err != nil || !waited {
-				return err
-			}
-			vm, err := a.resultVM(ctx, c, op, args[0])
-			if err != nil {
-				return err
-			}
-			if a.output != outTable {
-				return a.show(vm, nil)
-			}
-			if req.SaveCurrent != "" {
-				a.say("Kept the state of VM %s as checkpoint %s", args[0], req.SaveCurrent)
-			}
-			switch vm.State {
-			case api.StateOff:
-				a.say("Applied checkpoint %s to VM %s; it is Off: start it to boot from the checkpoint (hv vm start %s)", args[1], args[0], args[0])
-			default:
-				a.say("Applied checkpoint %s to VM %s; it is %s", args[1], args[0], vm.State)
-			}
-			return nil
+			return a.vmChange(cmd, args[0], start, func(vm api.VM) string {
+				msg := ""
+				if req.SaveCurrent != "" {
+					msg = fmt.Sprintf("Kept the state of VM %s as checkpoint %s\n", args[0], req.SaveCurrent)
+				}
+				if vm.State == api.StateOff {
+					return msg + fmt.Sprintf("Applied checkpoint %s to VM %s; it is Off: start it to boot from the checkpoint (hv vm start %s)", args[1], args[0], args[0])
+				}
+				return msg + fmt.Sprintf("Applied checkpoint %s to VM %s; it is %s", args[1], args[0], vm.State)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&req.SaveCurrent, "save-current", "", "first keep the VM's current state as a checkpoint of this name")
 	_ = cmd.RegisterFlagCompletionFunc("save-current", cobra.NoFileCompletions)
 	return cmd
-}
-
-// resultVM is the VM an operation left (its result), or as hvd shows it now.
-func (a *app) resultVM(ctx context.Context, c *client.Client, op api.Operation, name string) (api.VM, error) {
-	var vm api.VM
-	if op.Result != nil && client.DecodeResult(op, &vm) == nil && vm.Name != "" {
-		return vm, nil
-	}
-	return c.GetVM(ctx, name)
 }
 
 func newCheckpointDeleteCmd(a *app) *cobra.Command {

@@ -257,8 +257,8 @@ func vmDiskTable(w io.Writer, indent string, disks []api.Disk) {
 	}
 }
 
-// vmChange starts a change of a VM's hardware, follows its operation, then confirms
-// with done(the VM as it is now), or prints the VM for -o json/yaml.
+// vmChange starts a change of a VM, follows its operation, then confirms with
+// done(the VM the operation left), or prints the VM for -o json/yaml.
 func (a *app) vmChange(cmd *cobra.Command, name string, start func(context.Context, *client.Client) (api.Operation, error),
 	done func(api.VM) string) error {
 	ctx, c := cmd.Context(), a.client()
@@ -266,10 +266,11 @@ func (a *app) vmChange(cmd *cobra.Command, name string, start func(context.Conte
 	if err != nil {
 		return err
 	}
-	if _, waited, err := a.follow(ctx, c, op); err != nil || !waited {
+	op, waited, err := a.follow(ctx, c, op)
+	if err != nil || !waited {
 		return err
 	}
-	vm, err := c.GetVM(ctx, name)
+	vm, err := a.resultVM(ctx, c, op, name)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"strings"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/client"
 	"github.com/spf13/cobra"
 )
 
@@ -45,28 +48,16 @@ or another.`,
 			if req.Dir, err = absPath(args[1]); err != nil {
 				return err
 			}
-			ctx, c := cmd.Context(), a.client()
-			op, err := c.ExportVM(ctx, args[0], req)
-			if err != nil {
-				return err
-			}
-			op, waited, err := a.follow(ctx, c, op)
-			if err != nil || !waited {
-				return err
-			}
-			vm, err := a.resultVM(ctx, c, op, args[0])
-			if err != nil {
-				return err
-			}
-			if a.output != outTable {
-				return a.show(vm, nil)
-			}
 			what := "with its checkpoints"
 			if req.NoCheckpoints {
 				what = "its current state only"
 			}
-			a.say("Exported VM %s to %s (%s); import it with: hv vm import %s", args[0], req.Dir, what, req.Dir)
-			return nil
+			start := func(ctx context.Context, c *client.Client) (api.Operation, error) {
+				return c.ExportVM(ctx, args[0], req)
+			}
+			return a.vmChange(cmd, args[0], start, func(api.VM) string {
+				return fmt.Sprintf("Exported VM %s to %s (%s); import it with: hv vm import %s", args[0], req.Dir, what, req.Dir)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&req.NoCheckpoints, "no-checkpoints", false, "export the current state only, each disk flattened, no checkpoints")

@@ -42,3 +42,12 @@ func (a *app) wait(ctx context.Context, c *client.Client, op api.Operation) (api
 	}
 	return final, err
 }
+
+// resultVM is the VM an operation left (its result), or as hvd shows it now.
+func (a *app) resultVM(ctx context.Context, c *client.Client, op api.Operation, name string) (api.VM, error) {
+	var vm api.VM
+	if op.Result != nil && client.DecodeResult(op, &vm) == nil && vm.Name != "" {
+		return vm, nil
+	}
+	return c.GetVM(ctx, name)
+}
