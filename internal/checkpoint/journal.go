@@ -21,11 +21,9 @@ const (
 type Step string
 
 const (
-	// StepBegun: the plan is recorded; new files may exist half made.
+	// StepBegun: the plan is recorded; new files may exist, half made or
+	// whole, but nothing uses them yet, so create and apply roll back.
 	StepBegun Step = "begun"
-	// StepPrepared: every new overlay exists; nothing uses them yet, so
-	// create and apply still roll back.
-	StepPrepared Step = "prepared"
 	// StepSwitched is saved before the VM is pointed at the new overlays
 	// (a QMP transaction live): the guest may write to them from here, so
 	// create and apply roll forward.
@@ -36,7 +34,7 @@ const (
 	StepCommitted Step = "committed"
 )
 
-var stepOrder = map[Step]int{StepBegun: 0, StepPrepared: 1, StepSwitched: 2, StepStateSaved: 3, StepCommitted: 4}
+var stepOrder = map[Step]int{StepBegun: 0, StepSwitched: 1, StepStateSaved: 2, StepCommitted: 3}
 
 // Journal records the operation under way inside the tree's file, so that one
 // atomic write holds both the tree and how far the operation got.

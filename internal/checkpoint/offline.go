@@ -60,7 +60,7 @@ func (o *Offline) Create(ctx context.Context, t *Tree, req CreateRequest) (*Chec
 	if err := o.hook("create prepared"); err != nil {
 		return nil, err
 	}
-	// Offline nothing runs on the overlays, so prepared and switched are one.
+	// Offline nothing runs on the overlays: the commit follows at once.
 	if err := o.commit(ctx, t, "create"); err != nil {
 		return nil, err
 	}

@@ -136,7 +136,7 @@ func TestJournalBlocksOtherOperations(t *testing.T) {
 	if err := tr.Advance(StepSwitched); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, tr.Advance(StepPrepared), errdefs.ErrConflict, "does not follow")
+	wantErr(t, tr.Advance(StepBegun), errdefs.ErrConflict, "does not follow")
 }
 
 func TestCommitDropsUnfinishedStateFile(t *testing.T) {

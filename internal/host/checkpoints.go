@@ -121,19 +121,29 @@ func (s *Service) ListCheckpoints(ctx context.Context, name string) ([]api.Check
 
 // GetCheckpoint returns one checkpoint by name or id.
 func (s *Service) GetCheckpoint(ctx context.Context, name, cp string) (api.Checkpoint, error) {
-	v, err := s.get(name)
+	_, t, c, err := s.findCheckpoint(name, cp)
 	if err != nil {
 		return api.Checkpoint{}, err
+	}
+	return checkpointAPI(t, *c), nil
+}
+
+// findCheckpoint looks a VM's checkpoint up by name or id (without the VM's
+// lock: operations check again under it).
+func (s *Service) findCheckpoint(name, cp string) (*vm, *checkpoint.Tree, *checkpoint.Checkpoint, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	t, err := s.loadTree(v)
 	if err != nil {
-		return api.Checkpoint{}, err
+		return nil, nil, nil, err
 	}
 	c, err := t.Get(cp)
 	if err != nil {
-		return api.Checkpoint{}, checkpointErr(name, cp, err)
+		return nil, nil, nil, checkpointErr(name, cp, err)
 	}
-	return checkpointAPI(t, *c), nil
+	return v, t, c, nil
 }
 
 // RenameCheckpoint renames a checkpoint.
@@ -298,7 +308,8 @@ func (s *Service) createLive(ctx context.Context, op *operation.Op, v *vm, ss *s
 			return c, err
 		}
 		if req.typ == api.CheckpointProductionOnly {
-			return nil, fmt.Errorf("a production checkpoint of VM %s is not possible: %w; take a standard checkpoint (--type standard) instead", v.name, err)
+			return nil, fmt.Errorf("a production checkpoint of VM %s is not possible: %s; take a standard checkpoint (--type standard) instead: %w",
+				v.name, errdefs.Message(err), errdefs.ErrConflict)
 		}
 		reason = errdefs.Message(err)
 	}
@@ -392,8 +403,8 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		}
 		added = append(added, node)
 	}
-	// No save for "prepared": recovery treats it as "begun" (undo), and a
-	// live VM's recovery asks QEMU anyway. One fsync less inside the window.
+	// Still "begun": undone after a crash, as nothing uses the overlays yet
+	// (a live VM's recovery asks QEMU which images it writes to).
 	s.hook("checkpoint:create-prepared")
 	laps.lap("overlays")
 
@@ -591,7 +602,7 @@ func (s *Service) diskChains(v *vm) (map[string][]qemu.Image, error) {
 
 // ApplyCheckpoint goes back to a checkpoint; the operation's result is the api.VM.
 func (s *Service) ApplyCheckpoint(name, cp string, req api.CheckpointApply) (*operation.Op, error) {
-	v, err := s.get(name)
+	v, _, _, err := s.findCheckpoint(name, cp)
 	if err != nil {
 		return nil, err
 	}
@@ -599,13 +610,6 @@ func (s *Service) ApplyCheckpoint(name, cp string, req api.CheckpointApply) (*op
 		if err := validate.Name("save_current", req.SaveCurrent); err != nil {
 			return nil, err
 		}
-	}
-	t, err := s.loadTree(v)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := t.Get(cp); err != nil {
-		return nil, checkpointErr(name, cp, err)
 	}
 	return s.lockedDo(v, "checkpoint.apply", "checkpoint-change", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
 		if err := s.applyCheckpoint(ctx, op, v, cp, req); err != nil {
@@ -721,16 +725,9 @@ func (s *Service) configFromCheckpoint(v *vm, t *checkpoint.Tree, c checkpoint.C
 // DeleteCheckpoint deletes a checkpoint (and its descendants with subtree),
 // merging its data while the VM runs; the operation has no result.
 func (s *Service) DeleteCheckpoint(name, cp string, subtree bool) (*operation.Op, error) {
-	v, err := s.get(name)
+	v, _, _, err := s.findCheckpoint(name, cp)
 	if err != nil {
 		return nil, err
-	}
-	t, err := s.loadTree(v)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := t.Get(cp); err != nil {
-		return nil, checkpointErr(name, cp, err)
 	}
 	return s.lockedDo(v, "checkpoint.delete", "checkpoint-change", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
 		return nil, s.deleteCheckpoint(ctx, op, v, cp, subtree)
@@ -1000,7 +997,7 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 		}
 	}
 	if switched {
-		if t.Journal.Step == checkpoint.StepPrepared || t.Journal.Step == checkpoint.StepBegun {
+		if t.Journal.Step == checkpoint.StepBegun {
 			t.Journal.Step = checkpoint.StepSwitched
 		}
 		if err := s.commitTree(ctx, v, t, "create"); err != nil {
