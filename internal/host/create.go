@@ -142,23 +142,14 @@ func (s *Service) CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if _, taken := s.vms[req.Name]; taken {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("name: VM %q already exists; pick another name or delete it first: %w", req.Name, errdefs.ErrConflict)
+	placeholder, err := s.reserveName(req.Name, "pick another name or delete it first", nil)
+	if err != nil {
+		return nil, err
 	}
-	placeholder := &vm{name: req.Name, placeholder: true}
-	s.vms[req.Name] = placeholder
-	s.mu.Unlock()
-
 	return s.ops.Start("vm.create", []string{"/1.0/vms/" + req.Name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		v, err := s.create(ctx, op, p)
 		if err != nil {
-			s.mu.Lock()
-			if s.vms[req.Name] == placeholder {
-				delete(s.vms, req.Name)
-			}
-			s.mu.Unlock()
+			s.unreserveName(req.Name, placeholder)
 			return nil, err
 		}
 		s.publishVM(v, "created", "")
@@ -240,6 +231,44 @@ func (s *Service) create(ctx context.Context, op *operation.Op, p createPlan) (v
 		return nil, err
 	}
 	s.hook("create:before-commit")
+	if v, err = s.publishVMDir(tmp, cfg, vmconfig.Runtime{State: api.StateOff}); err != nil {
+		return nil, err
+	}
+	s.log.Info("VM created", "vm", cfg.Name, "id", cfg.ID, "generation", cfg.Generation)
+	return v, nil
+}
+
+// reserveName holds a name for a VM being created or imported, so that no
+// other can take it meanwhile; check, when given, runs under the same lock.
+// hint says what to do when the name is taken.
+func (s *Service) reserveName(name, hint string, check func() error) (*vm, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, taken := s.vms[name]; taken {
+		return nil, fmt.Errorf("name: VM %q already exists; %s: %w", name, hint, errdefs.ErrConflict)
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
+	}
+	placeholder := &vm{name: name, placeholder: true}
+	s.vms[name] = placeholder
+	return placeholder, nil
+}
+
+// unreserveName gives up a name reserveName held, unless a VM took it.
+func (s *Service) unreserveName(name string, placeholder *vm) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vms[name] == placeholder {
+		delete(s.vms, name)
+	}
+}
+
+// publishVMDir renames a VM's directory, made whole under a hidden name, into
+// place (the one step that makes the VM exist) and registers the VM.
+func (s *Service) publishVMDir(tmp string, cfg vmconfig.Config, rt vmconfig.Runtime) (*vm, error) {
 	dir := filepath.Join(s.vmsDir, cfg.Name)
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, fmt.Errorf("name: cannot create %s: %v: %w", dir, err, errdefs.ErrConflict)
@@ -247,12 +276,11 @@ func (s *Service) create(ctx context.Context, op *operation.Op, p createPlan) (v
 	if err := fsutil.SyncDir(s.vmsDir); err != nil {
 		return nil, err
 	}
-	v = newVM(cfg.Name, dir, s.runDir, cfg)
-	v.cfgVer = vmconfig.CurrentVersion
+	v := newVM(cfg.Name, dir, s.runDir, cfg)
+	v.cfgVer, v.rt = vmconfig.CurrentVersion, rt
 	s.mu.Lock()
 	s.vms[cfg.Name] = v
 	s.mu.Unlock()
-	s.log.Info("VM created", "vm", cfg.Name, "id", cfg.ID, "generation", cfg.Generation)
 	return v, nil
 }
 

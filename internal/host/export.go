@@ -2,8 +2,6 @@ package host
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,7 +78,7 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 	v.mu.Unlock()
 	tempID := ""
 	if ss != nil {
-		c, err := s.createCheckpoint(ctx, op, v, checkpointRequest{name: "hv-export-" + randHex(4), typ: api.CheckpointProduction, noMemory: true})
+		c, err := s.createCheckpoint(ctx, op, v, checkpointRequest{name: "hv-export-" + newUUID()[:8], typ: api.CheckpointProduction, noMemory: true})
 		if err != nil {
 			return err
 		}
@@ -242,30 +240,24 @@ func (s *Service) ImportVM(req api.VMImport) (*operation.Op, error) {
 	if err := validate.Name("name", name); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if _, taken := s.vms[name]; taken {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("name: VM %q already exists; import under another name with --name NEW: %w", name, errdefs.ErrConflict)
-	}
-	if !req.NewID {
+	placeholder, err := s.reserveName(name, "import under another name with --name NEW", func() error {
+		if req.NewID {
+			return nil
+		}
 		for _, o := range s.vms {
 			if !o.placeholder && o.cfg.ID == cfg.ID {
-				s.mu.Unlock()
-				return nil, fmt.Errorf("new_id: VM %s has this export's ID %s already (it is the original or an earlier import); import with --new-id: %w", o.name, cfg.ID, errdefs.ErrConflict)
+				return fmt.Errorf("new_id: VM %s has this export's ID %s already (it is the original or an earlier import); import with --new-id: %w", o.name, cfg.ID, errdefs.ErrConflict)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	placeholder := &vm{name: name, placeholder: true}
-	s.vms[name] = placeholder
-	s.mu.Unlock()
 	return s.ops.Start("vm.import", []string{"/1.0/vms/" + name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		v, err := s.importVM(ctx, op, req, cfg, name)
 		if err != nil {
-			s.mu.Lock()
-			if s.vms[name] == placeholder {
-				delete(s.vms, name)
-			}
-			s.mu.Unlock()
+			s.unreserveName(name, placeholder)
 			return nil, err
 		}
 		s.publishVM(v, "imported", req.Dir)
@@ -327,25 +319,16 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 	if err := vmconfig.Save(tmp, cfg); err != nil {
 		return nil, err
 	}
-	if err := vmconfig.SaveRuntime(tmp, vmconfig.Runtime{State: api.StateOff, Reason: "imported from " + req.Dir}); err != nil {
+	rt := vmconfig.Runtime{State: api.StateOff, Reason: "imported from " + req.Dir}
+	if err := vmconfig.SaveRuntime(tmp, rt); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(s.vmsDir, name)
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("name: cannot create %s: %v: %w", dir, err, errdefs.ErrConflict)
-	}
-	if err := fsutil.SyncDir(s.vmsDir); err != nil {
+	if v, err = s.publishVMDir(tmp, cfg, rt); err != nil {
 		return nil, err
 	}
 	if req.Mode == api.ImportRegister {
 		_ = os.Remove(req.Dir) // empty now, unless it held other files
 	}
-	v = newVM(name, dir, s.runDir, cfg)
-	v.cfgVer = vmconfig.CurrentVersion
-	v.rt = vmconfig.Runtime{State: api.StateOff, Reason: "imported from " + req.Dir}
-	s.mu.Lock()
-	s.vms[name] = v
-	s.mu.Unlock()
 	s.log.Info("VM imported", "vm", name, "from", req.Dir, "mode", req.Mode, "id", cfg.ID)
 	return v, nil
 }
@@ -401,10 +384,4 @@ func (s *Service) moveBack(tmp, dir string) {
 			s.log.Error("returning a file to the export after a failed import", "file", e.Name(), "err", err)
 		}
 	}
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b) // never fails on Linux
-	return hex.EncodeToString(b)
 }
