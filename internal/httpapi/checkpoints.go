@@ -1,15 +1,9 @@
 package httpapi
 
 import (
-	"bufio"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 
 	"github.com/hvproject/hv/api"
-	"github.com/hvproject/hv/internal/errdefs"
 )
 
 func (s *Server) listCheckpoints(w http.ResponseWriter, r *http.Request) {
@@ -103,34 +97,4 @@ func (s *Server) importVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	accepted(w, op)
-}
-
-// decodeOptional is decode for a body whose fields are all optional: no body
-// at all (none sent, or an empty chunked one) leaves v as it is.
-func decodeOptional(r *http.Request, v any) error {
-	if r.ContentLength == 0 {
-		return nil
-	}
-	br := bufio.NewReader(r.Body)
-	if _, err := br.Peek(1); errors.Is(err, io.EOF) {
-		return nil
-	}
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{br, r.Body}
-	return decode(r, v)
-}
-
-// boolParam reads an optional true/false query parameter (absent is false).
-func boolParam(r *http.Request, name string) (bool, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, fmt.Errorf("%s: %q is not a boolean; use %s=true or %s=false: %w", name, v, name, name, errdefs.ErrInvalid)
-	}
-	return b, nil
 }

@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/hvproject/hv/internal/errdefs"
@@ -45,4 +47,34 @@ func bodyError(err error) error {
 		return fmt.Errorf("body: unknown field %s; check the spelling against /1.0/openapi.yaml: %w", field, errdefs.ErrInvalid)
 	}
 	return fmt.Errorf("body: %v: %w", err, errdefs.ErrInvalid)
+}
+
+// decodeOptional is decode for a body whose fields are all optional: no body
+// at all (none sent, or an empty chunked one) leaves v as it is.
+func decodeOptional(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	br := bufio.NewReader(r.Body)
+	if _, err := br.Peek(1); errors.Is(err, io.EOF) {
+		return nil
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{br, r.Body}
+	return decode(r, v)
+}
+
+// boolParam reads an optional true/false query parameter (absent is false).
+func boolParam(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s: %q is not a boolean; use %s=true or %s=false: %w", name, v, name, name, errdefs.ErrInvalid)
+	}
+	return b, nil
 }

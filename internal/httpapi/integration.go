@@ -65,11 +65,9 @@ func (s *Server) getFreeze(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) freeze(w http.ResponseWriter, r *http.Request) {
 	var req api.FreezeRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, &req); err != nil {
-			writeError(w, err)
-			return
-		}
+	if err := decodeOptional(r, &req); err != nil {
+		writeError(w, err)
+		return
 	}
 	out, err := s.host.Freeze(r.Context(), r.PathValue("name"), req)
 	answer(w, out, err)
