@@ -648,7 +648,7 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 	case state == api.StateSaved:
 		// As in Hyper-V, applying a checkpoint discards a saved state.
 		if err := os.Remove(v.path(fileSave)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("discarding the saved state of VM %s: %v: %w", v.name, err, errdefs.ErrUnavailable)
+			return fmt.Errorf("discarding the saved state of VM %s: %v; check the VM directory's permissions, then apply again: %w", v.name, err, errdefs.ErrUnavailable)
 		}
 		if err := s.setState(v, api.StateOff, reason); err != nil {
 			return err
@@ -674,7 +674,7 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 	// checkpoint keeps its own), and a start restores it.
 	_ = os.Remove(v.path(fileSave))
 	if err := os.Link(v.path(targetCopy.StateFile), v.path(fileSave)); err != nil {
-		return fmt.Errorf("preparing the restore of checkpoint %s: %v: %w", targetCopy.Name, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("preparing the restore of checkpoint %s: %v; the VM directory's file system must allow hard links; its disks were applied, start the VM to boot cold: %w", targetCopy.Name, err, errdefs.ErrUnavailable)
 	}
 	v.mu.Lock()
 	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = m.BootMemoryBytes, m.MaxMemoryBytes, m.HotplugPorts
@@ -880,7 +880,7 @@ func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *sessi
 			_ = ss.qmp.Execute(dctx, "job-dismiss", map[string]any{"id": id}, nil)
 			cancel()
 			if job.ErrorMsg != "" {
-				return fmt.Errorf("merging into %s failed: %s: %w", rb.Image, job.ErrorMsg, errdefs.ErrUnavailable)
+				return fmt.Errorf("merging into %s failed: %s; nothing is lost, free disk space or fix the error, then delete the checkpoint again: %w", rb.Image, job.ErrorMsg, errdefs.ErrUnavailable)
 			}
 			return nil
 		}
@@ -888,7 +888,7 @@ func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *sessi
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ss.qmp.Done():
-			return fmt.Errorf("QEMU exited during the merge into %s: %w", rb.Image, errdefs.ErrUnavailable)
+			return fmt.Errorf("QEMU exited during the merge into %s; nothing is lost, delete the checkpoint again (it merges offline while the VM is off): %w", rb.Image, errdefs.ErrUnavailable)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

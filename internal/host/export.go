@@ -66,7 +66,7 @@ func (s *Service) ExportVM(name string, req api.VMExport) (*operation.Op, error)
 func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api.VMExport) (err error) {
 	tmp, err := os.MkdirTemp(filepath.Dir(req.Dir), "."+filepath.Base(req.Dir)+".export-")
 	if err != nil {
-		return fmt.Errorf("dir: cannot create a directory beside %q: %v: %w", req.Dir, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("dir: cannot create a directory beside %q: %v; check that its parent is writable: %w", req.Dir, err, errdefs.ErrUnavailable)
 	}
 	defer func() {
 		if err != nil {
@@ -145,7 +145,7 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 			return err
 		}
 		if err := fsutil.CopySparse(v.path(f), filepath.Join(tmp, f), 0o600); err != nil {
-			return fmt.Errorf("copying %s: %v: %w", f, err, errdefs.ErrUnavailable)
+			return fmt.Errorf("copying %s: %v; check the free space where the export goes, then export again: %w", f, err, errdefs.ErrUnavailable)
 		}
 	}
 	if err := vmconfig.Save(tmp, cfg); err != nil {
@@ -164,7 +164,7 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 		return err
 	}
 	if err := os.Rename(tmp, req.Dir); err != nil {
-		return fmt.Errorf("dir: cannot create %q: %v: %w", req.Dir, err, errdefs.ErrConflict)
+		return fmt.Errorf("dir: cannot create %q: %v; give a path that does not exist: %w", req.Dir, err, errdefs.ErrConflict)
 	}
 	_ = fsutil.SyncDir(filepath.Dir(req.Dir))
 	s.log.Info("VM exported", "vm", v.name, "dir", req.Dir, "checkpoints", len(out.Checkpoints), "files", len(names))
@@ -280,7 +280,7 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 	}()
 	entries, err := os.ReadDir(req.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("dir: %v: %w", err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("dir: %v; check the path and its permissions: %w", err, errdefs.ErrUnavailable)
 	}
 	for i, e := range entries {
 		if !e.Type().IsRegular() || e.Name() == vmconfig.RuntimeFileName {
@@ -293,7 +293,7 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 				if errors.Is(err, syscall.EXDEV) {
 					return nil, fmt.Errorf("mode: %s is on another file system than hv's store; import with copy instead: %w", req.Dir, errdefs.ErrInvalid)
 				}
-				return nil, fmt.Errorf("taking %s over: %v: %w", e.Name(), err, errdefs.ErrUnavailable)
+				return nil, fmt.Errorf("taking %s over: %v; the export's files are put back; check its permissions, or import with copy: %w", e.Name(), err, errdefs.ErrUnavailable)
 			}
 			continue
 		}
@@ -302,7 +302,7 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 			return nil, err
 		}
 		if err := fsutil.CopySparse(src, dst, 0o600); err != nil {
-			return nil, fmt.Errorf("copying %s: %v: %w", e.Name(), err, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("copying %s: %v; check the free space in hv's root, then import again: %w", e.Name(), err, errdefs.ErrUnavailable)
 		}
 	}
 	op.SetStage("checking the disks and checkpoints")
