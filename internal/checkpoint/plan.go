@@ -80,7 +80,7 @@ type DeletePlan struct {
 
 func (t *Tree) idle() error {
 	if t.Journal != nil {
-		return fmt.Errorf("%w: a checkpoint %s is unfinished; it is finished or undone when hvd recovers the VM, retry after that",
+		return fmt.Errorf("%w: a checkpoint %s is unfinished; the next checkpoint operation (or a restart of hvd) finishes or undoes it",
 			errdefs.ErrConflict, t.Journal.Kind)
 	}
 	return nil

@@ -131,7 +131,7 @@ func TestJournalBlocksOtherOperations(t *testing.T) {
 	}
 	tr.BeginApply(p)
 	_, err = tr.PlanDelete("one", false)
-	wantErr(t, err, errdefs.ErrConflict, "unfinished", "recovers")
+	wantErr(t, err, errdefs.ErrConflict, "unfinished", "finishes or undoes")
 	wantErr(t, tr.Advance(StepCommitted), errdefs.ErrConflict, "bug")
 	if err := tr.Advance(StepSwitched); err != nil {
 		t.Fatal(err)

@@ -95,6 +95,19 @@ func (s *Service) loadTree(v *vm) (*checkpoint.Tree, error) {
 	return t, nil
 }
 
+// settledTree is the VM's tree with any unfinished operation settled first
+// (the VM's lock held): what a new checkpoint operation starts from.
+func (s *Service) settledTree(ctx context.Context, op *operation.Op, v *vm) (*checkpoint.Tree, error) {
+	t, err := s.loadTree(v)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.settleJournal(ctx, op, v, t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // ListCheckpoints returns a VM's checkpoints, parents before children.
 func (s *Service) ListCheckpoints(ctx context.Context, name string) ([]api.Checkpoint, error) {
 	v, err := s.get(name)
@@ -224,7 +237,7 @@ func (s *Service) CreateCheckpoint(name string, req api.CheckpointCreate) (*oper
 
 // createCheckpoint takes a checkpoint of v in its current state (the VM's lock held).
 func (s *Service) createCheckpoint(ctx context.Context, op *operation.Op, v *vm, req checkpointRequest) (api.Checkpoint, error) {
-	t, err := s.loadTree(v)
+	t, err := s.settledTree(ctx, op, v)
 	if err != nil {
 		return api.Checkpoint{}, err
 	}
@@ -626,7 +639,7 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 			return errWrap(err, "keeping the current state of VM %s", v.name)
 		}
 	}
-	t, err := s.loadTree(v)
+	t, err := s.settledTree(ctx, op, v)
 	if err != nil {
 		return err
 	}
@@ -735,7 +748,7 @@ func (s *Service) DeleteCheckpoint(name, cp string, subtree bool) (*operation.Op
 }
 
 func (s *Service) deleteCheckpoint(ctx context.Context, op *operation.Op, v *vm, cp string, subtree bool) error {
-	t, err := s.loadTree(v)
+	t, err := s.settledTree(ctx, op, v)
 	if err != nil {
 		return err
 	}
@@ -908,62 +921,70 @@ func findJob(ctx context.Context, ss *session, id string) (*blockJob, error) {
 }
 
 // recoverCheckpoints finishes or undoes a checkpoint operation a crash of hvd
-// cut short, then makes the configuration name the tree's active overlays.
-// For a running VM it asks QEMU what happened; for the others the files tell
-// (checkpoint.Recover). A live merge goes on in the background under the VM's
-// lock, so hvd starts at once.
+// cut short, then makes the configuration name the tree's active overlays. A
+// live merge goes on in the background under the VM's lock, so hvd starts at
+// once.
 func (s *Service) recoverCheckpoints(ctx context.Context, v *vm) {
 	t, err := checkpoint.Load(v.dir)
 	if err != nil {
 		s.log.Error("reading a VM's checkpoints", "vm", v.name, "err", err)
 		return
 	}
-	if t.Journal == nil {
-		if err := s.syncConfigDisks(v, t); err != nil {
-			s.log.Error("matching a VM's disks to its checkpoints", "vm", v.name, "err", err)
-		}
-		return
-	}
-	ss := v.sess
-	if ss == nil {
-		t, err := checkpoint.Recover(ctx, v.dir, s.disk)
-		if err != nil {
-			s.log.Error("recovering a VM's checkpoints; it keeps its disks as they are", "vm", v.name, "err", err)
-			return
-		}
-		if err := s.syncConfigDisks(v, t); err != nil {
-			s.log.Error("matching a VM's disks to its checkpoints", "vm", v.name, "err", err)
-		}
-		s.log.Info("checkpoint operation recovered", "vm", v.name)
-		return
-	}
-	j := t.Journal
-	switch {
-	case j.Kind == checkpoint.KindDelete:
+	if t.Journal != nil && t.Journal.Kind == checkpoint.KindDelete && v.sess != nil {
 		if err := v.acquire("checkpoint.recover", "", nil); err != nil {
 			return
 		}
 		go func() {
 			defer v.release()
-			if err := s.runDelete(context.Background(), nil, v, ss, t); err != nil {
+			if err := s.settleJournal(context.Background(), nil, v, t); err != nil {
 				s.log.Error("finishing a checkpoint delete after a restart", "vm", v.name, "err", err)
 				return
 			}
 			s.log.Info("checkpoint delete finished after a restart", "vm", v.name)
 		}()
-	case j.Kind == checkpoint.KindCreate && j.Step != checkpoint.StepCommitted:
-		s.recoverLiveCreate(ctx, v, ss, t)
-	default:
-		if err := s.offline(v).Finish(t); err != nil {
-			s.log.Error("finishing a checkpoint operation after a restart", "vm", v.name, "err", err)
-		}
-		_ = s.syncConfigDisks(v, t)
+		return
 	}
+	if err := s.settleJournal(ctx, nil, v, t); err != nil {
+		s.log.Error("recovering a VM's checkpoints; it keeps its disks as they are", "vm", v.name, "err", err)
+	}
+}
+
+// settleJournal finishes or undoes the operation t's journal records (cut
+// short by a crash of hvd, or by a failure the caller gave up on), leaving t
+// without a journal, and makes the configuration follow the tree. For a
+// running VM it asks QEMU what happened; for the others the files tell
+// (checkpoint.Recover). Every operation that changes the tree runs it first,
+// so a failed one is finished by the next instead of blocking it.
+func (s *Service) settleJournal(ctx context.Context, op *operation.Op, v *vm, t *checkpoint.Tree) error {
+	if j := t.Journal; j != nil {
+		v.mu.Lock()
+		ss := v.sess
+		v.mu.Unlock()
+		var err error
+		switch {
+		case ss == nil:
+			var rt *checkpoint.Tree
+			if rt, err = checkpoint.Recover(ctx, v.dir, s.disk); err == nil {
+				*t = *rt
+			}
+		case j.Kind == checkpoint.KindDelete:
+			err = s.runDelete(ctx, op, v, ss, t)
+		case j.Kind == checkpoint.KindCreate && j.Step != checkpoint.StepCommitted:
+			err = s.recoverLiveCreate(ctx, v, ss, t)
+		default:
+			err = s.offline(v).Finish(t)
+		}
+		if err != nil {
+			return errWrap(err, "finishing the unfinished checkpoint %s of VM %s", j.Kind, v.name)
+		}
+		s.log.Info("unfinished checkpoint operation settled", "vm", v.name, "kind", j.Kind)
+	}
+	return s.syncConfigDisks(v, t)
 }
 
 // recoverLiveCreate decides a cut-short create by what QEMU writes to: the new
 // overlays (the transaction ran: roll forward) or the old images (roll back).
-func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *checkpoint.Tree) {
+func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *checkpoint.Tree) error {
 	plan := t.Journal.Create
 	var blocks []struct {
 		QDev     string `json:"qdev"`
@@ -974,8 +995,7 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := ss.qmp.Execute(qctx, "query-block", nil, &blocks); err != nil {
-		s.log.Error("reading QEMU's disks to recover a checkpoint", "vm", v.name, "err", err)
-		return
+		return errWrap(err, "reading QEMU's disks")
 	}
 	tops := map[string]bool{}
 	for _, b := range blocks {
@@ -1001,11 +1021,10 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 			t.Journal.Step = checkpoint.StepSwitched
 		}
 		if err := s.commitTree(ctx, v, t, "create"); err != nil {
-			s.log.Error("finishing a checkpoint after a restart", "vm", v.name, "err", err)
-			return
+			return err
 		}
-		s.log.Info("checkpoint finished after a restart", "vm", v.name, "checkpoint", plan.Checkpoint.Name)
-		return
+		s.log.Info("checkpoint finished: QEMU writes to its new disks", "vm", v.name, "checkpoint", plan.Checkpoint.Name)
+		return nil
 	}
 	var files []string
 	for _, ov := range plan.Overlays {
@@ -1018,13 +1037,12 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 		files = append(files, sf, sf+".part")
 	}
 	if err := s.offline(v).RemoveFiles(files); err != nil {
-		s.log.Error("undoing a checkpoint after a restart", "vm", v.name, "err", err)
-		return
+		return err
 	}
 	t.Journal = nil
 	if err := t.Save(v.dir); err != nil {
-		s.log.Error("undoing a checkpoint after a restart", "vm", v.name, "err", err)
-		return
+		return err
 	}
-	s.log.Info("checkpoint undone after a restart (the VM never used it)", "vm", v.name, "checkpoint", plan.Checkpoint.Name)
+	s.log.Info("checkpoint undone: the VM never used it", "vm", v.name, "checkpoint", plan.Checkpoint.Name)
+	return nil
 }
