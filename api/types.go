@@ -489,3 +489,109 @@ type VMImport struct {
 	// runs beside the original.
 	NewID bool `json:"new_id,omitempty"`
 }
+
+// Backup consistencies (BackupCreate.Consistency, Backup.Consistency).
+const (
+	// ConsistencyApplication: the guest froze its file systems for the point
+	// in time, as a production checkpoint does (Hyper-V's VSS backup).
+	ConsistencyApplication = "application"
+	// ConsistencyCrash: the disks as if the power had been cut.
+	ConsistencyCrash = "crash"
+)
+
+// BackupCreate is the body of POST /1.0/vms/{name}/backups: it opens a
+// point-in-time view of the VM's disks for a backup tool to read over NBD.
+type BackupCreate struct {
+	// Consistency is application (default: freeze the guest, else fall back
+	// to crash and say why) or crash.
+	Consistency string `json:"consistency,omitempty"`
+	// Since is the reference point (the ID of a finished backup) to list
+	// changes from; null or "" reads every disk whole (a full backup).
+	Since *string `json:"since"`
+	// FreezeTimeout bounds the guest's freeze in seconds (default 10).
+	FreezeTimeout int `json:"freeze_timeout,omitempty"`
+	// Timeout is how many seconds the backup may stay open before hv aborts
+	// it (default 86400): a tool that dies does not hold the VM for ever.
+	Timeout int `json:"timeout,omitempty"`
+}
+
+// Backup is an open backup: each disk as it was at Time, exported read-only
+// over NBD until the backup is finished or aborted
+// (GET /1.0/vms/{name}/backups/{backup}).
+type Backup struct {
+	// ID names the backup; finishing it makes ID a reference point that a
+	// later backup's Since may name.
+	ID   string `json:"id"`
+	VM   string `json:"vm"`
+	VMID string `json:"vm_id"`
+	// Time is the disks' point in time.
+	Time time.Time `json:"time"`
+	// Consistency is what the backup got; ConsistencyReason says why it is
+	// crash when application was asked for.
+	Consistency       string `json:"consistency"`
+	ConsistencyReason string `json:"consistency_reason,omitempty"`
+	// FrozenSeconds is how long the guest's file systems were frozen.
+	FrozenSeconds float64 `json:"frozen_seconds,omitempty"`
+	// Since is the reference point changes are listed from ("" when full).
+	Since string `json:"since,omitempty"`
+	// Online: the VM runs and QEMU serves the view (writes of the guest go on
+	// beside it); otherwise the VM is off and may not start until the backup ends.
+	Online    bool         `json:"online"`
+	ExpiresAt time.Time    `json:"expires_at"`
+	Disks     []BackupDisk `json:"disks"`
+}
+
+// BackupDisk is one disk of an open backup and where to read it.
+type BackupDisk struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"` // virtual size in bytes
+	// Socket is the NBD server's unix socket on the host, Export the export's
+	// name there (read-only; structured replies and block status).
+	Socket string `json:"socket"`
+	Export string `json:"export"`
+	// Incremental: only the extents the dirty bitmap marks changed since the
+	// reference point need reading; the NBD meta context DirtyBitmap lists
+	// them (as does GET .../disks/{disk}/changes). Otherwise read the whole
+	// disk (base:allocation tells holes from data), and FullReason says why.
+	Incremental bool   `json:"incremental"`
+	FullReason  string `json:"full_reason,omitempty"`
+	DirtyBitmap string `json:"dirty_bitmap,omitempty"`
+	// ChangedBytes is the size of the changed extents (incremental only);
+	// Granularity the bitmap's unit in bytes.
+	ChangedBytes int64 `json:"changed_bytes,omitempty"`
+	Granularity  int64 `json:"granularity,omitempty"`
+}
+
+// Extent is a byte range of a disk (GET .../backups/{backup}/disks/{disk}/changes).
+type Extent struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// ReferencePoint is a finished backup whose changes a VM tracks
+// (GET /1.0/vms/{name}/tracking).
+type ReferencePoint struct {
+	ID          string    `json:"id"`
+	Time        time.Time `json:"time"`
+	Consistency string    `json:"consistency"`
+	// Disks are the disks changes are tracked for since this point.
+	Disks []string `json:"disks"`
+}
+
+// ChangeTracking is a VM's change tracking (Hyper-V's resilient change
+// tracking): the reference points a backup may start from and, per disk,
+// whether its tracking is intact.
+type ChangeTracking struct {
+	ReferencePoints []ReferencePoint `json:"reference_points"`
+	Disks           []TrackedDisk    `json:"disks"`
+	// Open is the backup in progress, if any.
+	Open *Backup `json:"open,omitempty"`
+}
+
+// TrackedDisk says whether changes to a disk are tracked; when not, the next
+// backup reads it whole and Reason says why.
+type TrackedDisk struct {
+	Name    string `json:"name"`
+	Tracked bool   `json:"tracked"`
+	Reason  string `json:"reason,omitempty"`
+}

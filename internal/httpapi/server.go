@@ -66,6 +66,16 @@ type Host interface {
 	RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error)
 	ExportVM(name string, req api.VMExport) (*operation.Op, error)
 	ImportVM(req api.VMImport) (*operation.Op, error)
+
+	// Backups and change tracking.
+	CreateBackup(name string, req api.BackupCreate) (*operation.Op, error)
+	ListBackups(name string) ([]api.Backup, error)
+	GetBackup(name, backup string) (api.Backup, error)
+	BackupChanges(ctx context.Context, name, backup, disk string) ([]api.Extent, error)
+	FinishBackup(ctx context.Context, name, backup string) (api.ReferencePoint, error)
+	AbortBackup(ctx context.Context, name, backup string) error
+	Tracking(ctx context.Context, name string) (api.ChangeTracking, error)
+	DeleteReferencePoint(ctx context.Context, name, reference string) error
 }
 
 // Server is the API's HTTP handler.
@@ -146,6 +156,14 @@ func (s *Server) routes() []route {
 		{"POST", "/1.0/vms/{name}/checkpoints/{checkpoint}/apply", s.applyCheckpoint},
 		{"POST", "/1.0/vms/{name}/export", s.exportVM},
 		{"POST", "/1.0/imports", s.importVM},
+		{"POST", "/1.0/vms/{name}/backups", s.createBackup},
+		{"GET", "/1.0/vms/{name}/backups", s.listBackups},
+		{"GET", "/1.0/vms/{name}/backups/{backup}", s.getBackup},
+		{"DELETE", "/1.0/vms/{name}/backups/{backup}", s.abortBackup},
+		{"POST", "/1.0/vms/{name}/backups/{backup}/finish", s.finishBackup},
+		{"GET", "/1.0/vms/{name}/backups/{backup}/disks/{disk}/changes", s.backupChanges},
+		{"GET", "/1.0/vms/{name}/tracking", s.getTracking},
+		{"DELETE", "/1.0/vms/{name}/tracking/{reference}", s.deleteReferencePoint},
 	}
 }
 
