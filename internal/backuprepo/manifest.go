@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/validate"
@@ -47,6 +49,11 @@ type Backup struct {
 	Kind        Kind        `json:"kind"`
 	Parent      string      `json:"parent,omitempty"`
 	Consistency Consistency `json:"consistency"`
+	// Reference is the point the backup ends at in the VM's change tracking
+	// (hvd's reference point, the id of the backup hvd opened): the next
+	// incremental asks for the changes since it. Absent when the caller keeps
+	// no change tracking. Added in manifest version 1 as an optional field.
+	Reference string `json:"reference,omitempty"`
 	// Time is the disks' point in time; CommittedAt when the backup was complete.
 	Time        time.Time `json:"time"`
 	CommittedAt time.Time `json:"committed_at"`
@@ -126,6 +133,21 @@ func newID(t time.Time) string { return t.UTC().Format("20060102T150405Z") + "-"
 func checkID(field, id string) error {
 	if !idPattern.MatchString(id) {
 		return fmt.Errorf("%w: %s: %q is not a backup id (like 20260301T120000Z-3fa2c1); hv backup list shows them", errdefs.ErrInvalid, field, id)
+	}
+	return nil
+}
+
+// maxReference bounds a backup's reference.
+const maxReference = 256
+
+// checkReference checks the reference point a writer records: optional, short,
+// printable UTF-8.
+func checkReference(ref string) error {
+	if len(ref) > maxReference {
+		return fmt.Errorf("%d bytes; at most %d", len(ref), maxReference)
+	}
+	if !utf8.ValidString(ref) || strings.ContainsFunc(ref, unicode.IsControl) {
+		return fmt.Errorf("%q is not printable UTF-8", ref)
 	}
 	return nil
 }

@@ -22,8 +22,12 @@ type BackupMeta struct {
 	Kind        Kind
 	Parent      string // an Incremental's parent: the backup the caller's dirty bitmaps start from
 	Consistency Consistency
-	Time        time.Time // the disks' point in time (default: now)
-	Disks       []DiskMeta
+	// Reference is where the backup ends in the caller's change tracking (for
+	// hv, the id of hvd's reference point): stored in the manifest, so that the
+	// next backup can ask for the changes since it. Optional.
+	Reference string
+	Time      time.Time // the disks' point in time (default: now)
+	Disks     []DiskMeta
 }
 
 // DiskMeta describes one disk of the backup.
@@ -111,6 +115,9 @@ func (r *Repo) checkMeta(m *BackupMeta) error {
 	case len(m.Disks) == 0:
 		return bad("disks", "none given; a backup holds at least one disk")
 	}
+	if err := checkReference(m.Reference); err != nil {
+		return bad("reference", err.Error())
+	}
 	if m.Parent != "" {
 		if err := checkID("parent", m.Parent); err != nil {
 			return err
@@ -163,7 +170,8 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 			return nil, fmt.Errorf("parent: %w", err)
 		}
 	}
-	b := Backup{VM: meta.VM, VMID: meta.VMID, Kind: meta.Kind, Parent: meta.Parent, Consistency: meta.Consistency, Time: meta.Time.UTC()}
+	b := Backup{VM: meta.VM, VMID: meta.VMID, Kind: meta.Kind, Parent: meta.Parent, Consistency: meta.Consistency,
+		Reference: meta.Reference, Time: meta.Time.UTC()}
 	for i, dm := range meta.Disks {
 		d := Disk{Name: dm.Name, Size: dm.Size, BlockSize: dm.BlockSize, Base: meta.Kind == Full || dm.Full}
 		if parent != nil && !d.Base {
