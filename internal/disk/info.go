@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/hvproject/hv/internal/errdefs"
 )
@@ -24,6 +25,18 @@ type Info struct {
 	Extents []string
 	// DataFile is a qcow2 external data file, when it has one.
 	DataFile string
+	// Bitmaps are the qcow2 image's persistent dirty bitmaps.
+	Bitmaps []Bitmap
+}
+
+// Bitmap is a persistent dirty bitmap stored in a qcow2 image.
+type Bitmap struct {
+	Name        string
+	Granularity int64
+	// InUse: a QEMU had the image open for writing and did not store the
+	// bitmap when it let go (it crashed or was killed): its content cannot
+	// be trusted.
+	InUse bool
 }
 
 // imgInfo is the part of `qemu-img info --output=json` that hv reads.
@@ -41,7 +54,12 @@ type imgInfo struct {
 		Data struct {
 			Corrupt  bool   `json:"corrupt"`
 			DataFile string `json:"data-file"`
-			Extents  []struct {
+			Bitmaps  []struct {
+				Name        string   `json:"name"`
+				Granularity int64    `json:"granularity"`
+				Flags       []string `json:"flags"`
+			} `json:"bitmaps"`
+			Extents []struct {
 				Filename string `json:"filename"`
 			} `json:"extents"`
 		} `json:"data"`
@@ -79,6 +97,9 @@ func parseInfo(path string, out []byte) (Info, error) {
 		Encrypted:     ii.Encrypted,
 		Corrupt:       ii.FormatSpecific.Data.Corrupt,
 		DataFile:      ii.FormatSpecific.Data.DataFile,
+	}
+	for _, b := range ii.FormatSpecific.Data.Bitmaps {
+		info.Bitmaps = append(info.Bitmaps, Bitmap{Name: b.Name, Granularity: b.Granularity, InUse: slices.Contains(b.Flags, "in-use")})
 	}
 	for _, e := range ii.FormatSpecific.Data.Extents {
 		info.Extents = append(info.Extents, e.Filename)

@@ -258,7 +258,7 @@ func (s *Service) createCheckpoint(ctx context.Context, op *operation.Op, v *vm,
 			cr.Type = checkpoint.Standard
 		}
 		op.SetStage("creating differencing disks")
-		if c, err = s.offline(v).Create(ctx, t, cr); err != nil {
+		if err = s.offlineImages(v, func() (err error) { c, err = s.offline(v).Create(ctx, t, cr); return err }); err != nil {
 			return api.Checkpoint{}, errWrap(err, "taking a checkpoint of VM %s", v.name)
 		}
 	} else {
@@ -416,6 +416,12 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		}
 		added = append(added, node)
 	}
+	// The change-tracking bitmaps to carry over; without them (an error) the
+	// next backup of each disk is full, and says why.
+	bitmaps, berr := nodeBitmaps(ctx, ss)
+	if berr != nil {
+		s.log.Warn("reading change tracking before a checkpoint", "vm", v.name, "err", berr)
+	}
 	// Still "begun": undone after a crash, as nothing uses the overlays yet
 	// (a live VM's recovery asks QEMU which images it writes to).
 	s.hook("checkpoint:create-prepared")
@@ -458,6 +464,8 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		node, _ := qemu.ImageNodes(ov.File)
 		top, _ := qemu.ImageNodes(ov.Backing)
 		actions = append(actions, map[string]any{"type": "blockdev-snapshot", "data": map[string]any{"node": top, "overlay": node}})
+		// The new overlay carries on the change tracking of the image it covers.
+		actions = append(actions, bitmapCopyActions(bitmaps, top, node)...)
 	}
 	op.SetStage("switching to the differencing disks")
 	if terr := ss.qmp.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); terr != nil {
@@ -668,7 +676,7 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 		}
 	}
 	op.SetStage("creating differencing disks")
-	if err := s.offline(v).Apply(ctx, t, targetCopy.ID); err != nil {
+	if err := s.offlineImages(v, func() error { return s.offline(v).Apply(ctx, t, targetCopy.ID) }); err != nil {
 		return errWrap(err, "applying checkpoint %s of VM %s", targetCopy.Name, v.name)
 	}
 	if err := s.configFromCheckpoint(v, t, targetCopy); err != nil {
@@ -762,7 +770,7 @@ func (s *Service) deleteCheckpoint(ctx context.Context, op *operation.Op, v *vm,
 	v.mu.Unlock()
 	if ss == nil {
 		op.SetStage("merging")
-		if err := s.offline(v).Delete(ctx, t, cp, subtree); err != nil {
+		if err := s.offlineImages(v, func() error { return s.offline(v).Delete(ctx, t, cp, subtree) }); err != nil {
 			return errWrap(err, "deleting checkpoint %s of VM %s", cname, v.name)
 		}
 	} else {

@@ -68,6 +68,10 @@ func (s *Service) lockedDo(v *vm, kind, action string, fn func(context.Context, 
 		v.release()
 		return nil, err
 	}
+	if b := v.openBackup(); b != nil && !allowedDuringBackup[action] {
+		v.release()
+		return nil, errBackupOpen(v.name, b)
+	}
 	started := make(chan struct{})
 	op := s.ops.Start(kind, []string{"/1.0/vms/" + v.name}, func(ctx context.Context, op *operation.Op) (any, error) {
 		<-started
@@ -128,7 +132,7 @@ func cleanRun(v *vm) error {
 	if err := os.MkdirAll(v.run, 0o700); err != nil {
 		return err
 	}
-	for _, f := range []string{sockQMP, sockAgent, sockConsole, filePID, sessionSock(0), sessionSock(1), sessionSock(2), sessionSock(3)} {
+	for _, f := range []string{sockQMP, sockAgent, sockConsole, filePID, sockBackup, sessionSock(0), sessionSock(1), sessionSock(2), sessionSock(3)} {
 		if err := os.Remove(v.runPath(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -238,6 +242,8 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	if err != nil {
 		return err
 	}
+	op.SetStage("checking change tracking")
+	s.trackingBeforeStart(ctx, v, cfg)
 	op.SetStage("launching QEMU")
 	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	pid, err = qemu.Launch(lctx, s.qemuBin, args, v.path(fileQEMULog), extra)

@@ -115,6 +115,7 @@ func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
 	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
 	v.mu.Unlock()
 	s.stopNICs(cfg)
+	s.trackingAfterExit(v, cfg)
 	close(ss.exited)
 	ss.stop()
 

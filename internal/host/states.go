@@ -32,6 +32,7 @@ var transitions = map[string]transition{
 	"checkpoint":        {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "take a checkpoint of"},
 	"checkpoint-change": {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "apply or delete checkpoints of"},
 	"export":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "export"},
+	"backup":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "back up"},
 }
 
 // hints tell the user what to do when an action is refused in a state.

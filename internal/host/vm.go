@@ -40,6 +40,7 @@ type vm struct {
 	guest        *api.GuestInfo // what the guest last reported (data exchange)
 	agentMissing []string       // agent commands the guest's agent lacks
 	frozen       *freezeState   // the guest's file systems are frozen (backup service)
+	backup       *backupRun     // the open backup, nil when none
 	sessions     [sessionPorts]*execSession
 	diskSizes    map[string]uint64 // virtual size per disk file, read by qemu-img
 	diskSizesAt  time.Time

@@ -1,0 +1,292 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/disk"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/tracking"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// Change tracking (Hyper-V's RCT). Each reference point is a persistent dirty
+// bitmap, tracking.BitmapName(id), in the active image of every disk it
+// covers, so the active image alone tells what changed since it: a live
+// checkpoint copies the bitmaps into the new overlays in the transaction
+// that switches to them, an offline one leaves it to prepareTracking. Trust
+// rests on two checks: QEMU marks a bitmap in-use while it writes the image
+// and clears the mark when it stores the bitmap (a crash leaves it), and hv
+// stamps each image when its QEMU lets go of it (an image that changed
+// while no QEMU of hv had it open was written behind hv's back).
+
+// prepareTracking runs before a QEMU opens the VM's disks and before an
+// offline backup reads them: it finds what cannot be trusted (stamp, in-use
+// bitmap, missing bitmap) and drops those reference points for the disk
+// with the reason; it copies the bitmaps down into overlays made offline;
+// it removes stale bitmaps of hv. Images must be closed. forStart clears the
+// stamps: the QEMU about to start owns the disks until it exits.
+func (s *Service) prepareTracking(ctx context.Context, v *vm, st *tracking.State, cfg vmconfig.Config, forStart bool) error {
+	for _, d := range cfg.Disks {
+		if d.Format != "qcow2" {
+			continue
+		}
+		path := v.path(d.File)
+		want := st.Bitmaps(d.Name)
+		if len(want) > 0 {
+			if why := st.CheckStamp(d.Name, path); why != "" {
+				st.Lose(d.Name, why)
+				want = nil
+			}
+		}
+		chain, err := s.disk.Chain(ctx, path)
+		if err != nil || len(chain) == 0 {
+			if len(want) > 0 {
+				st.Lose(d.Name, fmt.Sprintf("its image could not be inspected: %v", errdefs.Message(err)))
+			}
+			continue
+		}
+		top := chain[0]
+		has := map[string]disk.Bitmap{}
+		for _, b := range top.Bitmaps {
+			has[b.Name] = b
+		}
+		for _, name := range want {
+			b, ok := has[name]
+			switch {
+			case ok && b.InUse:
+				st.Lose(d.Name, "QEMU stopped without storing the change-tracking bitmap (it crashed or was killed)")
+				want = nil
+			case !ok:
+				src := ""
+				for _, img := range chain[1:] {
+					if slices.ContainsFunc(img.Bitmaps, func(x disk.Bitmap) bool { return x.Name == name && !x.InUse }) {
+						src = img.Path
+						break
+					}
+				}
+				if src == "" {
+					st.Lose(d.Name, fmt.Sprintf("its image has no change-tracking bitmap %s", name))
+					want = nil
+					break
+				}
+				// An overlay hv made while the VM was off starts with what
+				// its backing image tracked.
+				if err := s.disk.AddBitmap(ctx, path, name, backingAbs(path, src)); err != nil {
+					st.Lose(d.Name, fmt.Sprintf("copying its change-tracking bitmap into a new differencing disk failed: %v", errdefs.Message(err)))
+					want = nil
+				}
+			}
+			if want == nil {
+				break
+			}
+		}
+		var stale []string
+		for _, b := range top.Bitmaps {
+			if tracking.IsOurs(b.Name) && !slices.Contains(want, b.Name) {
+				stale = append(stale, b.Name)
+			}
+		}
+		if err := s.disk.RemoveBitmaps(ctx, path, stale...); err != nil {
+			s.log.Warn("removing stale change-tracking bitmaps", "vm", v.name, "disk", d.Name, "err", err)
+		}
+		if forStart {
+			delete(st.Stamps, d.Name)
+		} else if err := st.SetStamp(d.Name, path); err != nil {
+			st.Lose(d.Name, "its image cannot be read: "+err.Error())
+		}
+	}
+	return st.Save(v.dir)
+}
+
+// backingAbs makes a path qemu-img reported for a backing image absolute.
+func backingAbs(top, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(top), p)
+}
+
+// stampDisks records every disk's active image as hv leaves it.
+func (s *Service) stampDisks(v *vm, cfg vmconfig.Config) {
+	st, err := tracking.Load(v.dir)
+	if err != nil {
+		s.log.Error("reading change tracking", "vm", v.name, "err", err)
+		return
+	}
+	for _, d := range cfg.Disks {
+		if err := st.SetStamp(d.Name, v.path(d.File)); err != nil {
+			s.log.Warn("stamping a disk image", "vm", v.name, "disk", d.Name, "err", err)
+		}
+	}
+	if err := st.Save(v.dir); err != nil {
+		s.log.Error("recording change tracking", "vm", v.name, "err", err)
+	}
+}
+
+// offlineImages runs fn, which writes the VM's images while no QEMU has them
+// open (an offline checkpoint operation): changes found before it are
+// recorded as lost, and the images are stamped again after it.
+func (s *Service) offlineImages(v *vm, fn func() error) error {
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	if st, err := tracking.Load(v.dir); err == nil {
+		changed := false
+		for _, d := range cfg.Disks {
+			if len(st.Bitmaps(d.Name)) == 0 {
+				continue
+			}
+			if why := st.CheckStamp(d.Name, v.path(d.File)); why != "" {
+				st.Lose(d.Name, why)
+				changed = true
+			}
+		}
+		if changed {
+			_ = st.Save(v.dir)
+		}
+	}
+	err := fn()
+	v.mu.Lock()
+	cfg = v.cfg
+	v.mu.Unlock()
+	s.stampDisks(v, cfg)
+	return err
+}
+
+// qemuBitmap is a dirty bitmap as query-named-block-nodes shows it.
+type qemuBitmap struct {
+	Name         string `json:"name"`
+	Recording    bool   `json:"recording"`
+	Persistent   bool   `json:"persistent"`
+	Inconsistent bool   `json:"inconsistent"`
+	Busy         bool   `json:"busy"`
+	Granularity  int64  `json:"granularity"`
+	Count        int64  `json:"count"`
+}
+
+// nodeBitmaps returns the dirty bitmaps of every block node, by node name.
+func nodeBitmaps(ctx context.Context, ss *session) (map[string][]qemuBitmap, error) {
+	var nodes []struct {
+		NodeName string       `json:"node-name"`
+		Bitmaps  []qemuBitmap `json:"dirty-bitmaps"`
+	}
+	if err := ss.qmp.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+		return nil, errWrap(err, "listing change-tracking bitmaps")
+	}
+	out := map[string][]qemuBitmap{}
+	for _, n := range nodes {
+		out[n.NodeName] = n.Bitmaps
+	}
+	return out, nil
+}
+
+func findBitmap(bms []qemuBitmap, name string) *qemuBitmap {
+	for i := range bms {
+		if bms[i].Name == name {
+			return &bms[i]
+		}
+	}
+	return nil
+}
+
+// bitmapCopyActions are the transaction actions that give a new overlay
+// (node) the reference-point bitmaps of the image it covers (top): run with
+// the switch, they keep "changed since" complete across a live checkpoint.
+func bitmapCopyActions(bitmaps map[string][]qemuBitmap, top, node string) []map[string]any {
+	var actions []map[string]any
+	for _, b := range bitmaps[top] {
+		if tracking.ReferenceOf(b.Name) == "" || b.Inconsistent {
+			continue
+		}
+		actions = append(actions,
+			map[string]any{"type": "block-dirty-bitmap-add", "data": map[string]any{"node": node, "name": b.Name, "persistent": true, "granularity": b.Granularity}},
+			map[string]any{"type": "block-dirty-bitmap-merge", "data": map[string]any{"node": node, "target": b.Name,
+				"bitmaps": []any{map[string]any{"node": top, "name": b.Name}}}})
+	}
+	return actions
+}
+
+// Tracking reports a VM's reference points and whether each disk is tracked.
+func (s *Service) Tracking(ctx context.Context, name string) (api.ChangeTracking, error) {
+	v, err := s.get(name)
+	if err != nil {
+		return api.ChangeTracking{}, err
+	}
+	st, err := tracking.Load(v.dir)
+	if err != nil {
+		return api.ChangeTracking{}, err
+	}
+	v.mu.Lock()
+	cfg := v.cfg
+	v.mu.Unlock()
+	out := api.ChangeTracking{ReferencePoints: []api.ReferencePoint{}, Disks: []api.TrackedDisk{}}
+	for _, r := range st.References {
+		out.ReferencePoints = append(out.ReferencePoints, api.ReferencePoint{ID: r.ID, Time: r.Time, Consistency: r.Consistency, Disks: slices.Clone(r.Disks)})
+	}
+	for _, d := range cfg.Disks {
+		td := api.TrackedDisk{Name: d.Name, Tracked: len(st.Bitmaps(d.Name)) > 0}
+		if !td.Tracked {
+			td.Reason = st.Lost[d.Name]
+			if td.Reason == "" {
+				td.Reason = "no backup has been finished since the disk was added"
+			}
+		}
+		out.Disks = append(out.Disks, td)
+	}
+	if st.Open != nil {
+		b := st.Open.Backup
+		out.Open = &b
+	}
+	return out, nil
+}
+
+// trackingBeforeStart prepares change tracking for a QEMU about to open the
+// disks. It never stops the start: what fails is recorded as lost tracking.
+func (s *Service) trackingBeforeStart(ctx context.Context, v *vm, cfg vmconfig.Config) {
+	st, err := tracking.Load(v.dir)
+	if err != nil {
+		s.log.Error("reading change tracking; the next backup is full", "vm", v.name, "err", err)
+		st = &tracking.State{}
+	}
+	if err := s.prepareTracking(ctx, v, st, cfg, true); err != nil {
+		s.log.Error("preparing change tracking", "vm", v.name, "err", err)
+	}
+}
+
+// trackingAfterExit runs once the VM's QEMU is gone: it stamps the images as
+// QEMU left them and ends a backup the exit cut short (its exports are gone).
+func (s *Service) trackingAfterExit(v *vm, cfg vmconfig.Config) {
+	st, err := tracking.Load(v.dir)
+	if err != nil {
+		s.log.Error("reading change tracking", "vm", v.name, "err", err)
+		return
+	}
+	for _, d := range cfg.Disks {
+		if err := st.SetStamp(d.Name, v.path(d.File)); err != nil {
+			s.log.Warn("stamping a disk image", "vm", v.name, "disk", d.Name, "err", err)
+		}
+	}
+	if st.Open != nil && st.Open.Backup.Online {
+		s.log.Warn("the VM's QEMU exited during a backup; the backup is aborted", "vm", v.name, "backup", st.Open.Backup.ID)
+		s.endBackup(context.Background(), v, st, false)
+		return
+	}
+	if err := st.Save(v.dir); err != nil {
+		s.log.Error("recording change tracking", "vm", v.name, "err", err)
+	}
+}
+
+// recoverBackup, at hvd's start, ends a backup a previous hvd left open: its
+// client lost hvd, and QEMU's exports are no longer accounted for.
+func (s *Service) recoverBackup(ctx context.Context, v *vm) {
+	st, err := tracking.Load(v.dir)
+	if err != nil || st.Open == nil {
+		return
+	}
+	s.log.Warn("aborting a backup left open when hvd stopped", "vm", v.name, "backup", st.Open.Backup.ID)
+	s.endBackup(ctx, v, st, false)
+}
