@@ -173,6 +173,13 @@ var openAPITypes = map[string]any{
 	"CheckpointRename":    api.CheckpointRename{},
 	"VMExport":            api.VMExport{},
 	"VMImport":            api.VMImport{},
+	"BackupCreate":        api.BackupCreate{},
+	"Backup":              api.Backup{},
+	"BackupDisk":          api.BackupDisk{},
+	"Extent":              api.Extent{},
+	"ReferencePoint":      api.ReferencePoint{},
+	"ChangeTracking":      api.ChangeTracking{},
+	"TrackedDisk":         api.TrackedDisk{},
 }
 
 // openAPIEnums are component schemas for string enums, which have no Go struct.
@@ -189,6 +196,8 @@ var openAPIEnums = map[string][]string{
 	"CheckpointSetting": {api.CheckpointProduction, api.CheckpointProductionOnly, api.CheckpointStandard, api.CheckpointDisabled},
 	"CheckpointType":    {api.CheckpointProduction, api.CheckpointStandard},
 	"ImportMode":        {api.ImportCopy, api.ImportRegister},
+	// BackupCreate.Consistency, Backup.Consistency, ReferencePoint.Consistency.
+	"Consistency": {api.ConsistencyApplication, api.ConsistencyCrash},
 }
 
 // TestOpenAPISchemas checks that each component schema's properties are exactly
