@@ -61,25 +61,9 @@ func (s *Service) CreateBackup(name string, req api.BackupCreate) (*operation.Op
 	if err != nil {
 		return nil, err
 	}
-	switch req.Consistency {
-	case "":
-		req.Consistency = api.ConsistencyApplication
-	case api.ConsistencyApplication, api.ConsistencyCrash:
-	default:
-		return nil, fmt.Errorf("consistency: %q; use application or crash: %w", req.Consistency, errdefs.ErrInvalid)
-	}
-	if req.Timeout < 0 || time.Duration(req.Timeout)*time.Second > maxBackupLife {
-		return nil, fmt.Errorf("timeout: %d; give 1 to %d seconds, or 0 for a day: %w", req.Timeout, int(maxBackupLife.Seconds()), errdefs.ErrInvalid)
-	}
-	if req.FreezeTimeout < 0 {
-		return nil, fmt.Errorf("freeze_timeout: %d is negative; give seconds, e.g. 10: %w", req.FreezeTimeout, errdefs.ErrInvalid)
-	}
-	since := ""
-	if req.Since != nil {
-		since = *req.Since
-	}
-	if since != "" && !validRef(since) {
-		return nil, fmt.Errorf("since: %q is not a reference point ID (16 hex digits, from a finished backup); list them with hv backup list %s: %w", since, name, errdefs.ErrInvalid)
+	req, since, err := checkBackupRequest(name, req)
+	if err != nil {
+		return nil, err
 	}
 	if b := v.openBackup(); b != nil {
 		return nil, errBackupOpen(v.name, b)
@@ -91,6 +75,31 @@ func (s *Service) CreateBackup(name string, req api.BackupCreate) (*operation.Op
 		}
 		return b, nil
 	})
+}
+
+// checkBackupRequest fills in defaults and refuses bad fields, naming them.
+func checkBackupRequest(name string, req api.BackupCreate) (api.BackupCreate, string, error) {
+	switch req.Consistency {
+	case "":
+		req.Consistency = api.ConsistencyApplication
+	case api.ConsistencyApplication, api.ConsistencyCrash:
+	default:
+		return req, "", fmt.Errorf("consistency: %q; use application or crash: %w", req.Consistency, errdefs.ErrInvalid)
+	}
+	if req.Timeout < 0 || req.Timeout > int(maxBackupLife/time.Second) {
+		return req, "", fmt.Errorf("timeout: %d; give 1 to %d seconds, or 0 for a day: %w", req.Timeout, int(maxBackupLife.Seconds()), errdefs.ErrInvalid)
+	}
+	if req.FreezeTimeout < 0 {
+		return req, "", fmt.Errorf("freeze_timeout: %d is negative; give seconds, e.g. 10: %w", req.FreezeTimeout, errdefs.ErrInvalid)
+	}
+	since := ""
+	if req.Since != nil {
+		since = *req.Since
+	}
+	if since != "" && !validRef(since) {
+		return req, "", fmt.Errorf("since: %q is not a reference point ID (16 hex digits, from a finished backup); list them with hv backup list %s: %w", since, name, errdefs.ErrInvalid)
+	}
+	return req, since, nil
 }
 
 func validRef(id string) bool {
