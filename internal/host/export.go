@@ -148,6 +148,9 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 			return fmt.Errorf("copying %s: %v; check the free space where the export goes, then export again: %w", f, err, errdefs.ErrUnavailable)
 		}
 	}
+	if ss == nil && !req.NoCheckpoints {
+		s.exportTracking(v, tmp, cfg)
+	}
 	if err := vmconfig.Save(tmp, cfg); err != nil {
 		return err
 	}
@@ -309,6 +312,7 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 	if err := s.checkImport(ctx, tmp, cfg); err != nil {
 		return nil, err
 	}
+	s.importTracking(req, tmp, cfg)
 	cfg.Name = name
 	if req.NewID {
 		cfg.ID = newUUID()

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -289,4 +290,55 @@ func (s *Service) recoverBackup(ctx context.Context, v *vm) {
 	}
 	s.log.Warn("aborting a backup left open when hvd stopped", "vm", v.name, "backup", st.Open.Backup.ID)
 	s.endBackup(ctx, v, st, false)
+}
+
+// exportTracking gives an export of a VM that is off its change tracking, so
+// the imported VM's next backup can still be incremental: the images were
+// copied whole, bitmaps included; the stamps are the copies'. A disk whose
+// stamp did not hold goes out as lost.
+func (s *Service) exportTracking(v *vm, dir string, cfg vmconfig.Config) {
+	st, err := tracking.Load(v.dir)
+	if err != nil || len(st.References) == 0 {
+		return
+	}
+	st.Open = nil
+	for _, d := range cfg.Disks {
+		if why := st.CheckStamp(d.Name, v.path(d.File)); why != "" && len(st.Bitmaps(d.Name)) > 0 {
+			st.Lose(d.Name, why)
+		}
+		if err := st.SetStamp(d.Name, filepath.Join(dir, d.File)); err != nil {
+			st.Lose(d.Name, "its exported image cannot be read: "+err.Error())
+		}
+	}
+	if err := st.Save(dir); err != nil {
+		s.log.Warn("exporting change tracking; the imported VM's next backup is full", "vm", v.name, "err", err)
+	}
+}
+
+// importTracking keeps an export's change tracking when its images are the
+// ones the export stamped (copied or moved), and the VM keeps its identity;
+// otherwise the imported VM starts tracking afresh.
+func (s *Service) importTracking(req api.VMImport, dir string, cfg vmconfig.Config) {
+	path := filepath.Join(dir, tracking.FileName)
+	st, err := tracking.Load(dir)
+	if err != nil || req.NewID || len(st.References) == 0 {
+		_ = os.Remove(path)
+		return
+	}
+	st.Open = nil
+	for _, d := range cfg.Disks {
+		src := filepath.Join(dir, d.File) // moved: the very file
+		if req.Mode != api.ImportRegister {
+			src = filepath.Join(req.Dir, d.File)
+		}
+		if why := st.CheckStamp(d.Name, src); why != "" && len(st.Bitmaps(d.Name)) > 0 {
+			st.Lose(d.Name, "in the export: "+why)
+		}
+		if err := st.SetStamp(d.Name, filepath.Join(dir, d.File)); err != nil {
+			st.Lose(d.Name, "its imported image cannot be read: "+err.Error())
+		}
+	}
+	if err := st.Save(dir); err != nil {
+		_ = os.Remove(path)
+	}
 }
