@@ -397,7 +397,9 @@ func (s *Service) beginOffline(ctx context.Context, op *operation.Op, v *vm, st 
 			args = append(args, "--bitmap="+tracking.BitmapName(b.Since))
 		}
 		cmd := exec.Command(bin, append(args, path)...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		// Its own process group, and no parent-death signal: Go delivers that
+		// when the forking thread ends, not hvd. A restarted hvd stops it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		logf, _ := os.OpenFile(v.path(fileQEMULog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		cmd.Stderr = logf
 		if err := cmd.Start(); err != nil {
