@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/client"
+	"github.com/hvproject/hv/internal/backuprepo"
+	"github.com/hvproject/hv/internal/nbd"
+)
+
+// When hv cannot read the VM's directory, the backup holds what hvd shows, and a
+// restore rebuilds the configuration from it, with fresh UEFI variables; it refuses
+// what could not boot.
+func TestStoredConfigWithoutTheVMDirectory(t *testing.T) {
+	f := newFakeHVD(t, api.VM{Name: "web1"})
+	f.integration["time-sync"] = api.IntegrationService{Name: "time-sync", Enabled: false}
+	f.integration["heartbeat"] = api.IntegrationService{Name: "heartbeat", Enabled: true}
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	os.WriteFile(kernel, []byte("a kernel"), 0o600)
+	vm := api.VM{Name: "web1", ID: "id-web1", Generation: 2, CPUs: 2, MemoryBytes: 1 << 30, Directory: filepath.Join(t.TempDir(), "gone"),
+		Disks:  []api.Disk{{Name: "root", Path: "/x/root.qcow2", Format: "qcow2", Boot: true}},
+		Kernel: kernel, Initrd: filepath.Join(t.TempDir(), "initrd.img"), Cmdline: "console=ttyS0",
+		NICs: []api.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:00:00:01", VLAN: 10}}, CheckpointType: api.CheckpointProduction,
+		DynamicMemory: &api.DynamicMemory{Enabled: true, MinimumBytes: 512 << 20, MaximumBytes: 2 << 30, BufferPercent: 20}}
+	var warnings []string
+	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
+	data, err := captureConfig(context.Background(), client.New(f.socket), vm, warn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(warnings, "\n")
+	for _, want := range []string{"config.json (no such file or directory); the backup holds the settings hvd shows",
+		"UEFI variables " + vm.Directory + "/nvram.fd (no such file or directory); a restore gives the VM fresh ones",
+		"initrd " + vm.Initrd + " (no such file or directory); a restore of this backup will need it"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings lack %q:\n%s", want, all)
+		}
+	}
+	sc, err := parseStoredConfig("b1", data)
+	if err != nil || sc.Config != nil || string(sc.Files["vmlinuz"]) != "a kernel" || len(sc.Files) != 1 || sc.VM.Name != "web1" || len(sc.Integration) != 2 {
+		t.Fatalf("stored: %+v, %v", sc, err)
+	}
+
+	b := &backuprepo.Backup{ID: "20260302T080000Z-f1d0e8", Disks: []backuprepo.Disk{{Name: "root", Size: 1 << 20}, {Name: "scratch", Size: 1 << 20}}}
+	tmpl := []byte("OVMF_VARS")
+	firmware := func(secure bool) ([]byte, string, error) {
+		if secure {
+			return nil, "", errors.New("no Secure Boot template")
+		}
+		return tmpl, "/usr/share/OVMF/OVMF_VARS_4M.fd", nil
+	}
+	if _, err := planRestore(b, sc, "web2", firmware); err == nil || !strings.Contains(err.Error(), "lacks the VM's initrd (initrd.img)") {
+		t.Fatalf("a restore without the initrd: %v", err)
+	}
+	sc.VM.Initrd = ""
+	p, err := planRestore(b, sc, "web2", firmware)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.cfg
+	if c.Name != "web2" || c.ID != "id-web1" || c.Generation != 2 || c.Kernel != "vmlinuz" || c.Cmdline != "console=ttyS0" || c.NVRAM != "nvram.fd" ||
+		c.MaxMemoryBytes != 1<<30 || c.CheckpointType != "" || c.DynamicMemory == nil || c.DynamicMemory.BufferPercent != 20 ||
+		len(c.NICs) != 1 || c.NICs[0].VLAN != 10 || strings.Join(c.DisabledServices, ",") != "time-sync" ||
+		len(c.Disks) != 1 || c.Disks[0].File != "root.qcow2" || !c.Disks[0].Boot {
+		t.Fatalf("configuration from hvd's view: %+v", c)
+	}
+	if !bytes.Equal(p.files["nvram.fd"], tmpl) || string(p.files["vmlinuz"]) != "a kernel" || len(p.disks) != 1 || p.disks[0] != (restoreDisk{"root", 1 << 20, "root.qcow2"}) {
+		t.Fatalf("plan %+v", p)
+	}
+	notes := strings.Join(p.notes, "\n")
+	for _, want := range []string{"PCI slots may differ", "fresh ones from /usr/share/OVMF/OVMF_VARS_4M.fd", "disk scratch of backup 20260302T080000Z-f1d0e8 is not in the VM's configuration"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+	sc.VM.SecureBoot = true
+	if _, err := planRestore(b, sc, "web2", firmware); err == nil || !strings.Contains(err.Error(), "holds no UEFI variables, and a generation 2 VM needs them: no Secure Boot template") {
+		t.Fatalf("no template: %v", err)
+	}
+	sc.VM.SecureBoot = false
+	b.Disks = b.Disks[1:]
+	if _, err := planRestore(b, sc, "web2", firmware); err == nil || !strings.Contains(err.Error(), "has no disk root, which the VM's configuration names") {
+		t.Fatalf("a backup without the boot disk: %v", err)
+	}
+
+	// Garbage is not a configuration.
+	if _, err := parseStoredConfig("b1", []byte("garbage that is no tar")); err == nil || !strings.Contains(err.Error(), "not written by hv backup") {
+		t.Fatalf("garbage: %v", err)
+	}
+	if sc, err := parseStoredConfig("b1", []byte(`{"name":"web1","generation":1}`)); err != nil || sc.VM.Generation != 1 {
+		t.Fatalf("plain JSON: %+v %v", sc, err)
+	}
+}
+
+// Blocks: rounded out to whole blocks, each once; zero extents cover whole blocks only.
+func TestBackupBlockArithmetic(t *testing.T) {
+	type ext = struct{ off, n int64 }
+	mk := func(es ...ext) (out []nbd.Extent) {
+		for _, e := range es {
+			out = append(out, nbd.Extent{Offset: e.off, Length: e.n})
+		}
+		return out
+	}
+	got := blocksOf(mk(ext{0, 1}, ext{100, 10}, ext{1000, 24}, ext{1024, 1}, ext{4000, 96}), 1024, 4096)
+	if fmt.Sprint(got) != "[0 1 3]" {
+		t.Fatalf("blocksOf %v", got)
+	}
+	if got := blocksOf(mk(ext{0, 4096}), 1024, 4000); fmt.Sprint(got) != "[0 1 2 3]" {
+		t.Fatalf("blocksOf the whole disk %v", got)
+	}
+	zero := mergeRanges(mk(ext{0, 512}, ext{512, 512}, ext{2048, 100}))
+	if fmt.Sprint(zero) != "[{0 1024 0} {2048 100 0}]" {
+		t.Fatalf("mergeRanges %v", zero)
+	}
+	for _, c := range []struct {
+		lo, hi int64
+		want   bool
+	}{{0, 1024, true}, {0, 1025, false}, {100, 200, true}, {1024, 2048, false}, {2048, 2148, true}, {2048, 2149, false}, {5000, 6000, false}} {
+		if covered(zero, c.lo, c.hi) != c.want {
+			t.Errorf("covered [%d, %d): %v", c.lo, c.hi, !c.want)
+		}
+	}
+}

@@ -1,0 +1,654 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/client"
+	"github.com/hvproject/hv/internal/backuprepo"
+	"github.com/hvproject/hv/internal/nbd"
+	"github.com/spf13/cobra"
+)
+
+// backupReaders is how many blocks are read from hvd's NBD exports at once.
+const backupReaders = 4
+
+type createOptions struct {
+	repo          string
+	full          bool
+	consistency   string
+	freezeTimeout int
+}
+
+// backupReport is what 'hv backup create' prints: the backup as the repository keeps
+// it, and what this run read and stored.
+type backupReport struct {
+	ID                string    `json:"id"`
+	VM                string    `json:"vm"`
+	VMID              string    `json:"vm_id,omitempty"`
+	Kind              string    `json:"kind"`
+	Parent            string    `json:"parent,omitempty"`
+	Consistency       string    `json:"consistency"`
+	ConsistencyReason string    `json:"consistency_reason,omitempty"`
+	FrozenSeconds     float64   `json:"frozen_seconds,omitempty"`
+	Time              time.Time `json:"time"`
+	// Reference is hvd's reference point the backup ends at; Finished says whether
+	// hvd made it one (the next backup builds on it).
+	Reference  string             `json:"reference"`
+	Finished   bool               `json:"finished"`
+	Repository string             `json:"repository"`
+	Disks      []backupReportDisk `json:"disks"`
+	// ChangedBytes is the size of the blocks taken from the VM's disks (all the data
+	// of a disk read whole); StoredBytes what the repository had to add for them.
+	ChangedBytes    int64   `json:"changed_bytes"`
+	StoredBytes     int64   `json:"stored_bytes"`
+	DurationSeconds float64 `json:"duration_seconds"`
+}
+
+type backupReportDisk struct {
+	Name         string `json:"name"`
+	Size         int64  `json:"size"`
+	Full         bool   `json:"full"`
+	FullReason   string `json:"full_reason,omitempty"`
+	ChangedBytes int64  `json:"changed_bytes"`
+}
+
+func newBackupCreateCmd(a *app) *cobra.Command {
+	o := createOptions{consistency: api.ConsistencyApplication}
+	cmd := &cobra.Command{
+		Use:     "create VM --repo DIR [--full] [--consistency application|crash] [--freeze-timeout SECONDS]",
+		Aliases: []string{"take"},
+		Short:   "Back a VM up into a repository",
+		Long: `Back VM up into the repository DIR and print the backup. DIR is made a
+repository when it does not exist or is empty (a line on stderr says so).
+
+hvd opens a point-in-time view of the VM's disks: with --consistency
+application (the default) the guest flushes and freezes its file systems
+through its agent for a moment, at most --freeze-timeout seconds (default
+10), as for a production checkpoint; when it cannot, the backup is
+crash-consistent and a line says why. --consistency crash does not ask the
+guest. The VM goes on running while hv reads the view over NBD, several
+blocks at a time, with a progress bar.
+
+The backup is incremental when the repository holds a backup of this VM
+(the same VM id) that hvd still tracks changes since: only the blocks
+written since are read. A disk hvd did not track (new, resized, its
+tracking lost) is read whole, and a line 'disk NAME: full: WHY' says why.
+--full reads every disk whole. Blocks already in the repository, from any
+backup or VM, are not stored again.
+
+The backup is committed to the repository first, then hvd makes it the
+reference point the next backup starts from. On an error or Ctrl-C nothing
+is stored and the open backup is aborted in hvd: the previous reference
+point stays valid and the next backup is still an incremental. Works from
+Off, Running and Paused.`,
+		Example: `  hv backup create web1 --repo /srv/backups
+  hv backup create web1 --repo /srv/backups --full
+  hv backup create db --repo /mnt/nas/hv --consistency crash -o json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := exactArgs(1, "one VM name")(cmd, args); err != nil {
+				return err
+			}
+			if err := needRepo(cmd, o.repo); err != nil {
+				return err
+			}
+			if o.consistency != api.ConsistencyApplication && o.consistency != api.ConsistencyCrash {
+				return usagef(cmd, "--consistency %q: use application (the guest freezes its file systems) or crash", o.consistency)
+			}
+			return a.refuseAsync(cmd)
+		},
+		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := a.createBackup(cmd.Context(), args[0], o)
+			if err != nil {
+				return tidy(err)
+			}
+			return a.show(rep, func(w io.Writer) { backupReportTable(w, rep) })
+		},
+	}
+	f := cmd.Flags()
+	repoFlag(cmd, &o.repo, "the backup repository (made when the directory does not exist or is empty)")
+	f.BoolVar(&o.full, "full", false, "read every disk whole, even when an incremental is possible")
+	f.StringVar(&o.consistency, "consistency", o.consistency, "application (the guest freezes its file systems) or crash")
+	f.Var(secondsValue{&o.freezeTimeout}, "freeze-timeout", "longest the guest's file systems stay frozen, in seconds (default 10)")
+	_ = cmd.RegisterFlagCompletionFunc("consistency", cobra.FixedCompletions(
+		[]string{api.ConsistencyApplication, api.ConsistencyCrash}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("freeze-timeout", cobra.NoFileCompletions)
+	return cmd
+}
+
+func backupReportTable(w io.Writer, r *backupReport) {
+	kind := r.Kind
+	if r.Parent != "" {
+		kind += " (on " + r.Parent + ")"
+	}
+	consistency := r.Consistency
+	switch {
+	case r.Consistency == api.ConsistencyApplication && r.FrozenSeconds > 0:
+		consistency += " (frozen " + strconv.FormatFloat(r.FrozenSeconds, 'f', 2, 64) + "s)"
+	case r.Consistency == api.ConsistencyCrash && r.ConsistencyReason != "":
+		consistency += " (" + r.ConsistencyReason + ")"
+	}
+	var disks []string
+	for _, d := range r.Disks {
+		s := d.Name + ": " + humanBytes(uint64(d.ChangedBytes)) + " changed"
+		if d.Full {
+			s = d.Name + ": " + humanBytes(uint64(d.ChangedBytes)) + " (whole disk)"
+		}
+		disks = append(disks, s)
+	}
+	ref := r.Reference
+	if !r.Finished {
+		ref += " (not a reference point: the next backup builds on an older one, or is full)"
+	}
+	kv(w,
+		[2]string{"Backup", r.ID},
+		[2]string{"VM", r.VM},
+		[2]string{"Kind", kind},
+		[2]string{"Consistency", consistency},
+		[2]string{"Taken", r.Time.Local().Format(time.DateTime)},
+		[2]string{"Disks", strings.Join(disks, ", ")},
+		[2]string{"Changed", humanBytes(uint64(r.ChangedBytes))},
+		[2]string{"Stored", humanBytes(uint64(r.StoredBytes)) + " new in the repository"},
+		[2]string{"Duration", humanDuration(time.Duration(r.DurationSeconds * float64(time.Second)))},
+		[2]string{"Reference", ref},
+		[2]string{"Repository", r.Repository},
+	)
+}
+
+// createBackup is 'hv backup create': open a backup in hvd, read it into the
+// repository, commit, then finish it in hvd. Until the commit, any failure or Ctrl-C
+// aborts both sides.
+func (a *app) createBackup(ctx context.Context, name string, o createOptions) (*backupReport, error) {
+	start := time.Now()
+	repo, err := a.openOrInitRepo(o.repo)
+	if err != nil {
+		return nil, err
+	}
+	c := a.client()
+	vm, err := c.GetVM(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	parent := (*backuprepo.Backup)(nil)
+	if !o.full {
+		parent = a.pickParent(ctx, c, repo, vm)
+	}
+	req := api.BackupCreate{Consistency: o.consistency, FreezeTimeout: o.freezeTimeout}
+	if parent != nil {
+		ref := parent.Reference
+		req.Since = &ref
+	}
+	ab, err := a.openBackup(ctx, c, name, req)
+	if err != nil && parent != nil && client.IsNotFound(err) {
+		a.warn("hvd does not know reference point %s (of backup %s): %v; taking a full backup", parent.Reference, parent.ID, err)
+		parent, req.Since = nil, nil
+		ab, err = a.openBackup(ctx, c, name, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rep, err := a.storeBackup(ctx, c, repo, vm, parent, ab, o)
+	if err != nil {
+		a.abortOpen(c, name, ab.ID)
+		kept := "the repository and hvd's reference points are as they were"
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("backup of VM %s interrupted and aborted; %s: %w", name, kept, err)
+		}
+		return nil, fmt.Errorf("backup of VM %s failed and was aborted (%s): %w", name, kept, err)
+	}
+	// The backup is in the repository: make it the reference point, whatever
+	// happens to ctx now.
+	fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.FinishBackup(fctx, name, ab.ID); err != nil {
+		a.warn("backup %s is stored in %s, but hvd did not make %s a reference point: %v; the next backup of VM %s builds on an older backup, or is full",
+			rep.ID, repo.Dir(), ab.ID, err, name)
+		a.abortOpen(c, name, ab.ID)
+	} else {
+		rep.Finished = true
+	}
+	rep.DurationSeconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+// pickParent finds the backup an incremental builds on: the newest backup of this VM
+// (by id, under its current name) in the repository whose reference point hvd still
+// tracks. nil: a full backup.
+func (a *app) pickParent(ctx context.Context, c *client.Client, repo *backuprepo.Repo, vm api.VM) *backuprepo.Backup {
+	all, err := repo.List("")
+	if err != nil {
+		a.warn("some backups in %s cannot be read, and are not built on: %v", repo.Dir(), err)
+	}
+	var mine []*backuprepo.Backup
+	for _, b := range all {
+		if vm.ID != "" && b.VMID == vm.ID || b.VMID == "" && b.VM == vm.Name {
+			mine = append(mine, b)
+		}
+	}
+	var known map[string]bool
+	if tr, err := c.Tracking(ctx, vm.Name); err == nil {
+		known = map[string]bool{}
+		for _, r := range tr.ReferencePoints {
+			known[r.ID] = true
+		}
+	}
+	for i := len(mine) - 1; i >= 0; i-- {
+		b := mine[i]
+		if b.VM != vm.Name || b.Reference == "" || known != nil && !known[b.Reference] {
+			continue
+		}
+		if i < len(mine)-1 {
+			a.warn("building on backup %s: hvd tracks no changes since the newer %s", b.ID, mine[len(mine)-1].ID)
+		}
+		return b
+	}
+	return nil
+}
+
+// openBackup asks hvd for a backup and follows the operation; Ctrl-C cancels it and
+// aborts a backup it opened all the same.
+func (a *app) openBackup(ctx context.Context, c *client.Client, name string, req api.BackupCreate) (api.Backup, error) {
+	op, err := c.CreateBackup(ctx, name, req)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	final, err := a.waitOrCancel(ctx, c, op)
+	var ab api.Backup
+	if final.Status == api.OpSuccess && client.DecodeResult(final, &ab) == nil && ab.ID != "" {
+		if err != nil {
+			a.abortOpen(c, name, ab.ID)
+			return api.Backup{}, fmt.Errorf("backup of VM %s interrupted; hvd's backup %s was aborted: %w", name, ab.ID, err)
+		}
+		return ab, nil
+	}
+	if err == nil {
+		err = fmt.Errorf("hvd opened a backup of VM %s but operation %s gives no backup as its result; list the open backups with hv backup list %s, and abort them with hv backup abort",
+			name, op.ID, name)
+	}
+	return api.Backup{}, err
+}
+
+// abortOpen aborts a backup open in hvd, whatever ctx says, and warns when it cannot.
+func (a *app) abortOpen(c *client.Client, vm, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.AbortBackup(ctx, vm, id); err != nil && !client.IsNotFound(err) {
+		a.warn("could not abort backup %s in hvd: %v; abort it with: hv backup abort %s %s (it also expires by itself)", id, err, vm, id)
+	}
+}
+
+// diskPlan is what to read of one disk of an open backup.
+type diskPlan struct {
+	d           api.BackupDisk
+	incremental bool
+	reason      string // why it is read whole
+	bs          int64
+	conns       []*nbd.Client
+	read        []int64 // blocks to read, ascending
+	zeros       []int64 // changed blocks that read as zeros: recorded, not read
+}
+
+func (p *diskPlan) blockLen(i int64) int { return int(min(p.bs, p.d.Size-i*p.bs)) }
+
+func (p *diskPlan) changedBytes() int64 {
+	var n int64
+	for _, i := range p.read {
+		n += int64(p.blockLen(i))
+	}
+	for _, i := range p.zeros {
+		n += int64(p.blockLen(i))
+	}
+	return n
+}
+
+func (p *diskPlan) close() {
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// planDisks decides, per disk, whether it is read as an incremental on parent or
+// whole, and in blocks of what size.
+func planDisks(ab api.Backup, parent *backuprepo.Backup, since string) []*diskPlan {
+	var out []*diskPlan
+	for _, d := range ab.Disks {
+		p := &diskPlan{d: d, incremental: d.Incremental}
+		if d.Incremental {
+			var pd *backuprepo.Disk
+			if parent != nil {
+				pd = parent.Disk(d.Name)
+			}
+			switch {
+			case parent == nil:
+				p.reason = "hvd lists changes, but the repository holds no backup to build on"
+			case ab.Since != since:
+				p.reason = fmt.Sprintf("hvd lists changes since %q, but backup %s ends at %q", ab.Since, parent.ID, since)
+			case d.DirtyBitmap == "":
+				p.reason = "hvd names no dirty bitmap to read the changes from"
+			case pd == nil:
+				p.reason = fmt.Sprintf("it is not in backup %s, which this one builds on", parent.ID)
+			case pd.Size != d.Size:
+				p.reason = fmt.Sprintf("it was resized since backup %s (%s, now %s)", parent.ID, humanBytes(uint64(pd.Size)), humanBytes(uint64(d.Size)))
+			case d.Granularity > 0 && int64(pd.BlockSize)%d.Granularity != 0:
+				p.reason = fmt.Sprintf("its changes are tracked in units of %s, which do not divide the repository's blocks of %s",
+					humanBytes(uint64(d.Granularity)), humanBytes(uint64(pd.BlockSize)))
+			default:
+				p.bs = int64(pd.BlockSize)
+			}
+			p.incremental = p.reason == ""
+		} else {
+			p.reason = d.FullReason
+			if p.reason == "" {
+				p.reason = "hvd lists no changes for it"
+			}
+		}
+		if !p.incremental {
+			p.bs = backuprepo.DefaultBlockSize
+			for p.bs < d.Granularity && p.bs < backuprepo.MaxBlockSize {
+				p.bs *= 2
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// storeBackup reads the open backup ab into a new backup of the repository and
+// commits it. On an error nothing is left in the repository.
+func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprepo.Repo, vm api.VM, parent *backuprepo.Backup, ab api.Backup, o createOptions) (rep *backupReport, err error) {
+	since := ""
+	if parent != nil {
+		since = parent.Reference
+	}
+	if len(ab.Disks) == 0 {
+		return nil, fmt.Errorf("hvd's backup %s of VM %s has no disks; a VM without disks has nothing to back up", ab.ID, vm.Name)
+	}
+	plans := planDisks(ab, parent, since)
+	meta := backuprepo.BackupMeta{
+		VM: vm.Name, VMID: ab.VMID, Kind: backuprepo.Full, Consistency: backuprepo.Crash,
+		Reference: ab.ID, Time: ab.Time,
+	}
+	if meta.VMID == "" {
+		meta.VMID = vm.ID
+	}
+	if ab.Consistency == api.ConsistencyApplication {
+		meta.Consistency = backuprepo.Application
+	} else if o.consistency == api.ConsistencyApplication {
+		why := ab.ConsistencyReason
+		if why == "" {
+			why = "the guest did not freeze its file systems"
+		}
+		a.note("consistency: crash: %s", why)
+	}
+	for _, p := range plans {
+		if p.incremental {
+			meta.Kind, meta.Parent = backuprepo.Incremental, parent.ID
+		} else {
+			a.note("disk %s: full: %s", p.d.Name, p.reason)
+		}
+		meta.Disks = append(meta.Disks, backuprepo.DiskMeta{Name: p.d.Name, Size: p.d.Size, BlockSize: int(p.bs), Full: !p.incremental})
+	}
+	w, err := repo.Begin(meta)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	defer func() {
+		for _, p := range plans {
+			p.close()
+		}
+	}()
+
+	// The configuration, as hvd shows it now that the disks are taken.
+	if fresh, err := c.GetVM(ctx, vm.Name); err == nil {
+		vm = fresh
+	}
+	config, err := captureConfig(ctx, c, vm, a.warn)
+	if err != nil {
+		return nil, fmt.Errorf("storing the VM's configuration: %w", err)
+	}
+	if err := w.SetConfig(config); err != nil {
+		return nil, err
+	}
+
+	var total int64
+	for _, p := range plans {
+		if err := p.open(ctx); err != nil {
+			return nil, err
+		}
+		for _, i := range p.zeros {
+			if err := w.ZeroBlock(p.d.Name, i); err != nil {
+				return nil, err
+			}
+		}
+		for _, i := range p.read {
+			total += int64(p.blockLen(i))
+		}
+	}
+	m := a.newByteMeter("backing up "+vm.Name, total)
+	err = readBlocks(ctx, w, plans, m)
+	m.stop()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := w.Commit()
+	if err != nil {
+		return nil, err
+	}
+	rep = &backupReport{
+		ID: b.ID, VM: b.VM, VMID: b.VMID, Kind: string(b.Kind), Parent: b.Parent, Consistency: string(b.Consistency),
+		ConsistencyReason: ab.ConsistencyReason, FrozenSeconds: ab.FrozenSeconds, Time: b.Time,
+		Reference: b.Reference, Repository: repo.Dir(), StoredBytes: b.Stats.NewBytes,
+	}
+	for _, p := range plans {
+		d := backupReportDisk{Name: p.d.Name, Size: p.d.Size, Full: !p.incremental, ChangedBytes: p.changedBytes()}
+		if d.Full {
+			d.FullReason = p.reason
+		}
+		rep.Disks = append(rep.Disks, d)
+		rep.ChangedBytes += d.ChangedBytes
+	}
+	return rep, nil
+}
+
+// note prints a line for people on stderr, unless --quiet.
+func (a *app) note(format string, args ...any) {
+	if !a.quiet {
+		fmt.Fprintf(a.stderr, format+"\n", args...)
+	}
+}
+
+// bitmapContext is the NBD metadata context of a dirty bitmap hvd names: a context
+// name as it is, or a bare bitmap name.
+func bitmapContext(name string) string {
+	if strings.Contains(name, ":") {
+		return name
+	}
+	return nbd.DirtyBitmap(name)
+}
+
+// open connects to the disk's export and lists the blocks to read: the changed ones
+// of an incremental (those that now read as zeros apart), the ones that may hold
+// data of a disk read whole.
+func (p *diskPlan) open(ctx context.Context) error {
+	contexts := []string{nbd.BaseAllocation}
+	if p.incremental {
+		contexts = append(contexts, bitmapContext(p.d.DirtyBitmap))
+	}
+	where := fmt.Sprintf("disk %s: hvd's NBD export %q on %s", p.d.Name, p.d.Export, p.d.Socket)
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := nbd.Dial(dctx, "unix", p.d.Socket, nbd.Options{Export: p.d.Export, MetaContexts: contexts})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, detachNBD(err))
+	}
+	p.conns = append(p.conns, conn)
+	if conn.Size() != p.d.Size {
+		return fmt.Errorf("%s is %d bytes, but hvd says the disk has %d; abort and try again", where, conn.Size(), p.d.Size)
+	}
+	alloc, err := conn.Extents(ctx, nbd.BaseAllocation)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, detachNBD(err))
+	}
+	if p.incremental {
+		bm, err := conn.Extents(ctx, bitmapContext(p.d.DirtyBitmap))
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, detachNBD(err))
+		}
+		zero := mergeRanges(nbd.Select(alloc, nbd.StateZero, nbd.StateZero))
+		for _, i := range blocksOf(nbd.Select(bm, nbd.StateDirty, nbd.StateDirty), p.bs, p.d.Size) {
+			if covered(zero, i*p.bs, i*p.bs+int64(p.blockLen(i))) {
+				p.zeros = append(p.zeros, i)
+			} else {
+				p.read = append(p.read, i)
+			}
+		}
+	} else {
+		p.read = blocksOf(nbd.Select(alloc, nbd.StateZero, 0), p.bs, p.d.Size)
+	}
+	// More connections read in parallel, where the server says they see the same data.
+	if conn.Export().Flags.CanMultiConn() && len(p.read) > 1 {
+		for len(p.conns) < backupReaders {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			more, err := nbd.Dial(dctx, "unix", p.d.Socket, nbd.Options{Export: p.d.Export})
+			cancel()
+			if err != nil {
+				break // one connection reads it all the same
+			}
+			p.conns = append(p.conns, more)
+		}
+	}
+	return nil
+}
+
+// nbdError keeps the message of an NBD failure but not its chain (past a context's
+// end): hv's error report would take a connection refused by hvd's NBD socket for
+// hvd itself being down.
+type nbdError struct {
+	msg string
+	ctx error
+}
+
+func (e *nbdError) Error() string { return e.msg }
+func (e *nbdError) Unwrap() error { return e.ctx }
+
+func detachNBD(err error) error {
+	e := &nbdError{msg: err.Error()}
+	switch {
+	case errors.Is(err, context.Canceled):
+		e.ctx = context.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		e.ctx = context.DeadlineExceeded
+	}
+	return e
+}
+
+// blocksOf lists, ascending and once each, the blocks of size bs that the extents
+// (ascending) touch, on a disk of size bytes.
+func blocksOf(exts []nbd.Extent, bs, size int64) []int64 {
+	var out []int64
+	for _, e := range exts {
+		if e.Length <= 0 {
+			continue
+		}
+		lo, hi := e.Offset/bs, (min(e.End(), size)-1)/bs
+		if n := len(out); n > 0 && out[n-1] >= lo {
+			lo = out[n-1] + 1
+		}
+		for i := lo; i <= hi; i++ {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// mergeRanges joins touching extents, whatever their flags.
+func mergeRanges(exts []nbd.Extent) []nbd.Extent {
+	var out []nbd.Extent
+	for _, e := range exts {
+		if n := len(out); n > 0 && out[n-1].End() >= e.Offset {
+			out[n-1].Length = max(out[n-1].End(), e.End()) - out[n-1].Offset
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// covered reports whether [lo, hi) lies inside one of the merged, ascending extents.
+func covered(exts []nbd.Extent, lo, hi int64) bool {
+	i := sort.Search(len(exts), func(i int) bool { return exts[i].End() > lo })
+	return i < len(exts) && exts[i].Offset <= lo && exts[i].End() >= hi
+}
+
+type blockJob struct {
+	p     *diskPlan
+	index int64
+}
+
+// readBlocks reads the planned blocks with backupReaders readers and hands them to
+// w; it stops at the first error or when ctx ends.
+func readBlocks(ctx context.Context, w *backuprepo.Writer, plans []*diskPlan, m *byteMeter) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan blockJob)
+	var wg sync.WaitGroup
+	for r := range backupReaders {
+		wg.Go(func() {
+			var buf []byte
+			for j := range jobs {
+				if ctx.Err() != nil {
+					continue
+				}
+				n := j.p.blockLen(j.index)
+				if cap(buf) < n {
+					buf = make([]byte, n)
+				}
+				conn := j.p.conns[r%len(j.p.conns)]
+				off := j.index * j.p.bs
+				if err := conn.ReadInto(ctx, buf[:n], off); err != nil {
+					cancel(fmt.Errorf("disk %s: reading %d bytes at offset %d: %w", j.p.d.Name, n, off, detachNBD(err)))
+					continue
+				}
+				if err := w.PutBlock(j.p.d.Name, j.index, buf[:n]); err != nil {
+					cancel(fmt.Errorf("disk %s: %w", j.p.d.Name, err))
+					continue
+				}
+				m.add(int64(n))
+			}
+		})
+	}
+feed:
+	for _, p := range plans {
+		for _, i := range p.read {
+			select {
+			case jobs <- blockJob{p, i}:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(ctx)
+}

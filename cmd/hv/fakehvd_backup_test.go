@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hvproject/hv/api"
+)
+
+// backupHVD is the fake hvd with the backup routes: each POST .../backups answers
+// what the test scripted with next (its disks usually point at qemu-nbd servers the
+// test runs), finish makes reference points, abort records. It overrides GET
+// /1.0/host (firmware and root for restores) and POST /1.0/imports (the test checks
+// the restored directory in onImport while it exists).
+type backupHVD struct {
+	*fakeHVD
+
+	bmu      sync.Mutex
+	next     func(req api.BackupCreate) api.Operation // the create operation's last state
+	onCreate func()                                   // called when a backup is opened
+	onFinish func(id string) error                    // a non-nil error fails the finish
+	onImport func(req api.VMImport) error
+	// onIntegration is called when hv reads the VM's integration services, which
+	// it does once the repository's writer holds the backup.
+	onIntegration func()
+	open          map[string]api.Backup
+	refs          []api.ReferencePoint
+	finished      []string
+	aborted       []string
+	creates       []api.BackupCreate
+	imports       []api.VMImport
+	host          api.HostInfo
+}
+
+func newBackupHVD(t *testing.T, vms ...api.VM) *backupHVD {
+	t.Helper()
+	b := &backupHVD{fakeHVD: newFakeHVD(t, vms...), open: map[string]api.Backup{}}
+	b.host = api.HostInfo{Version: "0.1.0", APIVersion: "1.0", Hostname: "h1", Accelerator: "tcg"}
+	// A second server on a socket of its own, with the backup routes in front of the
+	// fake's others; hv talks to it.
+	dir, err := os.MkdirTemp("", "hvb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "hvd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(b.routes())
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	b.socket = sock
+	return b
+}
+
+func (b *backupHVD) routes() http.Handler {
+	m := http.NewServeMux()
+	others := b.fakeHVD.routes()
+	m.Handle("/", others)
+	m.HandleFunc("GET /1.0/vms/{name}/integration", func(w http.ResponseWriter, r *http.Request) {
+		b.bmu.Lock()
+		hook := b.onIntegration
+		b.bmu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		others.ServeHTTP(w, r)
+	})
+	m.HandleFunc("GET /1.0/host", func(w http.ResponseWriter, r *http.Request) {
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		reply(w, 200, b.host)
+	})
+	m.HandleFunc("POST /1.0/vms/{name}/backups", func(w http.ResponseWriter, r *http.Request) {
+		var req api.BackupCreate
+		b.decode(r, &req)
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		b.creates = append(b.creates, req)
+		next, hook := b.next, b.onCreate
+		b.bmu.Unlock()
+		if next == nil {
+			reply(w, 503, api.Error{Error: "backups are being built", Code: 503})
+			return
+		}
+		last := next(req)
+		var ab api.Backup
+		if last.Status == api.OpSuccess {
+			ab = last.Result.(api.Backup)
+			b.bmu.Lock()
+			b.open[ab.ID] = ab
+			b.bmu.Unlock()
+		}
+		if hook != nil {
+			hook()
+		}
+		reply(w, 202, b.startOp("vm.backup",
+			api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "freezing the guest's file systems"}}, last))
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/backups", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		out := []api.Backup{}
+		for _, ab := range b.open {
+			out = append(out, ab)
+		}
+		reply(w, 200, out)
+	})
+	m.HandleFunc("DELETE /1.0/vms/{name}/backups/{backup}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		id := r.PathValue("backup")
+		if _, ok := b.open[id]; !ok {
+			reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s of VM %s is not open", id, r.PathValue("name")), Code: 404})
+			return
+		}
+		delete(b.open, id)
+		b.aborted = append(b.aborted, id)
+		reply(w, 200, struct{}{})
+	})
+	m.HandleFunc("POST /1.0/vms/{name}/backups/{backup}/finish", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		id := r.PathValue("backup")
+		ab, ok := b.open[id]
+		if !ok {
+			reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s is not open", id), Code: 404})
+			return
+		}
+		if b.onFinish != nil {
+			if err := b.onFinish(id); err != nil {
+				reply(w, 500, api.Error{Error: err.Error(), Code: 500})
+				return
+			}
+		}
+		delete(b.open, id)
+		b.finished = append(b.finished, id)
+		rp := api.ReferencePoint{ID: id, Time: ab.Time, Consistency: ab.Consistency}
+		for _, d := range ab.Disks {
+			rp.Disks = append(rp.Disks, d.Name)
+		}
+		b.refs = []api.ReferencePoint{rp} // the newest replaces the older ones, as in hvd
+		reply(w, 200, rp)
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/tracking", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		out := api.ChangeTracking{ReferencePoints: append([]api.ReferencePoint{}, b.refs...),
+			Disks: []api.TrackedDisk{{Name: "root", Tracked: true}, {Name: "data1", Reason: "the dirty bitmap was lost"}}}
+		for _, ab := range b.open {
+			out.Open = &ab
+		}
+		reply(w, 200, out)
+	})
+	m.HandleFunc("POST /1.0/imports", func(w http.ResponseWriter, r *http.Request) {
+		var req api.VMImport
+		b.decode(r, &req)
+		b.record(r)
+		b.bmu.Lock()
+		b.imports = append(b.imports, req)
+		check := b.onImport
+		b.bmu.Unlock()
+		if check != nil {
+			if err := check(req); err != nil {
+				reply(w, 202, b.startOp("vm.import", api.Operation{Status: api.OpFailure, ErrorCode: 400, Error: err.Error()}))
+				return
+			}
+		}
+		vm := api.VM{Name: req.Name, ID: "id-" + req.Name, State: api.StateOff, Generation: 2}
+		b.mu.Lock()
+		b.vms[req.Name] = vm
+		b.mu.Unlock()
+		reply(w, 202, b.startOp("vm.import", api.Operation{Status: api.OpSuccess, Resources: []string{"/1.0/vms/" + req.Name}, Result: vm}))
+	})
+	return m
+}
+
+// QEMU's tools (Debian's qemu-utils): the tests that need them fail without them,
+// as internal/nbd's do.
+
+func qemuTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is required for this test (Debian package qemu-utils, in scripts/deps.txt): %v", name, err)
+	}
+	return p
+}
+
+func runQEMU(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, qemuTool(t, name), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %q: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// qemuNBD serves an image read-only on a unix socket, as hvd's QEMU serves a
+// backup's view, until stop (or the test's end).
+type qemuNBD struct {
+	sock string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan struct{}
+}
+
+func serveNBD(t *testing.T, export, img string, extra ...string) *qemuNBD {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hvnbd") // short: sun_path holds 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &qemuNBD{sock: filepath.Join(dir, "nbd.sock"), out: &bytes.Buffer{}, done: make(chan struct{})}
+	args := append([]string{"-k", s.sock, "--read-only", "--persistent", "--shared=8", "-x", export, "-f", "qcow2"}, extra...)
+	s.cmd = exec.Command(qemuTool(t, "qemu-nbd"), append(args, img)...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(s.stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", s.sock); err == nil {
+			c.Close()
+			return s
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("qemu-nbd %q exited early: %s", args, s.out)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-nbd did not listen on %s within 10s: %s", s.sock, s.out)
+		}
+	}
+}
+
+func (s *qemuNBD) stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// hvCtx runs hv like hv() with a context the test controls (Ctrl-C).
+func hvCtx(ctx context.Context, f *fakeHVD, args ...string) result {
+	var out, errb bytes.Buffer
+	env := func(k string) string {
+		if k == "HV_SOCKET" {
+			return f.socket
+		}
+		return ""
+	}
+	a := &app{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: env, consoleGrace: 300 * time.Millisecond}
+	code := a.run(ctx, args)
+	return result{code, out.String(), errb.String()}
+}
