@@ -181,6 +181,14 @@ func (m *byteMeter) add(n int64) {
 	m.draw(false)
 }
 
+// progress says that done of total bytes are done (a backuprepo.Progress).
+func (m *byteMeter) progress(done, total int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.done, m.total = done, total
+	m.draw(false)
+}
+
 // set says that done bytes are done.
 func (m *byteMeter) set(done int64) {
 	m.mu.Lock()
@@ -478,12 +486,7 @@ repository is not changed; a prune waits until the verify ends.`,
 				id = args[0]
 			}
 			m := a.newByteMeter("verifying", 0)
-			rep, err := r.Verify(cmd.Context(), id, func(done, total int64) {
-				m.mu.Lock()
-				m.total = total
-				m.mu.Unlock()
-				m.set(done)
-			})
+			rep, err := r.Verify(cmd.Context(), id, m.progress)
 			m.stop()
 			if rep == nil || err != nil && !errors.Is(err, backuprepo.ErrDamaged) {
 				return tidy(err)

@@ -89,7 +89,8 @@ The backup is committed to the repository first, then hvd makes it the
 reference point the next backup starts from. On an error or Ctrl-C nothing
 is stored and the open backup is aborted in hvd: the previous reference
 point stays valid and the next backup is still an incremental. Works from
-Off, Running and Paused.`,
+Off, Running, Paused and Saved; while the backup is open hvd refuses what
+would change the VM's disks (and a VM that was off does not start).`,
 		Example: `  hv backup create web1 --repo /srv/backups
   hv backup create web1 --repo /srv/backups --full
   hv backup create db --repo /mnt/nas/hv --consistency crash -o json`,
@@ -105,7 +106,7 @@ Off, Running and Paused.`,
 			}
 			return a.refuseAsync(cmd)
 		},
-		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused),
+		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rep, err := a.createBackup(cmd.Context(), args[0], o)
 			if err != nil {

@@ -37,11 +37,12 @@ hv rebuilds each disk from the repository (checking every block against its
 hash, with a progress bar) into a directory beside the repository, converts
 it to qcow2 with qemu-img, and has hvd import the directory: moved into hvd's
 store when it is on the same file system, copied otherwise. The directory is
-removed afterwards, whatever happens. On an error or Ctrl-C no VM is made.
+removed afterwards, whatever happens; while a disk is converted it needs room
+for that disk's data twice. On an error or Ctrl-C no VM is made.
 
 --in-place (restoring over the VM itself) is not supported yet: restore
-beside it with --as, check the new VM, then delete the old one and rename
-nothing, or keep both.`,
+beside it with --as, check the new VM, then delete the old one if you no
+longer need it.`,
 		Example: `  hv backup list --repo /srv/backups web1
   hv backup restore --repo /srv/backups 20260302T080000Z-f1d0e8 --as web1-restored
   hv vm start web1-restored`,
@@ -151,6 +152,9 @@ func (a *app) restoreBackup(ctx context.Context, repoDir, id, name string) (api.
 		a.warn("hvd could not take the restored files over (%v); copying them instead", err)
 		final, err = a.importRestored(ctx, c, dir, name, api.ImportCopy)
 	}
+	if err != nil && final.Status == api.OpSuccess {
+		return api.VM{}, fmt.Errorf("interrupted, but hvd had made VM %s from backup %s already; keep it, or delete it with: hv vm delete %s: %w", name, id, name, err)
+	}
 	if err != nil {
 		return api.VM{}, fmt.Errorf("restore of backup %s as VM %s: hvd's import failed, and no VM was made: %w", id, name, err)
 	}
@@ -219,7 +223,7 @@ func (a *app) writeRestore(ctx context.Context, r *backuprepo.Repo, b *backuprep
 	for _, d := range plan.disks {
 		total += d.size
 	}
-	m := a.newByteMeter("restoring", total)
+	m := a.newByteMeter("restoring disk "+plan.disks[0].name, total)
 	defer m.stop()
 	var base int64
 	for _, d := range plan.disks {
