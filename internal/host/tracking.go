@@ -118,13 +118,18 @@ func (s *Service) stampDisks(v *vm, cfg vmconfig.Config) {
 		s.log.Error("reading change tracking", "vm", v.name, "err", err)
 		return
 	}
+	s.stampInto(v, st, cfg)
+	if err := st.Save(v.dir); err != nil {
+		s.log.Error("recording change tracking", "vm", v.name, "err", err)
+	}
+}
+
+// stampInto stamps every disk's active image in st.
+func (s *Service) stampInto(v *vm, st *tracking.State, cfg vmconfig.Config) {
 	for _, d := range cfg.Disks {
 		if err := st.SetStamp(d.Name, v.path(d.File)); err != nil {
 			s.log.Warn("stamping a disk image", "vm", v.name, "disk", d.Name, "err", err)
 		}
-	}
-	if err := st.Save(v.dir); err != nil {
-		s.log.Error("recording change tracking", "vm", v.name, "err", err)
 	}
 }
 
@@ -266,11 +271,7 @@ func (s *Service) trackingAfterExit(v *vm, cfg vmconfig.Config) {
 		s.log.Error("reading change tracking", "vm", v.name, "err", err)
 		return
 	}
-	for _, d := range cfg.Disks {
-		if err := st.SetStamp(d.Name, v.path(d.File)); err != nil {
-			s.log.Warn("stamping a disk image", "vm", v.name, "disk", d.Name, "err", err)
-		}
-	}
+	s.stampInto(v, st, cfg)
 	if st.Open != nil && st.Open.Backup.Online {
 		s.log.Warn("the VM's QEMU exited during a backup; the backup is aborted", "vm", v.name, "backup", st.Open.Backup.ID)
 		s.endBackup(context.Background(), v, st, false)
