@@ -239,7 +239,9 @@ func (a *app) pickParent(ctx context.Context, c *client.Client, repo *backuprepo
 	if tr, err := c.Tracking(ctx, vm.Name); err == nil {
 		known = map[string]bool{}
 		for _, r := range tr.ReferencePoints {
-			known[r.ID] = true
+			// One that tracks no disk any more (the VM went back to a
+			// checkpoint taken before it) is no base; an older one may be.
+			known[r.ID] = len(r.Disks) > 0
 		}
 	}
 	for i := len(mine) - 1; i >= 0; i-- {

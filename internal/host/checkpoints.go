@@ -258,7 +258,7 @@ func (s *Service) createCheckpoint(ctx context.Context, op *operation.Op, v *vm,
 			cr.Type = checkpoint.Standard
 		}
 		op.SetStage("creating differencing disks")
-		if err = s.offlineImages(v, func() (err error) { c, err = s.offline(v).Create(ctx, t, cr); return err }); err != nil {
+		if err = s.offlineImages(v, t, func() (err error) { c, err = s.offline(v).Create(ctx, t, cr); return err }); err != nil {
 			return api.Checkpoint{}, errWrap(err, "taking a checkpoint of VM %s", v.name)
 		}
 	} else {
@@ -676,7 +676,7 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 		}
 	}
 	op.SetStage("creating differencing disks")
-	if err := s.offlineImages(v, func() error { return s.offline(v).Apply(ctx, t, targetCopy.ID) }); err != nil {
+	if err := s.offlineImages(v, t, func() error { return s.offline(v).Apply(ctx, t, targetCopy.ID) }); err != nil {
 		return errWrap(err, "applying checkpoint %s of VM %s", targetCopy.Name, v.name)
 	}
 	if err := s.configFromCheckpoint(v, t, targetCopy); err != nil {
@@ -770,7 +770,7 @@ func (s *Service) deleteCheckpoint(ctx context.Context, op *operation.Op, v *vm,
 	v.mu.Unlock()
 	if ss == nil {
 		op.SetStage("merging")
-		if err := s.offlineImages(v, func() error { return s.offline(v).Delete(ctx, t, cp, subtree) }); err != nil {
+		if err := s.offlineImages(v, t, func() error { return s.offline(v).Delete(ctx, t, cp, subtree) }); err != nil {
 			return errWrap(err, "deleting checkpoint %s of VM %s", cname, v.name)
 		}
 	} else {

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/tracking"
@@ -70,9 +71,10 @@ func (s *Service) prepareTracking(ctx context.Context, v *vm, st *tracking.State
 					}
 				}
 				if src == "" {
-					st.Lose(d.Name, fmt.Sprintf("its image has no change-tracking bitmap %s", name))
-					want = nil
-					break
+					// The disk went back to a checkpoint older than this
+					// reference point; older ones still hold.
+					st.Drop(tracking.ReferenceOf(name), d.Name, fmt.Sprintf("its image has no change-tracking bitmap for reference point %s (a checkpoint from before it was applied)", tracking.ReferenceOf(name)))
+					continue
 				}
 				// An overlay hv made while the VM was off starts with what
 				// its backing image tracked.
@@ -136,7 +138,7 @@ func (s *Service) stampInto(v *vm, st *tracking.State, cfg vmconfig.Config) {
 // offlineImages runs fn, which writes the VM's images while no QEMU has them
 // open (an offline checkpoint operation): changes found before it are
 // recorded as lost, and the images are stamped again after it.
-func (s *Service) offlineImages(v *vm, fn func() error) error {
+func (s *Service) offlineImages(v *vm, t *checkpoint.Tree, fn func() error) error {
 	v.mu.Lock()
 	cfg := v.cfg
 	v.mu.Unlock()
@@ -156,9 +158,17 @@ func (s *Service) offlineImages(v *vm, fn func() error) error {
 		}
 	}
 	err := fn()
+	// The tree names the images the VM writes now; the configuration
+	// follows it only after the caller's next step.
 	v.mu.Lock()
 	cfg = v.cfg
 	v.mu.Unlock()
+	cfg.Disks = slices.Clone(cfg.Disks)
+	for i, d := range cfg.Disks {
+		if f := t.Active[d.Name]; f != "" {
+			cfg.Disks[i].File = f
+		}
+	}
 	s.stampDisks(v, cfg)
 	return err
 }

@@ -171,6 +171,19 @@ func (s *State) Lose(disk, reason string) {
 	s.Lost[disk] = reason
 }
 
+// Drop records that disk's changes since reference point id alone are
+// unknown (its bitmap is missing: the disk went back to a checkpoint from
+// before that point), and why; older reference points stay.
+func (s *State) Drop(id, disk, reason string) {
+	if r := s.Reference(id); r != nil {
+		r.Disks = slices.DeleteFunc(r.Disks, func(d string) bool { return d == disk })
+	}
+	if s.Lost == nil {
+		s.Lost = map[string]string{}
+	}
+	s.Lost[disk] = reason
+}
+
 // Add makes r the newest reference point. Its disks are tracked from now on,
 // so what was lost for them is forgotten. It returns the reference points
 // dropped beyond KeepReferences, whose bitmaps the caller removes.

@@ -119,3 +119,16 @@ func TestBitmapNames(t *testing.T) {
 		t.Fatal("IsOurs")
 	}
 }
+
+func TestDropKeepsOlderReferences(t *testing.T) {
+	st := &State{}
+	st.Add(Reference{ID: "old", Disks: []string{"root"}})
+	st.Add(Reference{ID: "new", Disks: []string{"root"}})
+	st.Drop("new", "root", "applied a checkpoint from before it")
+	if st.Why("old", "root") != "" {
+		t.Fatalf("the older reference point was lost too: %q", st.Why("old", "root"))
+	}
+	if why := st.Why("new", "root"); why != "applied a checkpoint from before it" {
+		t.Fatalf("why the newer one is gone: %q", why)
+	}
+}
