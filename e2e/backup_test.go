@@ -536,8 +536,8 @@ func TestBackupBehindBack(t *testing.T) {
 	}
 }
 
-// hvd and the VM's QEMU killed (-9) while hv backup create reads: hv fails
-// and keeps nothing, the repository verifies, the restarted hvd has no
+// hvd and the VM's QEMU killed (-9) while hv backup create reads, then QEMU
+// alone: hv fails and keeps nothing, the repository verifies, hvd has no
 // backup open, and the next backup reads whole, saying why, the disks whose
 // tracking QEMU could not store.
 func TestBackupKilled(t *testing.T) {
@@ -556,103 +556,133 @@ func TestBackupKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.addDataDisk(vm, "", filepath.Join(tmp, "data.raw"))
-	first, _ := h.backup(vm, repo)
-	if _, _, changed := first.disk(t, "data1"); changed < mb*mib {
+	last, _ := h.backup(vm, repo)
+	if _, _, changed := last.disk(t, "data1"); changed < mb*mib {
 		t.Fatalf("the first backup read %d bytes of data1, which holds %d", changed, mb*mib)
 	}
 
-	// Read everything again (--full), and kill hvd and QEMU at some progress.
+	// interrupt runs hv backup create --full (everything is read again) and
+	// calls kill once it has read some of it; it returns hv's stderr.
 	progress := regexp.MustCompile(`backing up ` + vm + `: (\d+)%`)
-	killed := false
-	var hvOut, hvErr string
-	for attempt := 0; !killed; attempt++ {
-		if attempt == 3 {
-			t.Fatalf("hv backup create --full of %d MiB finished each time before it could be killed", mb)
-		}
-		cmd := exec.Command(filepath.Join(*binDir, "hv"), "backup", "create", vm, "--repo", repo, "--full", "-o", "json")
-		cmd.Env = append(os.Environ(), "HV_SOCKET="+h.socket)
-		var out strings.Builder
-		cmd.Stdout = &out
-		pipe, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var errb strings.Builder
-		sc := bufio.NewScanner(pipe)
-		for sc.Scan() {
-			line := sc.Text()
-			errb.WriteString(line + "\n")
-			if m := progress.FindStringSubmatch(line); !killed && m != nil {
-				if pct, _ := strconv.Atoi(m[1]); pct >= 5 && pct < 80 {
-					h.cmd.Process.Signal(syscall.SIGKILL)
-					killQEMUs(h.root)
-					killed = true
-					t.Logf("killed hvd and QEMU at %q", line)
+	interrupt := func(what string, kill func()) string {
+		t.Helper()
+		for attempt := 0; ; attempt++ {
+			if attempt == 3 {
+				t.Fatalf("hv backup create --full of %d MiB finished each time before %s", mb, what)
+			}
+			cmd := exec.Command(filepath.Join(*binDir, "hv"), "backup", "create", vm, "--repo", repo, "--full", "-o", "json")
+			cmd.Env = append(os.Environ(), "HV_SOCKET="+h.socket)
+			var out, errb strings.Builder
+			cmd.Stdout = &out
+			pipe, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			killed := false
+			sc := bufio.NewScanner(pipe)
+			for sc.Scan() {
+				line := sc.Text()
+				errb.WriteString(line + "\n")
+				if m := progress.FindStringSubmatch(line); !killed && m != nil {
+					if pct, _ := strconv.Atoi(m[1]); pct >= 5 && pct < 80 {
+						kill()
+						killed = true
+						t.Logf("%s at %q", what, line)
+					}
 				}
 			}
-		}
-		cmd.Wait()
-		hvOut, hvErr = out.String(), errb.String()
-		if killed {
-			if cmd.ProcessState.ExitCode() == 0 {
-				t.Fatalf("hv backup create succeeded although hvd and QEMU were killed while it read\nstdout: %s\nstderr: %s", hvOut, hvErr)
+			cmd.Wait()
+			code := cmd.ProcessState.ExitCode()
+			switch {
+			case killed && code == 0:
+				t.Fatalf("hv backup create succeeded although %s while it read\nstdout: %s\nstderr: %s", what, out.String(), errb.String())
+			case killed:
+				msg := strings.TrimSpace(errb.String())
+				t.Logf("hv backup create: %s", msg[strings.LastIndex(msg, "\n")+1:])
+				expect(t, msg, "aborted", "hv backup create's error when "+what)
+				return msg
+			case code != 0:
+				t.Fatalf("hv backup create --full failed before %s\nstdout: %s\nstderr: %s", what, out.String(), errb.String())
 			}
-			break
+			// It finished first: twice the data, on one more disk.
+			t.Logf("hv backup create --full of %d MiB finished before %s; adding %d MiB", mb, what, mb*2)
+			more := filepath.Join(tmp, fmt.Sprintf("more%d.raw", attempt))
+			if err := randomFile(more, 2*mb*mib); err != nil {
+				t.Fatal(err)
+			}
+			h.must("vm", "disk", "add", vm, "--name", fmt.Sprintf("more%d", attempt), more)
+			mb *= 3
+			last, _ = h.backup(vm, repo)
 		}
-		if cmd.ProcessState.ExitCode() != 0 {
-			t.Fatalf("hv backup create --full failed before the kill\nstdout: %s\nstderr: %s", hvOut, hvErr)
-		}
-		// Finished before the kill: twice the data, on one more disk.
-		t.Logf("hv backup create --full of %d MiB finished before the kill; adding %d MiB more", mb, mb*2)
-		more := filepath.Join(tmp, fmt.Sprintf("more%d.raw", attempt))
-		if err := randomFile(more, 2*mb*mib); err != nil {
-			t.Fatal(err)
-		}
-		h.must("vm", "disk", "add", vm, "--name", fmt.Sprintf("more%d", attempt), more)
-		mb *= 3
-		first, _ = h.backup(vm, repo)
 	}
-	t.Logf("hv backup create after the kill: %s", strings.TrimSpace(hvErr[max(0, strings.LastIndex(strings.TrimSpace(hvErr), "\n")):]))
-	expect(t, hvErr, "aborted", "hv backup create's error when hvd and QEMU die")
+	// recovered checks that nothing of the interrupted backup is left, and
+	// that the next one reads each disk whole and says why.
+	recovered := func(what string) {
+		t.Helper()
+		h.waitFor(vm, time.Minute, "Off after its QEMU was killed", func(v api.VM) bool { return v.State == api.StateOff })
+		before := h.repoBackups(repo)
+		if n := len(before); n == 0 || before[n-1].ID != last.ID {
+			t.Fatalf("after the backup interrupted as %s, the newest backup is not %s: %+v", what, last.ID, before)
+		}
+		h.verifyRepo(repo)
+		if staged, _ := os.ReadDir(filepath.Join(repo, "staging")); len(staged) != 0 {
+			t.Errorf("the repository's staging/ holds %v after hv gave up", dirNames(filepath.Join(repo, "staging")))
+		}
+		var tr struct {
+			Open []api.Backup `json:"open"`
+		}
+		if out := h.must("backup", "list", vm, "-o", "json"); json.Unmarshal([]byte(out), &tr) != nil || len(tr.Open) != 0 {
+			t.Fatalf("hv backup list %s after %s: %s", vm, what, out)
+		}
+		h.must("vm", "start", vm)
+		h.waitHeartbeat(vm)
+		// hvd's side, once the new QEMU has opened the disks: untracked, and why.
+		var ct struct {
+			Disks []api.TrackedDisk `json:"disks"`
+		}
+		if out := h.must("backup", "list", vm, "-o", "json"); json.Unmarshal([]byte(out), &ct) != nil || len(ct.Disks) == 0 {
+			t.Fatalf("hv backup list %s after %s: %s", vm, what, out)
+		}
+		for _, d := range ct.Disks {
+			t.Logf("after %s, hvd tracks disk %s: %v (%s)", what, d.Name, d.Tracked, d.Reason)
+			if d.Tracked || !strings.Contains(d.Reason, "QEMU") {
+				t.Errorf("hv backup list %s after %s: disk %s tracked=%v, reason %q; want untracked, and why (QEMU did not store its change tracking)",
+					vm, what, d.Name, d.Tracked, d.Reason)
+			}
+		}
+		next, stderr := h.backup(vm, repo)
+		for _, d := range next.Disks {
+			t.Logf("after %s, disk %s: full=%v: %s", what, d.Name, d.Full, d.FullReason)
+			if !d.Full || !strings.Contains(d.FullReason, "QEMU") {
+				t.Errorf("disk %s after %s: full=%v, reason %q; want full, and why (QEMU did not store its change tracking)\nstderr: %s",
+					d.Name, what, d.Full, d.FullReason, stderr)
+			}
+			expect(t, stderr, "disk "+d.Name+": full: ", "hv backup create's stderr")
+		}
+		h.verifyRepo(repo)
+		if bs := h.repoBackups(repo); len(bs) != len(before)+1 || bs[len(bs)-1].ID != next.ID {
+			t.Fatalf("backups after the one past %s: %+v", what, bs)
+		}
+		last = next
+	}
+
+	// hvd and QEMU die: the restarted hvd finds the backup its predecessor left.
+	interrupt("hvd and QEMU were killed", func() {
+		h.cmd.Process.Signal(syscall.SIGKILL)
+		killQEMUs(h.root)
+	})
 	h.waitHVD(10 * time.Second)
 	h.waitNoQEMU("after kill -9")
-
-	// Nothing of the interrupted backup is kept.
-	before := h.repoBackups(repo)
-	if n := len(before); n == 0 || before[n-1].ID != first.ID {
-		t.Fatalf("after the interrupted backup the newest backup is not %s: %+v", first.ID, before)
-	}
-	h.verifyRepo(repo)
-	if staged, _ := os.ReadDir(filepath.Join(repo, "staging")); len(staged) != 0 {
-		t.Errorf("the repository's staging/ holds %v after hv gave up", dirNames(filepath.Join(repo, "staging")))
-	}
-
 	h.startHVD()
-	h.waitFor(vm, time.Minute, "Off after its QEMU was killed", func(v api.VM) bool { return v.State == api.StateOff })
-	var tr struct {
-		Open []api.Backup `json:"open"`
-	}
-	if out := h.must("backup", "list", vm, "-o", "json"); json.Unmarshal([]byte(out), &tr) != nil || len(tr.Open) != 0 {
-		t.Fatalf("hv backup list %s after the restart: %s", vm, out)
-	}
-	h.must("vm", "start", vm)
-	h.waitHeartbeat(vm)
-	next, stderr := h.backup(vm, repo)
-	for _, d := range []string{"root", "data1"} {
-		f, why, _ := next.disk(t, d)
-		t.Logf("after the crash, disk %s: full=%v: %s", d, f, why)
-		if !f || !strings.Contains(why, "QEMU") {
-			t.Errorf("disk %s after QEMU was killed: full=%v, reason %q; want full, and why (QEMU did not store the bitmap)\nstderr: %s", d, f, why, stderr)
-		}
-		expect(t, stderr, "disk "+d+": full: ", "hv backup create's stderr")
-	}
-	h.verifyRepo(repo)
-	if bs := h.repoBackups(repo); len(bs) != len(before)+1 || bs[len(bs)-1].ID != next.ID {
-		t.Fatalf("backups after the one past the crash: %+v", bs)
-	}
+	recovered("a crash of hvd and QEMU")
+
+	// QEMU alone dies: hvd sees it and ends the backup.
+	interrupt("QEMU was killed", func() { killQEMUs(h.root) })
+	h.waitNoQEMU("after kill -9")
+	recovered("a crash of QEMU")
 	h.must("vm", "kill", vm)
 }
 
