@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/backuprepo"
 )
 
 // Backups with change tracking (issue 5), as a user and a third-party tool
@@ -31,8 +32,8 @@ import (
 const (
 	mib = int64(1) << 20
 	// repoBlock is the repository's block size (backuprepo.DefaultBlockSize):
-	// an incremental stores every 1 MiB block a change touches.
-	repoBlock = mib
+	// an incremental stores every block a change touches.
+	repoBlock = int64(backuprepo.DefaultBlockSize)
 	// slot is the unit of the guests' scattered writes.
 	slot = 256 << 10
 )
@@ -362,7 +363,7 @@ func TestBackupIncrementalRestore(t *testing.T) {
 	}
 	// The tracking is exact: the changed blocks are those the writes touch.
 	if n := blocksOf(offs); changed != n*repoBlock {
-		t.Errorf("incremental: data1 changed %d bytes; the guest's 32 writes of 256 KiB touch %d blocks of 1 MiB (%d bytes)", changed, n, n*repoBlock)
+		t.Errorf("incremental: data1 changed %d bytes; the guest's 32 writes of 256 KiB touch %d repository blocks (%d bytes)", changed, n, n*repoBlock)
 	}
 	// The issue's bar: an incremental after 8 MiB of changes stores less than twice that.
 	if inc.StoredBytes >= 2*8*mib {
@@ -442,7 +443,7 @@ func TestBackupTrackingSurvives(t *testing.T) {
 			inc.Kind, inc.Parent, f, why, full.ID, stderr)
 	}
 	if n := blocksOf(all); changed != n*repoBlock {
-		t.Errorf("data1 changed %d bytes; the guest's writes touch %d blocks of 1 MiB (%d bytes)", changed, n, n*repoBlock)
+		t.Errorf("data1 changed %d bytes; the guest's writes touch %d repository blocks (%d bytes)", changed, n, n*repoBlock)
 	}
 	rf, why, rootChanged := inc.disk(t, "root")
 	if rf || rootChanged >= fullRoot/2 {

@@ -14,7 +14,9 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/backuprepo"
+	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/nbd"
+	"github.com/hvproject/hv/internal/validate"
 	"github.com/spf13/cobra"
 )
 
@@ -26,6 +28,7 @@ type createOptions struct {
 	full          bool
 	consistency   string
 	freezeTimeout int
+	blockSize     string // for disks read whole; "" is backuprepo.DefaultBlockSize
 }
 
 // backupReport is what 'hv backup create' prints: the backup as the repository keeps
@@ -104,6 +107,9 @@ would change the VM's disks (and a VM that was off does not start).`,
 			if o.consistency != api.ConsistencyApplication && o.consistency != api.ConsistencyCrash {
 				return usagef(cmd, "--consistency %q: use application (the guest freezes its file systems) or crash", o.consistency)
 			}
+			if _, err := parseBlockSize(o.blockSize); err != nil {
+				return usagef(cmd, "%v", errdefs.Message(err))
+			}
 			return a.refuseAsync(cmd)
 		},
 		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved),
@@ -120,9 +126,11 @@ would change the VM's disks (and a VM that was off does not start).`,
 	f.BoolVar(&o.full, "full", false, "read every disk whole, even when an incremental is possible")
 	f.StringVar(&o.consistency, "consistency", o.consistency, "application (the guest freezes its file systems) or crash")
 	f.Var(secondsValue{&o.freezeTimeout}, "freeze-timeout", "longest the guest's file systems stay frozen, in seconds (default 10)")
+	f.StringVar(&o.blockSize, "block-size", "", "repository block size of disks read whole, a power of two from 64K to 64M (default 256K); their incrementals keep it")
 	_ = cmd.RegisterFlagCompletionFunc("consistency", cobra.FixedCompletions(
 		[]string{api.ConsistencyApplication, api.ConsistencyCrash}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("freeze-timeout", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("block-size", cobra.FixedCompletions([]string{"64K", "256K", "1M", "4M"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -187,10 +195,12 @@ func (a *app) createBackup(ctx context.Context, name string, o createOptions) (*
 	if parent != nil {
 		ref := parent.Reference
 		req.Since = &ref
+	} else if ref := newestReference(repo, vm); ref != "" && !o.full {
+		req.Since = &ref // nothing to build on: hvd says why per disk
 	}
 	ab, err := a.openBackup(ctx, c, name, req)
-	if err != nil && parent != nil && client.IsNotFound(err) {
-		a.warn("hvd does not know reference point %s (of backup %s): %v; taking a full backup", parent.Reference, parent.ID, err)
+	if err != nil && req.Since != nil && client.IsNotFound(err) {
+		a.warn("hvd does not know reference point %s: %v; taking a full backup", *req.Since, err)
 		parent, req.Since = nil, nil
 		ab, err = a.openBackup(ctx, c, name, req)
 	}
@@ -255,6 +265,19 @@ func (a *app) pickParent(ctx context.Context, c *client.Client, repo *backuprepo
 		return b
 	}
 	return nil
+}
+
+// newestReference is the reference point of the newest backup of vm in the
+// repository, "" when none: asked for as "since" when no backup can be built
+// on, it makes hvd say for each disk why it is read whole.
+func newestReference(repo *backuprepo.Repo, vm api.VM) string {
+	all, _ := repo.List("")
+	for i := len(all) - 1; i >= 0; i-- {
+		if b := all[i]; b.VMID == vm.ID && b.VM == vm.Name && b.Reference != "" {
+			return b.Reference
+		}
+	}
+	return ""
 }
 
 // openBackup asks hvd for a backup and follows the operation; Ctrl-C cancels it and
@@ -322,7 +345,7 @@ func (p *diskPlan) close() {
 
 // planDisks decides, per disk, whether it is read as an incremental on parent or
 // whole, and in blocks of what size.
-func planDisks(ab api.Backup, parent *backuprepo.Backup, since string) []*diskPlan {
+func planDisks(ab api.Backup, parent *backuprepo.Backup, since string, blockSize int64) []*diskPlan {
 	var out []*diskPlan
 	for _, d := range ab.Disks {
 		p := &diskPlan{d: d, incremental: d.Incremental}
@@ -356,7 +379,12 @@ func planDisks(ab api.Backup, parent *backuprepo.Backup, since string) []*diskPl
 			}
 		}
 		if !p.incremental {
-			p.bs = backuprepo.DefaultBlockSize
+			p.bs = blockSize
+			if parent != nil {
+				if pd := parent.Disk(d.Name); pd != nil {
+					p.bs = int64(pd.BlockSize) // a chain keeps a disk's block size
+				}
+			}
 			for p.bs < d.Granularity && p.bs < backuprepo.MaxBlockSize {
 				p.bs *= 2
 			}
@@ -376,7 +404,11 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 	if len(ab.Disks) == 0 {
 		return nil, fmt.Errorf("hvd's backup %s of VM %s has no disks; a VM without disks has nothing to back up", ab.ID, vm.Name)
 	}
-	plans := planDisks(ab, parent, since)
+	bs, err := parseBlockSize(o.blockSize)
+	if err != nil {
+		return nil, err
+	}
+	plans := planDisks(ab, parent, since, bs)
 	meta := backuprepo.BackupMeta{
 		VM: vm.Name, VMID: ab.VMID, Kind: backuprepo.Full, Consistency: backuprepo.Crash,
 		Reference: ab.ID, Time: ab.Time,
@@ -654,4 +686,19 @@ feed:
 		return nil
 	}
 	return context.Cause(ctx)
+}
+
+// parseBlockSize reads --block-size; "" is the repository's default.
+func parseBlockSize(s string) (int64, error) {
+	if s == "" {
+		return backuprepo.DefaultBlockSize, nil
+	}
+	n, err := validate.ParseSize("--block-size", s)
+	if err != nil {
+		return 0, err
+	}
+	if n < 64<<10 || n > backuprepo.MaxBlockSize || n&(n-1) != 0 {
+		return 0, fmt.Errorf("--block-size: %s is not a power of two from 64K to 64M; give e.g. 256K or 1M: %w", s, errdefs.ErrInvalid)
+	}
+	return int64(n), nil
 }

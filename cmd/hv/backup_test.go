@@ -190,7 +190,7 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	}
 
 	// 1. Full, into a directory that does not exist yet.
-	r := hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
+	r := hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "--block-size", "1M", "-o", "json")
 	stop()
 	full := decodeReport(t, r)
 	if !strings.Contains(r.stderr, "hv: created the backup repository "+repo) ||
@@ -500,6 +500,8 @@ func TestBackupUsageErrors(t *testing.T) {
 		{[]string{"backup", "create", "web1"}, "--repo: give the backup repository's directory"},
 		{[]string{"backup", "create", "--repo", "/r"}, "takes one VM name"},
 		{[]string{"backup", "create", "web1", "--repo", "/r", "--consistency", "fs"}, `--consistency "fs": use application`},
+		{[]string{"backup", "create", "web1", "--repo", "/r", "--block-size", "100K"}, `--block-size: 100K is not a power of two from 64K to 64M`},
+		{[]string{"backup", "create", "web1", "--repo", "/r", "--block-size", "4K"}, `--block-size: 4K is not a power of two`},
 		{[]string{"backup", "create", "web1", "--repo", "/r", "--async"}, "--async: hv backup create moves the data itself"},
 		{[]string{"backup", "create", "web1", "--repo", "/r", "--freeze-timeout", "0"}, "give at least 1 second"},
 		{[]string{"backup", "list"}, "needs --repo DIR"},

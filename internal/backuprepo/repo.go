@@ -33,11 +33,12 @@ const (
 	// ManifestVersion is the manifest format this hv writes and the newest it reads.
 	ManifestVersion = 1
 
-	// DefaultBlockSize is the block size hv recommends: large enough that a
-	// 100 GiB disk is 100 thousand files and a small block map, small enough
-	// that a scattered write costs little in an incremental. It is a multiple
-	// of QEMU's dirty-bitmap granularity (64 KiB by default).
-	DefaultBlockSize = 1 << 20
+	// DefaultBlockSize is the block size hv recommends: small enough that a
+	// scattered write costs little in an incremental (a 256 KiB write stores
+	// 256 KiB when aligned, at most 512 KiB), large enough that a 100 GiB
+	// disk is at most 400 thousand files. It is a multiple of QEMU's
+	// dirty-bitmap granularity (64 KiB by default).
+	DefaultBlockSize = 256 << 10
 	// MinBlockSize and MaxBlockSize bound a disk's block size (a power of two).
 	MinBlockSize = 4 << 10
 	MaxBlockSize = 64 << 20

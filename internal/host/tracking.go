@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/checkpoint"
@@ -237,8 +238,19 @@ func (s *Service) Tracking(ctx context.Context, name string) (api.ChangeTracking
 		return api.ChangeTracking{}, err
 	}
 	v.mu.Lock()
-	cfg := v.cfg
+	cfg, running := v.cfg, v.sess != nil
 	v.mu.Unlock()
+	if !running && st.Open == nil {
+		// What the next start or offline backup will find, said now (the
+		// record itself changes only then).
+		for _, d := range cfg.Disks {
+			if len(st.Bitmaps(d.Name)) > 0 {
+				if why := st.CheckStamp(d.Name, v.path(d.File)); why != "" {
+					st.Lose(d.Name, why)
+				}
+			}
+		}
+	}
 	out := api.ChangeTracking{ReferencePoints: []api.ReferencePoint{}, Disks: []api.TrackedDisk{}}
 	for _, r := range st.References {
 		out.ReferencePoints = append(out.ReferencePoints, api.ReferencePoint{ID: r.ID, Time: r.Time, Consistency: r.Consistency, Disks: slices.Clone(r.Disks)})
@@ -280,6 +292,28 @@ func (s *Service) trackingAfterExit(v *vm, cfg vmconfig.Config) {
 	if err != nil {
 		s.log.Error("reading change tracking", "vm", v.name, "err", err)
 		return
+	}
+	// A QEMU that crashed or was killed stored none of its bitmaps: those
+	// it added are missing, those it opened are marked in use.
+	for _, d := range cfg.Disks {
+		want := st.Bitmaps(d.Name)
+		if len(want) == 0 || d.Format != "qcow2" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		info, err := s.disk.Info(ctx, v.path(d.File))
+		cancel()
+		if err != nil {
+			st.Lose(d.Name, "its image could not be inspected after QEMU exited: "+errdefs.Message(err))
+			continue
+		}
+		for _, name := range want {
+			i := slices.IndexFunc(info.Bitmaps, func(b disk.Bitmap) bool { return b.Name == name })
+			if i < 0 || info.Bitmaps[i].InUse {
+				st.Lose(d.Name, "QEMU exited without storing the change-tracking bitmaps (it crashed or was killed)")
+				break
+			}
+		}
 	}
 	s.stampInto(v, st, cfg)
 	if st.Open != nil && st.Open.Backup.Online {
