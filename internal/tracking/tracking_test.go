@@ -132,3 +132,34 @@ func TestDropKeepsOlderReferences(t *testing.T) {
 		t.Fatalf("why the newer one is gone: %q", why)
 	}
 }
+
+// FuzzLoad: whatever tracking.json holds, Load returns a record or an error
+// that says how to start afresh, never a panic.
+func FuzzLoad(f *testing.F) {
+	st := &State{}
+	st.Add(Reference{ID: "0123456789abcdef", Disks: []string{"root"}})
+	st.Stamps = map[string]Stamp{"root": {File: "root.qcow2", Size: 1}}
+	dir := f.TempDir()
+	if err := st.Save(dir); err != nil {
+		f.Fatal(err)
+	}
+	good, _ := os.ReadFile(filepath.Join(dir, FileName))
+	f.Add(good)
+	f.Add([]byte(`{"tracking_version":1,"checksum":"x","tracking":{}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, FileName), data, 0o600)
+		st, err := Load(dir)
+		if err != nil {
+			if !strings.Contains(err.Error(), "remove") && !strings.Contains(err.Error(), "newer") {
+				t.Fatalf("an error without the way out: %v", err)
+			}
+			return
+		}
+		for _, r := range st.References {
+			st.Bitmaps(r.ID)
+			st.Why(r.ID, "root")
+		}
+	})
+}
