@@ -29,6 +29,7 @@ var benchmarks = []struct {
 	{"exec", runExec},
 	{"copy", runCopy},
 	{"checkpoint", runCheckpoint},
+	{"backup", runBackup},
 }
 
 // env is what every benchmark gets: the inputs and the host's description.
