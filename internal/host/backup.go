@@ -140,6 +140,9 @@ func (s *Service) openBackupNow(ctx context.Context, op *operation.Op, v *vm, re
 	v.mu.Lock()
 	cfg, ss, state := v.cfg, v.sess, v.rt.State
 	v.mu.Unlock()
+	if len(cfg.Disks) == 0 {
+		return api.Backup{}, fmt.Errorf("VM %s has no disks, so there is nothing to back up; add one with hv vm disk add %s: %w", v.name, v.name, errdefs.ErrInvalid)
+	}
 	id := strings.ReplaceAll(newUUID(), "-", "")[:16]
 	life := defaultBackupLife
 	if req.Timeout > 0 {
