@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
@@ -82,4 +84,19 @@ func (f Format) Open(path string, data []byte) (int, []byte, error) {
 			path, sum, got, errdefs.ErrInvalid)
 	}
 	return version, compact.Bytes(), nil
+}
+
+// ReadOptional reads path and opens its envelope. A file that does not exist
+// is no error: found is false (hv's state files are optional until first
+// written). A file that cannot be read wraps errdefs.ErrUnavailable.
+func (f Format) ReadOptional(path string) (version int, body []byte, found bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil, false, nil
+	}
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("reading %s: %v; check the directory's permissions: %w", path, err, errdefs.ErrUnavailable)
+	}
+	version, body, err = f.Open(path, data)
+	return version, body, true, err
 }

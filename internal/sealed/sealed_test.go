@@ -37,3 +37,21 @@ func TestRoundTripAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+func TestReadOptional(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if _, _, found, err := f.ReadOptional(path); found || err != nil {
+		t.Fatalf("a missing file: found %v, %v", found, err)
+	}
+	if err := f.Write(path, map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	v, body, found, err := f.ReadOptional(path)
+	if !found || err != nil || v != 2 || string(body) != `{"a":1}` {
+		t.Fatalf("a written file: %d %s %v %v", v, body, found, err)
+	}
+	os.WriteFile(path, []byte("{"), 0o600)
+	if _, _, found, err := f.ReadOptional(path); !found || !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("a damaged file: found %v, %v", found, err)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -109,16 +108,14 @@ func ReferenceOf(bitmap string) string {
 // Load reads the record in dir; a VM without one has an empty record.
 func Load(dir string) (*State, error) {
 	path := filepath.Join(dir, FileName)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	_, body, found, err := format.ReadOptional(path)
+	switch {
+	case errors.Is(err, sealed.ErrTooNew) || errors.Is(err, errdefs.ErrUnavailable):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("%w; or remove %s to start change tracking afresh (the next backup of each disk is full)", err, path)
+	case !found:
 		return &State{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %v; check the VM directory's permissions: %w", path, err, errdefs.ErrUnavailable)
-	}
-	_, body, err := format.Open(path, data)
-	if err != nil {
-		return nil, fmt.Errorf("%w; remove %s to start change tracking afresh (the next backup of each disk is full)", err, path)
 	}
 	var s State
 	if err := json.Unmarshal(body, &s); err != nil {
