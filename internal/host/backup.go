@@ -154,8 +154,13 @@ func (s *Service) openBackupNow(ctx context.Context, op *operation.Op, v *vm, re
 		b.Online = true
 		open, err = s.beginOnline(ctx, op, v, ss, st, cfg, b, req)
 	} else {
-		if req.Consistency == api.ConsistencyApplication {
-			b.ConsistencyReason = "the VM is " + strings.ToLower(state) + ": its disks are consistent as they are"
+		switch {
+		case state == api.StateSaved:
+			// What the guest had not written yet is in the saved memory,
+			// which a backup of the disks does not hold.
+			b.Consistency, b.ConsistencyReason = api.ConsistencyCrash, "the VM is saved: data its guest had not yet written is in the saved memory, not on the disks"
+		case req.Consistency == api.ConsistencyApplication:
+			b.ConsistencyReason = "the VM is off: its disks are consistent as they are"
 		}
 		open, err = s.beginOffline(ctx, op, v, st, cfg, b)
 	}
@@ -322,7 +327,7 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 	if err := ss.qmp.Execute(ctx, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": socket}}}, nil); err != nil {
 		return nil, errWrap(err, "starting the NBD server of VM %s", v.name)
 	}
-	for i, p := range plans {
+	for _, p := range plans {
 		exp := map[string]any{"type": "nbd", "id": p.fleece, "node-name": p.fleece, "name": p.d.Name, "writable": false}
 		if p.incremental {
 			exp["bitmaps"] = []any{map[string]any{"node": p.active, "name": tracking.TempBitmapName(id)}}
@@ -330,7 +335,6 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 		if err := ss.qmp.Execute(ctx, "block-export-add", exp, nil); err != nil {
 			return nil, errWrap(err, "exporting disk %s over NBD", p.d.Name)
 		}
-		_ = i
 	}
 	if bitmaps, err = nodeBitmaps(ctx, ss); err == nil {
 		for i, p := range plans {

@@ -143,20 +143,8 @@ func (s *Service) offlineImages(v *vm, t *checkpoint.Tree, fn func() error) erro
 	v.mu.Lock()
 	cfg := v.cfg
 	v.mu.Unlock()
-	if st, err := tracking.Load(v.dir); err == nil {
-		changed := false
-		for _, d := range cfg.Disks {
-			if len(st.Bitmaps(d.Name)) == 0 {
-				continue
-			}
-			if why := st.CheckStamp(d.Name, v.path(d.File)); why != "" {
-				st.Lose(d.Name, why)
-				changed = true
-			}
-		}
-		if changed {
-			_ = st.Save(v.dir)
-		}
+	if st, err := tracking.Load(v.dir); err == nil && loseUnstamped(v, st, cfg) {
+		_ = st.Save(v.dir)
 	}
 	err := fn()
 	// The tree names the images the VM writes now; the configuration
@@ -172,6 +160,22 @@ func (s *Service) offlineImages(v *vm, t *checkpoint.Tree, fn func() error) erro
 	}
 	s.stampDisks(v, cfg)
 	return err
+}
+
+// loseUnstamped records as lost every tracked disk whose image changed since
+// hv stamped it, and reports whether there was one.
+func loseUnstamped(v *vm, st *tracking.State, cfg vmconfig.Config) bool {
+	changed := false
+	for _, d := range cfg.Disks {
+		if len(st.Bitmaps(d.Name)) == 0 {
+			continue
+		}
+		if why := st.CheckStamp(d.Name, v.path(d.File)); why != "" {
+			st.Lose(d.Name, why)
+			changed = true
+		}
+	}
+	return changed
 }
 
 // qemuBitmap is a dirty bitmap as query-named-block-nodes shows it.
@@ -243,13 +247,7 @@ func (s *Service) Tracking(ctx context.Context, name string) (api.ChangeTracking
 	if !running && st.Open == nil {
 		// What the next start or offline backup will find, said now (the
 		// record itself changes only then).
-		for _, d := range cfg.Disks {
-			if len(st.Bitmaps(d.Name)) > 0 {
-				if why := st.CheckStamp(d.Name, v.path(d.File)); why != "" {
-					st.Lose(d.Name, why)
-				}
-			}
-		}
+		loseUnstamped(v, st, cfg)
 	}
 	out := api.ChangeTracking{ReferencePoints: []api.ReferencePoint{}, Disks: []api.TrackedDisk{}}
 	for _, r := range st.References {
