@@ -35,22 +35,28 @@ type Error struct {
 
 // HostInfo answers GET /1.0/host.
 type HostInfo struct {
-	Version            string   `json:"version"`
-	APIVersion         string   `json:"api_version"`
-	Hostname           string   `json:"hostname"`
-	Accelerator        string   `json:"accelerator"` // kvm | tcg
-	AcceleratorWarning string   `json:"accelerator_warning,omitempty"`
-	QEMUVersion        string   `json:"qemu_version"`
-	QEMUBinary         string   `json:"qemu_binary"`
-	CPUs               int      `json:"cpus"`
-	MemoryBytes        uint64   `json:"memory_bytes"`
-	MemoryFreeBytes    uint64   `json:"memory_available_bytes"`
-	Root               string   `json:"root"`
-	VMs                int      `json:"vms"`
-	VMsRunning         int      `json:"vms_running"`
-	ConfigVersion      int      `json:"config_version"`       // the VM configuration version this host writes
-	ConfigVersions     []int    `json:"config_versions_read"` // every version it reads
-	Firmware           Firmware `json:"firmware"`
+	Version            string `json:"version"`
+	APIVersion         string `json:"api_version"`
+	Hostname           string `json:"hostname"`
+	Accelerator        string `json:"accelerator"` // kvm | tcg
+	AcceleratorWarning string `json:"accelerator_warning,omitempty"`
+	// AcceleratorCPU is the CPU model VMs get: the one the probe showed to
+	// run guest code under KVM, max under TCG.
+	AcceleratorCPU string `json:"accelerator_cpu"`
+	// AcceleratorMode is what hvd was asked for: auto, kvm or tcg.
+	AcceleratorMode     string    `json:"accelerator_mode"`
+	AcceleratorProbedAt time.Time `json:"accelerator_probed_at"`
+	QEMUVersion         string    `json:"qemu_version"`
+	QEMUBinary          string    `json:"qemu_binary"`
+	CPUs                int       `json:"cpus"`
+	MemoryBytes         uint64    `json:"memory_bytes"`
+	MemoryFreeBytes     uint64    `json:"memory_available_bytes"`
+	Root                string    `json:"root"`
+	VMs                 int       `json:"vms"`
+	VMsRunning          int       `json:"vms_running"`
+	ConfigVersion       int       `json:"config_version"`       // the VM configuration version this host writes
+	ConfigVersions      []int     `json:"config_versions_read"` // every version it reads
+	Firmware            Firmware  `json:"firmware"`
 }
 
 // Firmware says which firmware files the host found.

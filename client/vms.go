@@ -14,6 +14,13 @@ func (c *Client) HostInfo(ctx context.Context) (api.HostInfo, error) {
 	return h, err
 }
 
+// RefreshHost asks hvd to probe the accelerator again and returns the host.
+func (c *Client) RefreshHost(ctx context.Context) (api.HostInfo, error) {
+	var h api.HostInfo
+	err := c.do(ctx, request{method: http.MethodPost, path: "/host/refresh", timeout: c.timeout}, &h)
+	return h, err
+}
+
 // ListVMs returns every VM of the host.
 func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
 	var vms []api.VM

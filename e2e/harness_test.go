@@ -63,7 +63,8 @@ type host struct {
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
 	env    []string
-	netns  string // hvd, its bridges and VMs live in this network namespace when set
+	flags  []string // extra hvd flags
+	netns  string   // hvd, its bridges and VMs live in this network namespace when set
 }
 
 // newHost starts hvd in a fresh root. Everything it started is killed at the end.
@@ -75,6 +76,18 @@ func newHost(t *testing.T, env ...string) *host {
 		t.Fatal(err)
 	}
 	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock"), env: env}
+	h.setup()
+	return h
+}
+
+// newHostFlags starts hvd with extra flags (e.g. --accel tcg).
+func newHostFlags(t *testing.T, flags ...string) *host {
+	t.Helper()
+	root, err := os.MkdirTemp("/tmp", "hve2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock"), flags: flags}
 	h.setup()
 	return h
 }
@@ -122,7 +135,7 @@ func (h *host) setup() {
 func (h *host) startHVD(extraEnv ...string) {
 	h.t.Helper()
 	h.log = &bytes.Buffer{}
-	argv := []string{filepath.Join(*binDir, "hvd"), "--root", h.root, "--socket", h.socket, "--log-level", "debug"}
+	argv := append([]string{filepath.Join(*binDir, "hvd"), "--root", h.root, "--socket", h.socket, "--log-level", "debug"}, h.flags...)
 	if h.netns != "" {
 		// ip netns exec execs hvd in place: h.cmd's pid is hvd's.
 		argv = append([]string{"ip", "netns", "exec", h.netns}, argv...)

@@ -16,29 +16,46 @@ func newHostCmd(a *app) *cobra.Command {
 }
 
 func newHostInfoCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var refresh bool
+	cmd := &cobra.Command{
 		Use:   "info",
 		Short: "Show the host's versions, accelerator, capacity and firmware",
 		Long: `Show what hvd reports about its host: hv and QEMU versions, the accelerator
-VMs run on (kvm, or tcg software emulation when /dev/kvm is not usable, with a
-warning saying why), CPUs and memory, the VMs it holds, the VM configuration
-versions it writes and reads, and the firmware files found for generation 1
-(BIOS) and generation 2 (UEFI, Secure Boot) VMs.`,
+VMs run on and the CPU model they get, CPUs and memory, the VMs it holds, the VM
+configuration versions it writes and reads, and the firmware files found for
+generation 1 (BIOS) and generation 2 (UEFI, Secure Boot) VMs.
+
+The accelerator is kvm when hvd's probe ran guest code under KVM, with the CPU
+model that worked (host where it does); otherwise tcg, software emulation many
+times slower, with the reason in plain words: no /dev/kvm, no permission, or a
+/dev/kvm that opens but cannot run guests (what QEMU and the kernel said).
+hvd probes when it starts (hvd --accel auto|kvm|tcg); --refresh probes again,
+for VMs that start from then on.`,
 		Example: `  hv host info
+  hv host info --refresh        # after loading kvm_intel or enabling nested virtualization
   hv host info -o json | jq .accelerator`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			h, err := a.client().HostInfo(cmd.Context())
+			get := a.client().HostInfo
+			if refresh {
+				get = a.client().RefreshHost
+			}
+			h, err := get(cmd.Context())
 			if err != nil {
 				return err
 			}
 			return a.show(h, func(w io.Writer) { hostTable(w, h) })
 		},
 	}
+	cmd.Flags().BoolVar(&refresh, "refresh", false, "probe the accelerator again before showing the host")
+	return cmd
 }
 
 func hostTable(w io.Writer, h api.HostInfo) {
 	accel := h.Accelerator
+	if h.AcceleratorCPU != "" {
+		accel += ", CPU model " + h.AcceleratorCPU
+	}
 	if h.AcceleratorWarning != "" {
 		accel += " (" + h.AcceleratorWarning + ")"
 	}

@@ -29,8 +29,12 @@ boot); from Saved it resumes from its saved memory state. hv waits until QEMU
 runs the guest: the VM is Running, though its guest may still be booting
 (watch the heartbeat in 'hv vm list').`,
 			"  hv vm start web1\n  hv vm start web1 web2 db1", []string{api.StateOff, api.StateSaved}, "Started"},
-		{api.ActionStop, "Shut VMs down through their guest", `Ask the guest to shut down (ACPI power button, or the guest agent), and wait
-until the VM is Off. Works from Running.
+		{api.ActionStop, "Shut VMs down through their guest", `Ask the guest to shut down, and wait until the VM is Off. Works from Running.
+hv asks in turn, giving each way time before the next: the guest agent's
+guest-shutdown, then 'systemctl poweroff' and 'poweroff' run through the agent
+(a minimal systemd guest without logind refuses the first), then the ACPI power
+button; without an agent it presses the button at once. The VM's state reason
+says which way worked.
 If the guest is not off after --timeout the stop fails and the VM keeps
 running, unless --force is given: then the VM is turned off like 'hv vm kill'.`,
 			"  hv vm stop web1\n  hv vm stop --timeout 2m --force web1 web2",

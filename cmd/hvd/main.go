@@ -33,6 +33,7 @@ func main() {
 
 type options struct {
 	root, socket, logLevel, logFormat string
+	accel                             string
 	heartbeat                         time.Duration
 }
 
@@ -44,7 +45,15 @@ func newCommand() *cobra.Command {
 		Long: `hvd manages the virtual machines of this host. It serves hv's REST API (version 1.0,
 documented at GET /1.0/openapi.yaml) on a unix socket that only root can use, keeps
 each VM's configuration and state under --root, and runs one QEMU process per
-running VM (KVM when /dev/kvm is usable, TCG emulation otherwise).
+running VM.
+
+VMs run on KVM when hvd's probe shows that it runs guest code: at start, hvd
+boots a few bytes of real-mode code (no firmware) under KVM with the host's CPU
+model and a baseline one, and uses the first that reports back. A /dev/kvm that
+opens but cannot run guests (a paravirtual or half-enabled KVM, a CPU feature
+KVM refuses) is not enough. Otherwise VMs run on TCG emulation, and 'hv host
+info' says why in plain words. --accel kvm refuses to start where KVM does not
+work; --accel tcg skips the probe.
 
 QEMU processes outlive hvd: stop or restart hvd at any time (even kill -9) and the
 VMs keep running; the next hvd finds them again. Every change is on disk before the
@@ -70,6 +79,7 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 	f.StringVar(&o.socket, "socket", "/run/hv/hvd.sock", "unix socket to serve the API on")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto (KVM when the probe runs guest code, else TCG), kvm (refuse to start without it) or tcg")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "how often each running VM's guest agent is pinged")
 	return cmd
 }
@@ -115,7 +125,7 @@ func run(ctx context.Context, o options) error {
 	if o.heartbeat < 10*time.Millisecond {
 		return fmt.Errorf("--heartbeat-interval: %s is too short; use 10ms or more (default 1s)", o.heartbeat)
 	}
-	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat, Hooks: crashHooks(log)})
+	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat, Hooks: crashHooks(log), Accel: o.accel})
 	if err != nil {
 		return err
 	}
@@ -128,7 +138,7 @@ func run(ctx context.Context, o options) error {
 	srv := &http.Server{Handler: httpapi.New(svc, ops, bus, log), ReadHeaderTimeout: 10 * time.Second}
 	info := svc.Info()
 	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,
-		"accelerator", info.Accelerator, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)
+		"accelerator", info.Accelerator, "cpu", info.AcceleratorCPU, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -34,6 +34,8 @@ type checkpointMachine struct {
 	HotplugPorts    int           `json:"hotplug_ports,omitempty"`
 	Uptime          time.Duration `json:"uptime"`
 	Paused          bool          `json:"paused,omitempty"`
+	Accel           string        `json:"accel,omitempty"`
+	CPUModel        string        `json:"cpu_model,omitempty"`
 }
 
 // checkpointRequest is a create as the host carries it out.
@@ -338,7 +340,7 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 	v.mu.Lock()
 	running := v.rt.State == api.StateRunning
 	machine := checkpointMachine{BootMemoryBytes: v.rt.BootMemoryBytes, MaxMemoryBytes: v.rt.MaxMemoryBytes,
-		HotplugPorts: v.rt.HotplugPorts, Uptime: v.uptimeLocked(), Paused: !running}
+		HotplugPorts: v.rt.HotplugPorts, Uptime: v.uptimeLocked(), Paused: !running, Accel: v.rt.Accel, CPUModel: v.rt.CPUModel}
 	v.mu.Unlock()
 	cr.Type = typ
 	cr.Memory = typ == checkpoint.Standard && !req.noMemory
@@ -636,7 +638,7 @@ func (s *Service) ApplyCheckpoint(name, cp string, req api.CheckpointApply) (*op
 		if err := s.applyCheckpoint(ctx, op, v, cp, req); err != nil {
 			return nil, err
 		}
-		return v.toAPI(s.accel), nil
+		return v.toAPI(s.currentAccel().Name), nil
 	})
 }
 
@@ -700,6 +702,7 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 	v.mu.Lock()
 	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = m.BootMemoryBytes, m.MaxMemoryBytes, m.HotplugPorts
 	v.rt.UptimeBefore, v.rt.SavedPaused = m.Uptime, m.Paused
+	v.rt.Accel, v.rt.CPUModel = m.Accel, m.CPUModel
 	err = v.setStateLocked(api.StateSaved, reason)
 	v.mu.Unlock()
 	if err != nil {

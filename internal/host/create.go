@@ -125,8 +125,8 @@ func (s *Service) planCreate(ctx context.Context, req api.VMCreate) (createPlan,
 	if err != nil {
 		return p, err
 	}
-	if req.Nested && s.accel != "kvm" {
-		return p, errNestedNeedsKVM()
+	if req.Nested && !s.nestedPossible() {
+		return p, s.errNestedNeedsKVM()
 	}
 	p.cfg = vmconfig.Config{
 		Name: req.Name, ID: newUUID(), Generation: gen, SecureBoot: req.SecureBoot, CPUs: cpus,
@@ -159,10 +159,10 @@ func (s *Service) CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op
 			}
 			defer v.release()
 			if err := s.doStart(ctx, op, v); err != nil {
-				return v.toAPI(s.accel), errWrap(err, "VM %s was created but did not start", v.name)
+				return v.toAPI(s.currentAccel().Name), errWrap(err, "VM %s was created but did not start", v.name)
 			}
 		}
-		return v.toAPI(s.accel), nil
+		return v.toAPI(s.currentAccel().Name), nil
 	}), nil
 }
 
@@ -380,8 +380,8 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 		cfg.MaxMemoryBytes = m
 	}
 	if req.Nested != nil {
-		if *req.Nested && s.accel != "kvm" {
-			return api.VM{}, errNestedNeedsKVM()
+		if *req.Nested && !s.nestedPossible() {
+			return api.VM{}, s.errNestedNeedsKVM()
 		}
 		cfg.Nested = *req.Nested
 	}
@@ -433,8 +433,16 @@ func (s *Service) maxMemory(gen int, mem, hostTotal uint64, given string) (uint6
 	return m, nil
 }
 
-func errNestedNeedsKVM() error {
-	return fmt.Errorf("nested: nested virtualization needs KVM, and this host runs VMs with TCG emulation (no usable /dev/kvm); leave --nested out: %w", errdefs.ErrInvalid)
+// nestedPossible: the guest's own VMs need KVM with the host's CPU model.
+func (s *Service) nestedPossible() bool {
+	a := s.currentAccel()
+	return a.Name == qemu.AccelKVM && a.CPU == "host"
+}
+
+func (s *Service) errNestedNeedsKVM() error {
+	a := s.currentAccel()
+	return fmt.Errorf("nested: nested virtualization needs KVM with the host's CPU model, and this host runs VMs on %s with CPU model %s (%s); leave --nested out: %w",
+		a.Name, a.CPU, a.Reason, errdefs.ErrInvalid)
 }
 
 func newUUID() string {

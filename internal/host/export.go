@@ -59,7 +59,7 @@ func (s *Service) ExportVM(name string, req api.VMExport) (*operation.Op, error)
 		if err := s.exportVM(ctx, op, v, req); err != nil {
 			return nil, errWrap(err, "exporting VM %s", v.name)
 		}
-		return v.toAPI(s.accel), nil
+		return v.toAPI(s.currentAccel().Name), nil
 	})
 }
 
@@ -264,7 +264,7 @@ func (s *Service) ImportVM(req api.VMImport) (*operation.Op, error) {
 			return nil, err
 		}
 		s.publishVM(v, "imported", req.Dir)
-		return v.toAPI(s.accel), nil
+		return v.toAPI(s.currentAccel().Name), nil
 	}), nil
 }
 

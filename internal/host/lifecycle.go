@@ -12,7 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
-	"github.com/hvproject/hv/internal/qga"
+	"github.com/hvproject/hv/internal/qmp"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
@@ -55,7 +55,7 @@ func (s *Service) locked(v *vm, kind, action string, fn func(context.Context, *o
 		if err := fn(ctx, op, v); err != nil {
 			return nil, err
 		}
-		return v.toAPI(s.accel), nil
+		return v.toAPI(s.currentAccel().Name), nil
 	})
 }
 
@@ -97,11 +97,11 @@ func (s *Service) setState(v *vm, state, reason string) error {
 	return err
 }
 
-func (s *Service) spec(v *vm) qemu.Spec {
+func (s *Service) spec(v *vm, accel qemu.Accel) qemu.Spec {
 	c := v.cfg
 	sp := qemu.Spec{
 		Name: c.Name, UUID: c.ID, Generation: c.Generation, SecureBoot: c.SecureBoot,
-		CPUs: c.CPUs, MemoryBytes: c.MemoryBytes, Accel: s.accel, Cmdline: c.Cmdline,
+		CPUs: c.CPUs, MemoryBytes: c.MemoryBytes, Accel: accel.Name, CPUModel: accel.CPU, Cmdline: c.Cmdline,
 		Firmware: s.fw, QMPSocket: v.runPath(sockQMP), AgentSocket: v.runPath(sockAgent),
 		ConsoleSocket: v.runPath(sockConsole), ConsoleLog: v.path(fileConsole), PIDFile: v.runPath(filePID),
 		StartPaused: true, Nested: c.Nested,
@@ -153,6 +153,7 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	s.publishVM(v, "state-changed", "")
 
 	var ss *session
+	var proc *qemu.Process
 	pid := 0
 	defer func() {
 		if err == nil {
@@ -172,7 +173,10 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 				case <-time.After(10 * time.Second):
 				}
 			} else {
-				waitGone(pid, v.cfg.ID, 5*time.Second)
+				select {
+				case <-proc.Done():
+				case <-time.After(10 * time.Second):
+				}
 			}
 		}
 		v.mu.Lock()
@@ -201,7 +205,13 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	if err := s.saveConfig(v, cfg); err != nil {
 		return err
 	}
-	sp := s.spec(v)
+	accel := s.currentAccel()
+	if fromSaved {
+		if err := savedStateRuns(v, accel); err != nil {
+			return err
+		}
+	}
+	sp := s.spec(v, accel)
 	sp.HotplugPorts = ports
 	chains, err := s.diskChains(v)
 	if err != nil {
@@ -219,6 +229,7 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 		sp.HotplugPorts = v.rt.HotplugPorts
 	}
 	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = sp.MemoryBytes, sp.MaxMemoryBytes, sp.HotplugPorts
+	v.rt.Accel, v.rt.CPUModel = accel.Name, accel.CPU
 	v.mu.Unlock()
 	if sp.NICs, err = s.startNICs(ctx, v, cfg); err != nil {
 		return err
@@ -246,16 +257,28 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	s.trackingBeforeStart(ctx, v, cfg)
 	op.SetStage("launching QEMU")
 	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	pid, err = qemu.Launch(lctx, s.qemuBin, args, v.path(fileQEMULog), extra)
+	var monitor *qmp.Client
+	proc, err = qemu.Launch(lctx, s.qemuBin, args, v.path(fileQEMULog), extra, func(ctx context.Context) error {
+		// Ready once QEMU answers a command: those run in its main loop.
+		c, err := qmp.Dial(ctx, v.runPath(sockQMP))
+		if err != nil {
+			return err
+		}
+		if _, err := c.Status(ctx); err != nil {
+			c.Close()
+			return err
+		}
+		monitor = c
+		return nil
+	})
 	cancel()
 	if err != nil {
-		pid = 0
 		if fromSaved {
 			return fmt.Errorf("restoring VM %s from its saved state failed; the state is kept, and 'hv vm kill %s' discards it so the VM boots afresh: %w", v.name, v.name, err)
 		}
 		return errWrap(err, "starting VM %s", v.name)
 	}
-	s.reapStrays() // the middle process of QEMU's double fork
+	pid = proc.Pid
 	v.mu.Lock()
 	v.rt.PID = pid
 	perr := vmconfig.SaveRuntime(v.dir, v.rt)
@@ -265,8 +288,9 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	}
 	s.hook("start:launched")
 
-	ss, err = s.attach(ctx, v, pid)
+	ss, err = s.attach(ctx, v, pid, proc, monitor)
 	if err != nil {
+		monitor.Close()
 		return err
 	}
 	ss.expectExit = true // until Running: a failure here is handled by this function
@@ -315,6 +339,21 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	return nil
 }
 
+// savedStateRuns refuses to restore a memory state under another accelerator
+// or CPU model than it was saved with: the guest would find other CPU features
+// under its feet. A state from before hv recorded them is let through.
+func savedStateRuns(v *vm, now qemu.Accel) error {
+	v.mu.Lock()
+	was, cpu := v.rt.Accel, v.rt.CPUModel
+	v.mu.Unlock()
+	if was == "" || (was == now.Name && cpu == now.CPU) {
+		return nil
+	}
+	return fmt.Errorf("VM %s's saved memory state was taken on %s with CPU model %s, and this host now runs VMs on %s with CPU model %s (%s); "+
+		"restore it on a host like the one it was saved on, or discard it with 'hv vm kill %s' and boot afresh: %w",
+		v.name, was, cpu, now.Name, now.CPU, now.Reason, v.name, errdefs.ErrConflict)
+}
+
 // waitIncoming waits until QEMU has loaded an incoming state (it leaves "inmigrate").
 func waitIncoming(ctx context.Context, ss *session) error {
 	for {
@@ -361,57 +400,23 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 	}
 	s.publishVM(v, "state-changed", "")
 
-	// Ask the guest through its agent first (it shuts down cleanly and at once);
-	// the ACPI power button follows if the agent is absent or does not act.
-	acpi := func() error { return ss.qmp.Execute(ctx, "system_powerdown", nil, nil) }
-	acpiSent := false
-	if agentOK {
-		op.SetStage("asking the guest agent to shut down")
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		aerr := ss.agentCall(actx, func(c *qga.Client) error { return c.Shutdown(actx, "powerdown") })
-		cancel()
-		if aerr != nil {
-			s.log.Info("guest agent shutdown failed; using ACPI", "vm", v.name, "err", aerr)
-			agentOK = false
-		}
+	way, err := s.askShutdown(ctx, op, v, ss, shutdownWays(ss, agentOK), timeout)
+	switch {
+	case err == nil:
+		reason := "stopped by the user (the guest shut down after " + way + ")"
+		s.log.Info("VM shut down", "vm", v.name, "way", way)
+		op.SetStage("the guest shut down after " + way)
+		v.mu.Lock()
+		v.rt.PID = 0
+		err := v.setStateLocked(api.StateOff, reason)
+		v.mu.Unlock()
+		_ = os.Remove(v.runPath(filePID))
+		s.publishVM(v, "state-changed", reason)
+		return err
+	case errors.Is(err, errdefs.ErrTimeout) && req.Force:
+		return s.turnOff(v, ss, fmt.Sprintf("turned off: the guest did not shut down within %s", timeout))
 	}
-	if !agentOK {
-		op.SetStage("pressing the ACPI power button")
-		if err := acpi(); err != nil {
-			return s.stopFailed(v, ss, errWrap(err, "sending the ACPI power button to VM %s", v.name))
-		}
-		acpiSent = true
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	nudge := time.NewTimer(min(10*time.Second, timeout/2))
-	defer nudge.Stop()
-	for {
-		select {
-		case <-ss.exited:
-			v.mu.Lock()
-			v.rt.PID = 0
-			err := v.setStateLocked(api.StateOff, "stopped by the user")
-			v.mu.Unlock()
-			_ = os.Remove(v.runPath(filePID))
-			s.publishVM(v, "state-changed", "stopped")
-			return err
-		case <-nudge.C:
-			if !acpiSent {
-				op.SetStage("pressing the ACPI power button")
-				_ = acpi()
-				acpiSent = true
-			}
-		case <-deadline.C:
-			if req.Force {
-				return s.turnOff(v, ss, fmt.Sprintf("turned off: the guest did not shut down within %s", timeout))
-			}
-			return s.stopFailed(v, ss, fmt.Errorf("VM %s did not shut down within %s (the guest may ignore the power button); retry with a longer --timeout, or with --force to turn it off: %w",
-				v.name, timeout, errdefs.ErrTimeout))
-		case <-ctx.Done():
-			return s.stopFailed(v, ss, ctx.Err())
-		}
-	}
+	return s.stopFailed(v, ss, err)
 }
 
 // stopFailed puts a VM whose stop did not happen back to Running.
@@ -490,7 +495,7 @@ func (s *Service) kill(v *vm) (*operation.Op, error) {
 				return nil, err
 			}
 		}
-		return v.toAPI(s.accel), nil
+		return v.toAPI(s.currentAccel().Name), nil
 	}), nil
 }
 

@@ -108,10 +108,10 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 	}
 	// Running, Paused, Stopping, Saving, PausedCritical: is QEMU still there?
 	if !alive {
-		off("QEMU exited while hvd was not running")
+		off("QEMU exited while hvd was not running" + lastWords(v))
 		return
 	}
-	ss, err := s.attach(ctx, v, pid)
+	ss, err := s.attach(ctx, v, pid, nil, nil)
 	if err != nil {
 		off("could not re-attach to QEMU: " + err.Error())
 		return

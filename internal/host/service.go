@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +45,11 @@ type Options struct {
 	// GuardBinary is the hvd executable, run as "thaw-guard" during freezes
 	// (default: this process's own executable).
 	GuardBinary string
+	// Accel is auto (default: KVM when the probe shows it runs guest code,
+	// else TCG), kvm (refused when the probe fails) or tcg.
+	Accel string
+	// Prober stands in for /dev/kvm and QEMU in tests of the decision.
+	Prober qemu.Prober
 }
 
 // Hooks are called at named points of long operations; nil means none.
@@ -60,8 +66,9 @@ type Service struct {
 	disk     *disk.Tool
 	qemuBin  string
 	qemuVer  string
-	accel    string
-	accelMsg string
+	accel    atomic.Pointer[qemu.Accel] // what VMs start on now; hv host info --refresh probes again
+	prober   qemu.Prober
+	accelFor string // the mode hvd was started with: auto, kvm or tcg
 	fw       qemu.Firmware
 	hbEvery  time.Duration
 	hooks    Hooks
@@ -118,9 +125,12 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.disk, err = disk.NewTool(); err != nil {
 		return nil, err
 	}
-	s.accel, s.accelMsg = qemu.DetectAccelerator()
-	if s.accelMsg != "" {
-		s.log.Warn(s.accelMsg, "accelerator", s.accel)
+	if s.prober = o.Prober; s.prober == nil {
+		s.prober = qemu.HostProber{Binary: s.qemuBin}
+	}
+	s.accelFor = o.Accel
+	if _, err := s.probeAccel(ctx); err != nil {
+		return nil, err
 	}
 	s.fw = qemu.FindFirmware()
 	if s.net, err = netdev.NewManager(filepath.Join(root, "net"), s.log); err != nil {
@@ -130,15 +140,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err := s.net.Restore(ctx); err != nil {
 		s.log.Error("restoring virtual switches; VMs on them will not start until this is fixed", "err", err)
 	}
-	// QEMU daemonizes; as a subreaper hvd becomes the parent of the QEMUs it starts,
-	// so it can collect their exit status (and no zombie outlives them).
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		s.log.Warn("cannot become child subreaper; exit codes of QEMU will be unknown", "err", err)
-	}
 	if err := s.recoverAll(ctx); err != nil {
 		return nil, err
 	}
-	go s.reapLoop(s.stop)
 	return s, nil
 }
 
@@ -170,9 +174,11 @@ func (s *Service) hook(point string) {
 func (s *Service) Info() api.HostInfo {
 	hostname, _ := os.Hostname()
 	total, avail := memInfo()
+	a := s.currentAccel()
 	info := api.HostInfo{
 		Version: Version, APIVersion: api.Version, Hostname: hostname,
-		Accelerator: s.accel, AcceleratorWarning: s.accelMsg,
+		Accelerator: a.Name, AcceleratorWarning: a.Reason, AcceleratorCPU: a.CPU,
+		AcceleratorMode: a.Mode, AcceleratorProbedAt: a.ProbedAt,
 		QEMUVersion: s.qemuVer, QEMUBinary: s.qemuBin,
 		CPUs: numCPU(), MemoryBytes: total, MemoryFreeBytes: avail, Root: s.root,
 		ConfigVersion: vmconfig.CurrentVersion, ConfigVersions: vmconfig.SupportedVersions(),
@@ -186,6 +192,35 @@ func (s *Service) Info() api.HostInfo {
 		}
 	}
 	return info
+}
+
+// probeAccel decides the accelerator new VMs start on (see qemu.ChooseAccel)
+// and logs the decision with its reason.
+func (s *Service) probeAccel(ctx context.Context) (qemu.Accel, error) {
+	a, err := qemu.ChooseAccel(ctx, s.accelFor, s.prober)
+	if err != nil {
+		return qemu.Accel{}, err
+	}
+	s.accel.Store(&a)
+	if a.Name == qemu.AccelKVM && a.Reason == "" {
+		s.log.Info("accelerator", "accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode)
+	} else {
+		s.log.Warn("accelerator: "+a.Reason, "accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode)
+	}
+	return a, nil
+}
+
+// currentAccel is the accelerator a VM starting now gets.
+func (s *Service) currentAccel() qemu.Accel { return *s.accel.Load() }
+
+// RefreshHost probes the accelerator again (after a module was loaded, nested
+// virtualization enabled, ...): VMs that start from now on get the new result;
+// running VMs keep what they started with.
+func (s *Service) RefreshHost(ctx context.Context) (api.HostInfo, error) {
+	if _, err := s.probeAccel(ctx); err != nil {
+		return api.HostInfo{}, err
+	}
+	return s.Info(), nil
 }
 
 // list returns the registered VMs (not placeholders) sorted by name.
@@ -217,7 +252,7 @@ func (s *Service) ListVMs() []api.VM {
 	vs := s.list()
 	out := make([]api.VM, 0, len(vs))
 	for _, v := range vs {
-		out = append(out, v.toAPI(s.accel))
+		out = append(out, v.toAPI(s.currentAccel().Name))
 	}
 	return out
 }
@@ -228,7 +263,7 @@ func (s *Service) GetVM(ctx context.Context, name string) (api.VM, error) {
 	if err != nil {
 		return api.VM{}, err
 	}
-	out := v.toAPI(s.accel)
+	out := v.toAPI(s.currentAccel().Name)
 	v.mu.Lock()
 	ss, maxMem := v.sess, v.rt.MaxMemoryBytes
 	v.mu.Unlock()
@@ -279,7 +314,7 @@ func (s *Service) publishVM(v *vm, action, msg string) {
 	if s.bus == nil {
 		return
 	}
-	s.bus.Publish(api.Event{Type: "vm", Resource: "/1.0/vms/" + v.name, Action: action, Message: msg, Metadata: v.toAPI(s.accel)})
+	s.bus.Publish(api.Event{Type: "vm", Resource: "/1.0/vms/" + v.name, Action: action, Message: msg, Metadata: v.toAPI(s.currentAccel().Name)})
 }
 
 func memInfo() (total, avail uint64) {

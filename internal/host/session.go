@@ -2,13 +2,13 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
@@ -22,6 +22,7 @@ import (
 type session struct {
 	pid  int
 	uuid string
+	proc *qemu.Process // set when this hvd started QEMU (its child): the exit status is known
 	qmp  *qmp.Client
 	stop context.CancelFunc // ends the watchers (hvd shutting down or the VM gone)
 
@@ -36,17 +37,20 @@ type session struct {
 	expectExit bool   // an operation (stop, save, kill) is ending the process on purpose
 }
 
-// attach connects to a QEMU that runs (just launched or found again) and starts
-// its watchers. onExit runs once when the process is gone, unless detached.
-func (s *Service) attach(ctx context.Context, v *vm, pid int) (*session, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, err := qmp.Dial(dctx, v.runPath(sockQMP))
-	if err != nil {
-		return nil, errWrap(err, "connecting to VM %s's QEMU (pid %d) monitor", v.name, pid)
+// attach takes hold of a QEMU that runs (just launched: proc and its QMP
+// client c; or found again after a restart of hvd: both nil, and QMP is
+// dialed) and starts its watchers.
+func (s *Service) attach(ctx context.Context, v *vm, pid int, proc *qemu.Process, c *qmp.Client) (*session, error) {
+	if c == nil {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var err error
+		if c, err = qmp.Dial(dctx, v.runPath(sockQMP)); err != nil {
+			return nil, errWrap(err, "connecting to VM %s's QEMU (pid %d) monitor", v.name, pid)
+		}
 	}
 	wctx, stop := context.WithCancel(context.Background())
-	ss := &session{pid: pid, uuid: v.cfg.ID, qmp: c, stop: stop, agentPath: v.runPath(sockAgent), exited: make(chan struct{})}
+	ss := &session{pid: pid, uuid: v.cfg.ID, proc: proc, qmp: c, stop: stop, agentPath: v.runPath(sockAgent), exited: make(chan struct{})}
 	events, unsubscribe := c.Subscribe()
 	go func() {
 		defer unsubscribe()
@@ -94,16 +98,26 @@ func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
 	case <-ctx.Done():
 		return
 	}
-	status := waitGone(ss.pid, ss.uuid, 10*time.Second)
+	status := ss.waitGone(10 * time.Second)
 	ss.mu.Lock()
+	var sd struct {
+		Guest  bool   `json:"guest"`
+		Reason string `json:"reason"`
+	}
+	_ = json.Unmarshal([]byte(ss.shutdown), &sd)
 	switch {
+	case ss.shutdown != "" && sd.Reason == "host-signal":
+		// SIGTERM, SIGINT or SIGHUP from someone on the host; QEMU logs who.
+		ss.exitReason = "QEMU exited unexpectedly" + status + lastWords(v)
+	case ss.shutdown != "" && sd.Reason == "guest-panic":
+		ss.exitReason = "the guest panicked"
 	case ss.shutdown != "":
 		ss.exitReason = "the guest shut down"
 		if ss.expectExit {
 			ss.exitReason = ""
 		}
 	default:
-		ss.exitReason = "QEMU exited unexpectedly" + status
+		ss.exitReason = "QEMU exited unexpectedly" + status + lastWords(v)
 	}
 	expect := ss.expectExit
 	reason := ss.exitReason
@@ -139,32 +153,43 @@ func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
 	s.publishVM(v, "state-changed", reason)
 }
 
-// waitGone reaps pid when hvd is its parent (it is a subreaper), or polls until it
-// is gone. It returns a suffix describing the exit status when known.
-func waitGone(pid int, uuid string, limit time.Duration) string {
+// waitGone waits until the session's QEMU is gone, killing it when it lingers
+// past limit with its monitor closed (it is useless then). It returns a
+// suffix describing the exit status when known (QEMU is this hvd's child).
+func (ss *session) waitGone(limit time.Duration) string {
+	if ss.proc == nil {
+		waitGone(ss.pid, ss.uuid, limit)
+		return ""
+	}
+	select {
+	case <-ss.proc.Done():
+	case <-time.After(limit):
+		_ = qemu.Kill(ss.pid, ss.uuid)
+		<-ss.proc.Done()
+	}
+	return ss.proc.ExitStatus()
+}
+
+// waitGone polls until a QEMU that is not this hvd's child is gone (init
+// reaps it), killing it when it lingers past limit.
+func waitGone(pid int, uuid string, limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for {
-		var ws unix.WaitStatus
-		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		if wpid == pid {
-			switch {
-			case ws.Signaled():
-				return fmt.Sprintf(" (killed by signal %d, %s)", int(ws.Signal()), ws.Signal())
-			case ws.Exited() && ws.ExitStatus() != 0:
-				return fmt.Sprintf(" (exit status %d)", ws.ExitStatus())
-			}
-			return ""
-		}
-		if errors.Is(err, unix.ECHILD) && !qemu.Alive(pid, uuid) {
-			return ""
-		}
+	for qemu.Alive(pid, uuid) {
 		if time.Now().After(deadline) {
-			// The monitor closed but the process lingers: it is useless; end it.
 			_ = qemu.Kill(pid, uuid)
 			deadline = time.Now().Add(limit)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lastWords quotes what the VM's QEMU last wrote to its log (its error when it
+// died on its own), for the VM's state reason.
+func lastWords(v *vm) string {
+	if w := qemu.LastWords(v.path(fileQEMULog)); w != "" {
+		return "; " + strings.TrimSuffix(w, "; ")
+	}
+	return ""
 }
 
 // agentClient returns a connection to the guest agent, dialing it when needed.

@@ -168,6 +168,9 @@ func (v *vm) toAPI(accel string) api.VM {
 	if v.sess != nil {
 		out.PID = v.sess.pid
 	}
+	if v.rt.Accel != "" && (v.sess != nil || v.rt.State == api.StateSaved) {
+		out.Accelerator = v.rt.Accel // what it started with, whatever the host would give it now
+	}
 	for _, d := range c.Disks {
 		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
 	}

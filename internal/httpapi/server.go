@@ -19,6 +19,7 @@ import (
 // tested against a fake).
 type Host interface {
 	Info() api.HostInfo
+	RefreshHost(ctx context.Context) (api.HostInfo, error)
 	ListVMs() []api.VM
 	GetVM(ctx context.Context, name string) (api.VM, error)
 	CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op, error)
@@ -111,6 +112,7 @@ func (s *Server) routes() []route {
 		{"GET", "/1.0", s.getRoot},
 		{"GET", "/1.0/openapi.yaml", s.getOpenAPI},
 		{"GET", "/1.0/host", s.getHost},
+		{"POST", "/1.0/host/refresh", s.refreshHost},
 		{"GET", "/1.0/vms", s.listVMs},
 		{"POST", "/1.0/vms", s.createVM},
 		{"GET", "/1.0/vms/{name}", s.getVM},
@@ -206,6 +208,15 @@ func (s *Server) getOpenAPI(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.host.Info())
+}
+
+func (s *Server) refreshHost(w http.ResponseWriter, r *http.Request) {
+	h, err := s.host.RefreshHost(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 // accepted answers 202 with the operation and its URL.

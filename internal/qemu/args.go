@@ -54,7 +54,7 @@ func base(a *args, s *Spec) {
 		"-nodefaults", "-no-user-config",
 		"-display", "none",
 		"-msg", "timestamp=on",
-		"-daemonize", "-pidfile", s.PIDFile)
+		"-pidfile", s.PIDFile)
 	if s.StartPaused {
 		a.add("-S")
 	}
@@ -76,12 +76,16 @@ func machine(a *args, s *Spec) {
 		// QEMU's default BIOS on Debian is SeaBIOS's bios-256k.bin already.
 		a.add("-machine", "pc")
 	}
-	cpu := "max" // TCG: every feature QEMU can emulate
-	if s.Accel == AccelKVM {
+	cpu := s.CPUModel
+	switch {
+	case cpu != "":
+	case s.Accel == AccelKVM:
 		cpu = "host"
-		if s.Nested {
-			cpu = opt(cpu, "+vmx", "+svm") // QEMU drops the one the host CPU lacks
-		}
+	default:
+		cpu = CPUModelTCG
+	}
+	if s.Nested {
+		cpu = opt(cpu, "+vmx", "+svm") // QEMU drops the one the host CPU lacks
 	}
 	mem := "size=" + strconv.FormatUint(s.MemoryBytes>>20, 10) + "M"
 	if s.MaxMemoryBytes > s.MemoryBytes {

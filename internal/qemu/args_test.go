@@ -30,7 +30,7 @@ func gen1Spec() Spec {
 }
 
 const wantBase = "-name guest=web01,debug-threads=on -uuid " + testUUID + " -nodefaults -no-user-config -display none " +
-	"-msg timestamp=on -daemonize -pidfile /run/hv/web01/qemu.pid"
+	"-msg timestamp=on -pidfile /run/hv/web01/qemu.pid"
 
 const wantTail = "-chardev socket,id=qmp0,path=/run/hv/web01/qmp.sock,server=on,wait=off -mon chardev=qmp0,mode=control " +
 	"-device virtio-balloon-pci,id=balloon0 -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0 " +

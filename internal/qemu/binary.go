@@ -1,6 +1,7 @@
 // Package qemu builds the command line of one QEMU process per VM, starts it
-// as a daemon and watches or kills it by pid. It does not talk QMP; see
-// internal/qmp.
+// in its own session with its messages kept in a log, watches or kills it by
+// pid, and probes which accelerator really runs guests. It does not talk QMP;
+// see internal/qmp.
 package qemu
 
 import (

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,68 +22,132 @@ const (
 	tailBytes = 64 << 10
 )
 
-// Launch starts QEMU with args (from Args, so with -daemonize and -pidfile)
-// and returns the daemon's pid once QEMU has initialised. The process QEMU
-// forks lives in its own session and outlives the caller. QEMU's output goes to
-// logPath, a file, so nothing can block on a pipe. extraFiles are inherited as
-// fd 3, 4, ... (for Spec.IncomingFD). ctx bounds the wait for initialisation;
-// when it ends first, whatever was started is killed.
+// Process is a QEMU that this hvd started: it is hvd's child, so hvd learns
+// how it ended. (A QEMU found again after a restart of hvd is not; the log's
+// last lines are all that tells how it ended.)
+type Process struct {
+	Pid   int
+	done  chan struct{}
+	state *os.ProcessState
+}
+
+// Done is closed once the process has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitStatus describes how the process ended, as " (killed by signal 6,
+// aborted)" or " (exit status 1)"; "" for a clean exit or before Done.
+func (p *Process) ExitStatus() string {
+	select {
+	case <-p.done:
+	default:
+		return ""
+	}
+	ws, ok := p.state.Sys().(syscall.WaitStatus)
+	switch {
+	case !ok:
+		return ""
+	case ws.Signaled():
+		return fmt.Sprintf(" (killed by signal %d, %s)", int(ws.Signal()), ws.Signal())
+	case ws.Exited() && ws.ExitStatus() != 0:
+		return fmt.Sprintf(" (exit status %d)", ws.ExitStatus())
+	}
+	return ""
+}
+
+// Launch starts QEMU with args (from Args) in its own session, and returns
+// once ready reports that QEMU has initialised (hvd passes a QMP dial and a
+// query-status: the monitor's thread greets early, but commands run in QEMU's
+// main loop). QEMU is not daemonized: its stdout and stderr
+// stay on logPath, a file opened for appending, for the whole life of the
+// process, so what it says when it dies later is kept (it outlives hvd, and
+// the file with it). extraFiles are inherited as fd 3, 4, ... (for
+// Spec.IncomingFD). ctx bounds the wait; when it ends first, or ready fails
+// for good, QEMU is killed.
 //
 // When QEMU fails, the error quotes the last lines it wrote, which name the
 // problem (a missing file, a bad option); the full log stays in logPath.
-func Launch(ctx context.Context, bin string, args []string, logPath string, extraFiles []*os.File) (pid int, err error) {
-	pidFile := argValue(args, "-pidfile")
-	if pidFile == "" || !contains(args, "-daemonize") {
-		return 0, fmt.Errorf("%w: qemu arguments lack -daemonize or -pidfile; build them with qemu.Args", errdefs.ErrInvalid)
+func Launch(ctx context.Context, bin string, args []string, logPath string, extraFiles []*os.File, ready func(context.Context) error) (*Process, error) {
+	if contains(args, "-daemonize") {
+		return nil, fmt.Errorf("%w: qemu arguments hold -daemonize, which would send QEMU's messages to /dev/null; build them with qemu.Args", errdefs.ErrInvalid)
 	}
-	uuid := argValue(args, "-uuid")
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
-		return 0, fmt.Errorf("%w: qemu log: cannot open %q: %v; check that the VM's directory exists and is writable",
+		return nil, fmt.Errorf("%w: qemu log: cannot open %q: %v; check that the VM's directory exists and is writable",
 			errdefs.ErrUnavailable, logPath, err)
 	}
 	defer log.Close()
 	start, _ := log.Seek(0, io.SeekEnd)
-	fmt.Fprintf(log, "hv: %s starting %s %s\n", time.Now().UTC().Format(time.RFC3339), bin, strings.Join(args, " "))
+	fmt.Fprintf(log, "%s%s starting %s %s\n", logHeader, time.Now().UTC().Format(time.RFC3339), bin, strings.Join(args, " "))
 
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = log, log // *os.File: QEMU gets the descriptor itself, no copying goroutine
 	cmd.ExtraFiles = extraFiles
+	cmd.Dir = "/" // hold no directory of hvd's busy, as a daemon would not
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("%w: cannot run %s: %v; install Debian's qemu-system-x86", errdefs.ErrUnavailable, bin, err)
+		return nil, fmt.Errorf("%w: cannot run %s: %v; install Debian's qemu-system-x86", errdefs.ErrUnavailable, bin, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// The foreground process and its first fork share its process group;
-		// the daemon has its own session and is found through the pid file.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		killDaemon(pidFile, uuid)
-		kind, what := errdefs.ErrTimeout, "did not finish starting in time"
-		if errors.Is(ctx.Err(), context.Canceled) {
-			kind, what = errdefs.ErrCanceled, "start was canceled"
+	p := &Process{Pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		p.state = cmd.ProcessState
+		close(p.done)
+	}()
+	fail := func(kind error, format string, a ...any) (*Process, error) {
+		_ = cmd.Process.Kill()
+		<-p.done
+		return nil, fmt.Errorf("%w: "+format, append([]any{kind}, a...)...)
+	}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		rerr := ready(rctx)
+		cancel()
+		if rerr == nil {
+			return p, nil
 		}
-		return 0, fmt.Errorf("%w: qemu %s; %s(full log: %s)", kind, what, quoteLog(logPath, start), logPath)
+		select {
+		case <-p.done:
+			tail := quoteLog(logPath, start)
+			return nil, fmt.Errorf("%w: qemu failed to start%s; %sfix the problem QEMU reports and retry (full log: %s)",
+				failureKind(tail), p.ExitStatus(), tail, logPath)
+		case <-ctx.Done():
+			kind, what := errdefs.ErrTimeout, "did not finish starting in time"
+			if errors.Is(ctx.Err(), context.Canceled) {
+				kind, what = errdefs.ErrCanceled, "start was canceled"
+			}
+			return fail(kind, "qemu %s (last try: %v); %s(full log: %s)", what, rerr, quoteLog(logPath, start), logPath)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
+}
+
+// logHeader starts the line hv writes into the log before each start of QEMU.
+const logHeader = "hv: "
+
+// LastWords quotes the last lines QEMU wrote to logPath since its latest
+// start, as `QEMU said: "..."; ` (empty when it wrote nothing): why a QEMU
+// that died on its own died.
+func LastWords(logPath string) string {
+	f, err := os.Open(logPath)
 	if err != nil {
-		tail := quoteLog(logPath, start)
-		return 0, fmt.Errorf("%w: qemu failed to start: %v; %sfix the problem QEMU reports and retry (full log: %s)",
-			failureKind(tail), err, tail, logPath)
+		return ""
 	}
-	pid, err = readPIDFile(pidFile)
+	defer f.Close()
+	end, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return 0, err
+		return ""
 	}
-	if uuid != "" && !Alive(pid, uuid) {
-		return 0, fmt.Errorf("%w: qemu started but process %d exited at once; %scheck the log %s",
-			errdefs.ErrUnavailable, pid, quoteLog(logPath, start), logPath)
+	from := max(0, end-tailBytes)
+	b, err := io.ReadAll(io.NewSectionReader(f, from, end-from))
+	if err != nil {
+		return ""
 	}
-	return pid, nil
+	if i := bytes.LastIndex(b, []byte("\n"+logHeader)); i >= 0 {
+		from += int64(i) + 1
+	} else if !bytes.HasPrefix(b, []byte(logHeader)) {
+		from = max(0, end-tailBytes) // the header scrolled out of the window
+	}
+	return quoteLog(logPath, from)
 }
 
 // failureKind tells a bad configuration (ErrInvalid: the user can fix it) from
@@ -95,26 +159,6 @@ func failureKind(tail string) error {
 		}
 	}
 	return errdefs.ErrUnavailable
-}
-
-func killDaemon(pidFile, uuid string) {
-	if pid, err := readPIDFile(pidFile); err == nil && uuid != "" {
-		Kill(pid, uuid)
-	}
-}
-
-func readPIDFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("%w: qemu started but its pid file %q cannot be read: %v; check the VM's directory",
-			errdefs.ErrUnavailable, path, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("%w: qemu pid file %q holds %q, not a pid; check the VM's directory",
-			errdefs.ErrUnavailable, path, strings.TrimSpace(string(b)))
-	}
-	return pid, nil
 }
 
 // quoteLog returns the last lines QEMU wrote to the log after offset start,
@@ -137,7 +181,7 @@ func quoteLog(path string, start int64) string {
 	var lines []string
 	for l := range strings.Lines(string(b)) {
 		l = strings.TrimSpace(stamp.ReplaceAllString(l, ""))
-		if l != "" && !strings.HasPrefix(l, "hv: ") {
+		if l != "" && !strings.HasPrefix(l, logHeader) {
 			lines = append(lines, l)
 		}
 	}
@@ -146,15 +190,6 @@ func quoteLog(path string, start int64) string {
 	}
 	lines = lines[max(0, len(lines)-tailLines):]
 	return fmt.Sprintf("QEMU said: %q; ", strings.Join(lines, " | "))
-}
-
-func argValue(args []string, name string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == name {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 func contains(args []string, s string) bool {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,9 +52,13 @@ func testSpec(t *testing.T, dir string, gen int, secure bool) Spec {
 	if out, err := exec.CommandContext(testCtx(t), img, "create", "-q", "-f", "qcow2", disk, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
-	accel, _ := DetectAccelerator()
+	accel, err := ChooseAccel(testCtx(t), AccelAuto, HostProber{Binary: qemuBin(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := Spec{
-		Name: "test-vm", UUID: newUUID(t), Generation: gen, SecureBoot: secure, CPUs: 1, MemoryBytes: 128 << 20, Accel: accel,
+		Name: "test-vm", UUID: newUUID(t), Generation: gen, SecureBoot: secure, CPUs: 1, MemoryBytes: 128 << 20,
+		Accel: accel.Name, CPUModel: accel.CPU,
 		Disks:     []DiskSpec{{ID: "disk0", Path: disk, Format: "qcow2", Boot: true}},
 		Firmware:  FindFirmware(),
 		QMPSocket: filepath.Join(dir, "qmp.sock"), AgentSocket: filepath.Join(dir, "qga.sock"),
@@ -83,21 +88,6 @@ func TestBinaryAndVersion(t *testing.T) {
 	}
 }
 
-func TestDetectAccelerator(t *testing.T) {
-	accel, warning := DetectAccelerator()
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-	}
-	switch {
-	case err == nil && (accel != "kvm" || warning != ""):
-		t.Errorf("KVM usable, got %q, %q", accel, warning)
-	case err != nil && (accel != "tcg" || !strings.Contains(warning, "/dev/kvm") || !strings.Contains(warning, "slower")):
-		t.Errorf("no KVM, got %q, %q", accel, warning)
-	}
-	t.Logf("%s: %s", accel, warning)
-}
-
 func TestLaunchAliveKill(t *testing.T) {
 	bin := qemuBin(t)
 	for _, tc := range []struct {
@@ -112,10 +102,11 @@ func TestLaunchAliveKill(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pid, err := Launch(testCtx(t), bin, args, filepath.Join(dir, "qemu.log"), nil)
+			p, err := Launch(testCtx(t), bin, args, filepath.Join(dir, "qemu.log"), nil, qmpReady(s.QMPSocket))
 			if err != nil {
 				t.Fatal(err)
 			}
+			pid := p.Pid
 			t.Cleanup(func() { Kill(pid, s.UUID) })
 			if !Alive(pid, s.UUID) {
 				t.Fatalf("Alive(%d) = false right after Launch", pid)
@@ -133,7 +124,45 @@ func TestLaunchAliveKill(t *testing.T) {
 			if err := Kill(pid, s.UUID); err != nil {
 				t.Errorf("second Kill: %v", err)
 			}
+			select {
+			case <-p.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("Process.Done not closed after Kill")
+			}
+			if st := p.ExitStatus(); !strings.Contains(st, "killed by signal 9") {
+				t.Errorf("ExitStatus = %q, want killed by signal 9", st)
+			}
 		})
+	}
+}
+
+// qmpReady is what hvd passes to Launch: QEMU's monitor thread greets early,
+// but commands run in the main loop, so an answer to query-status means
+// QEMU has initialised.
+func qmpReady(path string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			conn.SetDeadline(dl)
+		}
+		r := bufio.NewReader(conn)
+		for _, send := range []string{"", `{"execute":"qmp_capabilities"}`, `{"execute":"query-status"}`} {
+			if send != "" {
+				if _, err := conn.Write([]byte(send + "\n")); err != nil {
+					return err
+				}
+			}
+			line, err := r.ReadString('\n')
+			if err != nil || !strings.Contains(line, `"QMP"`) && !strings.Contains(line, `"return"`) {
+				return fmt.Errorf("QMP answered %q, %v", line, err)
+			}
+		}
+		return nil
 	}
 }
 
@@ -161,9 +190,9 @@ func TestLaunchMissingDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "qemu.log")
-	pid, err := Launch(testCtx(t), bin, args, log, nil)
+	p, err := Launch(testCtx(t), bin, args, log, nil, qmpReady(s.QMPSocket))
 	if err == nil {
-		Kill(pid, s.UUID)
+		Kill(p.Pid, s.UUID)
 		t.Fatal("Launch with a missing disk succeeded")
 	}
 	for _, want := range []string{"qemu failed to start", missing, "No such file or directory", log} {
@@ -183,11 +212,11 @@ func TestLaunchCanceled(t *testing.T) {
 	args, _ := Args(s)
 	c, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := Launch(c, bin, args, filepath.Join(dir, "qemu.log"), nil)
+	_, err := Launch(c, bin, args, filepath.Join(dir, "qemu.log"), nil, qmpReady(s.QMPSocket))
 	if !errors.Is(err, errdefs.ErrCanceled) {
 		t.Fatalf("Launch with a canceled ctx: %v", err)
 	}
-	time.Sleep(time.Second) // a daemon that slipped through would have written its pid by now
+	time.Sleep(time.Second) // a QEMU that slipped through would have written its pid by now
 	if b, err := os.ReadFile(s.PIDFile); err == nil {
 		var pid int
 		fmt.Sscan(string(b), &pid)
@@ -195,6 +224,37 @@ func TestLaunchCanceled(t *testing.T) {
 			Kill(pid, s.UUID)
 			t.Error("canceled Launch left QEMU running")
 		}
+	}
+}
+
+// TestLaunchKeepsStderr: what QEMU says after it has started reaches the log,
+// and LastWords quotes it (QEMU prints why when it is terminated by a signal).
+func TestLaunchKeepsStderr(t *testing.T) {
+	bin, dir := qemuBin(t), t.TempDir()
+	s := testSpec(t, dir, 1, false)
+	args, _ := Args(s)
+	log := filepath.Join(dir, "qemu.log")
+	// An earlier start's words must not be quoted for this one.
+	os.WriteFile(log, []byte("hv: earlier start\nqemu-system-x86_64: something old\n"), 0o600)
+	p, err := Launch(testCtx(t), bin, args, log, nil, qmpReady(s.QMPSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Kill(p.Pid, s.UUID) })
+	if err := syscall.Kill(p.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("QEMU did not exit on SIGTERM")
+	}
+	words := LastWords(log)
+	if !strings.Contains(words, "terminating on signal 15") || strings.Contains(words, "something old") {
+		t.Errorf("LastWords = %q, want QEMU's message about signal 15 and nothing of the earlier start", words)
+	}
+	if LastWords(filepath.Join(dir, "missing.log")) != "" {
+		t.Error("LastWords of a missing log is not empty")
 	}
 }
 

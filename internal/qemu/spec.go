@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/validate"
@@ -45,6 +46,9 @@ type Spec struct {
 	CPUs        int
 	MemoryBytes uint64
 	Accel       string // "kvm" or "tcg"
+	// CPUModel is the -cpu model: under KVM the one the accelerator probe
+	// showed to run (Accel.CPU); empty means max under TCG, host under KVM.
+	CPUModel string
 
 	Disks   []DiskSpec
 	Kernel  string // direct kernel boot (optional)
@@ -58,7 +62,7 @@ type Spec struct {
 	AgentSocket   string // optional: guest agent channel
 	ConsoleSocket string // optional: serial console
 	ConsoleLog    string // optional, with ConsoleSocket: everything the console printed
-	PIDFile       string // required: Launch reads the daemon's pid from it
+	PIDFile       string // required: QEMU writes its pid there, for people and tools
 
 	IncomingFD  int  // > 0: restore a saved state from this inherited fd (-incoming fd:N)
 	StartPaused bool // -S: start with the CPUs stopped
@@ -119,6 +123,10 @@ func (s *Spec) check() error {
 	switch {
 	case s.Nested && s.Accel != AccelKVM:
 		return invalid("nested", "nested virtualization needs KVM, and this host runs VMs with TCG; turn nested off")
+	case s.Nested && s.CPUModel != "" && s.CPUModel != "host":
+		return invalid("nested", "nested virtualization needs the host's CPU model, and KVM here runs guests only as %s; turn nested off", s.CPUModel)
+	case strings.ContainsAny(s.CPUModel, ", ="):
+		return invalid("cpu_model", "%q is not a CPU model name; use host, max or a model from qemu-system-x86_64 -cpu help", s.CPUModel)
 	case s.MaxMemoryBytes != 0 && s.MaxMemoryBytes < s.MemoryBytes:
 		return invalid("max_memory", "%d is below memory %d; raise it or use 0 for no hot-add", s.MaxMemoryBytes, s.MemoryBytes)
 	case len(s.SessionSockets) > 0 && s.AgentSocket == "":
@@ -197,7 +205,7 @@ func (s *Spec) checkDisks() error {
 	return nil
 }
 
-// checkPaths: QEMU -daemonize changes to "/", so every path must be absolute.
+// checkPaths: QEMU runs in "/" (Launch), so every path must be absolute.
 func (s *Spec) checkPaths() error {
 	paths := []struct {
 		field, path string

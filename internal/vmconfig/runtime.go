@@ -35,6 +35,10 @@ type Runtime struct {
 	BootMemoryBytes uint64 `json:"boot_memory_bytes,omitempty"`
 	MaxMemoryBytes  uint64 `json:"max_memory_bytes,omitempty"`
 	HotplugPorts    int    `json:"hotplug_ports,omitempty"`
+	// Accel and CPUModel are what QEMU was started with; a saved memory state
+	// restores only under the same.
+	Accel    string `json:"accel,omitempty"`
+	CPUModel string `json:"cpu_model,omitempty"`
 	// ThawBy is set while hv holds the guest's file systems frozen: a restarted
 	// hvd thaws it by then (the guard process cannot reach the agent while hvd
 	// holds its socket). GuardPID is that guard, to end it after the thaw.
