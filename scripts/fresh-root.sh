@@ -43,6 +43,10 @@ for f in /etc/apt/apt.conf.d/*; do
 	cp "$f" "$dir/etc/apt/apt.conf.d/"
 done
 rm -rf "$dir/usr/local/go" && cp -a /usr/local/go "$dir/usr/local/go"
+# The certificate authorities this machine trusts (a network that inspects TLS
+# adds its own, which a new machine of the same kind has too).
+cp -a /usr/local/share/ca-certificates/. "$dir/usr/local/share/ca-certificates/" 2>/dev/null || true
+cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/ca-certificates.crt"
 cp /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
 
 rm -rf "$dir/work" && mkdir -p "$dir/work"
@@ -59,6 +63,6 @@ mnt --rbind /dev "$dir/dev"
 mnt -t tmpfs tmpfs "$dir/run"
 
 echo "fresh-root: running in the chroot: $cmd"
-chroot "$dir" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" \
+chroot "$dir" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
 	PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	/bin/bash -c "cd /work/main && $cmd"
