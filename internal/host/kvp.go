@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/hvproject/hv/api"
@@ -20,11 +18,6 @@ import (
 // line (Hyper-V keeps them in /var/lib/hyperv/.kvp_pool_0). /run exists on
 // every Linux guest; hv writes the file again whenever the agent comes back.
 const GuestKVPFile = "/run/hv-kvp"
-
-var kvpKey = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-
-// maxKVPValue bounds one value (Hyper-V allows 2 KiB).
-const maxKVPValue = 2048
 
 // KVP returns the host-set pairs and the guest's reported facts.
 func (s *Service) KVP(ctx context.Context, name string) (map[string]string, *api.GuestInfo, error) {
@@ -39,11 +32,8 @@ func (s *Service) KVP(ctx context.Context, name string) (map[string]string, *api
 
 // SetKVP stores a pair durably and delivers it to the guest when it can.
 func (s *Service) SetKVP(ctx context.Context, name, key, value string) error {
-	if !kvpKey.MatchString(key) {
-		return fmt.Errorf("key: %q; use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit: %w", key, errdefs.ErrInvalid)
-	}
-	if len(value) > maxKVPValue || strings.ContainsAny(value, "\n\r\x00") {
-		return fmt.Errorf("value: at most %d bytes on one line (no newline or NUL): %w", maxKVPValue, errdefs.ErrInvalid)
+	if err := vmconfig.ValidateKVP(key, value); err != nil {
+		return err
 	}
 	return s.changeKVP(ctx, name, func(m map[string]string) { m[key] = value })
 }

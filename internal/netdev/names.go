@@ -6,9 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/validate"
 )
 
 // ifNameMax is IFNAMSIZ minus the terminating NUL.
@@ -48,26 +48,7 @@ func GenerateMAC() string {
 
 // ValidateMAC accepts a unicast, non-zero MAC written as six colon-separated
 // hex pairs.
-func ValidateMAC(field, s string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("%w: %s: %q %s; give six hex pairs like 52:54:00:12:34:56, or leave it empty for a generated one",
-			errdefs.ErrInvalid, field, s, why)
-	}
-	if len(s) != 17 || strings.Count(s, ":") != 5 {
-		return bad("is not a MAC address")
-	}
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return bad("is not a MAC address")
-	}
-	if hw[0]&1 == 1 {
-		return bad("is a multicast address")
-	}
-	if strings.Trim(s, "0:") == "" {
-		return bad("is all zeros")
-	}
-	return nil
-}
+func ValidateMAC(field, s string) error { return validate.MAC(field, s) }
 
 // bridgeMAC pins a bridge's MAC; otherwise Linux gives the bridge its lowest
 // port's MAC and the host's address moves whenever a VM starts or stops.

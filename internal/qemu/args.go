@@ -39,17 +39,22 @@ type args []string
 
 func (a *args) add(opts ...string) { *a = append(*a, opts...) }
 
-// opt joins key=value pairs into one QEMU option value.
-func opt(kv ...string) string { return strings.Join(kv, ",") }
+// opt joins key=value pairs into one QEMU option value. Every pair that holds
+// a value from outside this file is made by kv, so that no value can end its
+// option and start another (a bus of "pci.0,romfile=/etc/shadow" would make
+// QEMU load a host file as the guest's option ROM).
+func opt(pairs ...string) string { return strings.Join(pairs, ",") }
 
-// esc escapes a value for QEMU's key=value option syntax, where ',' separates
-// options and ",," is a literal comma.
+// kv is key=value with the value escaped for QEMU's option syntax, where ','
+// separates options and ",," is a literal comma.
+func kv(key, value string) string { return key + "=" + esc(value) }
+
 func esc(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
 // base: identity and process behaviour. -nodefaults and -no-user-config make
 // the machine exactly what this command line says, nothing from the host.
 func base(a *args, s *Spec) {
-	a.add("-name", opt("guest="+s.Name, "debug-threads=on"),
+	a.add("-name", opt(kv("guest", s.Name), "debug-threads=on"),
 		"-uuid", s.UUID,
 		"-nodefaults", "-no-user-config",
 		"-display", "none",
@@ -70,8 +75,8 @@ func machine(a *args, s *Spec) {
 		if s.SecureBoot {
 			a.add("-global", opt("driver=cfi.pflash01", "property=secure", "value=on"))
 		}
-		a.add("-drive", opt("if=pflash", "format=raw", "unit=0", "readonly=on", "file="+esc(s.uefiCode())),
-			"-drive", opt("if=pflash", "format=raw", "unit=1", "file="+esc(s.NVRAMPath)))
+		a.add("-drive", opt("if=pflash", "format=raw", "unit=0", "readonly=on", kv("file", s.uefiCode())),
+			"-drive", opt("if=pflash", "format=raw", "unit=1", kv("file", s.NVRAMPath)))
 	} else {
 		// QEMU's default BIOS on Debian is SeaBIOS's bios-256k.bin already.
 		a.add("-machine", "pc")
@@ -89,7 +94,7 @@ func machine(a *args, s *Spec) {
 	}
 	mem := "size=" + strconv.FormatUint(s.MemoryBytes>>20, 10) + "M"
 	if s.MaxMemoryBytes > s.MemoryBytes {
-		mem = opt(mem, "maxmem="+strconv.FormatUint(s.MaxMemoryBytes>>20, 10)+"M")
+		mem = opt(mem, kv("maxmem", strconv.FormatUint(s.MaxMemoryBytes>>20, 10)+"M"))
 	}
 	a.add("-cpu", cpu,
 		"-smp", strconv.Itoa(s.CPUs),
@@ -103,19 +108,19 @@ func hotplugPorts(a *args, s *Spec) {
 		return
 	}
 	for i := 0; i < s.HotplugPorts; i++ {
-		a.add("-device", opt("pcie-root-port", "id="+HotplugPortID(i), "bus=pcie.0",
-			"chassis="+strconv.Itoa(i+1), "slot="+strconv.Itoa(i+1)))
+		a.add("-device", opt("pcie-root-port", kv("id", HotplugPortID(i)), "bus=pcie.0",
+			kv("chassis", strconv.Itoa(i+1)), kv("slot", strconv.Itoa(i+1))))
 	}
 }
 
 // nics: a tap netdev and a virtio-net device per NIC.
 func nics(a *args, s *Spec) {
 	for _, n := range s.NICs {
-		dev := opt("virtio-net-pci", "netdev="+n.ID+"-net", "id="+n.ID, "mac="+n.MAC)
+		dev := opt("virtio-net-pci", kv("netdev", n.ID+"-net"), kv("id", n.ID), kv("mac", n.MAC))
 		if n.Bus != "" {
-			dev = opt(dev, "bus="+n.Bus)
+			dev = opt(dev, kv("bus", n.Bus))
 		}
-		a.add("-netdev", opt("tap", "id="+n.ID+"-net", "ifname="+n.Tap, "script=no", "downscript=no"),
+		a.add("-netdev", opt("tap", kv("id", n.ID+"-net"), kv("ifname", n.Tap), "script=no", "downscript=no"),
 			"-device", dev)
 	}
 }
@@ -128,30 +133,30 @@ func memoryDevice(a *args, s *Spec) {
 		return
 	}
 	size := strconv.FormatUint((s.MaxMemoryBytes-s.MemoryBytes)>>20, 10) + "M"
-	a.add("-object", opt("memory-backend-ram", "id="+VirtioMemID+"-ram", "size="+size),
-		"-device", opt("virtio-mem-pci", "id="+VirtioMemID, "memdev="+VirtioMemID+"-ram",
+	a.add("-object", opt("memory-backend-ram", kv("id", VirtioMemID+"-ram"), kv("size", size)),
+		"-device", opt("virtio-mem-pci", kv("id", VirtioMemID), kv("memdev", VirtioMemID+"-ram"),
 			"requested-size=0", "block-size=2M"))
 }
 
 // control: the sockets hv uses to drive the VM.
 func control(a *args, s *Spec) {
-	a.add("-chardev", opt("socket", "id=qmp0", "path="+esc(s.QMPSocket), "server=on", "wait=off"),
+	a.add("-chardev", opt("socket", "id=qmp0", kv("path", s.QMPSocket), "server=on", "wait=off"),
 		"-mon", opt("chardev=qmp0", "mode=control"))
 	if s.ConsoleSocket != "" {
-		c := opt("socket", "id=console0", "path="+esc(s.ConsoleSocket), "server=on", "wait=off")
+		c := opt("socket", "id=console0", kv("path", s.ConsoleSocket), "server=on", "wait=off")
 		if s.ConsoleLog != "" {
-			c = opt(c, "logfile="+esc(s.ConsoleLog), "logappend=on")
+			c = opt(c, kv("logfile", s.ConsoleLog), "logappend=on")
 		}
 		a.add("-chardev", c, "-serial", "chardev:console0")
 	}
 	if s.AgentSocket != "" {
 		a.add("-device", opt("virtio-serial-pci", "id=vser0"),
-			"-chardev", opt("socket", "id=qga0", "path="+esc(s.AgentSocket), "server=on", "wait=off"),
+			"-chardev", opt("socket", "id=qga0", kv("path", s.AgentSocket), "server=on", "wait=off"),
 			"-device", opt("virtserialport", "bus=vser0.0", "chardev=qga0", "name=org.qemu.guest_agent.0"))
 		for i, p := range s.SessionSockets {
 			id := "session" + strconv.Itoa(i)
-			a.add("-chardev", opt("socket", "id="+id, "path="+esc(p), "server=on", "wait=off"),
-				"-device", opt("virtserialport", "bus=vser0.0", "chardev="+id, "name="+SessionPortName(i)))
+			a.add("-chardev", opt("socket", kv("id", id), kv("path", p), "server=on", "wait=off"),
+				"-device", opt("virtserialport", "bus=vser0.0", kv("chardev", id), kv("name", SessionPortName(i))))
 		}
 	}
 }
@@ -175,13 +180,16 @@ func ImageNodes(file string) (format, protocol string) {
 
 // BlockdevArgs returns the -blockdev option strings that open one image as a
 // format node over a file node. backingNode names the node it backs on; ""
-// leaves the image's own header to decide (a standalone image has none).
+// means none: a qcow2 image then gets "backing=" (null), so that QEMU never
+// opens a backing file named in the image's own header. hv knows every chain
+// from its checkpoint tree; a header that names another file (a crafted
+// import: backing /dev/sda) must not reach the guest.
 func BlockdevArgs(path, format, backingNode string) (protocolOpt, formatOpt string) {
 	fmtNode, fileNode := ImageNodes(path)
-	protocolOpt = opt("driver=file", "node-name="+fileNode, "filename="+esc(path))
-	formatOpt = opt("driver="+format, "node-name="+fmtNode, "file="+fileNode)
-	if backingNode != "" {
-		formatOpt = opt(formatOpt, "backing="+backingNode)
+	protocolOpt = opt("driver=file", kv("node-name", fileNode), kv("filename", path))
+	formatOpt = opt(kv("driver", format), kv("node-name", fmtNode), kv("file", fileNode))
+	if backingNode != "" || format == "qcow2" {
+		formatOpt = opt(formatOpt, kv("backing", backingNode))
 	}
 	return protocolOpt, formatOpt
 }
@@ -202,12 +210,12 @@ func disks(a *args, s *Spec) {
 		}
 		p, f := BlockdevArgs(d.Path, d.Format, backing)
 		top, _ := ImageNodes(d.Path)
-		dev := opt("virtio-blk-pci", "drive="+top, "id="+d.ID)
+		dev := opt("virtio-blk-pci", kv("drive", top), kv("id", d.ID))
 		if d.Boot {
 			dev = opt(dev, "bootindex=0")
 		}
 		if d.Bus != "" {
-			dev = opt(dev, "bus="+d.Bus)
+			dev = opt(dev, kv("bus", d.Bus))
 		}
 		a.add("-blockdev", p, "-blockdev", f, "-device", dev)
 	}

@@ -34,7 +34,7 @@ const wantBase = "-name guest=web01,debug-threads=on -uuid " + testUUID + " -nod
 
 const wantTail = "-chardev socket,id=qmp0,path=/run/hv/web01/qmp.sock,server=on,wait=off -mon chardev=qmp0,mode=control " +
 	"-device virtio-balloon-pci,id=balloon0 -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0 " +
-	"-blockdev driver=file,node-name=img-c28f25c02709b5d2-p,filename=/vms/web01/disk0.qcow2 -blockdev driver=qcow2,node-name=img-c28f25c02709b5d2,file=img-c28f25c02709b5d2-p " +
+	"-blockdev driver=file,node-name=img-c28f25c02709b5d2-p,filename=/vms/web01/disk0.qcow2 -blockdev driver=qcow2,node-name=img-c28f25c02709b5d2,file=img-c28f25c02709b5d2-p,backing= " +
 	"-device virtio-blk-pci,drive=img-c28f25c02709b5d2,id=disk0,bootindex=0"
 
 func TestArgs(t *testing.T) {
@@ -72,6 +72,13 @@ func TestArgs(t *testing.T) {
 			" -device virtio-balloon-pci,id=balloon0 -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0" +
 			" -blockdev driver=file,node-name=img-9d8877255ccbadca-p,filename=/vms/a,,b.raw -blockdev driver=raw,node-name=img-9d8877255ccbadca,file=img-9d8877255ccbadca-p" +
 			" -device virtio-blk-pci,drive=img-9d8877255ccbadca,id=data"},
+		// A value that reached the spec with a comma stays one value: it
+		// can never start another option (romfile= would hand the guest a
+		// host file as its option ROM).
+		{"hostile bus stays one value", func(s *Spec) {
+			s.Disks[0].Bus = "pci.0,romfile=/etc/shadow"
+		}, wantBase + " -accel tcg -machine pc -cpu max -smp 2 -m size=1024M " +
+			strings.Replace(wantTail, "bootindex=0", "bootindex=0,bus=pci.0,,romfile=/etc/shadow", 1)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -197,6 +197,18 @@ func (s *Spec) checkDisks() error {
 		if err := absPath(field+".path", d.Path, true); err != nil {
 			return err
 		}
+		for j, b := range d.Backing {
+			// Backing is top first: only the bottom image may be raw.
+			if b.Format != "qcow2" && (b.Format != "raw" || j != len(d.Backing)-1) {
+				return invalid(fmt.Sprintf("%s.backing[%d].format", field, j), "%q; backing images are qcow2, and raw only at the bottom of a chain", b.Format)
+			}
+			if err := absPath(fmt.Sprintf("%s.backing[%d].path", field, j), b.Path, true); err != nil {
+				return err
+			}
+		}
+		if len(d.Backing) > 0 && d.Format != "qcow2" {
+			return invalid(field+".format", "%q cannot have backing images; only qcow2 can", d.Format)
+		}
 		seen[d.ID] = true
 		if d.Boot {
 			boot = d.ID

@@ -2,6 +2,7 @@ package validate
 
 import (
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/hvproject/hv/internal/errdefs"
@@ -43,4 +44,27 @@ func Name(field, s string) error {
 
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// MAC checks a NIC's MAC address: unicast, non-zero, six colon-separated hex
+// pairs (the form QEMU's mac= option and the kernel take).
+func MAC(field, s string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: %s: %q %s; give six hex pairs like 52:54:00:12:34:56, or leave it empty for a generated one",
+			errdefs.ErrInvalid, field, s, why)
+	}
+	if len(s) != 17 || strings.Count(s, ":") != 5 {
+		return bad("is not a MAC address")
+	}
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return bad("is not a MAC address")
+	}
+	if hw[0]&1 == 1 {
+		return bad("is a multicast address")
+	}
+	if strings.Trim(s, "0:") == "" {
+		return bad("is all zeros")
+	}
+	return nil
 }

@@ -114,8 +114,11 @@ func (c *Config) ServiceEnabled(name string) bool {
 // format is config.json's envelope: {"config_version": N, "checksum": ..., "vm": {...}}.
 var format = sealed.Format{VersionKey: "config_version", BodyKey: "vm", Version: CurrentVersion}
 
-// Save writes c into dir atomically and durably.
+// Save checks c and writes it into dir atomically and durably.
 func Save(dir string, c Config) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%s: not saved: %w", filepath.Join(dir, FileName), err)
+	}
 	return format.Write(filepath.Join(dir, FileName), c)
 }
 
@@ -133,7 +136,8 @@ func Load(dir string) (Config, int, error) {
 	return Parse(path, data)
 }
 
-// Parse decodes a configuration file's bytes; path is only used in messages.
+// Parse decodes a configuration file's bytes and checks every field
+// (Validate); path is only used in messages.
 func Parse(path string, data []byte) (Config, int, error) {
 	version, raw, err := format.Open(path, data)
 	if err != nil {
@@ -159,6 +163,11 @@ func Parse(path string, data []byte) (Config, int, error) {
 	var c Config
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return Config{}, version, fmt.Errorf("%s: %v: %w", path, err, errdefs.ErrInvalid)
+	}
+	// The checksum catches damage, not an attacker (an imported file is
+	// anyone's): every field is checked before hv uses any.
+	if err := c.Validate(); err != nil {
+		return Config{}, version, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, version, nil
 }

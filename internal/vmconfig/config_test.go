@@ -16,7 +16,7 @@ import (
 func sample() Config {
 	return Config{Name: "web", ID: "0b0e5f1c-0000-4000-8000-000000000001", Generation: 2, CPUs: 2,
 		MemoryBytes: 512 << 20, Disks: []Disk{{Name: "root", File: "root.qcow2", Format: "qcow2", Boot: true}},
-		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+		NVRAM: "nvram.fd", CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 }
 
 func TestRoundTrip(t *testing.T) {
