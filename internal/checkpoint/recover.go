@@ -83,26 +83,22 @@ func removeTemps(vmDir string) {
 	}
 }
 
-// Verify checks that every image the tree names exists, has the recorded
-// format, and backs on the image the tree implies: its parent checkpoint's for
-// the same disk, or nothing.
+// Verify checks every image the tree names with disk.CheckVMImage: it exists
+// as a regular file, has the recorded format (read as that format, never
+// probed), and backs on exactly the image the tree implies (its parent
+// checkpoint's for the same disk, in that image's format, or nothing), with
+// no data file or encryption of its own.
 func (t *Tree) Verify(ctx context.Context, vmDir string, tool *disk.Tool) error {
 	var bad []string
-	check := func(what, file, format, backing string) {
-		info, err := tool.Info(ctx, filepath.Join(vmDir, file))
-		switch {
-		case err != nil:
+	check := func(what, file, format, backing, backingFormat string) {
+		if _, err := tool.CheckVMImage(ctx, filepath.Join(vmDir, file), format, backing, backingFormat); err != nil {
 			bad = append(bad, fmt.Sprintf("%s: %s", what, errdefs.Message(err)))
-		case info.Format != format:
-			bad = append(bad, fmt.Sprintf("%s: %q is %s, the tree says %s", what, file, info.Format, format))
-		case info.BackingFile != backing:
-			bad = append(bad, fmt.Sprintf("%s: %q backs on %q, the tree says %q", what, file, info.BackingFile, backing))
 		}
 	}
 	for _, c := range t.Checkpoints {
 		for _, d := range sortedKeys(c.Disks) {
-			back, _ := t.imageOf(c.Parent, d)
-			check(fmt.Sprintf("checkpoint %q disk %q", c.Name, d), c.Disks[d], c.Formats[d], back)
+			back, backFormat := t.imageOf(c.Parent, d)
+			check(fmt.Sprintf("checkpoint %q disk %q", c.Name, d), c.Disks[d], c.Formats[d], back, backFormat)
 		}
 		if c.StateFile != "" {
 			if _, err := os.Stat(filepath.Join(vmDir, c.StateFile)); err != nil {
@@ -111,8 +107,8 @@ func (t *Tree) Verify(ctx context.Context, vmDir string, tool *disk.Tool) error 
 		}
 	}
 	for _, d := range sortedKeys(t.Active) {
-		back, _ := t.imageOf(t.Current, d)
-		check(fmt.Sprintf("active disk %q", d), t.Active[d], "qcow2", back)
+		back, backFormat := t.imageOf(t.Current, d)
+		check(fmt.Sprintf("active disk %q", d), t.Active[d], "qcow2", back, backFormat)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w: checkpoints of %s do not match their files: %s; restore the VM directory from a backup or an export",

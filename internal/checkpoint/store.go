@@ -79,9 +79,12 @@ func (t *Tree) check() error {
 			return fmt.Errorf("checkpoint name %q is not valid", c.Name)
 		}
 		for d, f := range c.Disks {
-			if !localFile(f) || c.Formats[d] == "" {
-				return fmt.Errorf("checkpoint %q: disk %q: file %q or its format is not valid", c.Name, d, f)
+			if !localFile(f) || !validFormat(c.Formats[d]) {
+				return fmt.Errorf("checkpoint %q: disk %q: file %q or its format %q is not valid (qcow2 or raw)", c.Name, d, f, c.Formats[d])
 			}
+		}
+		if c.StateFile != "" && !localFile(c.StateFile) {
+			return fmt.Errorf("checkpoint %q: state file %q is not a file name in the VM's directory", c.Name, c.StateFile)
 		}
 		ids[c.ID], names[c.Name] = true, true
 	}
@@ -104,8 +107,62 @@ func (t *Tree) check() error {
 			return fmt.Errorf("active disk %q: file %q is not valid", d, f)
 		}
 	}
+	if t.Journal != nil {
+		return t.Journal.check()
+	}
 	return nil
 }
+
+// check refuses a journal that names a file outside the VM's directory:
+// recovery deletes, rebases and creates the files a journal names, as root,
+// and the journal is as hostile as the rest of an imported file.
+func (j *Journal) check() error {
+	var names []string
+	overlays := func(ovs []Overlay) {
+		for _, o := range ovs {
+			names = append(names, o.File)
+			if o.Backing != "" || o.BackingFormat != "" {
+				names = append(names, o.Backing)
+				if !validFormat(o.BackingFormat) {
+					names = append(names, "") // refused below with the rest
+				}
+			}
+		}
+	}
+	names = append(names, j.Remove...)
+	if _, ok := stepOrder[j.Step]; !ok {
+		return fmt.Errorf("journal step %q is unknown", j.Step)
+	}
+	switch {
+	case j.Create != nil:
+		overlays(j.Create.Overlays)
+		for _, f := range j.Create.Checkpoint.Disks {
+			names = append(names, f)
+		}
+		if sf := j.Create.Checkpoint.StateFile; sf != "" {
+			names = append(names, sf)
+		}
+	case j.Apply != nil:
+		overlays(j.Apply.Overlays)
+		names = append(names, j.Apply.Remove...)
+	case j.Delete != nil:
+		for _, r := range j.Delete.Rebases {
+			names = append(names, r.Image)
+			if r.Backing != "" {
+				names = append(names, r.Backing)
+			}
+		}
+		names = append(names, j.Delete.Remove...)
+	}
+	for _, n := range names {
+		if !localFile(n) || n == FileName {
+			return fmt.Errorf("the journal names %q, which is not an image file in the VM's directory", n)
+		}
+	}
+	return nil
+}
+
+func validFormat(f string) bool { return f == "qcow2" || f == "raw" }
 
 // localFile accepts a plain file name inside the VM's directory: the tree
 // must never make hv touch a file elsewhere.

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -221,4 +222,37 @@ func TestPlanDelete(t *testing.T) {
 	}
 	_, err = tr.PlanDelete("nope", false)
 	wantErr(t, err, errdefs.ErrNotFound, "nope")
+}
+
+// TestHostileJournalIsRefused: recovery deletes, rebases and creates what the
+// journal names, as root; a journal naming a file outside the VM's directory
+// (as an imported checkpoints.json may, with a recomputed checksum) is refused
+// at load, before recovery touches anything.
+func TestHostileJournalIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("keep me"), 0o600)
+	rel, _ := filepath.Rel(dir, victim)
+	for name, j := range map[string]*Journal{
+		"remove":          {Kind: KindCreate, Step: StepCommitted, Remove: []string{rel}},
+		"remove absolute": {Kind: KindDelete, Step: StepCommitted, Remove: []string{victim}},
+		"overlay":         {Kind: KindApply, Step: StepBegun, Apply: &ApplyPlan{Overlays: []Overlay{{Disk: "d", File: rel}}}},
+		"apply remove":    {Kind: KindApply, Step: StepSwitched, Apply: &ApplyPlan{Remove: []string{rel}}},
+		"rebase image":    {Kind: KindDelete, Step: StepBegun, Delete: &DeletePlan{Checkpoints: []string{"x"}, Rebases: []Rebase{{Disk: "d", Image: rel}}}},
+		"rebase backing":  {Kind: KindDelete, Step: StepBegun, Delete: &DeletePlan{Checkpoints: []string{"x"}, Rebases: []Rebase{{Disk: "d", Image: "a.qcow2", Backing: "/dev/sda", BackingFormat: "raw"}}}},
+		"state file":      {Kind: KindCreate, Step: StepBegun, Create: &CreatePlan{Checkpoint: Checkpoint{ID: "n", Name: "n", Type: Standard, StateFile: rel}}},
+		"backing format":  {Kind: KindApply, Step: StepBegun, Apply: &ApplyPlan{Overlays: []Overlay{{Disk: "d", File: "o.qcow2", Backing: "b.img", BackingFormat: "vmdk"}}}},
+		"the tree itself": {Kind: KindCreate, Step: StepCommitted, Remove: []string{FileName}},
+		"unknown step":    {Kind: KindCreate, Step: "sideways"},
+	} {
+		tr := &Tree{Journal: j}
+		if err := tr.Save(dir); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Recover(context.Background(), dir, nil)
+		wantErr(t, err, errdefs.ErrInvalid)
+		if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+			t.Fatalf("%s: the victim file was touched", name)
+		}
+	}
 }

@@ -18,6 +18,12 @@ func CopySparse(src, dst string, perm os.FileMode) (err error) {
 		return err
 	}
 	defer in.Close()
+	return CopySparseFrom(in, dst, perm)
+}
+
+// CopySparseFrom is CopySparse from a file already open (see OpenInDir).
+func CopySparseFrom(in *os.File, dst string, perm os.FileMode) (err error) {
+	src := in.Name()
 	fi, err := in.Stat()
 	if err != nil {
 		return err

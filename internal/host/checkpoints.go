@@ -98,7 +98,9 @@ func (s *Service) loadTree(v *vm) (*checkpoint.Tree, error) {
 }
 
 // settledTree is the VM's tree with any unfinished operation settled first
-// (the VM's lock held): what a new checkpoint operation starts from.
+// (the VM's lock held): what a new checkpoint operation starts from. Every
+// image it names is checked (checkpoint.Verify) before the operation opens,
+// rebases or merges any of them.
 func (s *Service) settledTree(ctx context.Context, op *operation.Op, v *vm) (*checkpoint.Tree, error) {
 	t, err := s.loadTree(v)
 	if err != nil {
@@ -106,6 +108,9 @@ func (s *Service) settledTree(ctx context.Context, op *operation.Op, v *vm) (*ch
 	}
 	if err := s.settleJournal(ctx, op, v, t); err != nil {
 		return nil, err
+	}
+	if err := t.Verify(ctx, v.dir, s.disk); err != nil {
+		return nil, errWrap(err, "checking the checkpoints of VM %s", v.name)
 	}
 	return t, nil
 }
@@ -608,16 +613,31 @@ func (s *Service) syncConfigDisks(v *vm, t *checkpoint.Tree) error {
 }
 
 // diskChains returns, per disk, the images its active overlay backs on, for
-// QEMU's command line.
-func (s *Service) diskChains(v *vm) (map[string][]qemu.Image, error) {
+// QEMU's command line, after checking every image of every disk against the
+// tree and the configuration (disk.CheckVMImage): QEMU opens nothing whose
+// header names a file hv does not know, or a format other than recorded.
+func (s *Service) diskChains(ctx context.Context, v *vm, cfg vmconfig.Config) (map[string][]qemu.Image, error) {
 	t, err := s.loadTree(v)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]qemu.Image{}
-	for d := range t.Active {
-		for _, img := range t.Chain(d) {
-			out[d] = append(out[d], qemu.Image{Path: v.path(img.File), Format: img.Format})
+	for _, d := range cfg.Disks {
+		chain := t.Chain(d.Name)
+		file, format := d.File, d.Format
+		for i := 0; ; i++ {
+			backing, backingFormat := "", ""
+			if i < len(chain) {
+				backing, backingFormat = chain[i].File, chain[i].Format
+			}
+			if _, err := s.disk.CheckVMImage(ctx, v.path(file), format, backing, backingFormat); err != nil {
+				return nil, errWrap(err, "disk %s of VM %s", d.Name, v.name)
+			}
+			if i == len(chain) {
+				break
+			}
+			out[d.Name] = append(out[d.Name], qemu.Image{Path: v.path(backing), Format: backingFormat})
+			file, format = backing, backingFormat
 		}
 	}
 	return out, nil

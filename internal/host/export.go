@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"syscall"
 
 	"github.com/hvproject/hv/api"
@@ -229,12 +231,9 @@ func (s *Service) ImportVM(req api.VMImport) (*operation.Op, error) {
 	default:
 		return nil, fmt.Errorf("mode: %q; use copy or register: %w", req.Mode, errdefs.ErrInvalid)
 	}
-	cfg, _, err := vmconfig.Load(req.Dir)
+	cfg, err := readExportConfig(req.Dir)
 	if err != nil {
-		if errors.Is(err, errdefs.ErrNotFound) {
-			return nil, fmt.Errorf("dir: %s holds no %s; give a directory made by hv vm export: %w", req.Dir, vmconfig.FileName, errdefs.ErrInvalid)
-		}
-		return nil, fmt.Errorf("dir: %w", err)
+		return nil, err
 	}
 	name := req.Name
 	if name == "" {
@@ -281,32 +280,8 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 			os.RemoveAll(tmp)
 		}
 	}()
-	entries, err := os.ReadDir(req.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("dir: %v; check the path and its permissions: %w", err, errdefs.ErrUnavailable)
-	}
-	for i, e := range entries {
-		if !e.Type().IsRegular() || e.Name() == vmconfig.RuntimeFileName {
-			continue
-		}
-		src, dst := filepath.Join(req.Dir, e.Name()), filepath.Join(tmp, e.Name())
-		if req.Mode == api.ImportRegister {
-			op.SetProgress("taking the files over", uint64(i), uint64(len(entries)), "files")
-			if err := os.Rename(src, dst); err != nil {
-				if errors.Is(err, syscall.EXDEV) {
-					return nil, fmt.Errorf("mode: %s is on another file system than hv's store; import with copy instead: %w", req.Dir, errdefs.ErrInvalid)
-				}
-				return nil, fmt.Errorf("taking %s over: %v; the export's files are put back; check its permissions, or import with copy: %w", e.Name(), err, errdefs.ErrUnavailable)
-			}
-			continue
-		}
-		op.SetProgress("copying files", uint64(i), uint64(len(entries)), "files")
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if err := fsutil.CopySparse(src, dst, 0o600); err != nil {
-			return nil, fmt.Errorf("copying %s: %v; check the free space in hv's root, then import again: %w", e.Name(), err, errdefs.ErrUnavailable)
-		}
+	if err := s.takeFiles(ctx, op, req, tmp); err != nil {
+		return nil, err
 	}
 	op.SetStage("checking the disks and checkpoints")
 	if err := s.checkImport(ctx, tmp, cfg); err != nil {
@@ -337,12 +312,113 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 	return v, nil
 }
 
+// maxConfigSize bounds an export's config.json (hv's are a few KiB).
+const maxConfigSize = 1 << 20
+
+// readExportConfig reads an export's configuration through the directory held
+// open, never through a link (see takeFiles), and checks every field.
+func readExportConfig(dir string) (vmconfig.Config, error) {
+	d, err := fsutil.OpenDir(dir)
+	if err != nil {
+		return vmconfig.Config{}, fmt.Errorf("dir: %v; give the export's directory itself, not a link to it: %w", err, errdefs.ErrInvalid)
+	}
+	defer d.Close()
+	f, err := d.OpenFile(vmconfig.FileName)
+	if errors.Is(err, os.ErrNotExist) {
+		return vmconfig.Config{}, fmt.Errorf("dir: %s holds no %s; give a directory made by hv vm export: %w", dir, vmconfig.FileName, errdefs.ErrInvalid)
+	}
+	if err != nil {
+		return vmconfig.Config{}, fmt.Errorf("dir: %v: %w", err, errdefs.ErrInvalid)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return vmconfig.Config{}, fmt.Errorf("dir: reading %s: %v: %w", vmconfig.FileName, err, errdefs.ErrUnavailable)
+	}
+	if len(data) > maxConfigSize {
+		return vmconfig.Config{}, fmt.Errorf("dir: %s is over %d bytes, not one hv wrote: %w", vmconfig.FileName, maxConfigSize, errdefs.ErrInvalid)
+	}
+	cfg, _, err := vmconfig.Parse(filepath.Join(dir, vmconfig.FileName), data)
+	if err != nil {
+		return vmconfig.Config{}, fmt.Errorf("dir: %w", err)
+	}
+	return cfg, nil
+}
+
+// takeFiles copies (or, to register, moves) the export's files into tmp.
+// Every file of the export is hostile, and so may be its directory's owner:
+// files are opened by descriptor from the directory held open, never through
+// a symbolic link, and must be regular files with one link, so that nothing
+// can be swapped for a host file (/etc/shadow as the kernel) while hv reads.
+// Register takes over only files root could have written alone; the checks
+// run after the move, in hv's own directory, where no one else can swap them.
+func (s *Service) takeFiles(ctx context.Context, op *operation.Op, req api.VMImport, tmp string) error {
+	src, err := fsutil.OpenDir(req.Dir)
+	if err != nil {
+		return fmt.Errorf("dir: %v; give the export's directory itself, not a link to it: %w", err, errdefs.ErrInvalid)
+	}
+	defer src.Close()
+	dst, err := fsutil.OpenDir(tmp)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	names, err := src.Names()
+	if err != nil {
+		return fmt.Errorf("dir: %v; check the path and its permissions: %w", err, errdefs.ErrUnavailable)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if name == vmconfig.RuntimeFileName {
+			continue
+		}
+		if fi, err := os.Lstat(filepath.Join(req.Dir, name)); err == nil && fi.IsDir() {
+			continue // not hv's; a directory is never opened below
+		}
+		if req.Mode == api.ImportRegister {
+			op.SetProgress("taking the files over", uint64(i), uint64(len(names)), "files")
+			if err := src.Rename(name, dst); err != nil {
+				if errors.Is(err, syscall.EXDEV) {
+					return fmt.Errorf("mode: %s is on another file system than hv's store; import with copy instead: %w", req.Dir, errdefs.ErrInvalid)
+				}
+				return fmt.Errorf("taking %s over: %v; the export's files are put back; check its permissions, or import with copy: %w", name, err, errdefs.ErrUnavailable)
+			}
+			if err := dst.TakeOver(name, os.Geteuid()); err != nil {
+				return fmt.Errorf("dir: %v; register takes over only files that hv's user alone could write; import with copy instead: %w", err, errdefs.ErrInvalid)
+			}
+			continue
+		}
+		op.SetProgress("copying files", uint64(i), uint64(len(names)), "files")
+		f, err := src.OpenFile(name)
+		if err != nil {
+			return fmt.Errorf("dir: %v; an export holds regular files only: %w", err, errdefs.ErrInvalid)
+		}
+		err = fsutil.CopySparseFrom(f, filepath.Join(tmp, name), 0o600)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("copying %s: %v; check the free space in hv's root, then import again: %w", name, err, errdefs.ErrUnavailable)
+		}
+	}
+	return nil
+}
+
 // checkImport checks an imported directory as hvd's recovery would: the
 // checkpoint tree against its images, every file the configuration names
 // inside the directory, and each disk a readable image.
 func (s *Service) checkImport(ctx context.Context, dir string, cfg vmconfig.Config) error {
-	t, err := checkpoint.Recover(ctx, dir, s.disk)
+	// Export never writes an unfinished journal: one in an import is crafted
+	// (recovery acts on what it names) or a copy taken mid-operation.
+	t, err := checkpoint.Load(dir)
 	if err != nil {
+		return fmt.Errorf("dir: %w", err)
+	}
+	if t.Journal != nil {
+		return fmt.Errorf("dir: its checkpoints record an unfinished %s; hv vm export never writes one, so export the VM again from its host: %w", t.Journal.Kind, errdefs.ErrInvalid)
+	}
+	if err := t.Verify(ctx, dir, s.disk); err != nil {
 		return fmt.Errorf("dir: %w", err)
 	}
 	for _, f := range []string{cfg.NVRAM, cfg.Kernel, cfg.Initrd} {
@@ -352,7 +428,7 @@ func (s *Service) checkImport(ctx context.Context, dir string, cfg vmconfig.Conf
 		if f != filepath.Base(f) {
 			return fmt.Errorf("dir: the configuration names %q, outside the VM's directory; re-export the VM: %w", f, errdefs.ErrInvalid)
 		}
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+		if fi, err := os.Lstat(filepath.Join(dir, f)); err != nil || !fi.Mode().IsRegular() {
 			return fmt.Errorf("dir: %s is missing from the export; re-export the VM: %w", f, errdefs.ErrInvalid)
 		}
 	}
@@ -363,15 +439,11 @@ func (s *Service) checkImport(ctx context.Context, dir string, cfg vmconfig.Conf
 		if a := t.Active[d.Name]; a != "" && a != d.File {
 			return fmt.Errorf("dir: disk %s is %q in the configuration but %q in the checkpoints; re-export the VM: %w", d.Name, d.File, a, errdefs.ErrInvalid)
 		}
-		info, err := s.disk.Info(ctx, filepath.Join(dir, d.File))
-		if err != nil {
-			return fmt.Errorf("dir: disk %s: %w", d.Name, err)
-		}
-		if info.Format != d.Format {
-			return fmt.Errorf("dir: disk %s is %s, the configuration says %s; re-export the VM: %w", d.Name, info.Format, d.Format, errdefs.ErrInvalid)
-		}
-		if t.Active[d.Name] == "" && info.BackingFile != "" {
-			return fmt.Errorf("dir: disk %s backs on %q, which no checkpoint explains; re-export the VM: %w", d.Name, info.BackingFile, errdefs.ErrInvalid)
+		if t.Active[d.Name] == "" {
+			// Verify checked the tree's disks; this one has no checkpoints.
+			if _, err := s.disk.CheckVMImage(ctx, filepath.Join(dir, d.File), d.Format, "", ""); err != nil {
+				return fmt.Errorf("dir: disk %s: %w", d.Name, err)
+			}
 		}
 	}
 	return nil

@@ -213,7 +213,8 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	}
 	sp := s.spec(v, accel)
 	sp.HotplugPorts = ports
-	chains, err := s.diskChains(v)
+	op.SetStage("checking the disk images")
+	chains, err := s.diskChains(ctx, v, cfg)
 	if err != nil {
 		return err
 	}

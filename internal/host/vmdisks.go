@@ -105,7 +105,11 @@ func plugDisk(ctx context.Context, ss *session, d vmconfig.Disk, path string) er
 	if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": path}, nil); err != nil {
 		return errWrap(err, "opening disk %s", d.Name)
 	}
-	if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": d.Format, "node-name": format, "file": file}, nil); err != nil {
+	node := map[string]any{"driver": d.Format, "node-name": format, "file": file}
+	if d.Format == "qcow2" {
+		node["backing"] = nil // never the file its header names (see qemu.BlockdevArgs)
+	}
+	if err := ss.qmp.Execute(ctx, "blockdev-add", node, nil); err != nil {
 		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": file}, nil)
 		return errWrap(err, "opening disk %s", d.Name)
 	}
