@@ -197,14 +197,14 @@ func (s *Service) setCheckpointType(v *vm, typ string) error {
 	default:
 		return fmt.Errorf("checkpoint_type: %q is not a checkpoint type; use production, production-only, standard or disabled: %w", typ, errdefs.ErrInvalid)
 	}
-	v.mu.Lock()
-	cfg := v.cfg
-	v.mu.Unlock()
-	cfg.CheckpointType = typ
 	if typ == api.CheckpointProduction {
-		cfg.CheckpointType = "" // the default
+		typ = "" // the default
 	}
-	return s.saveConfig(v, cfg)
+	_, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		c.CheckpointType = typ
+		return nil
+	})
+	return err
 }
 
 // CreateCheckpoint takes a checkpoint; the operation's result is the api.Checkpoint.
@@ -595,21 +595,25 @@ func (s *Service) closeRemoved(v *vm, t *checkpoint.Tree) {
 // the tree is the truth, the configuration follows it.
 func (s *Service) syncConfigDisks(v *vm, t *checkpoint.Tree) error {
 	v.mu.Lock()
-	cfg := v.cfg
-	v.mu.Unlock()
 	changed := false
-	disks := slices.Clone(cfg.Disks)
-	for i, d := range disks {
+	for _, d := range v.cfg.Disks {
 		if a := t.Active[d.Name]; a != "" && a != d.File {
-			disks[i].File, disks[i].Format = a, "qcow2"
 			changed = true
 		}
 	}
+	v.mu.Unlock()
 	if !changed {
 		return nil
 	}
-	cfg.Disks = disks
-	return s.saveConfig(v, cfg)
+	_, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		for i, d := range c.Disks {
+			if a := t.Active[d.Name]; a != "" {
+				c.Disks[i].File, c.Disks[i].Format = a, "qcow2"
+			}
+		}
+		return nil
+	})
+	return err
 }
 
 // diskChains returns, per disk, the images its active overlay backs on, for
@@ -736,34 +740,33 @@ func (s *Service) applyCheckpoint(ctx context.Context, op *operation.Op, v *vm, 
 // the tree's new active overlays. Identity (name, ID, MACs), integration
 // settings and the firmware's variable store stay as they are now.
 func (s *Service) configFromCheckpoint(v *vm, t *checkpoint.Tree, c checkpoint.Checkpoint) error {
-	v.mu.Lock()
-	now := v.cfg
-	v.mu.Unlock()
 	var old vmconfig.Config
 	if err := json.Unmarshal(c.Config, &old); err != nil || len(old.Disks) == 0 {
 		// No usable configuration recorded: keep today's, on the new disks.
 		return s.syncConfigDisks(v, t)
 	}
-	cfg := now
-	cfg.CPUs, cfg.MemoryBytes, cfg.MaxMemoryBytes, cfg.DynamicMemory = old.CPUs, old.MemoryBytes, old.MaxMemoryBytes, old.DynamicMemory
-	cfg.Kernel, cfg.Initrd, cfg.Cmdline, cfg.Nested, cfg.SecureBoot = old.Kernel, old.Initrd, old.Cmdline, old.Nested, old.SecureBoot
-	cfg.Disks = slices.Clone(old.Disks)
-	for i, d := range cfg.Disks {
-		if a := t.Active[d.Name]; a != "" {
-			cfg.Disks[i].File, cfg.Disks[i].Format = a, "qcow2"
+	_, err := s.updateConfig(v, func(cfg *vmconfig.Config) error {
+		macs := map[string]string{}
+		for _, n := range cfg.NICs {
+			macs[n.Name] = n.MAC
 		}
-	}
-	macs := map[string]string{}
-	for _, n := range now.NICs {
-		macs[n.Name] = n.MAC
-	}
-	cfg.NICs = slices.Clone(old.NICs)
-	for i, n := range cfg.NICs {
-		if m, ok := macs[n.Name]; ok {
-			cfg.NICs[i].MAC = m
+		cfg.CPUs, cfg.MemoryBytes, cfg.MaxMemoryBytes, cfg.DynamicMemory = old.CPUs, old.MemoryBytes, old.MaxMemoryBytes, old.DynamicMemory
+		cfg.Kernel, cfg.Initrd, cfg.Cmdline, cfg.Nested, cfg.SecureBoot = old.Kernel, old.Initrd, old.Cmdline, old.Nested, old.SecureBoot
+		cfg.Disks = slices.Clone(old.Disks)
+		for i, d := range cfg.Disks {
+			if a := t.Active[d.Name]; a != "" {
+				cfg.Disks[i].File, cfg.Disks[i].Format = a, "qcow2"
+			}
 		}
-	}
-	return s.saveConfig(v, cfg)
+		cfg.NICs = slices.Clone(old.NICs)
+		for i, n := range cfg.NICs {
+			if m, ok := macs[n.Name]; ok {
+				cfg.NICs[i].MAC = m
+			}
+		}
+		return nil
+	})
+	return err
 }
 
 // DeleteCheckpoint deletes a checkpoint (and its descendants with subtree),

@@ -345,63 +345,62 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 		}
 		return api.VM{}, err
 	}
-	v.mu.Lock()
-	cfg := v.cfg
-	v.mu.Unlock()
-	total, _ := memInfo()
-	if req.CPUs != nil {
-		if err := validate.CPUs("cpus", *req.CPUs, numCPU()); err != nil {
-			return api.VM{}, err
+	if _, err := s.updateConfig(v, func(cfg *vmconfig.Config) error {
+		total, _ := memInfo()
+		if req.CPUs != nil {
+			if err := validate.CPUs("cpus", *req.CPUs, numCPU()); err != nil {
+				return err
+			}
+			cfg.CPUs = *req.CPUs
 		}
-		cfg.CPUs = *req.CPUs
-	}
-	if req.Memory != nil {
-		mem, err := validate.ParseSize("memory", *req.Memory)
-		if err != nil {
-			return api.VM{}, err
+		if req.Memory != nil {
+			mem, err := validate.ParseSize("memory", *req.Memory)
+			if err != nil {
+				return err
+			}
+			if err := validate.Memory("memory", mem, total); err != nil {
+				return err
+			}
+			// Keep the hot-add range's size unless it is set explicitly.
+			if cfg.MaxMemoryBytes <= cfg.MemoryBytes || cfg.MaxMemoryBytes < mem {
+				cfg.MaxMemoryBytes = mem
+				if cfg.Generation == 2 && req.MaxMemory == nil {
+					cfg.MaxMemoryBytes, _ = s.maxMemory(2, mem, total, "")
+				}
+			}
+			cfg.MemoryBytes = mem
 		}
-		if err := validate.Memory("memory", mem, total); err != nil {
-			return api.VM{}, err
+		if req.MaxMemory != nil {
+			m, err := s.maxMemory(cfg.Generation, cfg.MemoryBytes, total, *req.MaxMemory)
+			if err != nil {
+				return err
+			}
+			cfg.MaxMemoryBytes = m
 		}
-		// Keep the hot-add range's size unless it is set explicitly.
-		if cfg.MaxMemoryBytes <= cfg.MemoryBytes || cfg.MaxMemoryBytes < mem {
-			cfg.MaxMemoryBytes = mem
-			if cfg.Generation == 2 && req.MaxMemory == nil {
-				cfg.MaxMemoryBytes, _ = s.maxMemory(2, mem, total, "")
+		if req.Nested != nil {
+			if *req.Nested && !s.nestedPossible() {
+				return s.errNestedNeedsKVM()
+			}
+			cfg.Nested = *req.Nested
+		}
+		if req.DynamicMemory != nil {
+			dm, err := planDynamicMemory(*cfg, *req.DynamicMemory)
+			if err != nil {
+				return err
+			}
+			cfg.DynamicMemory = dm
+			if dm != nil && dm.MaximumBytes > cfg.MaxMemoryBytes {
+				cfg.MaxMemoryBytes = dm.MaximumBytes
 			}
 		}
-		cfg.MemoryBytes = mem
-	}
-	if req.MaxMemory != nil {
-		m, err := s.maxMemory(cfg.Generation, cfg.MemoryBytes, total, *req.MaxMemory)
-		if err != nil {
-			return api.VM{}, err
+		if req.Cmdline != nil {
+			if cfg.Kernel == "" && *req.Cmdline != "" {
+				return fmt.Errorf("cmdline: VM %s boots from its disk, not a kernel; the command line belongs to its boot loader: %w", name, errdefs.ErrInvalid)
+			}
+			cfg.Cmdline = *req.Cmdline
 		}
-		cfg.MaxMemoryBytes = m
-	}
-	if req.Nested != nil {
-		if *req.Nested && !s.nestedPossible() {
-			return api.VM{}, s.errNestedNeedsKVM()
-		}
-		cfg.Nested = *req.Nested
-	}
-	if req.DynamicMemory != nil {
-		dm, err := planDynamicMemory(cfg, *req.DynamicMemory)
-		if err != nil {
-			return api.VM{}, err
-		}
-		cfg.DynamicMemory = dm
-		if dm != nil && dm.MaximumBytes > cfg.MaxMemoryBytes {
-			cfg.MaxMemoryBytes = dm.MaximumBytes
-		}
-	}
-	if req.Cmdline != nil {
-		if cfg.Kernel == "" && *req.Cmdline != "" {
-			return api.VM{}, fmt.Errorf("cmdline: VM %s boots from its disk, not a kernel; the command line belongs to its boot loader: %w", name, errdefs.ErrInvalid)
-		}
-		cfg.Cmdline = *req.Cmdline
-	}
-	if err := s.saveConfig(v, cfg); err != nil {
+		return nil
+	}); err != nil {
 		return api.VM{}, err
 	}
 	return s.GetVM(ctx, name)

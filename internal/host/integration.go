@@ -109,22 +109,21 @@ func (s *Service) UpdateIntegration(ctx context.Context, name string, req api.In
 			return nil, fmt.Errorf("service: %q is both enabled and disabled; pick one: %w", n, errdefs.ErrInvalid)
 		}
 	}
-	v.mu.Lock()
-	cfg := v.cfg
-	disabled := slices.Clone(cfg.DisabledServices)
-	for _, n := range req.Disable {
-		if !slices.Contains(disabled, n) {
-			disabled = append(disabled, n)
+	cfg, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		for _, n := range req.Disable {
+			if !slices.Contains(c.DisabledServices, n) {
+				c.DisabledServices = append(c.DisabledServices, n)
+			}
 		}
-	}
-	disabled = slices.DeleteFunc(disabled, func(n string) bool { return slices.Contains(req.Enable, n) })
-	sort.Strings(disabled)
-	cfg.DisabledServices = disabled
-	if err := vmconfig.Save(v.dir, cfg); err != nil {
-		v.mu.Unlock()
+		c.DisabledServices = slices.DeleteFunc(c.DisabledServices, func(n string) bool { return slices.Contains(req.Enable, n) })
+		sort.Strings(c.DisabledServices)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	v.cfg, v.cfgVer = cfg, vmconfig.CurrentVersion
+	disabled := cfg.DisabledServices
+	v.mu.Lock()
 	if !cfg.ServiceEnabled(api.ServiceHeartbeat) {
 		v.hb = api.HeartbeatDisabled
 	} else if v.hb == api.HeartbeatDisabled {

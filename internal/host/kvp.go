@@ -58,21 +58,19 @@ func (s *Service) changeKVP(ctx context.Context, name string, change func(map[st
 	if err != nil {
 		return err
 	}
-	v.mu.Lock()
-	cfg := v.cfg
-	cfg.KVP = maps.Clone(cfg.KVP)
-	if cfg.KVP == nil {
-		cfg.KVP = map[string]string{}
-	}
-	change(cfg.KVP)
-	if err := vmconfig.Save(v.dir, cfg); err != nil {
-		v.mu.Unlock()
+	cfg, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		if c.KVP == nil {
+			c.KVP = map[string]string{}
+		}
+		change(c.KVP)
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	v.cfg, v.cfgVer = cfg, vmconfig.CurrentVersion
+	v.mu.Lock()
 	ss := v.sess
 	v.mu.Unlock()
-	s.publishVM(v, "updated", "key-value pairs changed")
 	if ss != nil && cfg.ServiceEnabled(api.ServiceDataExchange) {
 		// Durable already; delivery is best effort now and repeated at every contact.
 		if err := s.pushKVP(ctx, v, ss); err != nil {

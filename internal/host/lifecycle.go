@@ -198,11 +198,12 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	}
 	// Devices get fixed hot-plug ports, recorded before QEMU starts, so that a
 	// later restore puts every device back where the saved state expects it.
-	v.mu.Lock()
-	cfg := v.cfg
-	v.mu.Unlock()
-	ports := assignBuses(&cfg)
-	if err := s.saveConfig(v, cfg); err != nil {
+	ports := 0
+	cfg, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		ports = assignBuses(c)
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	accel := s.currentAccel()

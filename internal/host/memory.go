@@ -100,8 +100,10 @@ func (s *Service) resizeMemory(ctx context.Context, v *vm, want string) (api.VM,
 	if err := setPlugged(ctx, ss.qmp, target-boot); err != nil {
 		return api.VM{}, errWrap(err, "resizing VM %s's memory", v.name)
 	}
-	cfg.MemoryBytes = target // the next cold boot starts with it
-	if err := s.saveConfig(v, cfg); err != nil {
+	if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		c.MemoryBytes = target // the next cold boot starts with it
+		return nil
+	}); err != nil {
 		return api.VM{}, err
 	}
 	s.log.Info("memory resized while running", "vm", v.name, "memory", validate.FormatSize(target))

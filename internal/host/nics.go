@@ -88,8 +88,10 @@ func (s *Service) AddNIC(name string, req api.NICAdd) (*operation.Op, error) {
 				return err
 			}
 		}
-		cfg.NICs = append(slices.Clone(cfg.NICs), nic)
-		if err := s.saveConfig(v, cfg); err != nil {
+		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+			c.NICs = append(c.NICs, nic)
+			return nil
+		}); err != nil {
 			return err
 		}
 		s.log.Info("NIC added", "vm", v.name, "nic", nic.Name, "switch", nic.Switch, "mac", nic.MAC, "live", ss != nil)
@@ -147,8 +149,10 @@ func (s *Service) RemoveNIC(name, nicName string) (*operation.Op, error) {
 			_ = ss.qmp.Execute(ctx, "netdev_del", map[string]any{"id": id + "-net"}, nil)
 			_ = s.net.DeleteTap(ctx, netdev.TapName(cfg.ID, nicName))
 		}
-		cfg.NICs = slices.DeleteFunc(slices.Clone(cfg.NICs), func(n vmconfig.NIC) bool { return n.Name == nicName })
-		if err := s.saveConfig(v, cfg); err != nil {
+		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+			c.NICs = slices.DeleteFunc(c.NICs, func(n vmconfig.NIC) bool { return n.Name == nicName })
+			return nil
+		}); err != nil {
 			return err
 		}
 		s.log.Info("NIC removed", "vm", v.name, "nic", nicName)
@@ -180,16 +184,28 @@ func (s *Service) stopNICs(cfg vmconfig.Config) {
 	}
 }
 
-// saveConfig writes cfg durably and makes it the VM's.
-func (s *Service) saveConfig(v *vm, cfg vmconfig.Config) error {
+// updateConfig changes the VM's configuration: change gets a copy of the
+// current one (read now, not when the caller started), and what it leaves is
+// written durably and becomes the VM's. Every change of a configuration goes
+// through here, so that a long operation never writes back an old copy over
+// a change made meanwhile (a key-value pair, an integration setting).
+func (s *Service) updateConfig(v *vm, change func(c *vmconfig.Config) error) (vmconfig.Config, error) {
+	v.cfgMu.Lock()
+	defer v.cfgMu.Unlock()
+	v.mu.Lock()
+	cfg := v.cfg.Clone()
+	v.mu.Unlock()
+	if err := change(&cfg); err != nil {
+		return vmconfig.Config{}, err
+	}
 	if err := vmconfig.Save(v.dir, cfg); err != nil {
-		return err
+		return vmconfig.Config{}, err
 	}
 	v.mu.Lock()
 	v.cfg, v.cfgVer = cfg, vmconfig.CurrentVersion
 	v.mu.Unlock()
 	s.publishVM(v, "updated", "")
-	return nil
+	return cfg, nil
 }
 
 // Switches: the host service owns the rules that involve VMs; netdev does the rest.

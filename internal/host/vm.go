@@ -25,6 +25,11 @@ type vm struct {
 	// waiting caller can give up when its context ends.
 	lock chan struct{}
 
+	// cfgMu serializes changes of the configuration: each is a read, a
+	// change and a durable write as one step (updateConfig), so that two
+	// changes never undo each other, whatever else holds the VM.
+	cfgMu sync.Mutex
+
 	mu      sync.Mutex // guards the fields below
 	cfg     vmconfig.Config
 	cfgVer  int

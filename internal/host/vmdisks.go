@@ -91,8 +91,10 @@ func (s *Service) AddDisk(ctx context.Context, name string, req api.DiskAdd) (*o
 				return err
 			}
 		}
-		cfg.Disks = append(slices.Clone(cfg.Disks), d)
-		if err := s.saveConfig(v, cfg); err != nil {
+		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+			c.Disks = append(c.Disks, d)
+			return nil
+		}); err != nil {
 			return err
 		}
 		s.log.Info("disk added", "vm", v.name, "disk", diskName, "live", ss != nil)
@@ -160,8 +162,10 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": format}, nil)
 			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
 		}
-		cfg.Disks = slices.DeleteFunc(slices.Clone(cfg.Disks), func(d vmconfig.Disk) bool { return d.Name == diskName })
-		if err := s.saveConfig(v, cfg); err != nil {
+		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+			c.Disks = slices.DeleteFunc(c.Disks, func(d vmconfig.Disk) bool { return d.Name == diskName })
+			return nil
+		}); err != nil {
 			return err
 		}
 		s.log.Info("disk removed; its file stays in the VM's directory", "vm", v.name, "disk", diskName)

@@ -171,3 +171,31 @@ func Parse(path string, data []byte) (Config, int, error) {
 	}
 	return c, version, nil
 }
+
+// Clone returns a copy of c that shares no slice or map with it.
+func (c Config) Clone() Config {
+	out := c
+	out.Disks = append([]Disk(nil), c.Disks...)
+	out.NICs = append([]NIC(nil), c.NICs...)
+	out.DisabledServices = append([]string(nil), c.DisabledServices...)
+	if c.KVP != nil {
+		out.KVP = make(map[string]string, len(c.KVP))
+		for k, v := range c.KVP {
+			out.KVP[k] = v
+		}
+	}
+	if c.DynamicMemory != nil {
+		dm := *c.DynamicMemory
+		out.DynamicMemory = &dm
+	}
+	if c.Disks == nil {
+		out.Disks = nil
+	}
+	if c.NICs == nil {
+		out.NICs = nil
+	}
+	if c.DisabledServices == nil {
+		out.DisabledServices = nil
+	}
+	return out
+}
