@@ -170,7 +170,9 @@ func (s *Service) openBackupNow(ctx context.Context, op *operation.Op, v *vm, re
 	open.Backup.ExpiresAt = time.Now().Add(life).UTC()
 	st.Open = open
 	if err := st.Save(v.dir); err != nil {
-		s.endBackup(context.Background(), v, st, false)
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		s.endBackup(cctx, v, st, false)
 		return api.Backup{}, err
 	}
 	s.armBackup(v, open)
@@ -263,7 +265,9 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 	}
 	defer func() {
 		if err != nil {
-			s.endBackup(context.Background(), v, st, false)
+			cctx, cancel := cleanupCtx()
+			defer cancel()
+			s.endBackup(cctx, v, st, false)
 		}
 	}()
 	op.SetStage("preparing the point-in-time view")
@@ -367,7 +371,9 @@ func (s *Service) beginOffline(ctx context.Context, op *operation.Op, v *vm, st 
 	}
 	defer func() {
 		if err != nil {
-			s.endBackup(context.Background(), v, st, false)
+			cctx, cancel := cleanupCtx()
+			defer cancel()
+			s.endBackup(cctx, v, st, false)
 		}
 	}()
 	op.SetStage("exporting the disks over NBD")

@@ -965,12 +965,16 @@ func (s *Service) recoverCheckpoints(ctx context.Context, v *vm) {
 		return
 	}
 	if t.Journal != nil && t.Journal.Kind == checkpoint.KindDelete && v.sess != nil {
-		if err := v.acquire("checkpoint.recover", "", nil); err != nil {
+		// hv vm kill cancels it; a QEMU that stops answering ends it.
+		mctx, cancel := context.WithCancel(context.Background())
+		if err := v.acquire("checkpoint.recover", "", cancel); err != nil {
+			cancel()
 			return
 		}
 		go func() {
+			defer cancel()
 			defer v.release()
-			if err := s.settleJournal(context.Background(), nil, v, t); err != nil {
+			if err := s.settleJournal(mctx, nil, v, t); err != nil {
 				s.log.Error("finishing a checkpoint delete after a restart", "vm", v.name, "err", err)
 				return
 			}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/checkpoint"
@@ -87,7 +88,12 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 		tempID = c.ID
 		defer func() {
 			// The temporary checkpoint goes whatever happened; its data merges into the running disks.
-			if derr := s.deleteCheckpoint(context.Background(), op, v, tempID, false); derr != nil {
+			// Not the operation's context, which a cancel ended; a merge
+			// takes as long as the data, but a QEMU that stops answering
+			// must not hold the VM forever.
+			dctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			if derr := s.deleteCheckpoint(dctx, op, v, tempID, false); derr != nil {
 				s.log.Error("removing the export's temporary checkpoint; delete it by hand", "vm", v.name, "checkpoint", c.Name, "err", derr)
 			}
 		}()

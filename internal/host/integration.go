@@ -196,7 +196,9 @@ func (s *Service) syncTimeAfter(v *vm, why string) {
 		return
 	}
 	go func() {
-		res, err := s.syncTime(context.Background(), v, ss)
+		ctx, cancel := cleanupCtx()
+		defer cancel()
+		res, err := s.syncTime(ctx, v, ss)
 		if err != nil {
 			s.log.Warn("time sync after "+why+" failed", "vm", v.name, "err", err)
 			return

@@ -109,7 +109,9 @@ func (s *Service) plugNIC(ctx context.Context, v *vm, ss *session, nic vmconfig.
 	id := nicID(nic.Name)
 	netArgs := map[string]any{"type": "tap", "id": id + "-net", "ifname": tap, "script": "no", "downscript": "no"}
 	if err := ss.qmp.Execute(ctx, "netdev_add", netArgs, nil); err != nil {
-		_ = s.net.DeleteTap(context.Background(), tap)
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		_ = s.net.DeleteTap(cctx, tap)
 		return errWrap(err, "attaching tap %s", tap)
 	}
 	dev := map[string]any{"driver": "virtio-net-pci", "id": id, "netdev": id + "-net", "mac": nic.MAC}
@@ -117,8 +119,10 @@ func (s *Service) plugNIC(ctx context.Context, v *vm, ss *session, nic vmconfig.
 		dev["bus"] = nic.Bus
 	}
 	if err := ss.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
-		_ = ss.qmp.Execute(context.Background(), "netdev_del", map[string]any{"id": id + "-net"}, nil)
-		_ = s.net.DeleteTap(context.Background(), tap)
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		_ = ss.qmp.Execute(cctx, "netdev_del", map[string]any{"id": id + "-net"}, nil)
+		_ = s.net.DeleteTap(cctx, tap)
 		return errWrap(err, "plugging in NIC %s", nic.Name)
 	}
 	return nil
@@ -177,8 +181,10 @@ func (s *Service) startNICs(ctx context.Context, v *vm, cfg vmconfig.Config) ([]
 
 // stopNICs removes the taps of a VM whose QEMU is gone.
 func (s *Service) stopNICs(cfg vmconfig.Config) {
+	ctx, cancel := cleanupCtx()
+	defer cancel()
 	for _, n := range cfg.NICs {
-		if err := s.net.DeleteTap(context.Background(), netdev.TapName(cfg.ID, n.Name)); err != nil {
+		if err := s.net.DeleteTap(ctx, netdev.TapName(cfg.ID, n.Name)); err != nil {
 			s.log.Warn("removing tap", "vm", cfg.Name, "nic", n.Name, "err", err)
 		}
 	}

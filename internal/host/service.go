@@ -342,6 +342,17 @@ func numCPU() int {
 	return 1
 }
 
+// cleanupTimeout bounds an undo step: it runs after the operation's own
+// context may have ended (canceled, timed out), so it cannot use that one,
+// but it must never hang with the VM's lock held (a QEMU that stopped
+// answering, a netlink call stuck behind another).
+const cleanupTimeout = 30 * time.Second
+
+// cleanupCtx is the context of an undo step.
+func cleanupCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), cleanupTimeout)
+}
+
 // errWrap keeps the kind of err (for the HTTP code) while adding context.
 func errWrap(err error, format string, a ...any) error {
 	if err == nil {

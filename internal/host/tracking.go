@@ -316,7 +316,9 @@ func (s *Service) trackingAfterExit(v *vm, cfg vmconfig.Config) {
 	s.stampInto(v, st, cfg)
 	if st.Open != nil && st.Open.Backup.Online {
 		s.log.Warn("the VM's QEMU exited during a backup; the backup is aborted", "vm", v.name, "backup", st.Open.Backup.ID)
-		s.endBackup(context.Background(), v, st, false)
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		s.endBackup(cctx, v, st, false)
 		return
 	}
 	if err := st.Save(v.dir); err != nil {

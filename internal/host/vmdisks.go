@@ -111,8 +111,10 @@ func plugDisk(ctx context.Context, ss *session, d vmconfig.Disk, path string) er
 	if d.Format == "qcow2" {
 		node["backing"] = nil // never the file its header names (see qemu.BlockdevArgs)
 	}
+	cctx, cancel := cleanupCtx()
+	defer cancel()
 	if err := ss.qmp.Execute(ctx, "blockdev-add", node, nil); err != nil {
-		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": file}, nil)
+		_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": file}, nil)
 		return errWrap(err, "opening disk %s", d.Name)
 	}
 	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.Name, "drive": format}
@@ -120,8 +122,8 @@ func plugDisk(ctx context.Context, ss *session, d vmconfig.Disk, path string) er
 		dev["bus"] = d.Bus
 	}
 	if err := ss.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
-		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": format}, nil)
-		_ = ss.qmp.Execute(context.Background(), "blockdev-del", map[string]any{"node-name": file}, nil)
+		_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": format}, nil)
+		_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": file}, nil)
 		return errWrap(err, "plugging in disk %s", d.Name)
 	}
 	return nil
