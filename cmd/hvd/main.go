@@ -22,6 +22,7 @@ import (
 	"github.com/hvproject/hv/internal/host"
 	"github.com/hvproject/hv/internal/httpapi"
 	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/validate"
 )
 
 func main() {
@@ -33,7 +34,7 @@ func main() {
 
 type options struct {
 	root, socket, logLevel, logFormat string
-	accel                             string
+	accel, vmLogMax                   string
 	heartbeat                         time.Duration
 }
 
@@ -80,6 +81,7 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto (KVM when the probe runs guest code, else TCG), kvm (refuse to start without it) or tcg")
+	f.StringVar(&o.vmLogMax, "vm-log-max", "8M", "keep at most this much of each VM's console.log and qemu.log (the oldest half goes beyond it)")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "how often each running VM's guest agent is pinged")
 	return cmd
 }
@@ -125,7 +127,15 @@ func run(ctx context.Context, o options) error {
 	if o.heartbeat < 10*time.Millisecond {
 		return fmt.Errorf("--heartbeat-interval: %s is too short; use 10ms or more (default 1s)", o.heartbeat)
 	}
-	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat, Hooks: crashHooks(log), Accel: o.accel})
+	logMax, err := validate.ParseSize("--vm-log-max", o.vmLogMax)
+	if err != nil {
+		return err
+	}
+	if logMax < 64<<10 {
+		return fmt.Errorf("--vm-log-max: %s is too small to hold a boot's messages; use 64K or more (default 8M)", o.vmLogMax)
+	}
+	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat,
+		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax)})
 	if err != nil {
 		return err
 	}

@@ -408,13 +408,8 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 		reason := "stopped by the user (the guest shut down after " + way + ")"
 		s.log.Info("VM shut down", "vm", v.name, "way", way)
 		op.SetStage("the guest shut down after " + way)
-		v.mu.Lock()
-		v.rt.PID = 0
-		err := v.setStateLocked(api.StateOff, reason)
-		v.mu.Unlock()
-		_ = os.Remove(v.runPath(filePID))
-		s.publishVM(v, "state-changed", reason)
-		return err
+		s.wentOff(v, reason)
+		return nil
 	case errors.Is(err, errdefs.ErrTimeout) && req.Force:
 		return s.turnOff(v, ss, fmt.Sprintf("turned off: the guest did not shut down within %s", timeout))
 	}
@@ -428,12 +423,33 @@ func (s *Service) stopFailed(v *vm, ss *session, cause error) error {
 	ss.mu.Unlock()
 	select {
 	case <-ss.exited: // it went down after all
-		_ = s.setState(v, api.StateOff, "stopped by the user")
+		s.wentOff(v, "stopped by the user")
 		return nil
 	default:
 	}
-	_ = s.setState(v, api.StateRunning, "")
+	s.setFact(v, api.StateRunning, "")
 	return cause
+}
+
+// setFact records a state that already holds (see setFactLocked) and
+// announces it; a failed write is logged and retried by persistLoop.
+func (s *Service) setFact(v *vm, state, reason string) {
+	v.mu.Lock()
+	err := v.setFactLocked(state, reason)
+	v.mu.Unlock()
+	if err != nil {
+		s.log.Error("cannot record a VM's state on disk; it is kept in memory and written when the disk allows", "vm", v.name, "state", state, "err", err)
+	}
+	s.publishVM(v, "state-changed", reason)
+}
+
+// wentOff records that the VM's QEMU is gone.
+func (s *Service) wentOff(v *vm, reason string) {
+	v.mu.Lock()
+	v.rt.PID = 0
+	v.mu.Unlock()
+	_ = os.Remove(v.runPath(filePID))
+	s.setFact(v, api.StateOff, reason)
 }
 
 // turnOff kills QEMU (Hyper-V's "Turn Off") and records Off.
@@ -449,13 +465,8 @@ func (s *Service) turnOff(v *vm, ss *session, reason string) error {
 	case <-time.After(15 * time.Second):
 		return fmt.Errorf("QEMU of VM %s (pid %d) did not exit after SIGKILL: %w", v.name, ss.pid, errdefs.ErrUnavailable)
 	}
-	v.mu.Lock()
-	v.rt.PID = 0
-	err := v.setStateLocked(api.StateOff, reason)
-	v.mu.Unlock()
-	_ = os.Remove(v.runPath(filePID))
-	s.publishVM(v, "state-changed", reason)
-	return err
+	s.wentOff(v, reason)
+	return nil
 }
 
 // kill turns a VM off whatever it is doing: it cancels the operation in the way
@@ -509,7 +520,14 @@ func (s *Service) doPause(ctx context.Context, op *operation.Op, v *vm) error {
 	if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
 		return errWrap(err, "pausing VM %s", v.name)
 	}
-	return s.setState(v, api.StatePaused, "paused by the user")
+	if err := s.setState(v, api.StatePaused, "paused by the user"); err != nil {
+		// Not recorded (a full disk): the VM runs on, as hv says it does.
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		_ = ss.qmp.Execute(cctx, "cont", nil, nil)
+		return errWrap(err, "pausing VM %s; it runs on", v.name)
+	}
+	return nil
 }
 
 func (s *Service) doResume(ctx context.Context, op *operation.Op, v *vm) error {
@@ -521,7 +539,10 @@ func (s *Service) doResume(ctx context.Context, op *operation.Op, v *vm) error {
 		return errWrap(err, "resuming VM %s", v.name)
 	}
 	if err := s.setState(v, api.StateRunning, ""); err != nil {
-		return err
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		_ = ss.qmp.Execute(cctx, "stop", nil, nil)
+		return errWrap(err, "resuming VM %s; it stays paused", v.name)
 	}
 	s.syncTimeAfter(v, "resume")
 	return nil

@@ -66,7 +66,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 		}
 		s.stopNICs(v.cfg)
 		v.rt.PID = 0
-		if err := v.setStateLocked(api.StateOff, reason); err != nil {
+		if err := v.setFactLocked(api.StateOff, reason); err != nil {
 			s.log.Error("recording VM state", "vm", v.name, "err", err)
 		}
 		_ = cleanRun(v)

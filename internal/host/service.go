@@ -50,7 +50,14 @@ type Options struct {
 	Accel string
 	// Prober stands in for /dev/kvm and QEMU in tests of the decision.
 	Prober qemu.Prober
+	// VMLogMax caps each VM's console.log and qemu.log (default 8 MiB):
+	// beyond it the oldest half goes, so a guest that prints forever cannot
+	// fill the disk holding every VM's state.
+	VMLogMax int64
 }
+
+// DefaultVMLogMax is Options.VMLogMax's default.
+const DefaultVMLogMax = 8 << 20
 
 // Hooks are called at named points of long operations; nil means none.
 type Hooks func(point string)
@@ -71,6 +78,7 @@ type Service struct {
 	accelFor string // the mode hvd was started with: auto, kvm or tcg
 	fw       qemu.Firmware
 	hbEvery  time.Duration
+	logMax   int64
 	hooks    Hooks
 	guardBin string
 	net      *netdev.Manager
@@ -104,6 +112,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	if s.hbEvery == 0 {
 		s.hbEvery = time.Second
+	}
+	if s.logMax = o.VMLogMax; s.logMax <= 0 {
+		s.logMax = DefaultVMLogMax
 	}
 	// Sockets live under Root/run: a unix socket path must fit in 108 bytes.
 	if n := len(s.runDir) + len("/01234567-0123-0123-0123-0123456789ab/console.sock"); n > 107 {
@@ -143,6 +154,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err := s.recoverAll(ctx); err != nil {
 		return nil, err
 	}
+	go s.persistLoop(s.stop)
 	return s, nil
 }
 
@@ -340,6 +352,39 @@ func numCPU() int {
 		return set.Count()
 	}
 	return 1
+}
+
+// persistEvery is how often states that could not be written are retried.
+const persistEvery = 5 * time.Second
+
+// persistLoop writes the runtime states that setFactLocked could only keep
+// in memory (a full disk), once the disk takes them.
+func (s *Service) persistLoop(stop <-chan struct{}) {
+	t := time.NewTicker(persistEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		for _, v := range s.list() {
+			v.mu.Lock()
+			if v.unsaved == nil {
+				v.mu.Unlock()
+				continue
+			}
+			err := vmconfig.SaveRuntime(v.dir, v.rt)
+			if err == nil {
+				v.unsaved = nil
+			}
+			v.mu.Unlock()
+			if err == nil {
+				s.log.Info("VM state recorded on disk at last", "vm", v.name)
+				s.publishVM(v, "state-changed", "recorded on disk")
+			}
+		}
+	}
 }
 
 // cleanupTimeout bounds an undo step: it runs after the operation's own

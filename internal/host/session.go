@@ -12,6 +12,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/logcap"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/qga"
 	"github.com/hvproject/hv/internal/qmp"
@@ -69,7 +70,34 @@ func (s *Service) attach(ctx context.Context, v *vm, pid int, proc *qemu.Process
 	go s.watchExit(wctx, v, ss)
 	go s.heartbeat(wctx, v, ss)
 	go s.dynamicMemory(wctx, v, ss)
+	go s.capLogs(wctx, v)
 	return ss, nil
+}
+
+// logCheckEvery is how often a running VM's logs are measured; a guest
+// printing at full speed overshoots the cap by what it prints in that time.
+const logCheckEvery = 2 * time.Second
+
+// capLogs keeps the VM's console and QEMU logs under the cap while it runs.
+func (s *Service) capLogs(ctx context.Context, v *vm) {
+	t := time.NewTicker(logCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, f := range []string{fileConsole, fileQEMULog} {
+			n, err := logcap.Trim(v.path(f), s.logMax)
+			switch {
+			case err != nil:
+				s.log.Warn("cannot cap a VM's log", "vm", v.name, "file", f, "err", err)
+			case n > 0:
+				s.log.Info("VM log over its cap: oldest part dropped", "vm", v.name, "file", f, "dropped_bytes", n, "cap_bytes", s.logMax)
+			}
+		}
+	}
 }
 
 // detach stops watching without touching the process (hvd is shutting down).
@@ -144,11 +172,14 @@ func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
 		v.mu.Unlock()
 		return
 	}
-	if err := v.setStateLocked(api.StateOff, reason); err != nil {
-		s.log.Error("recording VM state", "vm", v.name, "err", err)
-	}
+	// In the same hold as sess = nil: no start may slip in between.
+	v.rt.PID = 0
+	err := v.setFactLocked(api.StateOff, reason)
 	v.mu.Unlock()
 	_ = os.Remove(v.runPath(filePID))
+	if err != nil {
+		s.log.Error("cannot record a VM's state on disk; it is kept in memory and written when the disk allows", "vm", v.name, "err", err)
+	}
 	s.log.Info("VM went off", "vm", v.name, "reason", reason)
 	s.publishVM(v, "state-changed", reason)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,7 +39,11 @@ type vm struct {
 	busyOp  string   // kind of the operation holding lock, for messages
 	busyID  string
 	cancel  context.CancelFunc // cancels the operation holding lock
-	hb      string             // heartbeat status
+	// unsaved is why the state in rt is not on disk yet (a full disk): a
+	// fact hv had to record in memory anyway (QEMU exited), written later
+	// by persistLoop. nil when runtime.json matches rt.
+	unsaved error
+	hb      string // heartbeat status
 	lastHB  time.Time
 	hbFails int
 
@@ -116,21 +121,45 @@ func (v *vm) snapshotState() string {
 	return v.rt.State
 }
 
-// setState records a new state durably (call with v.mu held).
+// setStateLocked records a new state durably, or not at all: on an error
+// nothing changed, and the operation that asked undoes its step (call with
+// v.mu held).
 func (v *vm) setStateLocked(state, reason string) error {
+	rt := v.nextRuntime(state, reason)
+	if err := vmconfig.SaveRuntime(v.dir, rt); err != nil {
+		return err
+	}
+	v.rt, v.unsaved = rt, nil
+	v.stateChanged()
+	return nil
+}
+
+// setFactLocked records a state that is a fact already (QEMU exited, was
+// killed, the guest powered off): memory follows at once, whatever the disk
+// says, so the VM is never shown Running with no QEMU. If runtime.json cannot
+// be written (a full disk), the error is returned for the log, kept in
+// unsaved for the VM's state reason, and persistLoop writes it later; a
+// restart of hvd meanwhile finds QEMU gone and comes to the same state.
+func (v *vm) setFactLocked(state, reason string) error {
+	v.rt = v.nextRuntime(state, reason)
+	v.unsaved = vmconfig.SaveRuntime(v.dir, v.rt)
+	v.stateChanged()
+	return v.unsaved
+}
+
+func (v *vm) nextRuntime(state, reason string) vmconfig.Runtime {
 	rt := v.rt
 	if state != rt.State && isTransitional(state) {
 		rt.PrevState = rt.State
 	}
 	rt.State, rt.Reason = state, reason
-	if err := vmconfig.SaveRuntime(v.dir, rt); err != nil {
-		return err
-	}
-	v.rt = rt
-	if state != api.StateRunning && state != api.StatePaused && state != api.StateStopping && state != api.StateSaving {
+	return rt
+}
+
+func (v *vm) stateChanged() {
+	if s := v.rt.State; s != api.StateRunning && s != api.StatePaused && s != api.StateStopping && s != api.StateSaving {
 		v.hb, v.hbFails = api.HeartbeatNoContact, 0
 	}
-	return nil
 }
 
 func isTransitional(s string) bool {
@@ -200,6 +229,10 @@ func (v *vm) toAPI(accel string) api.VM {
 	}
 	if !c.ServiceEnabled(api.ServiceHeartbeat) {
 		out.Heartbeat = api.HeartbeatDisabled
+	}
+	if v.unsaved != nil {
+		out.StateReason = strings.TrimPrefix(out.StateReason+"; ", "; ") + "hvd could not record this state on disk yet (" +
+			errdefs.Message(v.unsaved) + "); free space under " + filepath.Dir(filepath.Dir(v.dir)) + " and hvd records it within seconds"
 	}
 	return out
 }
