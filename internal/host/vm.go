@@ -31,14 +31,14 @@ type vm struct {
 	// changes never undo each other, whatever else holds the VM.
 	cfgMu sync.Mutex
 
-	mu      sync.Mutex // guards the fields below
-	cfg     vmconfig.Config
-	cfgVer  int
-	rt      vmconfig.Runtime
-	sess    *session // the running QEMU, nil when none
-	busyOp  string   // kind of the operation holding lock, for messages
-	busyID  string
-	cancel  context.CancelFunc // cancels the operation holding lock
+	mu     sync.Mutex // guards the fields below
+	cfg    vmconfig.Config
+	cfgVer int
+	rt     vmconfig.Runtime
+	sess   *session // the running QEMU, nil when none
+	busyOp string   // kind of the operation holding lock, for messages
+	busyID string
+	cancel context.CancelFunc // cancels the operation holding lock
 	// unsaved is why the state in rt is not on disk yet (a full disk): a
 	// fact hv had to record in memory anyway (QEMU exited), written later
 	// by persistLoop. nil when runtime.json matches rt.
