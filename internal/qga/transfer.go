@@ -11,7 +11,7 @@ import (
 
 // transferChunk is how much one call of ReadFile or WriteFile moves. The
 // agent builds each answer whole in memory as base64 JSON (1 MiB is 1.4 MiB
-// on the wire, far below maxLine), and other callers (pings, status polls)
+// on the wire, and the client buffers it whole), and other callers (pings, status polls)
 // wait for the stream while a chunk is in flight, as does a cancellation;
 // on a slow virtio-serial link 1 MiB keeps that wait short while the
 // per-call round trip stays a small part of the time.
