@@ -135,37 +135,54 @@ func (s *Service) refreshGuest(ctx context.Context, v *vm, ss *session) {
 	if !enabled {
 		return
 	}
-	info := &api.GuestInfo{UpdatedAt: time.Now().UTC()}
+	var f guestFacts
 	err := ss.agentCall(ctx, func(c *qga.Client) error {
+		f = guestFacts{} // a retry starts afresh
 		if os, err := c.OSInfo(ctx); err == nil {
-			info.OSName, info.OSVersion, info.OSID, info.KernelRelease = os.PrettyName, os.Version, os.ID, os.KernelRelease
-			if info.OSName == "" {
-				info.OSName = os.Name
-			}
+			f.os = &os
 		}
 		if h, err := c.Hostname(ctx); err == nil {
-			info.Hostname = h
+			f.hostname = h
 		}
-		ifs, err := c.Interfaces(ctx)
-		if err != nil {
-			return err
-		}
-		for _, i := range ifs {
-			if i.Name == "lo" {
-				continue
-			}
-			info.Interfaces = append(info.Interfaces, api.GuestInterface{Name: i.Name, MAC: i.MAC, IPAddresses: i.Addresses})
-		}
-		return nil
+		var err error
+		f.interfaces, err = c.Interfaces(ctx)
+		return err
 	})
 	if err != nil {
 		s.log.Debug("reading guest facts", "vm", v.name, "err", err)
 		return
 	}
+	info := guestInfo(f, time.Now())
 	v.mu.Lock()
 	v.guest = info
 	v.mu.Unlock()
 	if err := s.pushKVP(ctx, v, ss); err != nil {
 		s.log.Debug("delivering key-value pairs", "vm", v.name, "err", err)
 	}
+}
+
+// guestFacts is what the guest's agent answered, as refreshGuest got it.
+type guestFacts struct {
+	os         *qga.OSInfo // nil when guest-get-osinfo failed
+	hostname   string
+	interfaces []qga.Interface
+}
+
+// guestInfo turns the agent's answers into the facts hvd keeps and serves.
+func guestInfo(f guestFacts, now time.Time) *api.GuestInfo {
+	info := &api.GuestInfo{UpdatedAt: now.UTC()}
+	if os := f.os; os != nil {
+		info.OSName, info.OSVersion, info.OSID, info.KernelRelease = os.PrettyName, os.Version, os.ID, os.KernelRelease
+		if info.OSName == "" {
+			info.OSName = os.Name
+		}
+	}
+	info.Hostname = f.hostname
+	for _, i := range f.interfaces {
+		if i.Name == "lo" {
+			continue
+		}
+		info.Interfaces = append(info.Interfaces, api.GuestInterface{Name: i.Name, MAC: i.MAC, IPAddresses: i.Addresses})
+	}
+	return info
 }
