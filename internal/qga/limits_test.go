@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -119,5 +120,28 @@ func TestFileReadAnswerBoundedByCount(t *testing.T) {
 	}
 	if _, _, err := c.FileSeek(testCtx(t), 1, 0, 0); err != nil {
 		t.Fatalf("FileSeek after an oversized answer: %v", err)
+	}
+}
+
+// An error answer's texts reach logs, API errors and terminals: control
+// characters are replaced and the length bounded; the kind still comes
+// through.
+func TestErrorAnswerTextIsSafe(t *testing.T) {
+	osc52 := "\x1b]52;c;cm0gLXJmIH4K\x07"
+	desc := "open: No such file or directory" + osc52 + strings.Repeat("x", 10<<10)
+	answer, _ := json.Marshal(map[string]*Error{"error": {Class: "GenericError\x1b[2J", Desc: desc}})
+	s := newScript().on("guest-file-open", string(answer))
+	c, _ := startAgent(t, s.handle)
+	_, err := c.FileOpen(testCtx(t), "/x", "r")
+	var ge *Error
+	if !errors.As(err, &ge) || !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("FileOpen = %v", err)
+	}
+	msg := err.Error()
+	if strings.ContainsAny(msg, "\x1b\x07") || len(ge.Desc) > maxErrorText || len(msg) > 2*maxErrorText {
+		t.Errorf("error of %d bytes (desc %d): %.200q", len(msg), len(ge.Desc), msg)
+	}
+	if !strings.HasPrefix(ge.Desc, "open: No such file or directory\uFFFD]52;") || ge.Class != "GenericError\uFFFD[2J" {
+		t.Errorf("desc %.60q, class %q", ge.Desc, ge.Class)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/hvproject/hv/internal/textsafe"
 )
 
 // sentinel is the byte that precedes a guest-sync-delimited answer, and that
@@ -78,6 +80,9 @@ func decodeLine(line []byte) (a answer, synced, blank bool, err error) {
 	}
 	if (w.Return == nil) == (w.Error == nil) {
 		return answer{}, synced, false, errGarbage
+	}
+	if e := w.Error; e != nil {
+		e.Class, e.Desc = textsafe.Line(e.Class, maxErrorText), textsafe.Line(e.Desc, maxErrorText)
 	}
 	return answer{ret: w.Return, err: w.Error}, synced, false, nil
 }
