@@ -35,6 +35,8 @@ type Client struct {
 	broken   error // the socket is dead; every call fails with this
 
 	cmds cmdCache // guest-info's answer, for Supports
+
+	limit func(command string) limit // commandLimit; tests shorten the waits
 }
 
 // Dial connects to the host end of the agent's channel. It sends nothing:
@@ -54,6 +56,7 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 		sem:      make(chan struct{}, 1),
 		br:       bufio.NewReaderSize(conn, 64<<10),
 		needSync: true,
+		limit:    commandLimit,
 	}, nil
 }
 
@@ -73,7 +76,8 @@ func (c *Client) Close() error {
 
 // Call runs one command. args is nil or anything that encodes to a JSON
 // object; result is nil or a pointer that "return" is decoded into. An error
-// answer is returned wrapping *Error.
+// answer is returned wrapping *Error. Each command has limits of its own on
+// its answer's size and on its time, which ctx can only shorten.
 func (c *Client) Call(ctx context.Context, command string, args any, result any) error {
 	return c.send(ctx, request{command: command, args: args, result: result})
 }
@@ -81,6 +85,8 @@ func (c *Client) Call(ctx context.Context, command string, args any, result any)
 // Sync resynchronizes the stream now (calls do it by themselves when needed).
 func (c *Client) Sync(ctx context.Context) error {
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, c.limit("guest-sync-delimited").wait)
+	defer cancel()
 	if err := c.lock(ctx, "guest-sync-delimited", start); err != nil {
 		return err
 	}
@@ -119,7 +125,7 @@ type request struct {
 	command string
 	args    any // nil or anything that encodes to a JSON object
 	result  any // nil or a pointer that "return" is decoded into
-	// limit bounds the answer line in bytes; 0 means answerLimit(command).
+	// limit bounds the answer line in bytes; 0 means the command's own.
 	limit int
 	// quiet > 0: the command has no answer on success, and the call
 	// succeeds when nothing arrives within quiet.
@@ -132,15 +138,17 @@ type request struct {
 // send runs one command.
 func (c *Client) send(ctx context.Context, r request) error {
 	command, quiet := r.command, r.quiet
-	limit := r.limit
-	if limit <= 0 {
-		limit = answerLimit(command)
+	lim := c.limit(command)
+	if r.limit > 0 {
+		lim.answer = r.limit
 	}
 	req, err := marshalRequest(command, r.args)
 	if err != nil {
 		return fmt.Errorf("guest agent %s: encoding arguments: %w: %w", command, errdefs.ErrInvalid, err)
 	}
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, lim.wait)
+	defer cancel()
 	if err := c.lock(ctx, command, start); err != nil {
 		return err
 	}
@@ -172,7 +180,7 @@ func (c *Client) send(ctx context.Context, r request) error {
 	}
 	stray := false
 	for {
-		line, err := c.readLine(limit)
+		line, err := c.readLine(lim.answer)
 		if err != nil {
 			if quiet > 0 && !expired(ctx) && (isDeadline(err) || c.setBroken(err)) {
 				return nil // silence (or QEMU gone) is what success looks like
@@ -225,7 +233,7 @@ func (c *Client) sync(ctx context.Context, start time.Time, what string) error {
 		}
 	}
 	for {
-		line, err := c.readLine(answerLimit("guest-sync-delimited"))
+		line, err := c.readLine(c.limit("guest-sync-delimited").answer)
 		if errors.Is(err, errLineTooLong) {
 			continue
 		}

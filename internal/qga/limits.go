@@ -3,6 +3,7 @@ package qga
 import (
 	"encoding/base64"
 	"fmt"
+	"time"
 )
 
 // The guest is not trusted, so each command's answer has a size limit, and
@@ -21,20 +22,41 @@ const (
 	execAnswer = 24 << 20
 )
 
-// answerLimit is the most the client reads of command's answer.
-func answerLimit(command string) int {
+// Every call has a time limit of its own too, whatever the caller's ctx
+// allows (a cleanup runs with none): the stream serves one call at a time,
+// so a call the agent never answers would keep every other caller out, the
+// heartbeat and a thaw included. The limit counts from the call's start,
+// its wait for its turn included.
+const (
+	// quickWait: commands the agent answers at once.
+	quickWait = 30 * time.Second
+	// dataWait: one chunk of file data or exec output (up to 16 MiB) over
+	// a slow virtio-serial link, or a freeze's sync of the guest's caches.
+	dataWait = 2 * time.Minute
+)
+
+// limit is what the client allows one command.
+type limit struct {
+	answer int           // bytes of the answer line
+	wait   time.Duration // the whole call, waiting for our turn included
+}
+
+// commandLimit is the limit of command.
+func commandLimit(command string) limit {
 	switch command {
 	case "guest-sync-delimited", "guest-ping", "guest-info", "guest-get-host-name", "guest-get-osinfo",
-		"guest-get-time", "guest-set-time", "guest-shutdown", "guest-exec",
-		"guest-fsfreeze-status", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw",
-		"guest-file-open", "guest-file-close", "guest-file-seek", "guest-file-flush", "guest-file-write":
-		return smallAnswer
+		"guest-get-time", "guest-set-time", "guest-shutdown", "guest-exec", "guest-fsfreeze-status",
+		"guest-file-open", "guest-file-close", "guest-file-seek", "guest-file-flush":
+		return limit{answer: smallAnswer, wait: quickWait}
+	case "guest-fsfreeze-freeze", "guest-fsfreeze-thaw", "guest-file-write":
+		return limit{answer: smallAnswer, wait: dataWait}
 	case "guest-exec-status":
-		return execAnswer
+		return limit{answer: execAnswer, wait: dataWait}
 	case "guest-file-read":
-		return fileReadAnswer(maxChunk)
+		// FileRead sets the answer's limit from its count.
+		return limit{answer: fileReadAnswer(transferChunk), wait: dataWait}
 	}
-	return listAnswer
+	return limit{answer: listAnswer, wait: quickWait}
 }
 
 // fileReadAnswer bounds the answer to a guest-file-read of count bytes:
