@@ -93,12 +93,8 @@ func (s *Service) ReadGuestFile(ctx context.Context, name, p string, w io.Writer
 	}
 	var size int64 = -1
 	err = ss.agentCall(ctx, func(c *qga.Client) error {
-		h, err := c.FileOpen(ctx, p, "r")
-		if err != nil {
-			return err
-		}
-		defer c.FileClose(context.WithoutCancel(ctx), h)
-		size, _, err = c.FileSeek(ctx, h, 0, 2)
+		var err error
+		size, err = c.FileSize(ctx, p)
 		return err
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -145,5 +146,40 @@ func TestEveryCommandHasABound(t *testing.T) {
 		if l := commandLimit(cmd); l.wait <= 0 || l.wait > 5*time.Minute || l.answer <= 0 {
 			t.Errorf("%s: %+v", cmd, l)
 		}
+	}
+}
+
+// FileSize closes its handle too, within the close's bound.
+func TestFileSize(t *testing.T) {
+	var silent atomic.Bool
+	s := newScript().
+		on("guest-file-open", `{"return": 11}`).
+		on("guest-file-seek", `{"return": {"position": 4096, "eof": false}}`)
+	s.answers["guest-file-close"] = func(string) string {
+		if silent.Load() {
+			return ""
+		}
+		return `{"return": {}}` + "\n"
+	}
+	c, _ := startAgent(t, s.handle)
+	shortWaits(c, 300*time.Millisecond)
+	if n, err := c.FileSize(context.Background(), "/x"); n != 4096 || err != nil {
+		t.Fatalf("FileSize = %d, %v", n, err)
+	}
+	want := []string{
+		`{"execute":"guest-file-open","arguments":{"path":"/x","mode":"r"}}`,
+		`{"execute":"guest-file-seek","arguments":{"handle":11,"offset":0,"whence":2}}`,
+		`{"execute":"guest-file-close","arguments":{"handle":11}}`,
+	}
+	if got := s.sent(); !slices.Equal(got, want) {
+		t.Errorf("sent\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	silent.Store(true)
+	err := returnsWithin(t, 5*time.Second, func() error {
+		_, err := c.FileSize(context.Background(), "/x")
+		return err
+	})
+	if !errors.Is(err, errdefs.ErrTimeout) || !strings.Contains(err.Error(), "closing /x in the guest") {
+		t.Fatalf("FileSize with a silent close = %v", err)
 	}
 }

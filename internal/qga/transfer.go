@@ -67,6 +67,23 @@ func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer, progres
 	}
 }
 
+// FileSize opens path in the guest, seeks to its end and closes it again,
+// and returns that position: the size, or 0 for files that cannot tell
+// (/proc, /sys). The handle is closed in all cases, with up to 10s of extra
+// time when ctx ended.
+func (c *Client) FileSize(ctx context.Context, path string) (size int64, err error) {
+	h, err := c.FileOpen(ctx, path, "r")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { err = also(err, c.closeAfter(ctx, h, path)) }()
+	size, _, err = c.FileSeek(ctx, h, 0, 2)
+	if err != nil {
+		return 0, fmt.Errorf("finding the size of %s in the guest: %w", path, err)
+	}
+	return size, nil
+}
+
 // WriteFile creates or truncates the guest file path and fills it with size
 // bytes from r (size < 0: until r ends; progress then gets total -1).
 //
