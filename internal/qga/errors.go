@@ -63,5 +63,7 @@ func ctxKind(ctx context.Context) error {
 }
 
 // maxErrorText bounds the bytes kept of an error answer's texts: the guest
-// writes them, and they reach logs, API errors and operators' terminals.
-const maxErrorText = 1024
+// writes them, and they reach logs, API errors and operators' terminals. A
+// description may quote a path of up to PATH_MAX (4 KiB) before the words
+// explain() classifies by, so it keeps 8 KiB.
+const maxErrorText = 8 << 10

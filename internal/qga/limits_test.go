@@ -128,7 +128,7 @@ func TestFileReadAnswerBoundedByCount(t *testing.T) {
 // through.
 func TestErrorAnswerTextIsSafe(t *testing.T) {
 	osc52 := "\x1b]52;c;cm0gLXJmIH4K\x07"
-	desc := "open: No such file or directory" + osc52 + strings.Repeat("x", 10<<10)
+	desc := "open: No such file or directory" + osc52 + strings.Repeat("x", 3*maxErrorText)
 	answer, _ := json.Marshal(map[string]*Error{"error": {Class: "GenericError\x1b[2J", Desc: desc}})
 	s := newScript().on("guest-file-open", string(answer))
 	c, _ := startAgent(t, s.handle)
@@ -143,5 +143,15 @@ func TestErrorAnswerTextIsSafe(t *testing.T) {
 	}
 	if !strings.HasPrefix(ge.Desc, "open: No such file or directory\uFFFD]52;") || ge.Class != "GenericError\uFFFD[2J" {
 		t.Errorf("desc %.60q, class %q", ge.Desc, ge.Class)
+	}
+}
+
+// A description quoting a long path keeps the words it is classified by.
+func TestErrorAnswerLongPathKeepsItsKind(t *testing.T) {
+	desc := "failed to open file '/" + strings.Repeat("d", 4095) + "' (mode: 'r'): No such file or directory"
+	answer, _ := json.Marshal(map[string]*Error{"error": {Class: "GenericError", Desc: desc}})
+	c, _ := startAgent(t, newScript().on("guest-file-open", string(answer)).handle)
+	if _, err := c.FileOpen(testCtx(t), "/x", "r"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("FileOpen = %.100v...; want ErrNotFound", err)
 	}
 }
