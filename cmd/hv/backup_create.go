@@ -506,7 +506,7 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 // note prints a line for people on stderr, unless --quiet.
 func (a *app) note(format string, args ...any) {
 	if !a.quiet {
-		fmt.Fprintf(a.stderr, format+"\n", args...)
+		printSafe(a.stderr, format+"\n", args...)
 	}
 }
 

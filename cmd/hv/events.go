@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/textsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -61,6 +62,6 @@ func (a *app) printEvent(ev api.Event) error {
 			line += " " + s
 		}
 	}
-	_, err := fmt.Fprintln(a.stdout, line)
+	_, err := fmt.Fprintln(a.stdout, textsafe.Line(line, 0)) // a message may quote a guest
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/hvproject/hv/internal/textsafe"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -26,8 +27,27 @@ func (a *app) show(v any, table func(w io.Writer)) error {
 		return err
 	}
 	tw := newTable(a.stdout)
-	table(tw)
+	table(safeWriter{tw})
 	return tw.Flush()
+}
+
+// safeWriter replaces the control characters, line breaks and tabs aside, of
+// all that tables print: they show what guests report and hvd says, and an
+// escape sequence in that must not reach the terminal (OSC 52 writes the
+// clipboard). Each Write must hold whole characters, as fmt's do. JSON and
+// YAML escape control characters themselves.
+type safeWriter struct{ w io.Writer }
+
+func (s safeWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(s.w, textsafe.Text(string(p), 0)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// printSafe prints a formatted message for people to w, made safe as tables are.
+func printSafe(w io.Writer, format string, args ...any) {
+	io.WriteString(w, textsafe.Text(fmt.Sprintf(format, args...), 0))
 }
 
 // say prints a confirmation for people: not with --quiet, nor when the output is for programs.
@@ -35,13 +55,13 @@ func (a *app) say(format string, args ...any) {
 	if a.quiet || a.output != outTable {
 		return
 	}
-	fmt.Fprintf(a.stdout, format+"\n", args...)
+	printSafe(a.stdout, format+"\n", args...)
 }
 
 // warn prints a note on stderr unless --quiet.
 func (a *app) warn(format string, args ...any) {
 	if !a.quiet {
-		fmt.Fprintf(a.stderr, "hv: "+format+"\n", args...)
+		printSafe(a.stderr, "hv: "+format+"\n", args...)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/textsafe"
 	"golang.org/x/term"
 )
 
@@ -46,9 +47,9 @@ func (p *progress) update(op api.Operation) {
 	if pr == nil {
 		return
 	}
-	stage := pr.Stage
+	stage := textsafe.Line(pr.Stage, 0) // hvd's text, which may quote a guest
 	if stage == "" {
-		stage = op.Kind
+		stage = textsafe.Line(op.Kind, 0)
 	}
 	pct := -1
 	if pr.Total > 0 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/client"
+	"github.com/hvproject/hv/internal/textsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -67,7 +68,7 @@ func (a *app) exitCode(err error) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(a.stderr, "Error: %v\nRun '%s --help' for usage.\n", ue.err, ue.cmd)
+		printSafe(a.stderr, "Error: %v\nRun '%s --help' for usage.\n", ue.err, ue.cmd)
 		return exitUsage
 	}
 	fmt.Fprintf(a.stderr, "Error: %s\n", a.describe(err))
@@ -77,8 +78,13 @@ func (a *app) exitCode(err error) int {
 	return exitFailure
 }
 
-// describe turns transport errors into advice; API errors already carry hvd's message.
+// describe turns transport errors into advice; API errors already carry hvd's message,
+// which may quote a guest: control characters are replaced.
 func (a *app) describe(err error) string {
+	return textsafe.Text(a.explain(err), 0)
+}
+
+func (a *app) explain(err error) string {
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
 		hint := "is hvd running? Point hv at its socket with --socket or HV_SOCKET"

@@ -8,10 +8,12 @@ import (
 	"io"
 	"path"
 	"strconv"
+	"strings"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qga"
+	"github.com/hvproject/hv/internal/textsafe"
 )
 
 func guestPath(p string) (string, error) {
@@ -69,10 +71,22 @@ func chmodGuest(ctx context.Context, ss *session, p string, mode int) error {
 		st, err = c.Run(ctx, qga.ExecRequest{Path: "chmod", Args: []string{strconv.FormatInt(int64(mode), 8), p}})
 		return err
 	})
-	if err != nil || st.ExitCode != 0 {
-		return fmt.Errorf("file copied, but setting mode %o on %s failed (%v %s); set it with: hv vm exec VM -- chmod: %w", mode, p, err, st.Stderr, errdefs.ErrUnavailable)
+	why := ""
+	switch {
+	case err != nil:
+		why = err.Error()
+	case st.ExitCode != 0 || st.Signal != 0:
+		why = fmt.Sprintf("exit status %d: %s", st.ExitCode, guestStderr(st.Stderr))
+	default:
+		return nil
 	}
-	return nil
+	return fmt.Errorf("file copied, but setting mode %o on %s failed (%s); set it with: hv vm exec VM -- chmod %o %s: %w", mode, p, why, mode, p, errdefs.ErrUnavailable)
+}
+
+// guestStderr is a guest command's stderr as an error may quote it: one line
+// of at most 200 bytes without control characters (the guest wrote it).
+func guestStderr(b []byte) string {
+	return textsafe.Line(strings.TrimSpace(string(b)), 200)
 }
 
 // ReadGuestFile copies a file of the guest to w. sized is called with the file's
@@ -93,12 +107,8 @@ func (s *Service) ReadGuestFile(ctx context.Context, name, p string, w io.Writer
 	}
 	var size int64 = -1
 	err = ss.agentCall(ctx, func(c *qga.Client) error {
-		h, err := c.FileOpen(ctx, p, "r")
-		if err != nil {
-			return err
-		}
-		defer c.FileClose(context.WithoutCancel(ctx), h)
-		size, _, err = c.FileSeek(ctx, h, 0, 2)
+		var err error
+		size, err = c.FileSize(ctx, p)
 		return err
 	})
 	if err != nil {

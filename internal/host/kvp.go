@@ -5,12 +5,16 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qga"
+	"github.com/hvproject/hv/internal/textsafe"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
@@ -123,37 +127,102 @@ func (s *Service) refreshGuest(ctx context.Context, v *vm, ss *session) {
 	if !enabled {
 		return
 	}
-	info := &api.GuestInfo{UpdatedAt: time.Now().UTC()}
+	var f guestFacts
 	err := ss.agentCall(ctx, func(c *qga.Client) error {
+		f = guestFacts{} // a retry starts afresh
 		if os, err := c.OSInfo(ctx); err == nil {
-			info.OSName, info.OSVersion, info.OSID, info.KernelRelease = os.PrettyName, os.Version, os.ID, os.KernelRelease
-			if info.OSName == "" {
-				info.OSName = os.Name
-			}
+			f.os = &os
 		}
 		if h, err := c.Hostname(ctx); err == nil {
-			info.Hostname = h
+			f.hostname = h
 		}
-		ifs, err := c.Interfaces(ctx)
-		if err != nil {
-			return err
-		}
-		for _, i := range ifs {
-			if i.Name == "lo" {
-				continue
-			}
-			info.Interfaces = append(info.Interfaces, api.GuestInterface{Name: i.Name, MAC: i.MAC, IPAddresses: i.Addresses})
-		}
-		return nil
+		var err error
+		f.interfaces, err = c.Interfaces(ctx)
+		return err
 	})
 	if err != nil {
 		s.log.Debug("reading guest facts", "vm", v.name, "err", err)
 		return
 	}
+	info := guestInfo(f, time.Now())
 	v.mu.Lock()
 	v.guest = info
 	v.mu.Unlock()
 	if err := s.pushKVP(ctx, v, ss); err != nil {
 		s.log.Debug("delivering key-value pairs", "vm", v.name, "err", err)
 	}
+}
+
+// guestFacts is what the guest's agent answered, as refreshGuest got it.
+type guestFacts struct {
+	os         *qga.OSInfo // nil when guest-get-osinfo failed
+	hostname   string
+	interfaces []qga.Interface
+}
+
+// Bounds on what hvd keeps of a guest's facts. The guest may say anything,
+// and what it says is kept per VM, served on every GET /1.0/vms and printed
+// on operators' terminals; this keeps a VM's facts under about 100 KiB.
+const (
+	maxGuestInterfaces = 64
+	maxGuestAddresses  = 16  // per interface
+	maxGuestText       = 256 // bytes of a name, a version, a MAC or an address
+)
+
+// guestInfo turns the agent's answers into the facts hvd keeps and serves:
+// at most maxGuestInterfaces interfaces (loopback left out) of at most
+// maxGuestAddresses addresses, texts cut to maxGuestText bytes, control
+// characters replaced, and MACs and addresses that do not parse dropped.
+func guestInfo(f guestFacts, now time.Time) *api.GuestInfo {
+	text := func(s string) string { return textsafe.Line(s, maxGuestText) }
+	info := &api.GuestInfo{UpdatedAt: now.UTC()}
+	if os := f.os; os != nil {
+		name := os.PrettyName
+		if name == "" {
+			name = os.Name
+		}
+		info.OSName, info.OSVersion, info.OSID, info.KernelRelease = text(name), text(os.Version), text(os.ID), text(os.KernelRelease)
+	}
+	info.Hostname = text(f.hostname)
+	for _, i := range f.interfaces {
+		if i.Name == "lo" {
+			continue
+		}
+		if len(info.Interfaces) == maxGuestInterfaces {
+			break
+		}
+		gi := api.GuestInterface{Name: text(i.Name)}
+		if mac, err := net.ParseMAC(i.MAC); err == nil {
+			gi.MAC = mac.String()
+		}
+		for _, a := range i.Addresses {
+			if len(gi.IPAddresses) == maxGuestAddresses {
+				break
+			}
+			if p, ok := guestAddress(a); ok {
+				gi.IPAddresses = append(gi.IPAddresses, p)
+			}
+		}
+		info.Interfaces = append(info.Interfaces, gi)
+	}
+	return info
+}
+
+// guestAddress returns an address the agent reported ("10.0.0.2/24") in
+// canonical form, without the zone a Windows agent may add to a link-local
+// IPv6 address ("fe80::1%12/64").
+func guestAddress(s string) (string, bool) {
+	if len(s) > maxGuestText {
+		return "", false
+	}
+	addr, bits, ok := strings.Cut(s, "/")
+	if !ok {
+		return "", false
+	}
+	addr, _, _ = strings.Cut(addr, "%")
+	p, err := netip.ParsePrefix(addr + "/" + bits)
+	if err != nil {
+		return "", false
+	}
+	return p.String(), true
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qga"
-	"github.com/hvproject/hv/internal/textsafe"
 )
 
 // Hyper-V's shutdown service works on any guest because the guest kernel
@@ -74,7 +73,7 @@ func agentCommand(ss *session, path string, args ...string) func(context.Context
 			case err != nil || st.Signal != 0:
 				return nil
 			case st.Exited && st.ExitCode != 0:
-				return fmt.Errorf("exit status %d: %s", st.ExitCode, textsafe.Line(strings.TrimSpace(string(st.Stderr)), 200))
+				return fmt.Errorf("exit status %d: %s", st.ExitCode, guestStderr(st.Stderr))
 			case st.Exited:
 				return nil
 			}

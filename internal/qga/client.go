@@ -35,6 +35,8 @@ type Client struct {
 	broken   error // the socket is dead; every call fails with this
 
 	cmds cmdCache // guest-info's answer, for Supports
+
+	limit func(command string) limit // commandLimit; tests shorten the waits
 }
 
 // Dial connects to the host end of the agent's channel. It sends nothing:
@@ -54,6 +56,7 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 		sem:      make(chan struct{}, 1),
 		br:       bufio.NewReaderSize(conn, 64<<10),
 		needSync: true,
+		limit:    commandLimit,
 	}, nil
 }
 
@@ -73,14 +76,17 @@ func (c *Client) Close() error {
 
 // Call runs one command. args is nil or anything that encodes to a JSON
 // object; result is nil or a pointer that "return" is decoded into. An error
-// answer is returned wrapping *Error.
+// answer is returned wrapping *Error. Each command has limits of its own on
+// its answer's size and on its time, which ctx can only shorten.
 func (c *Client) Call(ctx context.Context, command string, args any, result any) error {
-	return c.call(ctx, command, args, result, 0)
+	return c.send(ctx, request{command: command, args: args, result: result})
 }
 
 // Sync resynchronizes the stream now (calls do it by themselves when needed).
 func (c *Client) Sync(ctx context.Context) error {
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, c.limit("guest-sync-delimited").wait)
+	defer cancel()
 	if err := c.lock(ctx, "guest-sync-delimited", start); err != nil {
 		return err
 	}
@@ -114,20 +120,35 @@ func (c *Client) lock(ctx context.Context, command string, start time.Time) erro
 
 func (c *Client) unlock() { <-c.sem }
 
-// call runs one command. With quiet > 0 the command has no answer on
-// success: the call succeeds when nothing arrives within quiet.
-func (c *Client) call(ctx context.Context, command string, args any, result any, quiet time.Duration) error {
-	return c.send(ctx, command, args, result, quiet, nil)
+// request is one command for send, and what the client allows its answer.
+type request struct {
+	command string
+	args    any // nil or anything that encodes to a JSON object
+	result  any // nil or a pointer that "return" is decoded into
+	// limit bounds the answer line in bytes; 0 means the command's own.
+	limit int
+	// quiet > 0: the command has no answer on success, and the call
+	// succeeds when nothing arrives within quiet.
+	quiet time.Duration
+	// sent, if not nil, is set once the request may have reached the agent,
+	// for callers that must undo a command they gave up on.
+	sent *bool
 }
 
-// send is call that also sets *sent (when not nil) once the request may have
-// reached the agent, for callers that must undo a command they gave up on.
-func (c *Client) send(ctx context.Context, command string, args any, result any, quiet time.Duration, sent *bool) error {
-	req, err := marshalRequest(command, args)
+// send runs one command.
+func (c *Client) send(ctx context.Context, r request) error {
+	command, quiet := r.command, r.quiet
+	lim := c.limit(command)
+	if r.limit > 0 {
+		lim.answer = r.limit
+	}
+	req, err := marshalRequest(command, r.args)
 	if err != nil {
 		return fmt.Errorf("guest agent %s: encoding arguments: %w: %w", command, errdefs.ErrInvalid, err)
 	}
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, lim.wait)
+	defer cancel()
 	if err := c.lock(ctx, command, start); err != nil {
 		return err
 	}
@@ -145,8 +166,8 @@ func (c *Client) send(ctx context.Context, command string, args any, result any,
 	}
 	// Pessimistic until a clean answer shows the stream is in step.
 	c.needSync = true
-	if sent != nil {
-		*sent = true
+	if r.sent != nil {
+		*r.sent = true
 	}
 	if _, err := c.conn.Write(req); err != nil {
 		return c.ioError(ctx, command, start, err)
@@ -159,7 +180,7 @@ func (c *Client) send(ctx context.Context, command string, args any, result any,
 	}
 	stray := false
 	for {
-		line, err := c.readLine()
+		line, err := c.readLine(lim.answer)
 		if err != nil {
 			if quiet > 0 && !expired(ctx) && (isDeadline(err) || c.setBroken(err)) {
 				return nil // silence (or QEMU gone) is what success looks like
@@ -180,9 +201,9 @@ func (c *Client) send(ctx context.Context, command string, args any, result any,
 			c.needSync = stray
 			return fmt.Errorf("guest agent %s: %w", command, a.err)
 		}
-		if result != nil {
-			if err := json.Unmarshal(a.ret, result); err != nil {
-				return fmt.Errorf("guest agent %s: decoding answer into %T: %w", command, result, err)
+		if r.result != nil {
+			if err := json.Unmarshal(a.ret, r.result); err != nil {
+				return fmt.Errorf("guest agent %s: decoding answer into %T: %w", command, r.result, err)
 			}
 		}
 		c.needSync = stray
@@ -212,7 +233,7 @@ func (c *Client) sync(ctx context.Context, start time.Time, what string) error {
 		}
 	}
 	for {
-		line, err := c.readLine()
+		line, err := c.readLine(c.limit("guest-sync-delimited").answer)
 		if errors.Is(err, errLineTooLong) {
 			continue
 		}
@@ -228,8 +249,8 @@ func (c *Client) sync(ctx context.Context, start time.Time, what string) error {
 	}
 }
 
-func (c *Client) readLine() ([]byte, error) {
-	line, err := readLine(c.br, c.buf)
+func (c *Client) readLine(limit int) ([]byte, error) {
+	line, err := readLine(c.br, c.buf, limit)
 	if err == nil && cap(line) <= 1<<20 { // don't pin a huge buffer
 		c.buf = line[:0]
 	}
@@ -247,7 +268,7 @@ func (c *Client) ioError(ctx context.Context, what string, start time.Time, err 
 	case expired(ctx) || isDeadline(err):
 		return waitError(ctx, what, start)
 	case errors.Is(err, errLineTooLong):
-		return fmt.Errorf("guest agent %s: %w: %w", what, errGarbage, err)
+		return fmt.Errorf("guest agent %s: %w: %w", what, err, errGarbage)
 	case c.setBroken(err):
 		return fmt.Errorf("guest agent %s: %w", what, c.broken)
 	}

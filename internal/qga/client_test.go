@@ -131,12 +131,13 @@ func TestLineTooLong(t *testing.T) {
 	var pings atomic.Int32
 	c, _ := startAgent(t, func(a *fakeAgent, r fakeReq) string {
 		if r.Execute == "guest-ping" && pings.Add(1) == 1 {
-			return strings.Repeat("x", maxLine+1) + "\n"
+			return strings.Repeat("x", smallAnswer+1) + "\n"
 		}
 		return healthy(a, r)
 	})
 	err := c.Ping(testCtx(t))
-	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "garbage") || !strings.Contains(err.Error(), fmt.Sprintf("%d MiB", maxLine>>20)) {
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "garbage") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("guest-ping: answer too long: over %d KiB", smallAnswer>>10)) {
 		t.Fatalf("Ping = %v", err)
 	}
 	if err := c.Ping(testCtx(t)); err != nil {

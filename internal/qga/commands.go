@@ -51,5 +51,5 @@ func (c *Client) Shutdown(ctx context.Context, mode string) error {
 	default:
 		return fmt.Errorf("guest agent guest-shutdown: mode %q: want powerdown, reboot or halt: %w", mode, errdefs.ErrInvalid)
 	}
-	return c.call(ctx, "guest-shutdown", map[string]string{"mode": mode}, nil, shutdownQuiet)
+	return c.send(ctx, request{command: "guest-shutdown", args: map[string]string{"mode": mode}, quiet: shutdownQuiet})
 }

@@ -7,6 +7,12 @@
 // every wait by the caller's context, and resynchronizes the stream with
 // guest-sync-delimited before the first call and after anything went wrong.
 //
+// The guest is not trusted: each command has limits of its own (limits.go)
+// on the size of its answer, enforced while reading, and on its time, which
+// the caller's context can only shorten; error texts are made safe to print.
+// Facts the guest reports come back as it said them: callers that keep or
+// show them cap and clean them.
+//
 // Commands are sent without an "id": agents before QEMU 2.12 reject the
 // member, and after a successful sync the next answer is ours anyway.
 package qga

@@ -11,7 +11,9 @@ import (
 )
 
 // Error is an error answer from the agent: {"error":{"class":...,"desc":...}}.
-// Calls wrap it, so use errors.As to get at Class.
+// Calls wrap it, so use errors.As to get at Class. The guest writes both
+// texts: the client replaces their control characters and cuts them to
+// maxErrorText bytes.
 type Error struct {
 	Class string `json:"class"`
 	Desc  string `json:"desc"`
@@ -59,3 +61,9 @@ func ctxKind(ctx context.Context) error {
 	}
 	return fmt.Errorf("%w: %w", errdefs.ErrTimeout, context.DeadlineExceeded)
 }
+
+// maxErrorText bounds the bytes kept of an error answer's texts: the guest
+// writes them, and they reach logs, API errors and operators' terminals. A
+// description may quote a path of up to PATH_MAX (4 KiB) before the words
+// explain() classifies by, so it keeps 8 KiB.
+const maxErrorText = 8 << 10

@@ -8,8 +8,8 @@ import (
 )
 
 // maxChunk bounds one FileRead or FileWrite. The data travels base64 inside a
-// single JSON line (4/3 bigger), and answers over maxLine (24 MiB) are refused
-// as garbage; the agent itself allows 48 MiB reads, which would not fit.
+// single JSON line (4/3 bigger), and the client buffers each answer whole;
+// the agent itself allows 48 MiB reads.
 const maxChunk = 16 << 20
 
 // FileOpen opens path in the guest with an fopen(3) mode ("r", "w", "a",
@@ -47,7 +47,9 @@ func (c *Client) FileRead(ctx context.Context, h int64, count int) (data []byte,
 		Buf   []byte `json:"buf-b64"` // base64, decoded by encoding/json
 		EOF   bool   `json:"eof"`
 	}
-	if err := c.do(ctx, "guest-file-read", args, &ret); err != nil {
+	// The answer may be no bigger than count bytes need.
+	err = c.send(ctx, request{command: "guest-file-read", args: args, result: &ret, limit: fileReadAnswer(count)})
+	if err = c.explain(err); err != nil {
 		return nil, false, err
 	}
 	if ret.Count != len(ret.Buf) || len(ret.Buf) > count {

@@ -34,7 +34,7 @@ func (c *Client) Freeze(ctx context.Context) (int, error) {
 	defer c.cmds.forget() // guest-info reports commands disabled while frozen
 	var n int
 	var sent bool
-	err := c.send(ctx, "guest-fsfreeze-freeze", nil, &n, 0, &sent)
+	err := c.send(ctx, request{command: "guest-fsfreeze-freeze", result: &n, sent: &sent})
 	var ge *Error
 	if err == nil || !sent || errors.As(err, &ge) {
 		return n, c.explain(err)

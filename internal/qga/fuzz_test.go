@@ -30,7 +30,7 @@ func FuzzDecodeLine(f *testing.F) {
 			t.Fatalf("answer needs exactly one of return/error: %q", line)
 		}
 		// The line reader hands the line back unchanged (modulo the ending).
-		got, rerr := readLine(bufio.NewReader(bytes.NewReader(append(bytes.Clone(line), '\n'))), nil)
+		got, rerr := readLine(bufio.NewReader(bytes.NewReader(append(bytes.Clone(line), '\n'))), nil, listAnswer)
 		if !bytes.Contains(line, []byte{'\n'}) && (rerr != nil || !bytes.Equal(got, bytes.TrimRight(line, "\r\n"))) {
 			t.Fatalf("readLine(%q) = %q, %v", line, got, rerr)
 		}

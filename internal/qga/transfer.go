@@ -11,7 +11,7 @@ import (
 
 // transferChunk is how much one call of ReadFile or WriteFile moves. The
 // agent builds each answer whole in memory as base64 JSON (1 MiB is 1.4 MiB
-// on the wire, far below maxLine), and other callers (pings, status polls)
+// on the wire, and the client buffers it whole), and other callers (pings, status polls)
 // wait for the stream while a chunk is in flight, as does a cancellation;
 // on a slow virtio-serial link 1 MiB keeps that wait short while the
 // per-call round trip stays a small part of the time.
@@ -65,6 +65,23 @@ func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer, progres
 			return n, nil
 		}
 	}
+}
+
+// FileSize opens path in the guest, seeks to its end and closes it again,
+// and returns that position: the size, or 0 for files that cannot tell
+// (/proc, /sys). The handle is closed in all cases, with up to 10s of extra
+// time when ctx ended.
+func (c *Client) FileSize(ctx context.Context, path string) (size int64, err error) {
+	h, err := c.FileOpen(ctx, path, "r")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { err = also(err, c.closeAfter(ctx, h, path)) }()
+	size, _, err = c.FileSeek(ctx, h, 0, 2)
+	if err != nil {
+		return 0, fmt.Errorf("finding the size of %s in the guest: %w", path, err)
+	}
+	return size, nil
 }
 
 // WriteFile creates or truncates the guest file path and fills it with size

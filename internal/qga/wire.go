@@ -6,31 +6,40 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-)
 
-// maxLine bounds one line so an agent spewing garbage cannot exhaust memory. It
-// is 24 MiB: the agent captures up to 16 MiB of output and sends it base64 (4/3).
-// guest-exec-status output is capped by the agent at 16 MiB raw, which is
-// more as base64; an answer that big is refused as garbage.
-const maxLine = 24 << 20
+	"github.com/hvproject/hv/internal/textsafe"
+)
 
 // sentinel is the byte that precedes a guest-sync-delimited answer, and that
 // we send so the agent's JSON parser drops any half-read request.
 const sentinel = 0xFF
 
-var errLineTooLong = fmt.Errorf("line longer than %d MiB", maxLine>>20)
+// errLineTooLong is wrapped by the error of an answer over its command's limit.
+var errLineTooLong = errors.New("answer too long")
+
+func lineTooLong(limit int) error {
+	return fmt.Errorf("%w: over %s, the most hv reads for this command; skipped it (is the guest agent misbehaving?)", errLineTooLong, sizeText(limit))
+}
 
 // readLine returns the next line without its line ending, reusing buf. A line
-// over maxLine is consumed without being kept and reported as errLineTooLong.
-func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
+// over limit bytes is consumed without being kept (buf never grows past
+// limit, so a hostile agent cannot make us hold more) and reported as an
+// error wrapping errLineTooLong.
+func readLine(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 	buf = buf[:0]
 	tooLong := false
 	for {
 		chunk, err := r.ReadSlice('\n')
-		if !tooLong && len(buf)+len(chunk) > maxLine {
+		if !tooLong && len(buf)+len(chunk) > limit {
 			tooLong, buf = true, buf[:0]
 		}
 		if !tooLong {
+			if need := len(buf) + len(chunk); need > cap(buf) {
+				// Grow as append would, but never past limit.
+				nb := make([]byte, len(buf), min(max(2*cap(buf), need), limit))
+				copy(nb, buf)
+				buf = nb
+			}
 			buf = append(buf, chunk...)
 		}
 		switch {
@@ -39,7 +48,7 @@ func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
 		case err != nil:
 			return nil, err
 		case tooLong:
-			return nil, errLineTooLong
+			return nil, lineTooLong(limit)
 		}
 		return bytes.TrimRight(buf, "\r\n"), nil
 	}
@@ -71,6 +80,9 @@ func decodeLine(line []byte) (a answer, synced, blank bool, err error) {
 	}
 	if (w.Return == nil) == (w.Error == nil) {
 		return answer{}, synced, false, errGarbage
+	}
+	if e := w.Error; e != nil {
+		e.Class, e.Desc = textsafe.Line(e.Class, maxErrorText), textsafe.Line(e.Desc, maxErrorText)
 	}
 	return answer{ret: w.Return, err: w.Error}, synced, false, nil
 }
