@@ -25,7 +25,7 @@ func TestStoredConfigWithoutTheVMDirectory(t *testing.T) {
 	f.integration["heartbeat"] = api.IntegrationService{Name: "heartbeat", Enabled: true}
 	kernel := filepath.Join(t.TempDir(), "vmlinuz")
 	os.WriteFile(kernel, []byte("a kernel"), 0o600)
-	vm := api.VM{Name: "web1", ID: "id-web1", Generation: 2, CPUs: 2, MemoryBytes: 1 << 30, Directory: filepath.Join(t.TempDir(), "gone"),
+	vm := api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, CPUs: 2, MemoryBytes: 1 << 30, Directory: filepath.Join(t.TempDir(), "gone"),
 		Disks:  []api.Disk{{Name: "root", Path: "/x/root.qcow2", Format: "qcow2", Boot: true}},
 		Kernel: kernel, Initrd: filepath.Join(t.TempDir(), "initrd.img"), Cmdline: "console=ttyS0",
 		NICs: []api.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:00:00:01", VLAN: 10}}, CheckpointType: api.CheckpointProduction,
@@ -66,7 +66,7 @@ func TestStoredConfigWithoutTheVMDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.cfg
-	if c.Name != "web2" || c.ID != "id-web1" || c.Generation != 2 || c.Kernel != "vmlinuz" || c.Cmdline != "console=ttyS0" || c.NVRAM != "nvram.fd" ||
+	if c.Name != "web2" || c.ID != "0b0e5f1c-0000-4000-8000-00000000e0b1" || c.Generation != 2 || c.Kernel != "vmlinuz" || c.Cmdline != "console=ttyS0" || c.NVRAM != "nvram.fd" ||
 		c.MaxMemoryBytes != 1<<30 || c.CheckpointType != "" || c.DynamicMemory == nil || c.DynamicMemory.BufferPercent != 20 ||
 		len(c.NICs) != 1 || c.NICs[0].VLAN != 10 || strings.Join(c.DisabledServices, ",") != "time-sync" ||
 		len(c.Disks) != 1 || c.Disks[0].File != "root.qcow2" || !c.Disks[0].Boot {

@@ -42,7 +42,7 @@ func newBackupVM(t *testing.T) *backupVM {
 	}
 	v := &backupVM{t: t, dir: dir, sizes: map[string]int64{"root": 4 * mib, "data1": 3*mib + 512*kib},
 		clock: time.Now().UTC().Add(-time.Hour)}
-	cfg := vmconfig.Config{Name: "web1", ID: "id-web1", Generation: 2, CPUs: 2, MemoryBytes: 512 * mib, MaxMemoryBytes: 512 * mib,
+	cfg := vmconfig.Config{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, CPUs: 2, MemoryBytes: 512 * mib, MaxMemoryBytes: 512 * mib,
 		Disks: []vmconfig.Disk{{Name: "root", File: "root.qcow2", Format: "qcow2", Boot: true}, {Name: "data1", File: "data1.qcow2", Format: "qcow2", Bus: "hp1"}},
 		NVRAM: "nvram.fd", NICs: []vmconfig.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:12:34:56", Bus: "hp0"}},
 		KVP: map[string]string{"role": "web"}, CreatedAt: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)}
@@ -56,7 +56,7 @@ func newBackupVM(t *testing.T) *backupVM {
 	for _, d := range cfg.Disks {
 		runQEMU(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k", v.img(d.Name), fmt.Sprint(v.sizes[d.Name]))
 	}
-	v.vm = api.VM{Name: "web1", ID: "id-web1", Generation: 2, State: api.StateRunning, CPUs: 2, MemoryBytes: 512 * mib, Directory: dir,
+	v.vm = api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, State: api.StateRunning, CPUs: 2, MemoryBytes: 512 * mib, Directory: dir,
 		Disks: []api.Disk{{Name: "root", Path: v.img("root"), Format: "qcow2", Boot: true}, {Name: "data1", Path: v.img("data1"), Format: "qcow2"}},
 		NICs:  []api.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:12:34:56"}}}
 	return v
@@ -84,7 +84,7 @@ func (v *backupVM) snapshot(disk string) string {
 // and returns the backup hvd would describe.
 func (v *backupVM) open(id, since string, incremental map[string]bool) (api.Backup, func()) {
 	v.clock = v.clock.Add(time.Minute)
-	ab := api.Backup{ID: id, VM: "web1", VMID: "id-web1", Time: v.clock, Since: since,
+	ab := api.Backup{ID: id, VM: "web1", VMID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Time: v.clock, Since: since,
 		Consistency: api.ConsistencyApplication, FrozenSeconds: 0.25, Online: true}
 	var servers []*qemuNBD
 	for _, name := range []string{"root", "data1"} {
@@ -199,7 +199,7 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 		t.Fatalf("stderr of the first backup:\n%s", r.stderr)
 	}
 	if full.Kind != "full" || full.Parent != "" || full.Reference != "hvb-1" || !full.Finished || full.Consistency != "application" ||
-		full.VM != "web1" || full.VMID != "id-web1" || full.Repository != repo {
+		full.VM != "web1" || full.VMID != "0b0e5f1c-0000-4000-8000-00000000e0b1" || full.Repository != repo {
 		t.Fatalf("first backup %+v", full)
 	}
 	// Only the blocks that hold data are read: 3 of root, 2 of data1 (the last one short).
