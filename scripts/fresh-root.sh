@@ -57,6 +57,9 @@ mounts=()
 mnt() { mount "$@"; mounts=("${@: -1}" "${mounts[@]}"); }
 cleanup() { for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
 trap cleanup EXIT
+# The root must be a mount point, as on a real machine: ip netns remounts "/"
+# as a slave in each namespace, which fails on a plain directory.
+mnt --bind "$dir" "$dir"
 mnt -t proc proc "$dir/proc"
 mnt -t sysfs sys "$dir/sys"
 mnt --rbind /dev "$dir/dev"
