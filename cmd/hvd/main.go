@@ -227,22 +227,54 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// listen opens the API socket, readable and writable by root only.
+// maxSocketPath is the longest path a unix socket can be bound at or dialed
+// (sun_path is 108 bytes with its NUL).
+const maxSocketPath = 107
+
+// listen opens the API socket, readable and writable by its owner (root) only.
+//
+// The socket is bound in a fresh directory of mode 0700 next to its final
+// path, chmodded to 0600 there, and renamed into place. Binding at the final
+// path would create it with the mode the umask leaves: setting the umask for
+// the bind changes it for every goroutine creating files at that moment (the
+// umask belongs to the process), and a chmod after the bind leaves a moment
+// in which anyone may connect. In the private directory nobody else can reach
+// the socket before it has its final mode, and the rename is atomic (it also
+// replaces a stale socket left by a killed hvd).
 func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("--socket: %s is %d bytes long, more than a unix socket path may be (%d); choose a shorter path", path, len(path), maxSocketPath)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("--socket: %s is served by another process (another hvd?); stop it or choose another path", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("--socket: %s exists and is not a socket; remove it or choose another path", path)
+	}
+	private, err := os.MkdirTemp(dir, ".hvd")
+	if err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
+	defer os.Remove(private) // empty once the socket has moved out
+	tmp := filepath.Join(private, "s")
+	if len(tmp) > maxSocketPath {
+		return nil, fmt.Errorf("--socket: hvd binds the socket in %s first, a path too long for a unix socket; choose a --socket in a shorter directory", private)
+	}
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
 	return ln, nil

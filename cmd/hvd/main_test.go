@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +91,98 @@ func TestOpenRootRefusesASymlinkedLock(t *testing.T) {
 	}
 	if _, err := os.Lstat(target); !os.IsNotExist(err) {
 		t.Errorf("the link's target was created: %v", err)
+	}
+}
+
+func TestListenMakesAPrivateSocket(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "hvd.sock")
+	// A stale socket (a killed hvd) is replaced.
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+
+	ln, err := listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket: %v %v; want a socket of mode 0600", fi.Mode(), err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("%s holds %d entries, want only the socket", dir, len(ents))
+	}
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial the socket: %v", err)
+	}
+	c.Close()
+	if _, err := listen(path); err == nil || !strings.Contains(err.Error(), "served by another process") {
+		t.Fatalf("a socket in use: %v", err)
+	}
+	file := filepath.Join(dir, "notasocket")
+	os.WriteFile(file, []byte("x"), 0o600)
+	if _, err := listen(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("a regular file at --socket: %v", err)
+	}
+	if got, _ := os.ReadFile(file); string(got) != "x" {
+		t.Fatal("a regular file at --socket was replaced")
+	}
+}
+
+// The umask belongs to the whole process: changing it while other goroutines
+// create files (VM directories, disks, state files) gives them the wrong mode.
+func TestListenLeavesTheUmaskAlone(t *testing.T) {
+	readUmask := func() string {
+		data, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Skip("no /proc/self/status")
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Skip("this kernel does not show the umask in /proc/self/status")
+		return ""
+	}
+	want := readUmask()
+	stop := make(chan struct{})
+	seen := make(chan string, 1)
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if got := readUmask(); got != want {
+				seen <- got
+				return
+			}
+		}
+	}()
+	dir := t.TempDir()
+	for i := range 300 {
+		ln, err := listen(filepath.Join(dir, fmt.Sprintf("s%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+	}
+	close(stop)
+	if got, changed := <-seen; changed {
+		t.Fatalf("the process umask changed from %s to %s while listen ran", want, got)
 	}
 }
