@@ -119,7 +119,7 @@ func (s *Server) routes() []route {
 		{"PATCH", "/1.0/vms/{name}", s.updateVM},
 		{"DELETE", "/1.0/vms/{name}", s.deleteVM},
 		{"PUT", "/1.0/vms/{name}/state", s.putState},
-		{"POST", "/1.0/vms/{name}/exec", s.execVM},
+		{"POST", "/1.0/vms/{name}/exec", withBodyLimit(maxExecBody, s.execVM)},
 		{"GET", "/1.0/vms/{name}/console", s.console},
 		{"GET", "/1.0/vms/{name}/console/log", s.consoleLog},
 		{"GET", "/1.0/operations", s.listOps},
@@ -140,7 +140,7 @@ func (s *Server) routes() []route {
 		{"POST", "/1.0/vms/{name}/freeze", s.freeze},
 		{"POST", "/1.0/vms/{name}/thaw", s.thaw},
 		{"GET", "/1.0/vms/{name}/files", s.getFile},
-		{"PUT", "/1.0/vms/{name}/files", s.putFile},
+		{"PUT", "/1.0/vms/{name}/files", streamedBody(s.putFile)},
 		{"GET", "/1.0/operations/{id}/session", s.session},
 		{"POST", "/1.0/vms/{name}/nics", s.addNIC},
 		{"DELETE", "/1.0/vms/{name}/nics/{nic}", s.removeNIC},
@@ -173,6 +173,9 @@ func (s *Server) routes() []route {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = newRequestBody(w, r.Body)
+	}
 	s.mux.ServeHTTP(rec, r)
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
 }
