@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -129,7 +128,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: httpapi.New(svc, ops, bus, log), ReadHeaderTimeout: 10 * time.Second}
+	// The API's timeouts cut off slow and stalled clients but not streams (see httpapi.Timeouts).
+	srv := httpapi.New(svc, ops, bus, log).HTTPServer()
 	info := svc.Info()
 	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,
 		"accelerator", info.Accelerator, "cpu", info.AcceleratorCPU, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)

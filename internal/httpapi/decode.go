@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -49,6 +50,8 @@ func bodyError(err error, limit int64) error {
 	switch {
 	case errors.As(err, &big):
 		return tooLarge(limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("body: not received in time; send the whole body at once, right after the headers: %w", errdefs.ErrInvalid)
 	case errors.Is(err, io.EOF):
 		return fmt.Errorf("body: empty; send a JSON object (see /1.0/openapi.yaml): %w", errdefs.ErrInvalid)
 	case errors.Is(err, io.ErrUnexpectedEOF):
