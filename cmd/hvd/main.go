@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -106,18 +106,11 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.root, 0o700); err != nil {
-		return fmt.Errorf("--root: %w", err)
-	}
-	// One hvd per root: two would fight over the same VMs.
-	lock, err := os.OpenFile(filepath.Join(o.root, "hvd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := openRoot(o.root, log)
 	if err != nil {
-		return fmt.Errorf("--root: %w", err)
+		return err
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fmt.Errorf("another hvd is already running with --root %s; stop it first", o.root)
-	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -145,7 +138,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: httpapi.New(svc, ops, bus, log), ReadHeaderTimeout: 10 * time.Second}
+	// The API's timeouts cut off slow and stalled clients but not streams (see httpapi.Timeouts).
+	srv := httpapi.New(svc, ops, bus, log).HTTPServer()
 	info := svc.Info()
 	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,
 		"accelerator", info.Accelerator, "cpu", info.AcceleratorCPU, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)
@@ -164,22 +158,133 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// listen opens the API socket, readable and writable by root only.
+// openRoot prepares --root and takes its lock: one hvd per root, since two
+// would fight over the same VMs.
+func openRoot(root string, log *slog.Logger) (*os.File, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("--root: %w", err)
+	}
+	if err := checkRoot(root, log); err != nil {
+		return nil, err
+	}
+	// O_NOFOLLOW: a link planted here would make root create or lock the file it names.
+	path := filepath.Join(root, "hvd.lock")
+	lock, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW, 0o600)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("--root: %s is a symbolic link, which hvd does not follow; remove it (hvd creates the lock file itself): rm %s", path, shellQuote(path))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--root: %w", err)
+	}
+	if fi, err := lock.Stat(); err != nil || !fi.Mode().IsRegular() {
+		lock.Close()
+		return nil, fmt.Errorf("--root: %s is not a regular file; remove it (hvd creates the lock file itself)", path)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("another hvd is already running with --root %s; stop it first", root)
+	}
+	return lock, nil
+}
+
+// checkRoot refuses a root that another user could change: hvd runs as root
+// and trusts what it finds there (configurations name images, kernels and
+// firmware; runtime files name the PIDs it signals). The root itself is
+// checked, after any symbolic link to it: an admin may keep it elsewhere.
+func checkRoot(root string, log *slog.Logger) error {
+	fi, err := os.Stat(root)
+	if err != nil {
+		return fmt.Errorf("--root: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("--root: %s is not a directory; give a directory (hvd creates it if missing)", root)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("--root: cannot tell who owns %s", root)
+	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	owner := fmt.Sprintf("%d:%d", uid, gid)
+	if uid == 0 {
+		owner = "root:root"
+	}
+	var wrong []string
+	if int(st.Uid) != uid {
+		wrong = append(wrong, fmt.Sprintf("it is owned by uid %d, not by uid %d that hvd runs as", st.Uid, uid))
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		wrong = append(wrong, fmt.Sprintf("its mode %04o lets group or others write to it", perm))
+	}
+	if len(wrong) > 0 {
+		q := shellQuote(root)
+		return fmt.Errorf("--root: %s is unsafe: %s; another user could change the VMs and state hvd trusts. Fix it with: chown %s %s && chmod 700 %s",
+			root, strings.Join(wrong, ", and "), owner, q, q)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		log.Warn("--root is readable by other users; VM configurations and disks may be too", "root", root,
+			"mode", fmt.Sprintf("%04o", perm), "fix", "chmod 700 "+shellQuote(root))
+	}
+	return nil
+}
+
+// shellQuote quotes s for a command the user may paste, when it needs quoting.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@%,=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// maxSocketPath is the longest path a unix socket can be bound at or dialed
+// (sun_path is 108 bytes with its NUL).
+const maxSocketPath = 107
+
+// listen opens the API socket, readable and writable by its owner (root) only.
+//
+// The socket is bound in a fresh directory of mode 0700 next to its final
+// path, chmodded to 0600 there, and renamed into place. Binding at the final
+// path would create it with the mode the umask leaves: setting the umask for
+// the bind changes it for every goroutine creating files at that moment (the
+// umask belongs to the process), and a chmod after the bind leaves a moment
+// in which anyone may connect. In the private directory nobody else can reach
+// the socket before it has its final mode, and the rename is atomic (it also
+// replaces a stale socket left by a killed hvd).
 func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("--socket: %s is %d bytes long, more than a unix socket path may be (%d); choose a shorter path", path, len(path), maxSocketPath)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("--socket: %s is served by another process (another hvd?); stop it or choose another path", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("--socket: %s exists and is not a socket; remove it or choose another path", path)
+	}
+	private, err := os.MkdirTemp(dir, ".hvd")
+	if err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
+	defer os.Remove(private) // empty once the socket has moved out
+	tmp := filepath.Join(private, "s")
+	if len(tmp) > maxSocketPath {
+		return nil, fmt.Errorf("--socket: hvd binds the socket in %s first, a path too long for a unix socket; choose a --socket in a shorter directory", private)
+	}
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
 	return ln, nil

@@ -1,11 +1,13 @@
 package backuprepo
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -102,15 +104,22 @@ func (r *Repo) blockPath(h blockHash) string {
 	return filepath.Join(r.dir, blocksDir, s[:2], s)
 }
 
-// storeBlock puts data, whose hash is h, into the block store unless a file of
-// the right size holds it already. It does not fsync: the writer's Commit
+// storeBlock puts data, whose hash is h, into the block store unless a file
+// holds it already. A file of the right size is reused as it is when
+// trusted(h) (a committed manifest names the block: the commit flushed it
+// before naming it). Any other may be the leftover of a writer that crashed,
+// whose bytes never reached the disk: it is compared with data first, and
+// written again if it differs. storeBlock does not fsync: the writer's Commit
 // flushes the file system before any manifest names the block. created says
 // whether this call made the file.
-func (r *Repo) storeBlock(h blockHash, data []byte) (created bool, err error) {
+func (r *Repo) storeBlock(h blockHash, data []byte, trusted func(blockHash) bool) (created bool, err error) {
 	path := r.blockPath(h)
 	fi, err := os.Lstat(path)
 	if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(data)) {
-		return false, nil
+		if trusted(h) || fileHolds(path, data) {
+			return false, nil
+		}
+		r.log.Warn("a block file that no backup names does not hold its block (left by an interrupted backup?); writing it again", "repo", r.dir, "path", path)
 	}
 	existed := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -135,6 +144,19 @@ func (r *Repo) storeBlock(h blockHash, data []byte) (created bool, err error) {
 		return false, fmt.Errorf("block store: %w", err)
 	}
 	return !existed, nil
+}
+
+// fileHolds reports whether the file at path holds exactly data. Any error
+// reading it is a no: the caller writes the block again.
+func fileHolds(path string, data []byte) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	got := make([]byte, len(data)+1) // one more: a file that grew is not a match
+	n, err := io.ReadFull(f, got)
+	return errors.Is(err, io.ErrUnexpectedEOF) && n == len(data) && bytes.Equal(got[:n], data)
 }
 
 // readBlock reads a stored block and checks it against its name.

@@ -1,6 +1,7 @@
 package backuprepo
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
@@ -195,5 +196,65 @@ func TestDiscardWaitsForAReadableRepository(t *testing.T) {
 	v.disks[0].dirty[0] = true
 	inc := v.backup(t, r, Incremental, full.ID, t0.Add(3*time.Hour))
 	checkRestores(t, r, inc.ID, v.snapshot())
+	mustVerify(t, r)
+}
+
+// A block file that no committed backup names is not trusted for its name
+// and size alone, even when staging/ is empty: a power cut can lose the
+// crashed writer's staging directory (Begin does not sync its creation) and
+// keep a block file with its name and size but not its bytes, or an Abort
+// can fail to remove its blocks. The next backup checks such a file before
+// reusing it, and writes it again when it differs.
+func TestTornBlockWithoutStagingIsNotReused(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(39, 40))
+	r := newRepo(t)
+	v := &vm{name: "web", disks: []*vdisk{newDisk(rng, "system", 64<<10, 4<<10)}}
+	full := v.backup(t, r, Full, "", t0)
+
+	fresh := make([]byte, 4<<10)
+	fillRandom(rng, fresh)
+	w, err := r.Begin(v.meta(Incremental, full.ID, t0.Add(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutBlock("system", 0, fresh); err != nil {
+		t.Fatal(err)
+	}
+	torn := blockHash(sha256.Sum256(fresh))
+	if _, ok := w.created[torn]; !ok {
+		t.Fatal("the interrupted writer did not store the block; the test proves nothing")
+	}
+	// Power cut: the block's name and size reached the disk, its bytes did
+	// not, and neither did the staging directory.
+	if err := os.WriteFile(r.blockPath(torn), make([]byte, len(fresh)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crash(w)
+	if err := os.RemoveAll(filepath.Join(r.dir, stagingDir, w.ID())); err != nil {
+		t.Fatal(err)
+	}
+
+	// The retry puts the same data: it must not trust the torn file.
+	copy(v.disks[0].block(0), fresh)
+	v.disks[0].dirty[0] = true
+	inc := v.backup(t, r, Incremental, full.ID, t0.Add(2*time.Hour))
+	if got, _ := os.ReadFile(r.blockPath(torn)); !bytes.Equal(got, fresh) {
+		t.Fatal("the next backup reused the torn block file")
+	}
+	checkRestores(t, r, inc.ID, v.snapshot())
+	mustVerify(t, r)
+
+	// A block that a committed backup names is reused without being read:
+	// the commit flushed it (a damaged one is verify's to report).
+	path := r.blockPath(torn)
+	rotten := bytes.Clone(fresh)
+	rotten[0] ^= 0xFF
+	os.WriteFile(path, rotten, 0o600)
+	again := v.backup(t, r, Full, "", t0.Add(3*time.Hour))
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, rotten) || again.Stats.NewBlocks != 0 {
+		t.Fatalf("a full of unchanged disks read or wrote the blocks that committed backups name (%d new)", again.Stats.NewBlocks)
+	}
+	os.WriteFile(path, fresh, 0o600)
 	mustVerify(t, r)
 }

@@ -60,6 +60,15 @@ type Writer struct {
 	config    []byte
 	hasConfig bool
 	created   map[blockHash]int64 // block files this writer made, and their sizes
+
+	// known holds the blocks it may reuse without reading them: those that
+	// committed backups name (read from their maps at the first block found
+	// already stored) and those this writer wrote or checked. Any other
+	// block file may be a crashed writer's leftover with the right name and
+	// size but not the bytes: storeBlock compares it first.
+	knownOnce sync.Once
+	knownMu   sync.Mutex
+	known     blockSet
 }
 
 type writerState int
@@ -201,7 +210,7 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 		stage := filepath.Join(r.dir, stagingDir, b.ID)
 		if _, err := os.Stat(r.backupDir(b.ID)); errors.Is(err, fs.ErrNotExist) {
 			if err := os.Mkdir(stage, 0o700); err == nil {
-				w := &Writer{r: r, lock: lock, stage: stage, b: b, disks: map[string]*wdisk{}, created: map[blockHash]int64{}}
+				w := &Writer{r: r, lock: lock, stage: stage, b: b, disks: map[string]*wdisk{}, created: map[blockHash]int64{}, known: blockSet{}}
 				for i := range w.b.Disks {
 					w.disks[w.b.Disks[i].Name] = &wdisk{d: &w.b.Disks[i], blocks: map[int64]blockHash{}}
 				}
@@ -282,7 +291,7 @@ func (w *Writer) disk(name string, index int64) (*wdisk, error) {
 // PutBlock stores block index of disk: data is exactly the block (the last
 // block of a disk whose size is not a multiple of the block size is shorter).
 // A block of zeros is recorded, not stored; a block already in the store is
-// not written again. data is not kept after PutBlock returns.
+// not written again (one that no committed backup names is compared first). data is not kept after PutBlock returns.
 func (w *Writer) PutBlock(disk string, index int64, data []byte) error {
 	d, err := w.disk(disk, index)
 	if err != nil {
@@ -296,11 +305,46 @@ func (w *Writer) PutBlock(disk string, index int64, data []byte) error {
 	created := false
 	if !allZero(data) {
 		h = sha256.Sum256(data)
-		if created, err = w.r.storeBlock(h, data); err != nil {
+		if created, err = w.r.storeBlock(h, data, w.isKnown); err != nil {
 			return fmt.Errorf("%w: backup %s: %w; check the repository's space and permissions", errdefs.ErrUnavailable, w.b.ID, err)
 		}
+		w.knownMu.Lock()
+		w.known[h] = struct{}{}
+		w.knownMu.Unlock()
 	}
 	return w.record(d, index, h, created, len(data))
+}
+
+// isKnown reports whether a stored block h may be reused without reading it.
+// The first call reads the maps of every committed backup: about 40 bytes
+// per block of each, a small fraction of reading the blocks themselves.
+func (w *Writer) isKnown(h blockHash) bool {
+	w.knownOnce.Do(w.loadKnown)
+	w.knownMu.Lock()
+	defer w.knownMu.Unlock()
+	_, ok := w.known[h]
+	return ok
+}
+
+// loadKnown adds the blocks that committed backups name to w.known. A
+// manifest or map it cannot read only means more blocks are compared before
+// reuse, so it is logged, not fatal (verify reports it).
+func (w *Writer) loadKnown() {
+	set := blockSet{}
+	all, errs := w.r.loadAll()
+	for _, b := range all {
+		if err := w.r.addMaps(set, b); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		w.r.log.Warn("some backups cannot be read; the blocks they name are checked before reuse", "repo", w.r.dir, "err", errors.Join(errs...))
+	}
+	w.knownMu.Lock()
+	defer w.knownMu.Unlock()
+	for h := range set {
+		w.known[h] = struct{}{}
+	}
 }
 
 // ZeroBlock records that block index of disk reads as zeros, without data:

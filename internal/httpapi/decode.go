@@ -7,22 +7,31 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
-// maxBody bounds a request body; no API body is anywhere near it.
-const maxBody = 1 << 20
-
 // decode reads a JSON body into v, refusing unknown fields and trailing data, and
-// says which field is wrong and how, so a typo never passes silently.
+// says which field is wrong and how, so a typo never passes silently. A body
+// over the route's limit (bodyLimit) is refused with 413.
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	return decodeFrom(r.Body, r.ContentLength, bodyLimit(r), v)
+}
+
+func decodeFrom(body io.Reader, length, limit int64, v any) error {
+	if length > limit {
+		return tooLarge(limit)
+	}
+	if _, ok := body.(*requestBody); !ok { // a peeked body, or a handler called without ServeHTTP
+		body = http.MaxBytesReader(nil, io.NopCloser(body), limit)
+	}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return bodyError(err)
+		return bodyError(err, limit)
 	}
 	if dec.More() {
 		return fmt.Errorf("body: more than one JSON value; send a single object: %w", errdefs.ErrInvalid)
@@ -30,10 +39,19 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func bodyError(err error) error {
+func tooLarge(limit int64) error {
+	return fmt.Errorf("body: larger than %d bytes (%d MiB), the most this request takes; send less: %w", limit, limit>>20, errTooLarge)
+}
+
+func bodyError(err error, limit int64) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var big *http.MaxBytesError
 	switch {
+	case errors.As(err, &big):
+		return tooLarge(limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("body: not received in time; send the whole body at once, right after the headers: %w", errdefs.ErrInvalid)
 	case errors.Is(err, io.EOF):
 		return fmt.Errorf("body: empty; send a JSON object (see /1.0/openapi.yaml): %w", errdefs.ErrInvalid)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -59,11 +77,7 @@ func decodeOptional(r *http.Request, v any) error {
 	if _, err := br.Peek(1); errors.Is(err, io.EOF) {
 		return nil
 	}
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{br, r.Body}
-	return decode(r, v)
+	return decodeFrom(br, r.ContentLength, bodyLimit(r), v)
 }
 
 // boolParam reads an optional true/false query parameter (absent is false).

@@ -10,12 +10,18 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
+// errTooLarge marks a request body over its limit (413). Only decoding a
+// request makes it, so it is no errdefs kind.
+var errTooLarge = errors.New("request body too large")
+
 // StatusCode maps an error to its HTTP status: the one place where error kinds
 // become codes, for direct answers and failed operations alike.
 func StatusCode(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errdefs.ErrConflict):

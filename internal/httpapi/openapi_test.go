@@ -322,3 +322,29 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestOpenAPIBodyTooLarge checks that every operation taking a JSON body
+// documents the 413 that decode answers for one over its limit.
+func TestOpenAPIBodyTooLarge(t *testing.T) {
+	doc := openAPIDoc(t)
+	n := 0
+	for path, item := range mapAt(t, doc, "paths") {
+		ops, _ := item.(map[string]any)
+		for method, op := range ops {
+			o, _ := op.(map[string]any)
+			body, _ := o["requestBody"].(map[string]any)
+			content, _ := body["content"].(map[string]any)
+			if !openAPIMethods[method] || content["application/json"] == nil {
+				continue
+			}
+			n++
+			responses, _ := o["responses"].(map[string]any)
+			if responses["413"] == nil {
+				t.Errorf("%s %s takes a JSON body but documents no 413 answer", strings.ToUpper(method), path)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("api/openapi.yaml documents no JSON request body at all")
+	}
+}

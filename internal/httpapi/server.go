@@ -79,8 +79,38 @@ type Host interface {
 	DeleteReferencePoint(ctx context.Context, name, reference string) error
 }
 
+// Timeouts bound how long a client may hold a connection without making
+// progress, so that slow or stalled clients (slow loris) cannot pile up
+// connections once hvd listens on the network. Streams (events, consoles,
+// exec sessions, file transfers, operation waits) run as long as they move.
+// Zero turns a timeout off.
+type Timeouts struct {
+	// Header: to send a request's headers (http.Server's ReadHeaderTimeout).
+	Header time.Duration
+	// Read: to send a whole request, headers and JSON body (ReadTimeout);
+	// for an upload, between two reads of its body.
+	Read time.Duration
+	// Write: for the client to take each write of an answer. It bounds no
+	// whole answer, as http.Server's WriteTimeout would: that would cut
+	// event streams, downloads and long waits.
+	Write time.Duration
+	// Idle: between two requests on a kept-alive connection (IdleTimeout).
+	Idle time.Duration
+}
+
+// DefaultTimeouts are generous for any client on a working network.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{Header: 10 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second, Idle: 2 * time.Minute}
+}
+
+// maxHeaderBytes bounds a request's headers; hv's are a few hundred bytes.
+const maxHeaderBytes = 64 << 10
+
 // Server is the API's HTTP handler.
 type Server struct {
+	// Timeouts apply to each request; set them before serving.
+	Timeouts Timeouts
+
 	host Host
 	ops  *operation.Manager
 	bus  *events.Bus
@@ -90,7 +120,7 @@ type Server struct {
 
 // New wires the routes.
 func New(h Host, ops *operation.Manager, bus *events.Bus, log *slog.Logger) *Server {
-	s := &Server{host: h, ops: ops, bus: bus, log: log, mux: http.NewServeMux()}
+	s := &Server{Timeouts: DefaultTimeouts(), host: h, ops: ops, bus: bus, log: log, mux: http.NewServeMux()}
 	for _, r := range s.routes() {
 		s.mux.HandleFunc(r.method+" "+r.path, r.handler)
 	}
@@ -119,7 +149,7 @@ func (s *Server) routes() []route {
 		{"PATCH", "/1.0/vms/{name}", s.updateVM},
 		{"DELETE", "/1.0/vms/{name}", s.deleteVM},
 		{"PUT", "/1.0/vms/{name}/state", s.putState},
-		{"POST", "/1.0/vms/{name}/exec", s.execVM},
+		{"POST", "/1.0/vms/{name}/exec", withBodyLimit(maxExecBody, s.execVM)},
 		{"GET", "/1.0/vms/{name}/console", s.console},
 		{"GET", "/1.0/vms/{name}/console/log", s.consoleLog},
 		{"GET", "/1.0/operations", s.listOps},
@@ -140,7 +170,7 @@ func (s *Server) routes() []route {
 		{"POST", "/1.0/vms/{name}/freeze", s.freeze},
 		{"POST", "/1.0/vms/{name}/thaw", s.thaw},
 		{"GET", "/1.0/vms/{name}/files", s.getFile},
-		{"PUT", "/1.0/vms/{name}/files", s.putFile},
+		{"PUT", "/1.0/vms/{name}/files", streamedBody(s.putFile)},
 		{"GET", "/1.0/operations/{id}/session", s.session},
 		{"POST", "/1.0/vms/{name}/nics", s.addNIC},
 		{"DELETE", "/1.0/vms/{name}/nics/{nic}", s.removeNIC},
@@ -169,26 +199,66 @@ func (s *Server) routes() []route {
 	}
 }
 
-// ServeHTTP logs each request and serves it.
+// HTTPServer returns an http.Server for s with its timeouts. It has no
+// WriteTimeout: ServeHTTP gives each write its own deadline instead, and the
+// routes that stream their request body lift ReadTimeout (streamedBody).
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.Timeouts.Header,
+		ReadTimeout:       s.Timeouts.Read,
+		IdleTimeout:       s.Timeouts.Idle,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+}
+
+// ServeHTTP logs each request and serves it, bounding its body (see
+// requestBody) and giving each write of the answer a deadline (see
+// statusRecorder). A hijacked connection (console, exec session) has no
+// deadline: net/http clears them at the hijack, and a console may rightly
+// stay idle for hours.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	rc := http.NewResponseController(w)
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, rc: rc, timeout: s.Timeouts.Write}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = newRequestBody(w, rc, r.Body, s.Timeouts.Read)
+	}
 	s.mux.ServeHTTP(rec, r)
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
 }
 
+// statusRecorder records the answer's code, and gives each write its own
+// deadline: a client that stops reading is cut off after Timeouts.Write,
+// while a stream that moves (events, a download) goes on for as long as it
+// lasts, and an answer that waits (?wait=) has no deadline before it starts.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code    int
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (r *statusRecorder) extend() {
+	if r.timeout > 0 && r.rc != nil {
+		_ = r.rc.SetWriteDeadline(time.Now().Add(r.timeout))
+	}
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
+	r.extend()
 	r.code = code
 	r.ResponseWriter.WriteHeader(code)
 }
 
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	r.extend()
+	return r.ResponseWriter.Write(p)
+}
+
 // Flush lets the event stream push each line at once.
 func (r *statusRecorder) Flush() {
+	r.extend()
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -25,15 +26,31 @@ type Func func(ctx context.Context, op *Op) (any, error)
 // layer owns that mapping, so the manager is handed it.
 type CodeFunc func(error) int
 
-// Manager keeps the operations of this hvd process. Finished operations are kept
-// for Retention so that a client can still read their result.
-type Manager struct {
-	bus       *events.Bus
-	code      CodeFunc
-	Retention time.Duration
+// Defaults of a Manager's limits.
+const (
+	DefaultRetention   = time.Hour
+	DefaultMaxFinished = 256
+	// DefaultMaxResultBytes keeps the largest result hv makes: an exec's
+	// output, at most 16 MiB from the guest agent, base64 in JSON.
+	DefaultMaxResultBytes = 32 << 20
+)
 
-	mu  sync.Mutex
-	ops map[string]*Op
+// Manager keeps the operations of this hvd process. Finished operations are
+// kept so that a client can still read their result, within bounds, since
+// clients may start operations faster than they read them: for Retention, and
+// only the MaxFinished that finished last (running ones are always kept). A
+// result larger than MaxResultBytes as JSON is replaced by a note. Set the
+// limits before the first Start.
+type Manager struct {
+	bus            *events.Bus
+	code           CodeFunc
+	Retention      time.Duration
+	MaxFinished    int
+	MaxResultBytes int
+
+	mu       sync.Mutex
+	ops      map[string]*Op
+	finished []*Op // in the order they finished: the order they are dropped in
 }
 
 // Op is one operation. Its exported methods are safe for concurrent use.
@@ -42,13 +59,15 @@ type Op struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex
-	state api.Operation
+	mu         sync.Mutex
+	state      api.Operation
+	finishedAt time.Time
 }
 
 // NewManager returns a manager publishing operation events on bus.
 func NewManager(bus *events.Bus, code CodeFunc) *Manager {
-	return &Manager{bus: bus, code: code, Retention: time.Hour, ops: map[string]*Op{}}
+	return &Manager{bus: bus, code: code, Retention: DefaultRetention, MaxFinished: DefaultMaxFinished,
+		MaxResultBytes: DefaultMaxResultBytes, ops: map[string]*Op{}}
 }
 
 func newID() string {
@@ -95,9 +114,11 @@ func runSafely(ctx context.Context, op *Op, fn Func) (result any, err error) {
 }
 
 func (op *Op) finish(result any, err error) {
+	result = op.m.bounded(result)
 	op.mu.Lock()
 	now := time.Now().UTC()
 	op.state.UpdatedAt = now
+	op.finishedAt = now
 	op.state.MayCancel = false
 	switch {
 	case err == nil:
@@ -119,7 +140,33 @@ func (op *Op) finish(result any, err error) {
 	snap := op.state
 	op.mu.Unlock()
 	close(op.done)
+	op.m.mu.Lock()
+	op.m.finished = append(op.m.finished, op)
+	op.m.gcLocked(now)
+	op.m.mu.Unlock()
 	op.m.publish(snap, "finished")
+}
+
+// droppedResult stands for a result larger than Manager.MaxResultBytes.
+type droppedResult struct {
+	Note  string `json:"note"`
+	Bytes int    `json:"result_bytes,omitempty"`
+}
+
+// bounded returns result, or a note in its place when it is larger than
+// MaxResultBytes as JSON (or cannot be encoded at all).
+func (m *Manager) bounded(result any) any {
+	if result == nil || m.MaxResultBytes <= 0 {
+		return result
+	}
+	data, err := json.Marshal(result)
+	if err != nil {
+		return droppedResult{Note: fmt.Sprintf("the result could not be encoded (%v), so it was not kept", err)}
+	}
+	if len(data) > m.MaxResultBytes {
+		return droppedResult{Bytes: len(data), Note: fmt.Sprintf("the result was %d bytes as JSON, more than the %d bytes hvd keeps for an operation, so it was not kept", len(data), m.MaxResultBytes)}
+	}
+	return result
 }
 
 // SetProgress records how far the operation is. Total 0 means unknown.
@@ -160,16 +207,22 @@ func (m *Manager) publish(s api.Operation, action string) {
 	m.bus.Publish(api.Event{Type: "operation", Resource: "/1.0/operations/" + s.ID, Action: action, Metadata: s})
 }
 
-// gcLocked forgets finished operations older than Retention.
+// gcLocked forgets the finished operations older than Retention, then the
+// oldest ones over MaxFinished. Running operations are not in m.finished.
 func (m *Manager) gcLocked(now time.Time) {
-	for id, op := range m.ops {
-		select {
-		case <-op.done:
-			if now.Sub(op.Snapshot().UpdatedAt) > m.Retention {
-				delete(m.ops, id)
-			}
-		default:
+	drop := 0
+	for drop < len(m.finished) {
+		old := now.Sub(m.finished[drop].finishedAt) > m.Retention
+		over := m.MaxFinished > 0 && len(m.finished)-drop > m.MaxFinished
+		if !old && !over {
+			break
 		}
+		delete(m.ops, m.finished[drop].state.ID)
+		drop++
+	}
+	if drop > 0 {
+		clear(m.finished[:drop]) // let the dropped operations be collected
+		m.finished = m.finished[drop:]
 	}
 }
 
@@ -179,7 +232,7 @@ func (m *Manager) Get(id string) (*Op, error) {
 	defer m.mu.Unlock()
 	op, ok := m.ops[id]
 	if !ok {
-		return nil, fmt.Errorf("operation %q: %w (finished operations are kept for %s)", id, errdefs.ErrNotFound, m.Retention)
+		return nil, fmt.Errorf("operation %q: %w (hvd keeps the last %d finished operations, for %s at most)", id, errdefs.ErrNotFound, m.MaxFinished, m.Retention)
 	}
 	return op, nil
 }

@@ -2,8 +2,10 @@ package operation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +86,71 @@ func TestWaitTimesOutWithState(t *testing.T) {
 	close(release)
 	if _, err := m.Get("nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+// A client that starts operations in a loop must not grow hvd's memory
+// without bound: only the newest finished operations are kept, and a running
+// one is never dropped.
+func TestKeepsAtMostMaxFinished(t *testing.T) {
+	m := NewManager(nil, code)
+	m.MaxFinished = 3
+	release := make(chan struct{})
+	running := m.Start("test.running", nil, func(ctx context.Context, op *Op) (any, error) { <-release; return nil, nil })
+	var ids []string
+	for i := range 6 {
+		op := m.Start("test.quick", nil, func(ctx context.Context, op *Op) (any, error) { return i, nil })
+		m.Wait(context.Background(), op.ID())
+		ids = append(ids, op.ID())
+	}
+	for i, id := range ids {
+		_, err := m.Get(id)
+		if kept := i >= len(ids)-3; kept != (err == nil) {
+			t.Errorf("finished operation %d: kept %v, want %v (%v)", i, err == nil, kept, err)
+		}
+		if err != nil && (!errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "3 finished operations")) {
+			t.Errorf("a dropped operation: %v; want not found, naming the limit", err)
+		}
+	}
+	if _, err := m.Get(running.ID()); err != nil {
+		t.Fatalf("the running operation was dropped: %v", err)
+	}
+	if n := len(m.List()); n != 4 {
+		t.Fatalf("List holds %d operations, want 3 finished and 1 running", n)
+	}
+	close(release)
+	m.Wait(context.Background(), running.ID())
+	if _, err := m.Get(running.ID()); err != nil {
+		t.Fatalf("the operation that finished last was dropped: %v", err)
+	}
+	if _, err := m.Get(ids[3]); err == nil {
+		t.Fatal("the oldest finished operation was kept over the limit")
+	}
+}
+
+// A result is kept in memory until the operation is dropped and sent with
+// every snapshot and event: one too large is replaced by a note.
+func TestOversizedResultIsReplacedByANote(t *testing.T) {
+	m := NewManager(nil, code)
+	m.MaxResultBytes = 1000
+	small := m.Start("test.small", nil, func(ctx context.Context, op *Op) (any, error) { return api.ExecResult{Stdout: []byte("ok")}, nil })
+	big := m.Start("test.big", nil, func(ctx context.Context, op *Op) (any, error) {
+		return api.ExecResult{Stdout: make([]byte, 4000)}, nil
+	})
+	failed := m.Start("test.bigfail", nil, func(ctx context.Context, op *Op) (any, error) {
+		return strings.Repeat("x", 2000), fmt.Errorf("half done: %w", errdefs.ErrInvalid)
+	})
+	if got, _ := m.Wait(context.Background(), small.ID()); got.Result.(api.ExecResult).Stdout == nil {
+		t.Fatalf("a small result was not kept as it is: %#v", got.Result)
+	}
+	for _, op := range []*Op{big, failed} {
+		got, _ := m.Wait(context.Background(), op.ID())
+		data, _ := json.Marshal(got.Result)
+		if len(data) > 1000 || !strings.Contains(string(data), "1000 bytes") || !strings.Contains(string(data), `"note"`) {
+			t.Errorf("%s: result of %d bytes (%.60s...); want a note naming the limit", got.Kind, len(data), data)
+		}
+	}
+	if got := big.Snapshot(); got.Status != api.OpSuccess {
+		t.Fatalf("an operation whose result was too large: %s, want still success", got.Status)
 	}
 }

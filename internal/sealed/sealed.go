@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
@@ -88,11 +87,16 @@ func (f Format) Open(path string, data []byte) (int, []byte, error) {
 
 // ReadOptional reads path and opens its envelope. A file that does not exist
 // is no error: found is false (hv's state files are optional until first
-// written). A file that cannot be read wraps errdefs.ErrUnavailable.
+// written). A symbolic link or any other non-regular file is refused
+// (fsutil.ErrNotRegular, errdefs.ErrInvalid). A file that cannot be read
+// wraps errdefs.ErrUnavailable.
 func (f Format) ReadOptional(path string) (version int, body []byte, found bool, err error) {
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileNoFollow(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil, false, nil
+	}
+	if errors.Is(err, fsutil.ErrNotRegular) {
+		return 0, nil, true, err
 	}
 	if err != nil {
 		return 0, nil, false, fmt.Errorf("reading %s: %v; check the directory's permissions: %w", path, err, errdefs.ErrUnavailable)

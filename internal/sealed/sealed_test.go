@@ -55,3 +55,24 @@ func TestReadOptional(t *testing.T) {
 		t.Fatalf("a damaged file: found %v, %v", found, err)
 	}
 }
+
+// A state file that is a symbolic link is refused, not read through: the link
+// could point hvd (root) at a file someone else controls.
+func TestReadOptionalRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	elsewhere := filepath.Join(dir, "elsewhere.json")
+	if err := f.Write(elsewhere, map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "state.json")
+	if err := os.Symlink(elsewhere, path); err != nil {
+		t.Fatal(err)
+	}
+	_, body, found, err := f.ReadOptional(path)
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "symbolic link") || body != nil {
+		t.Fatalf("a symbolic link: found %v, body %s, %v; want it refused, naming the file", found, body, err)
+	}
+	if err := f.Write(path, map[string]int{"a": 2}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("a write over a symbolic link: %v; want it refused", err)
+	}
+}

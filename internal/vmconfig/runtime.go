@@ -46,9 +46,10 @@ type Runtime struct {
 	GuardPID int       `json:"guard_pid,omitempty"`
 }
 
-// LoadRuntime reads the runtime file in dir; a missing file means Off.
+// LoadRuntime reads the runtime file in dir; a missing file means Off. A
+// symbolic link there is refused, not followed (it names a PID hvd signals).
 func LoadRuntime(dir string) (Runtime, error) {
-	data, err := os.ReadFile(filepath.Join(dir, RuntimeFileName))
+	data, err := fsutil.ReadFileNoFollow(filepath.Join(dir, RuntimeFileName))
 	if errors.Is(err, os.ErrNotExist) {
 		return Runtime{State: "Off"}, nil
 	}
