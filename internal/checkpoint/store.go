@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/sealed"
 	"github.com/hvproject/hv/internal/validate"
 )
@@ -33,9 +33,12 @@ func (t *Tree) Save(vmDir string) error {
 // It does not look at the images: Recover does.
 func Load(vmDir string) (*Tree, error) {
 	path := filepath.Join(vmDir, FileName)
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileNoFollow(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Tree{}, nil
+	}
+	if errors.Is(err, errdefs.ErrInvalid) {
+		return nil, err // not a regular file: names the path and the fix
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v; check the VM directory's permissions", errdefs.ErrUnavailable, path, err)

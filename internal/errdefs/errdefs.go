@@ -51,3 +51,33 @@ func Message(err error) string {
 	}
 	return strings.Join(out, ": ")
 }
+
+// hinted carries advice for the user beside the error, so that each client
+// words it its own way: the CLI prints it as a "hint:" line, a web console as
+// a button. The daemon's messages then name no client's commands.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() }
+func (h *hinted) Unwrap() error { return h.err }
+
+// WithHint attaches advice to err: what the user can do next, in words that
+// name API actions and fields, not a client's commands ("discard the saved
+// state (action kill)"). The kind of err is kept.
+func WithHint(err error, hint string) error {
+	if err == nil || hint == "" {
+		return err
+	}
+	return &hinted{err: err, hint: hint}
+}
+
+// Hint returns the advice attached to err (the outermost), or "".
+func Hint(err error) string {
+	var h *hinted
+	if errors.As(err, &h) {
+		return h.hint
+	}
+	return ""
+}

@@ -25,3 +25,17 @@ func TestMessageDropsTheKindWord(t *testing.T) {
 		t.Error("Message(nil) not empty")
 	}
 }
+
+func TestHint(t *testing.T) {
+	base := fmt.Errorf("VM web is Saved: %w", ErrConflict)
+	err := fmt.Errorf("starting: %w", WithHint(base, "discard the saved state (action kill)"))
+	if Hint(err) != "discard the saved state (action kill)" || !errors.Is(err, ErrConflict) {
+		t.Fatalf("Hint = %q, kind kept = %v", Hint(err), errors.Is(err, ErrConflict))
+	}
+	if err.Error() != "starting: VM web is Saved: conflict" {
+		t.Fatalf("the hint leaked into the message: %q", err.Error())
+	}
+	if Hint(base) != "" || WithHint(nil, "x") != nil || WithHint(base, "") != base {
+		t.Fatal("no hint, nil error or empty hint")
+	}
+}

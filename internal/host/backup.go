@@ -413,7 +413,7 @@ func (s *Service) beginOffline(ctx context.Context, op *operation.Op, v *vm, st 
 		// Its own process group, and no parent-death signal: Go delivers that
 		// when the forking thread ends, not hvd. A restarted hvd stops it.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		logf, _ := os.OpenFile(v.path(fileQEMULog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		logf, _ := os.OpenFile(v.path(fileQEMULog), os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 		cmd.Stderr = logf
 		if err := cmd.Start(); err != nil {
 			if logf != nil {

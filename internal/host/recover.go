@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
@@ -156,7 +157,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 }
 
 func readPID(path string) int {
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileNoFollow(path)
 	if err != nil {
 		return 0
 	}

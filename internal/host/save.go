@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/hvproject/hv/api"
@@ -109,7 +110,7 @@ func migrateToFile(ctx context.Context, op *operation.Op, ss *session, path, sta
 	if err := ss.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
 		return errWrap(err, "setting the save bandwidth")
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating the state file: %v: %w", err, errdefs.ErrUnavailable)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
@@ -145,7 +146,7 @@ func (s *Server) consoleLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0) // hv's own file, never a link to another
 	if err != nil {
 		if os.IsNotExist(err) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

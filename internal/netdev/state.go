@@ -84,7 +84,7 @@ func (s store) loadAll() (map[string]*record, error) {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+		b, err := fsutil.ReadFileNoFollow(filepath.Join(s.dir, e.Name()))
 		if err != nil {
 			return nil, err
 		}

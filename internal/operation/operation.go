@@ -139,11 +139,13 @@ func (op *Op) finish(result any, err error) {
 	}
 	snap := op.state
 	op.mu.Unlock()
-	close(op.done)
+	// Counted among the finished before anyone waiting sees it end, so the
+	// bound holds at every instant a client can observe.
 	op.m.mu.Lock()
 	op.m.finished = append(op.m.finished, op)
 	op.m.gcLocked(now)
 	op.m.mu.Unlock()
+	close(op.done)
 	op.m.publish(snap, "finished")
 }
 

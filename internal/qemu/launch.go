@@ -70,7 +70,7 @@ func Launch(ctx context.Context, bin string, args []string, logPath string, extr
 	if contains(args, "-daemonize") {
 		return nil, fmt.Errorf("%w: qemu arguments hold -daemonize, which would send QEMU's messages to /dev/null; build them with qemu.Args", errdefs.ErrInvalid)
 	}
-	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("%w: qemu log: cannot open %q: %v; check that the VM's directory exists and is writable",
 			errdefs.ErrUnavailable, logPath, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/sealed"
 )
 
@@ -126,7 +127,7 @@ func Save(dir string, c Config) error {
 // version up to date. The version read is returned too.
 func Load(dir string) (Config, int, error) {
 	path := filepath.Join(dir, FileName)
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileNoFollow(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return Config{}, 0, fmt.Errorf("%s: %w", path, errdefs.ErrNotFound)
