@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hvproject/hv/internal/events"
+	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/host"
 	"github.com/hvproject/hv/internal/httpapi"
 	"github.com/hvproject/hv/internal/operation"
@@ -320,7 +321,7 @@ func newThawGuardCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--at: %q is not an RFC 3339 time", at)
 			}
-			return host.RunThawGuard(cmd.Context(), agent, t)
+			return guest.RunThawGuard(cmd.Context(), agent, t)
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "the guest agent's socket")

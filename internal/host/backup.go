@@ -299,7 +299,7 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 			open.Backup.Consistency, open.Backup.ConsistencyReason = api.ConsistencyCrash, "the guest could not freeze: "+why
 		} else {
 			op.SetStage("freezing the guest's file systems")
-			if _, ferr := s.Freeze(ctx, v.name, api.FreezeRequest{Timeout: req.FreezeTimeout}); ferr != nil {
+			if _, ferr := s.freeze(ctx, v, req.FreezeTimeout); ferr != nil {
 				open.Backup.Consistency, open.Backup.ConsistencyReason = api.ConsistencyCrash, "the guest could not freeze: "+errdefs.Message(ferr)
 			} else {
 				frozen = true
@@ -309,11 +309,7 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 	thaw := func() {
 		if frozen {
 			frozen = false
-			fs, terr := s.thaw(v)
-			if terr != nil {
-				s.log.Error("thawing after a backup's point in time", "vm", v.name, "err", terr)
-			}
-			open.Backup.FrozenSeconds = fs.FrozenSeconds
+			open.Backup.FrozenSeconds = s.thaw(v).FrozenSeconds
 		}
 	}
 	defer thaw()

@@ -14,6 +14,7 @@ import (
 	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/validate"
@@ -233,8 +234,8 @@ func (s *Service) CreateCheckpoint(name string, req api.CheckpointCreate) (*oper
 	case typ != api.CheckpointProduction && typ != api.CheckpointProductionOnly && typ != api.CheckpointStandard:
 		return nil, fmt.Errorf("type: %q is not a checkpoint type; use production, production-only or standard: %w", typ, errdefs.ErrInvalid)
 	}
-	if req.FreezeTimeout < 0 || time.Duration(req.FreezeTimeout)*time.Second > maxFreeze {
-		return nil, fmt.Errorf("freeze_timeout: %d; give 1 to %d seconds (default 10): %w", req.FreezeTimeout, int(maxFreeze.Seconds()), errdefs.ErrInvalid)
+	if req.FreezeTimeout < 0 || time.Duration(req.FreezeTimeout)*time.Second > guest.MaxFreeze {
+		return nil, fmt.Errorf("freeze_timeout: %d; give 1 to %d seconds (default 10): %w", req.FreezeTimeout, int(guest.MaxFreeze.Seconds()), errdefs.ErrInvalid)
 	}
 	cr := checkpointRequest{name: req.Name, typ: typ, freezeTimeout: req.FreezeTimeout}
 	return s.lockedDo(v, "checkpoint.create", "checkpoint", func(ctx context.Context, op *operation.Op, v *vm) (any, error) {
@@ -285,24 +286,6 @@ func (s *Service) createCheckpoint(ctx context.Context, op *operation.Op, v *vm,
 	}
 	s.publishVM(v, "checkpoint-created", msg)
 	return out, nil
-}
-
-// cannotFreeze says why the guest cannot take part in a production checkpoint,
-// without waiting for an agent that is known not to answer.
-func (v *vm) cannotFreeze() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	switch {
-	case v.rt.State != api.StateRunning:
-		return "the VM is " + strings.ToLower(v.rt.State)
-	case !v.cfg.ServiceEnabled(api.ServiceBackup):
-		return "the backup integration service is disabled (hv vm integration " + v.name + " --enable backup)"
-	case v.hb != api.HeartbeatOK:
-		return "the guest agent does not answer (heartbeat " + v.hb + ")"
-	case slices.Contains(v.agentMissing, "guest-fsfreeze-freeze"):
-		return "the guest agent cannot freeze file systems"
-	}
-	return ""
 }
 
 // createLive takes a checkpoint of a running or paused VM. Production: the
@@ -437,7 +420,7 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 	var frozenAt time.Time
 	if typ == checkpoint.Production {
 		op.SetStage("freezing the guest's file systems")
-		if _, ferr := s.Freeze(ctx, v.name, api.FreezeRequest{Timeout: req.freezeTimeout}); ferr != nil {
+		if _, ferr := s.freeze(ctx, v, req.freezeTimeout); ferr != nil {
 			return nil, fmt.Errorf("%w: %v", errFreeze, errdefs.Message(ferr))
 		}
 		frozenAt = time.Now()
@@ -452,11 +435,8 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		if frozenAt.IsZero() {
 			return 0
 		}
-		st, terr := s.thaw(v)
+		st := s.thaw(v)
 		frozenAt = time.Time{}
-		if terr != nil {
-			s.log.Error("thawing after a checkpoint", "vm", v.name, "err", terr)
-		}
 		return int64(st.FrozenSeconds * 1000)
 	}
 	defer thaw() // on every error path

@@ -276,7 +276,7 @@ func (s *Service) publishVMDir(tmp string, cfg vmconfig.Config, rt vmconfig.Runt
 	if err := fsutil.SyncDir(s.vmsDir); err != nil {
 		return nil, err
 	}
-	v := newVM(cfg.Name, dir, s.runDir, cfg)
+	v := s.newVM(cfg.Name, dir, cfg)
 	v.cfgVer, v.rt = vmconfig.CurrentVersion, rt
 	s.mu.Lock()
 	s.vms[cfg.Name] = v

@@ -10,6 +10,7 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/qmp"
@@ -106,7 +107,7 @@ func (s *Service) spec(v *vm, accel qemu.Accel) qemu.Spec {
 		ConsoleSocket: v.runPath(sockConsole), ConsoleLog: v.path(fileConsole), PIDFile: v.runPath(filePID),
 		StartPaused: true, Nested: c.Nested,
 	}
-	for i := 0; i < sessionPorts; i++ {
+	for i := 0; i < guest.SessionPorts; i++ {
 		sp.SessionSockets = append(sp.SessionSockets, v.runPath(sessionSock(i)))
 	}
 	for _, d := range c.Disks {
@@ -132,7 +133,11 @@ func cleanRun(v *vm) error {
 	if err := os.MkdirAll(v.run, 0o700); err != nil {
 		return err
 	}
-	for _, f := range []string{sockQMP, sockAgent, sockConsole, filePID, sockBackup, sessionSock(0), sessionSock(1), sessionSock(2), sessionSock(3)} {
+	files := []string{sockQMP, sockAgent, sockConsole, filePID, sockBackup}
+	for i := 0; i < guest.SessionPorts; i++ {
+		files = append(files, sessionSock(i))
+	}
+	for _, f := range files {
 		if err := os.Remove(v.runPath(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -387,7 +392,8 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 	}
 	v.mu.Lock()
 	ss := v.sess
-	agentOK := v.hb == api.HeartbeatOK && v.cfg.ServiceEnabled(api.ServiceShutdown)
+	hb, _ := v.g.Heartbeat()
+	agentOK := hb == api.HeartbeatOK && v.cfg.ServiceEnabled(api.ServiceShutdown)
 	if ss == nil {
 		v.mu.Unlock()
 		return fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
@@ -402,7 +408,7 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 	}
 	s.publishVM(v, "state-changed", "")
 
-	way, err := s.askShutdown(ctx, op, v, ss, shutdownWays(ss, agentOK), timeout)
+	way, err := s.askShutdown(ctx, op, v, ss, shutdownWays(ss, v.g, agentOK), timeout)
 	switch {
 	case err == nil:
 		reason := "stopped by the user (the guest shut down after " + way + ")"

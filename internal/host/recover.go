@@ -44,7 +44,7 @@ func (s *Service) recoverAll(ctx context.Context) error {
 			s.log.Error("skipping a VM whose runtime file cannot be read", "dir", dir, "err", err)
 			continue
 		}
-		v := newVM(cfg.Name, dir, s.runDir, cfg)
+		v := s.newVM(cfg.Name, dir, cfg)
 		v.cfgVer, v.rt = ver, rt
 		s.recoverVM(ctx, v)
 		s.recoverCheckpoints(ctx, v)
@@ -153,7 +153,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 		s.log.Error("recording VM state", "vm", v.name, "err", err)
 	}
 	s.log.Info("re-attached to a running VM", "vm", v.name, "pid", pid, "state", state)
-	s.resumeFreeze(v)
+	v.g.ResumeFreeze(v.rt.ThawBy, v.rt.GuardPID)
 }
 
 func readPID(path string) int {

@@ -3,7 +3,6 @@ package host
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -14,22 +13,18 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/logcap"
 	"github.com/hvproject/hv/internal/qemu"
-	"github.com/hvproject/hv/internal/qga"
 	"github.com/hvproject/hv/internal/qmp"
 )
 
-// session is hvd's hold on one running QEMU process: its QMP connection, its
-// guest agent connection, and the watchers that notice when it ends.
+// session is hvd's hold on one running QEMU process: its QMP connection and
+// the watchers that notice when it ends. The guest's agent is the VM's
+// guest.Guest, attached for the session's life.
 type session struct {
 	pid  int
 	uuid string
 	proc *qemu.Process // set when this hvd started QEMU (its child): the exit status is known
 	qmp  *qmp.Client
 	stop context.CancelFunc // ends the watchers (hvd shutting down or the VM gone)
-
-	agentPath string
-	agentMu   sync.Mutex
-	agent     *qga.Client
 
 	exited     chan struct{} // closed once the process is gone
 	mu         sync.Mutex
@@ -51,7 +46,7 @@ func (s *Service) attach(ctx context.Context, v *vm, pid int, proc *qemu.Process
 		}
 	}
 	wctx, stop := context.WithCancel(context.Background())
-	ss := &session{pid: pid, uuid: v.cfg.ID, proc: proc, qmp: c, stop: stop, agentPath: v.runPath(sockAgent), exited: make(chan struct{})}
+	ss := &session{pid: pid, uuid: v.cfg.ID, proc: proc, qmp: c, stop: stop, exited: make(chan struct{})}
 	events, unsubscribe := c.Subscribe()
 	go func() {
 		defer unsubscribe()
@@ -68,7 +63,7 @@ func (s *Service) attach(ctx context.Context, v *vm, pid int, proc *qemu.Process
 		}
 	}()
 	go s.watchExit(wctx, v, ss)
-	go s.heartbeat(wctx, v, ss)
+	v.g.Attach(v.runPath(sockAgent))
 	go s.dynamicMemory(wctx, v, ss)
 	go s.capLogs(wctx, v)
 	return ss, nil
@@ -104,7 +99,6 @@ func (s *Service) capLogs(ctx context.Context, v *vm) {
 func (ss *session) detach() {
 	ss.stop()
 	ss.qmp.Close()
-	ss.closeAgent()
 }
 
 func (s *Service) onQMPEvent(v *vm, ss *session, ev qmp.Event) {
@@ -150,10 +144,9 @@ func (s *Service) watchExit(ctx context.Context, v *vm, ss *session) {
 	expect := ss.expectExit
 	reason := ss.exitReason
 	ss.mu.Unlock()
-	ss.closeAgent()
+	v.g.Detach() // the agent's connection goes; a guest that is gone is frozen no more
 	v.mu.Lock()
 	cfg := v.cfg
-	v.frozen = nil // a guest that is gone is frozen no more
 	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
 	v.mu.Unlock()
 	s.stopNICs(cfg)
@@ -221,142 +214,6 @@ func lastWords(v *vm) string {
 		return "; " + strings.TrimSuffix(w, "; ")
 	}
 	return ""
-}
-
-// agentClient returns a connection to the guest agent, dialing it when needed.
-func (ss *session) agentClient(ctx context.Context) (*qga.Client, error) {
-	ss.agentMu.Lock()
-	defer ss.agentMu.Unlock()
-	if ss.agent != nil {
-		return ss.agent, nil
-	}
-	c, err := qga.Dial(ctx, ss.agentPath)
-	if err != nil {
-		return nil, err
-	}
-	ss.agent = c
-	return c, nil
-}
-
-// dropAgent forgets a connection that failed at the transport level, so the
-// next call dials afresh (the agent restarted, or QEMU dropped the client).
-func (ss *session) dropAgent(c *qga.Client) {
-	ss.agentMu.Lock()
-	defer ss.agentMu.Unlock()
-	if ss.agent == c {
-		ss.agent.Close()
-		ss.agent = nil
-	}
-}
-
-func (ss *session) closeAgent() {
-	ss.agentMu.Lock()
-	defer ss.agentMu.Unlock()
-	if ss.agent != nil {
-		ss.agent.Close()
-		ss.agent = nil
-	}
-}
-
-// agentCall runs fn with the agent, redialing once if the connection was dead.
-func (ss *session) agentCall(ctx context.Context, fn func(*qga.Client) error) error {
-	for attempt := 0; ; attempt++ {
-		c, err := ss.agentClient(ctx)
-		if err != nil {
-			return err
-		}
-		err = fn(c)
-		if err != nil && errors.Is(err, errdefs.ErrUnavailable) {
-			ss.dropAgent(c)
-			if attempt == 0 && ctx.Err() == nil {
-				continue
-			}
-		}
-		return err
-	}
-}
-
-// heartbeat pings the guest agent while the VM runs: OK when it answers,
-// NoContact until it first does, LostCommunication when it stops answering.
-// When the agent (re)appears, and every guestRefresh after, it reads the guest's
-// facts and delivers the host's key-value pairs.
-func (s *Service) heartbeat(ctx context.Context, v *vm, ss *session) {
-	t := time.NewTicker(s.hbEvery)
-	defer t.Stop()
-	var lastRefresh time.Time
-	for {
-		v.mu.Lock()
-		running := v.rt.State == api.StateRunning
-		hbOn := v.cfg.ServiceEnabled(api.ServiceHeartbeat)
-		if !hbOn {
-			v.hb = api.HeartbeatDisabled
-		}
-		v.mu.Unlock()
-		if running {
-			refresh := time.Since(lastRefresh) > guestRefresh
-			if hbOn {
-				pctx, cancel := context.WithTimeout(ctx, s.pingTimeout(v))
-				err := ss.agentCall(pctx, func(c *qga.Client) error { return c.Ping(pctx) })
-				cancel()
-				if ctx.Err() != nil {
-					return
-				}
-				back := s.recordHeartbeat(v, err)
-				refresh = back || (err == nil && refresh)
-			}
-			if refresh {
-				s.refreshGuest(ctx, v, ss)
-				lastRefresh = time.Now()
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// pingTimeout: until the agent first answers, a short wait, so a guest that
-// has just booted is seen within a fraction of a second (a live agent answers
-// in milliseconds); once it answered, a longer one, so a busy guest does not
-// flap to LostCommunication.
-func (s *Service) pingTimeout(v *vm) time.Duration {
-	v.mu.Lock()
-	ok := v.hb == api.HeartbeatOK
-	v.mu.Unlock()
-	if ok {
-		return max(s.hbEvery, time.Second)
-	}
-	return 250 * time.Millisecond
-}
-
-// guestRefresh is how often the guest's facts are read again while it answers.
-const guestRefresh = 30 * time.Second
-
-// lostAfter is how many missed pings in a row turn OK into LostCommunication.
-const lostAfter = 3
-
-// recordHeartbeat updates the heartbeat and reports whether it just became OK.
-func (s *Service) recordHeartbeat(v *vm, err error) bool {
-	v.mu.Lock()
-	old := v.hb
-	if err == nil {
-		v.hb, v.lastHB, v.hbFails = api.HeartbeatOK, time.Now().UTC(), 0
-	} else {
-		v.hbFails++
-		if old == api.HeartbeatOK && v.hbFails >= lostAfter {
-			v.hb = api.HeartbeatLostCommunication
-		}
-	}
-	changed := v.hb != old
-	nowHB := v.hb
-	v.mu.Unlock()
-	if changed {
-		s.log.Info("heartbeat changed", "vm", v.name, "from", old, "to", nowHB)
-		s.publishVM(v, "heartbeat-changed", nowHB)
-	}
-	return changed && nowHB == api.HeartbeatOK
 }
 
 // killAndWait sends SIGKILL to the session's QEMU and waits for it to be gone.

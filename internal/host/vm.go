@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
@@ -43,22 +45,38 @@ type vm struct {
 	// fact hv had to record in memory anyway (QEMU exited), written later
 	// by persistLoop. nil when runtime.json matches rt.
 	unsaved error
-	hb      string // heartbeat status
-	lastHB  time.Time
-	hbFails int
 
-	guest        *api.GuestInfo // what the guest last reported (data exchange)
-	agentMissing []string       // agent commands the guest's agent lacks
-	frozen       *freezeState   // the guest's file systems are frozen (backup service)
-	backup       *backupRun     // the open backup, nil when none
-	sessions     [sessionPorts]*execSession
-	diskSizes    map[string]uint64 // virtual size per disk file, read by qemu-img
-	diskSizesAt  time.Time
+	g           *guest.Guest // integration services; set once, lives as long as the VM
+	backup      *backupRun   // the open backup, nil when none
+	diskSizes   map[string]uint64 // virtual size per disk file, read by qemu-img
+	diskSizesAt time.Time
 }
 
 func newVM(name, dir, runRoot string, cfg vmconfig.Config) *vm {
 	return &vm{name: name, dir: dir, run: filepath.Join(runRoot, cfg.ID), cfg: cfg,
-		lock: make(chan struct{}, 1), hb: api.HeartbeatNoContact, rt: vmconfig.Runtime{State: api.StateOff}}
+		lock: make(chan struct{}, 1), rt: vmconfig.Runtime{State: api.StateOff}}
+}
+
+// What the VM's integration services read of it (guest.VM).
+
+func (v *vm) Name() string { return v.name }
+
+func (v *vm) Running() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rt.State == api.StateRunning
+}
+
+func (v *vm) Enabled(service string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cfg.ServiceEnabled(service)
+}
+
+func (v *vm) KVP() map[string]string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return maps.Clone(v.cfg.KVP)
 }
 
 func (v *vm) path(rel string) string { return filepath.Join(v.dir, rel) }
@@ -76,6 +94,9 @@ const (
 )
 
 func (v *vm) runPath(name string) string { return filepath.Join(v.run, name) }
+
+// sessionSock is the host side of interactive session port i.
+func sessionSock(i int) string { return "session" + strconv.Itoa(i) + ".sock" }
 
 // acquire takes the VM's lifecycle lock for an operation, or fails at once with a
 // conflict naming the operation in the way.
@@ -157,8 +178,8 @@ func (v *vm) nextRuntime(state, reason string) vmconfig.Runtime {
 }
 
 func (v *vm) stateChanged() {
-	if s := v.rt.State; s != api.StateRunning && s != api.StatePaused && s != api.StateStopping && s != api.StateSaving {
-		v.hb, v.hbFails = api.HeartbeatNoContact, 0
+	if s := v.rt.State; s != api.StateRunning && s != api.StatePaused && s != api.StateStopping && s != api.StateSaving && v.g != nil {
+		v.g.LostQEMU()
 	}
 }
 
@@ -184,7 +205,7 @@ func (v *vm) toAPI(accel string) api.VM {
 	c := v.cfg
 	out := api.VM{
 		Name: v.name, ID: c.ID, Generation: c.Generation, SecureBoot: c.SecureBoot,
-		State: v.rt.State, StateReason: v.rt.Reason, Heartbeat: v.hb,
+		State: v.rt.State, StateReason: v.rt.Reason,
 		ConfigVersion: v.cfgVer, CPUs: c.CPUs, MemoryBytes: c.MemoryBytes,
 		Cmdline: c.Cmdline, Accelerator: accel, UptimeSeconds: v.uptimeLocked().Seconds(),
 		CreatedAt: c.CreatedAt, Directory: v.dir, Disks: []api.Disk{},
@@ -195,9 +216,10 @@ func (v *vm) toAPI(accel string) api.VM {
 	if c.Initrd != "" {
 		out.Initrd = v.path(c.Initrd)
 	}
-	if !v.lastHB.IsZero() {
-		t := v.lastHB
-		out.LastHeartbeat = &t
+	hb, last := v.g.Heartbeat()
+	out.Heartbeat = hb
+	if !last.IsZero() {
+		out.LastHeartbeat = &last
 	}
 	if v.sess != nil {
 		out.PID = v.sess.pid
@@ -208,7 +230,7 @@ func (v *vm) toAPI(accel string) api.VM {
 	for _, d := range c.Disks {
 		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
 	}
-	out.MaxMemoryBytes, out.Nested, out.Guest = c.MaxMemoryBytes, c.Nested, v.guest
+	out.MaxMemoryBytes, out.Nested, out.Guest = c.MaxMemoryBytes, c.Nested, v.g.Facts()
 	out.CheckpointType = c.CheckpointType
 	if out.CheckpointType == "" {
 		out.CheckpointType = api.CheckpointProduction

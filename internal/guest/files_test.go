@@ -1,4 +1,4 @@
-package host
+package guest
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 // fakeAgentSession is a session whose guest agent socket is served by
 // answer: it gets each command (syncs are answered for it) and returns the
 // line to send back, "" for none.
-func fakeAgentSession(t *testing.T, answer func(command string) string) *session {
+func fakeAgentSession(t *testing.T, answer func(command string) string) *Guest {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "hvag") // short: sun_path holds 108 bytes
 	if err != nil {
@@ -66,10 +66,19 @@ func fakeAgentSession(t *testing.T, answer func(command string) string) *session
 			}()
 		}
 	}()
-	ss := &session{agentPath: sock}
-	t.Cleanup(ss.closeAgent)
-	return ss
+	g := New(Options{VM: testVM{}})
+	g.a = &agent{path: sock} // attached without a heartbeat loop
+	t.Cleanup(g.Detach)
+	return g
 }
+
+// testVM is a running VM with every service on.
+type testVM struct{}
+
+func (testVM) Name() string           { return "test" }
+func (testVM) Running() bool          { return true }
+func (testVM) Enabled(string) bool    { return true }
+func (testVM) KVP() map[string]string { return map[string]string{"role": "db"} }
 
 // A failed chmod quotes the guest's stderr in its error: made safe first.
 func TestChmodErrorQuotesStderrSafely(t *testing.T) {
@@ -85,9 +94,9 @@ func TestChmodErrorQuotesStderrSafely(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := chmodGuest(ctx, ss, "/x", 0o600)
+	err := ss.chmod(ctx, "/x", 0o600)
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "Operation not permitted") {
-		t.Fatalf("chmodGuest = %.300v", err)
+		t.Fatalf("chmod = %.300v", err)
 	}
 	if msg := err.Error(); strings.ContainsAny(msg, "\x1b\x07\n") || len(msg) > 1024 {
 		t.Errorf("error of %d bytes: %.300q", len(msg), msg)

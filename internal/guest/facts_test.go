@@ -1,4 +1,4 @@
-package host
+package guest
 
 import (
 	"encoding/json"
@@ -34,21 +34,21 @@ func TestGuestInfoCapsAndCleans(t *testing.T) {
 		name := fmt.Sprintf("veth%d", i) + strings.Repeat("n", 300)
 		ifs = append(ifs, qga.Interface{Name: name, MAC: "52:54:00:00:00:01", Addresses: addrs})
 	}
-	f := guestFacts{
+	f := facts{
 		os: &qga.OSInfo{PrettyName: "Debian" + osc52 + long, Version: "13\r\n", ID: "debian\x00", KernelRelease: long,
 			Name: "x"},
 		hostname:   "web1" + osc52 + long,
 		interfaces: ifs,
 	}
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	g := guestInfo(f, now)
+	g := factsInfo(f, now)
 
 	texts := []string{g.OSName, g.OSVersion, g.OSID, g.KernelRelease, g.Hostname}
 	for _, i := range g.Interfaces {
 		texts = append(append(texts, i.Name, i.MAC), i.IPAddresses...)
 	}
 	for _, s := range texts {
-		if len(s) > maxGuestText {
+		if len(s) > maxText {
 			t.Errorf("%d bytes kept: %.40q...", len(s), s)
 		}
 		if strings.ContainsAny(s, "\x1b\x07\x00\r\n") {
@@ -58,8 +58,8 @@ func TestGuestInfoCapsAndCleans(t *testing.T) {
 	if !strings.HasPrefix(g.OSName, "Debian\uFFFD]52;") || !strings.HasPrefix(g.Hostname, "web1\uFFFD]52;") || g.OSID != "debian\uFFFD" {
 		t.Errorf("os %.40q, id %q, hostname %.40q", g.OSName, g.OSID, g.Hostname)
 	}
-	if len(g.Interfaces) != maxGuestInterfaces {
-		t.Fatalf("%d interfaces kept, want %d", len(g.Interfaces), maxGuestInterfaces)
+	if len(g.Interfaces) != maxInterfaces {
+		t.Fatalf("%d interfaces kept, want %d", len(g.Interfaces), maxInterfaces)
 	}
 	eth0 := g.Interfaces[0]
 	if eth0.Name != "eth0\uFFFD]52;c;cm0gLXJmIH4K\uFFFD" || eth0.MAC != "52:54:00:ab:cd:ef" ||
@@ -70,8 +70,8 @@ func TestGuestInfoCapsAndCleans(t *testing.T) {
 		t.Errorf("MAC %q kept; want an invalid one dropped", g.Interfaces[1].MAC)
 	}
 	for _, i := range g.Interfaces[2:] {
-		if len(i.IPAddresses) != maxGuestAddresses {
-			t.Fatalf("%.20s: %d addresses kept, want %d", i.Name, len(i.IPAddresses), maxGuestAddresses)
+		if len(i.IPAddresses) != maxAddresses {
+			t.Fatalf("%.20s: %d addresses kept, want %d", i.Name, len(i.IPAddresses), maxAddresses)
 		}
 	}
 	if !g.UpdatedAt.Equal(now) {
@@ -87,7 +87,7 @@ func TestGuestInfoCapsAndCleans(t *testing.T) {
 
 // A guest that says nothing odd keeps what it said.
 func TestGuestInfoKeepsOrdinaryFacts(t *testing.T) {
-	f := guestFacts{
+	f := facts{
 		os:       &qga.OSInfo{Name: "Alpine Linux", Version: "3.21", ID: "alpine", KernelRelease: "6.12.1-0-virt"},
 		hostname: "db-1",
 		interfaces: []qga.Interface{
@@ -95,7 +95,7 @@ func TestGuestInfoKeepsOrdinaryFacts(t *testing.T) {
 			{Name: "eth0", MAC: "52:54:00:12:34:56", Addresses: []string{"192.168.1.5/24", "fd00::5/64"}},
 		},
 	}
-	g := guestInfo(f, time.Now())
+	g := factsInfo(f, time.Now())
 	want := api.GuestInfo{OSName: "Alpine Linux", OSVersion: "3.21", OSID: "alpine", KernelRelease: "6.12.1-0-virt", Hostname: "db-1",
 		Interfaces: []api.GuestInterface{{Name: "eth0", MAC: "52:54:00:12:34:56", IPAddresses: []string{"192.168.1.5/24", "fd00::5/64"}}},
 		UpdatedAt:  g.UpdatedAt}
