@@ -46,8 +46,8 @@ type vm struct {
 	// by persistLoop. nil when runtime.json matches rt.
 	unsaved error
 
-	g           *guest.Guest // integration services; set once, lives as long as the VM
-	backup      *backupRun   // the open backup, nil when none
+	g           *guest.Guest      // integration services; set once, lives as long as the VM
+	backup      *backupRun        // the open backup, nil when none
 	diskSizes   map[string]uint64 // virtual size per disk file, read by qemu-img
 	diskSizesAt time.Time
 }
