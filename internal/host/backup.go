@@ -275,7 +275,7 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 		if err := s.disk.Create(ctx, v.path(p.file), "qcow2", uint64(open.Backup.Disks[i].Size)); err != nil {
 			return nil, err
 		}
-		if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{
+		if err := ss.QMP().Execute(ctx, "blockdev-add", map[string]any{
 			"driver": "qcow2", "node-name": p.fleece, "backing": p.active,
 			"file": map[string]any{"driver": "file", "node-name": p.fleece + "-p", "filename": v.path(p.file)},
 		}, nil); err != nil {
@@ -315,16 +315,16 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 	defer thaw()
 	op.SetStage("taking the point in time")
 	open.Backup.Time = time.Now().UTC()
-	terr := ss.qmp.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil)
+	terr := ss.QMP().Execute(ctx, "transaction", map[string]any{"actions": actions}, nil)
 	thaw()
 	if terr != nil {
 		return nil, errWrap(terr, "taking the point in time of VM %s", v.name)
 	}
 	s.hook("backup:point-in-time")
 	op.SetStage("exporting the disks over NBD")
-	_ = ss.qmp.Execute(ctx, "nbd-server-stop", nil, nil) // one left by a crashed hvd
+	_ = ss.QMP().Execute(ctx, "nbd-server-stop", nil, nil) // one left by a crashed hvd
 	_ = os.Remove(socket)
-	if err := ss.qmp.Execute(ctx, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": socket}}}, nil); err != nil {
+	if err := ss.QMP().Execute(ctx, "nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": socket}}}, nil); err != nil {
 		return nil, errWrap(err, "starting the NBD server of VM %s", v.name)
 	}
 	for _, p := range plans {
@@ -332,7 +332,7 @@ func (s *Service) beginOnline(ctx context.Context, op *operation.Op, v *vm, ss *
 		if p.incremental {
 			exp["bitmaps"] = []any{map[string]any{"node": p.active, "name": tracking.TempBitmapName(id)}}
 		}
-		if err := ss.qmp.Execute(ctx, "block-export-add", exp, nil); err != nil {
+		if err := ss.QMP().Execute(ctx, "block-export-add", exp, nil); err != nil {
 			return nil, errWrap(err, "exporting disk %s over NBD", p.d.Name)
 		}
 	}
@@ -639,7 +639,7 @@ func (s *Service) endBackup(ctx context.Context, v *vm, st *tracking.State, fini
 			if node == "" {
 				continue
 			}
-			_ = ss.qmp.Execute(ctx, "block-export-del", map[string]any{"id": node, "mode": "hard"}, nil)
+			_ = ss.QMP().Execute(ctx, "block-export-del", map[string]any{"id": node, "mode": "hard"}, nil)
 		}
 		for _, d := range cfg.Disks {
 			node := open.Nodes[d.Name]
@@ -647,15 +647,15 @@ func (s *Service) endBackup(ctx context.Context, v *vm, st *tracking.State, fini
 				continue
 			}
 			waitExportGone(ctx, ss, node)
-			_ = ss.qmp.Execute(ctx, "block-job-cancel", map[string]any{"device": node, "force": true}, nil)
+			_ = ss.QMP().Execute(ctx, "block-job-cancel", map[string]any{"device": node, "force": true}, nil)
 			waitJobGone(ctx, ss, node)
-			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+			_ = ss.QMP().Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
 			active, _ := qemu.ImageNodes(v.path(d.File))
 			for _, bm := range append(remove(), tracking.TempBitmapName(id)) {
-				_ = ss.qmp.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": active, "name": bm}, nil)
+				_ = ss.QMP().Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": active, "name": bm}, nil)
 			}
 		}
-		_ = ss.qmp.Execute(ctx, "nbd-server-stop", nil, nil)
+		_ = ss.QMP().Execute(ctx, "nbd-server-stop", nil, nil)
 		_ = os.Remove(v.runPath(sockBackup))
 	case open.Backup.Online:
 		// QEMU is gone, and with it the exports and jobs. The new bitmap
@@ -727,7 +727,7 @@ func waitExportGone(ctx context.Context, ss *session, id string) {
 		var exps []struct {
 			ID string `json:"id"`
 		}
-		if err := ss.qmp.Execute(ctx, "query-block-exports", nil, &exps); err != nil {
+		if err := ss.QMP().Execute(ctx, "query-block-exports", nil, &exps); err != nil {
 			return
 		}
 		if !slices.ContainsFunc(exps, func(e struct {
@@ -748,7 +748,7 @@ func waitJobGone(ctx context.Context, ss *session, id string) {
 			return
 		}
 		if j.Status == "concluded" {
-			_ = ss.qmp.Execute(ctx, "job-dismiss", map[string]any{"id": id}, nil)
+			_ = ss.QMP().Execute(ctx, "job-dismiss", map[string]any{"id": id}, nil)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -786,7 +786,7 @@ func (s *Service) DeleteReferencePoint(ctx context.Context, name, id string) err
 		}
 		if ss != nil {
 			active, _ := qemu.ImageNodes(v.path(d.File))
-			_ = ss.qmp.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": active, "name": tracking.BitmapName(id)}, nil)
+			_ = ss.QMP().Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": active, "name": tracking.BitmapName(id)}, nil)
 		} else if d.Format == "qcow2" && st.Stamps[d.Name] != (tracking.Stamp{}) && st.CheckStamp(d.Name, v.path(d.File)) == "" {
 			_ = s.disk.RemoveBitmaps(ctx, v.path(d.File), tracking.BitmapName(id))
 			_ = st.SetStamp(d.Name, v.path(d.File))

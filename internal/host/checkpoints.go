@@ -361,13 +361,13 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if paused {
-			_ = ss.qmp.Execute(cctx, "cont", nil, nil)
+			_ = ss.Cont(cctx)
 		}
 		if switched {
 			return // rolled forward below; never undone once the guest may write
 		}
 		for _, n := range added {
-			_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": n}, nil)
+			_ = ss.QMP().Execute(cctx, "blockdev-del", map[string]any{"node-name": n}, nil)
 		}
 		var files []string
 		for _, ov := range plan.Overlays {
@@ -398,7 +398,7 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 	// freeze then covers one transaction only.
 	for _, ov := range plan.Overlays {
 		node, file := qemu.ImageNodes(ov.File)
-		if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{
+		if err := ss.QMP().Execute(ctx, "blockdev-add", map[string]any{
 			"driver": "qcow2", "node-name": node, "backing": nil,
 			"file": map[string]any{"driver": "file", "node-name": file, "filename": v.path(ov.File)},
 		}, nil); err != nil {
@@ -426,7 +426,7 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		frozenAt = time.Now()
 		laps.lap("freeze")
 	} else if plan.Resume {
-		if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
+		if err := ss.Pause(ctx); err != nil {
 			return nil, errWrap(err, "pausing VM %s for the checkpoint", v.name)
 		}
 		paused = true
@@ -455,7 +455,7 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		actions = append(actions, bitmapCopyActions(bitmaps, top, node)...)
 	}
 	op.SetStage("switching to the differencing disks")
-	if terr := ss.qmp.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); terr != nil {
+	if terr := ss.QMP().Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); terr != nil {
 		// Atomic: nothing switched. Undo from "switched" as from "prepared".
 		return nil, errWrap(terr, "switching VM %s to its new differencing disks", v.name)
 	}
@@ -467,12 +467,12 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 
 	if plan.Checkpoint.StateFile != "" {
 		part := v.path(plan.Checkpoint.StateFile + ".part")
-		merr := migrateToFile(ctx, op, ss, part, "saving memory", cfgMemory(v))
+		merr := ss.SaveState(ctx, part, saveProgress(op, "saving memory"))
 		laps.lap("memory")
 		if paused {
 			// The disks are switched and the state is written: the guest
 			// runs on while the file reaches the disk.
-			if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+			if err := ss.Cont(ctx); err != nil {
 				s.log.Error("resuming after a checkpoint", "vm", v.name, "err", err)
 			}
 			paused = false
@@ -498,7 +498,7 @@ func (s *Service) createLiveOnce(ctx context.Context, op *operation.Op, v *vm, s
 		}
 	}
 	if paused {
-		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+		if err := ss.Cont(ctx); err != nil {
 			s.log.Error("resuming after a checkpoint", "vm", v.name, "err", err)
 		}
 		paused = false
@@ -527,12 +527,6 @@ func (l *laps) lap(name string) {
 }
 
 func (l *laps) attrs() []any { return l.kv }
-
-func cfgMemory(v *vm) uint64 {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.cfg.MemoryBytes
-}
 
 // commitTree records a journaled operation's result, points the configuration
 // at the new active overlays, then deletes what the result no longer needs.
@@ -566,8 +560,8 @@ func (s *Service) closeRemoved(v *vm, t *checkpoint.Tree) {
 	defer cancel()
 	for _, f := range t.Journal.Remove {
 		node, file := qemu.ImageNodes(f)
-		_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
-		_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
+		_ = ss.QMP().Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+		_ = ss.QMP().Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
 	}
 }
 
@@ -832,7 +826,7 @@ func (s *Service) runDelete(ctx context.Context, op *operation.Op, v *vm, ss *se
 			// What a stream wrote into an image below the active one stays
 			// in QEMU's metadata cache (no guest flush reaches it): it must
 			// be on disk before the old backing file goes.
-			if err := flushAll(ctx, ss); err != nil {
+			if err := ss.Flush(ctx); err != nil {
 				return err
 			}
 		}
@@ -840,25 +834,6 @@ func (s *Service) runDelete(ctx context.Context, op *operation.Op, v *vm, ss *se
 	}
 	s.closeRemoved(v, t)
 	return s.offline(v).Finish(t)
-}
-
-// flushAll makes QEMU write every image's cached data and metadata to disk:
-// "stop" drains and flushes all block nodes (also on a paused VM), and a
-// running VM goes on at once.
-func flushAll(ctx context.Context, ss *session) error {
-	st, err := ss.qmp.Status(ctx)
-	if err != nil {
-		return errWrap(err, "reading QEMU's state before a flush")
-	}
-	if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
-		return errWrap(err, "flushing the disks")
-	}
-	if st.Running {
-		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
-			return errWrap(err, "resuming after flushing the disks")
-		}
-	}
-	return nil
 }
 
 // blockJob is one entry of query-jobs.
@@ -886,7 +861,7 @@ func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *sessi
 			base, _ := qemu.ImageNodes(rb.Backing)
 			args["base-node"], args["backing-file"] = base, rb.Backing
 		}
-		if err := ss.qmp.Execute(ctx, "block-stream", args, nil); err != nil {
+		if err := ss.QMP().Execute(ctx, "block-stream", args, nil); err != nil {
 			return errWrap(err, "starting the merge into %s", rb.Image)
 		}
 		s.hook("checkpoint:delete-streaming")
@@ -904,7 +879,7 @@ func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *sessi
 		}
 		if job.Status == "concluded" {
 			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = ss.qmp.Execute(dctx, "job-dismiss", map[string]any{"id": id}, nil)
+			_ = ss.QMP().Execute(dctx, "job-dismiss", map[string]any{"id": id}, nil)
 			cancel()
 			if job.ErrorMsg != "" {
 				return fmt.Errorf("merging into %s failed: %s; nothing is lost, free disk space or fix the error, then delete the checkpoint again: %w", rb.Image, job.ErrorMsg, errdefs.ErrUnavailable)
@@ -914,7 +889,7 @@ func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *sessi
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-ss.qmp.Done():
+		case <-ss.QMP().Done():
 			return fmt.Errorf("QEMU exited during the merge into %s; nothing is lost, delete the checkpoint again (it merges offline while the VM is off): %w", rb.Image, errdefs.ErrUnavailable)
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -923,7 +898,7 @@ func (s *Service) stream(ctx context.Context, op *operation.Op, v *vm, ss *sessi
 
 func findJob(ctx context.Context, ss *session, id string) (*blockJob, error) {
 	var jobs []blockJob
-	if err := ss.qmp.Execute(ctx, "query-jobs", nil, &jobs); err != nil {
+	if err := ss.QMP().Execute(ctx, "query-jobs", nil, &jobs); err != nil {
 		return nil, errWrap(err, "reading QEMU's jobs")
 	}
 	for i := range jobs {
@@ -1012,7 +987,7 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 	}
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := ss.qmp.Execute(qctx, "query-block", nil, &blocks); err != nil {
+	if err := ss.QMP().Execute(qctx, "query-block", nil, &blocks); err != nil {
 		return errWrap(err, "reading QEMU's disks")
 	}
 	tops := map[string]bool{}
@@ -1028,8 +1003,8 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 	}
 	if plan.Resume {
 		// hv paused the VM for the memory save: it runs on, as it would have.
-		if st, err := ss.qmp.Status(qctx); err == nil && !st.Running {
-			if err := ss.qmp.Execute(qctx, "cont", nil, nil); err == nil {
+		if st, err := ss.QMP().Status(qctx); err == nil && !st.Running {
+			if err := ss.QMP().Execute(qctx, "cont", nil, nil); err == nil {
 				_ = v.setStateLocked(api.StateRunning, "")
 			}
 		}
@@ -1047,8 +1022,8 @@ func (s *Service) recoverLiveCreate(ctx context.Context, v *vm, ss *session, t *
 	var files []string
 	for _, ov := range plan.Overlays {
 		node, file := qemu.ImageNodes(ov.File)
-		_ = ss.qmp.Execute(qctx, "blockdev-del", map[string]any{"node-name": node}, nil)
-		_ = ss.qmp.Execute(qctx, "blockdev-del", map[string]any{"node-name": file}, nil)
+		_ = ss.QMP().Execute(qctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+		_ = ss.QMP().Execute(qctx, "blockdev-del", map[string]any{"node-name": file}, nil)
 		files = append(files, ov.File)
 	}
 	if sf := plan.Checkpoint.StateFile; sf != "" {

@@ -1,10 +1,7 @@
 package host
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qemu"
@@ -73,36 +70,4 @@ func freeBus(c vmconfig.Config, ports int) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("VM %s has no free hot-plug port (it has %d, all used); stop it and add the device then: %w", c.Name, ports, errdefs.ErrConflict)
-}
-
-// unplug asks the guest to release a device and waits until QEMU reports it gone
-// (DEVICE_DELETED); the guest must cooperate, as with a PCIe attention button.
-func unplug(ctx context.Context, ss *session, id string) error {
-	events, stop := ss.qmp.Subscribe()
-	defer stop()
-	if err := ss.qmp.Execute(ctx, "device_del", map[string]any{"id": id}, nil); err != nil {
-		return errWrap(err, "removing device %s", id)
-	}
-	timeout := time.After(60 * time.Second)
-	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				return fmt.Errorf("QEMU exited while removing device %s: %w", id, errdefs.ErrUnavailable)
-			}
-			if ev.Name != "DEVICE_DELETED" {
-				continue
-			}
-			var d struct {
-				Device string `json:"device"`
-			}
-			if json.Unmarshal(ev.Data, &d) == nil && d.Device == id {
-				return nil
-			}
-		case <-timeout:
-			return fmt.Errorf("the guest did not release device %s within 60s (is its OS still booting, or does it block PCIe hot-unplug?); try again, or stop the VM and remove it then: %w", id, errdefs.ErrTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }

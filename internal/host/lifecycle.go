@@ -9,12 +9,9 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
-	"github.com/hvproject/hv/internal/qmp"
-	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // ChangeState starts the operation that moves a VM along its state machine. The
@@ -145,207 +142,6 @@ func cleanRun(v *vm) error {
 	return nil
 }
 
-func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err error) {
-	v.mu.Lock()
-	fromSaved := v.rt.State == api.StateSaved
-	savedPaused := v.rt.SavedPaused
-	prev := v.rt.State
-	serr := v.setStateLocked(api.StateStarting, "")
-	v.mu.Unlock()
-	if serr != nil {
-		return serr
-	}
-	s.publishVM(v, "state-changed", "")
-
-	var ss *session
-	var proc *qemu.Process
-	pid := 0
-	defer func() {
-		if err == nil {
-			return
-		}
-		// Undo: no QEMU may outlive a failed start, and the VM returns to where it was.
-		if ss != nil {
-			ss.mu.Lock()
-			ss.expectExit = true
-			ss.mu.Unlock()
-		}
-		if pid > 0 {
-			_ = qemu.Kill(pid, v.cfg.ID)
-			if ss != nil {
-				select {
-				case <-ss.exited:
-				case <-time.After(10 * time.Second):
-				}
-			} else {
-				select {
-				case <-proc.Done():
-				case <-time.After(10 * time.Second):
-				}
-			}
-		}
-		v.mu.Lock()
-		v.sess = nil
-		v.rt.PID = 0
-		if prev == api.StateSaved {
-			if _, serr := os.Stat(v.path(fileSave)); serr != nil {
-				prev = api.StateOff
-			}
-		}
-		_ = v.setStateLocked(prev, "start failed: "+err.Error())
-		v.mu.Unlock()
-		_ = cleanRun(v)
-		s.publishVM(v, "state-changed", err.Error())
-	}()
-
-	if err := cleanRun(v); err != nil {
-		return err
-	}
-	// Devices get fixed hot-plug ports, recorded before QEMU starts, so that a
-	// later restore puts every device back where the saved state expects it.
-	ports := 0
-	cfg, err := s.updateConfig(v, func(c *vmconfig.Config) error {
-		ports = assignBuses(c)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	accel := s.currentAccel()
-	if fromSaved {
-		if err := savedStateRuns(v, accel); err != nil {
-			return err
-		}
-	}
-	sp := s.spec(v, accel)
-	sp.HotplugPorts = ports
-	op.SetStage("checking the disk images")
-	chains, err := s.diskChains(ctx, v, cfg)
-	if err != nil {
-		return err
-	}
-	for i := range sp.Disks {
-		sp.Disks[i].Backing = chains[sp.Disks[i].ID]
-	}
-	v.mu.Lock()
-	if fromSaved && v.rt.BootMemoryBytes != 0 {
-		// The saved state names devices by PCI address: the machine must be built
-		// exactly as before, the same memory layout and the same number of ports
-		// (devices hot-plugged since sit on ports that existed then).
-		sp.MemoryBytes, sp.MaxMemoryBytes = v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes
-		sp.HotplugPorts = v.rt.HotplugPorts
-	}
-	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = sp.MemoryBytes, sp.MaxMemoryBytes, sp.HotplugPorts
-	v.rt.Accel, v.rt.CPUModel = accel.Name, accel.CPU
-	v.mu.Unlock()
-	if sp.NICs, err = s.startNICs(ctx, v, cfg); err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			s.stopNICs(cfg)
-		}
-	}()
-	var extra []*os.File
-	if fromSaved {
-		f, err := os.Open(v.path(fileSave))
-		if err != nil {
-			return fmt.Errorf("opening the saved state of VM %s: %v; discard it with hv vm kill %s: %w", v.name, err, v.name, errdefs.ErrUnavailable)
-		}
-		defer f.Close()
-		extra = []*os.File{f}
-		sp.IncomingFD = 3
-	}
-	args, err := qemu.Args(sp)
-	if err != nil {
-		return err
-	}
-	op.SetStage("checking change tracking")
-	s.trackingBeforeStart(ctx, v, cfg)
-	op.SetStage("launching QEMU")
-	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	var monitor *qmp.Client
-	proc, err = qemu.Launch(lctx, s.qemuBin, args, v.path(fileQEMULog), extra, func(ctx context.Context) error {
-		// Ready once QEMU answers a command: those run in its main loop.
-		c, err := qmp.Dial(ctx, v.runPath(sockQMP))
-		if err != nil {
-			return err
-		}
-		if _, err := c.Status(ctx); err != nil {
-			c.Close()
-			return err
-		}
-		monitor = c
-		return nil
-	})
-	cancel()
-	if err != nil {
-		if fromSaved {
-			return fmt.Errorf("restoring VM %s from its saved state failed; the state is kept, and 'hv vm kill %s' discards it so the VM boots afresh: %w", v.name, v.name, err)
-		}
-		return errWrap(err, "starting VM %s", v.name)
-	}
-	pid = proc.Pid
-	v.mu.Lock()
-	v.rt.PID = pid
-	perr := vmconfig.SaveRuntime(v.dir, v.rt)
-	v.mu.Unlock()
-	if perr != nil {
-		return perr
-	}
-	s.hook("start:launched")
-
-	ss, err = s.attach(ctx, v, pid, proc, monitor)
-	if err != nil {
-		monitor.Close()
-		return err
-	}
-	ss.expectExit = true // until Running: a failure here is handled by this function
-	v.mu.Lock()
-	v.sess = ss
-	v.mu.Unlock()
-
-	if fromSaved {
-		op.SetStage("restoring memory")
-		if err := waitIncoming(ctx, ss); err != nil {
-			return errWrap(err, "restoring the saved state of VM %s", v.name)
-		}
-	}
-	if !(fromSaved && savedPaused) {
-		if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
-			return errWrap(err, "resuming VM %s's processors", v.name)
-		}
-	}
-	state := api.StateRunning
-	if fromSaved && savedPaused {
-		state = api.StatePaused
-	}
-	v.mu.Lock()
-	v.rt.StartedAt = time.Now().UTC()
-	if !fromSaved {
-		v.rt.UptimeBefore = 0
-	}
-	v.rt.SavedPaused = false
-	serr = v.setStateLocked(state, "")
-	v.mu.Unlock()
-	if serr != nil {
-		return serr
-	}
-	ss.mu.Lock()
-	ss.expectExit = false
-	ss.mu.Unlock()
-	if fromSaved {
-		// The saved state now lives in the running VM; as in Hyper-V it is consumed.
-		_ = os.Remove(v.path(fileSave))
-		_ = fsutil.SyncDir(v.dir)
-		if state == api.StateRunning {
-			s.syncTimeAfter(v, "restore")
-		}
-	}
-	s.publishVM(v, "state-changed", "")
-	return nil
-}
-
 // savedStateRuns refuses to restore a memory state under another accelerator
 // or CPU model than it was saved with: the guest would find other CPU features
 // under its feet. A state from before hv recorded them is let through.
@@ -361,30 +157,6 @@ func savedStateRuns(v *vm, now qemu.Accel) error {
 		v.name, was, cpu, now.Name, now.CPU, now.Reason, v.name, errdefs.ErrConflict)
 }
 
-// waitIncoming waits until QEMU has loaded an incoming state (it leaves "inmigrate").
-func waitIncoming(ctx context.Context, ss *session) error {
-	for {
-		st, err := ss.qmp.Status(ctx)
-		if err != nil {
-			return err
-		}
-		switch st.Status {
-		case "inmigrate":
-		case "paused", "prelaunch", "running":
-			return nil
-		default:
-			return fmt.Errorf("QEMU ended the restore in state %q (see qemu.log in the VM's directory): %w", st.Status, errdefs.ErrUnavailable)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ss.qmp.Done():
-			return fmt.Errorf("QEMU exited while restoring the saved state (see qemu.log in the VM's directory): %w", errdefs.ErrUnavailable)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.VMStatePut) error {
 	timeout := 60 * time.Second
 	if req.Timeout > 0 {
@@ -398,9 +170,7 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 		v.mu.Unlock()
 		return fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
 	}
-	ss.mu.Lock()
-	ss.expectExit = true
-	ss.mu.Unlock()
+	ss.ExpectExit(true)
 	err := v.setStateLocked(api.StateStopping, "")
 	v.mu.Unlock()
 	if err != nil {
@@ -424,9 +194,7 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 
 // stopFailed puts a VM whose stop did not happen back to Running.
 func (s *Service) stopFailed(v *vm, ss *session, cause error) error {
-	ss.mu.Lock()
-	ss.expectExit = false
-	ss.mu.Unlock()
+	ss.ExpectExit(false)
 	select {
 	case <-ss.exited: // it went down after all
 		s.wentOff(v, "stopped by the user")
@@ -460,16 +228,9 @@ func (s *Service) wentOff(v *vm, reason string) {
 
 // turnOff kills QEMU (Hyper-V's "Turn Off") and records Off.
 func (s *Service) turnOff(v *vm, ss *session, reason string) error {
-	ss.mu.Lock()
-	ss.expectExit = true
-	ss.mu.Unlock()
-	if err := qemu.Kill(ss.pid, ss.uuid); err != nil {
+	ss.ExpectExit(true)
+	if err := killAndWait(ss); err != nil {
 		return errWrap(err, "turning off VM %s", v.name)
-	}
-	select {
-	case <-ss.exited:
-	case <-time.After(15 * time.Second):
-		return fmt.Errorf("QEMU of VM %s (pid %d) did not exit after SIGKILL: %w", v.name, ss.pid, errdefs.ErrUnavailable)
 	}
 	s.wentOff(v, reason)
 	return nil
@@ -523,14 +284,14 @@ func (s *Service) doPause(ctx context.Context, op *operation.Op, v *vm) error {
 	if err != nil {
 		return err
 	}
-	if err := ss.qmp.Execute(ctx, "stop", nil, nil); err != nil {
+	if err := ss.Pause(ctx); err != nil {
 		return errWrap(err, "pausing VM %s", v.name)
 	}
 	if err := s.setState(v, api.StatePaused, "paused by the user"); err != nil {
 		// Not recorded (a full disk): the VM runs on, as hv says it does.
 		cctx, cancel := cleanupCtx()
 		defer cancel()
-		_ = ss.qmp.Execute(cctx, "cont", nil, nil)
+		_ = ss.Cont(cctx)
 		return errWrap(err, "pausing VM %s; it runs on", v.name)
 	}
 	return nil
@@ -541,13 +302,13 @@ func (s *Service) doResume(ctx context.Context, op *operation.Op, v *vm) error {
 	if err != nil {
 		return err
 	}
-	if err := ss.qmp.Execute(ctx, "cont", nil, nil); err != nil {
+	if err := ss.Cont(ctx); err != nil {
 		return errWrap(err, "resuming VM %s", v.name)
 	}
 	if err := s.setState(v, api.StateRunning, ""); err != nil {
 		cctx, cancel := cleanupCtx()
 		defer cancel()
-		_ = ss.qmp.Execute(cctx, "stop", nil, nil)
+		_ = ss.Pause(cctx)
 		return errWrap(err, "resuming VM %s; it stays paused", v.name)
 	}
 	s.syncTimeAfter(v, "resume")

@@ -7,67 +7,10 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/qemu"
-	"github.com/hvproject/hv/internal/qmp"
+	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/validate"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
-
-// virtio-mem adds and removes memory in blocks of this size.
-const memBlock = 2 << 20
-
-// memoryLayout is how much memory a running guest has and where it comes from.
-type memoryLayout struct {
-	boot, plugged, max uint64
-	balloon            uint64 // what the balloon leaves of boot memory; boot when not inflated
-}
-
-func (m memoryLayout) assigned() uint64 { return m.balloon + m.plugged }
-
-func readMemory(ctx context.Context, c *qmp.Client, maxMem uint64) (memoryLayout, error) {
-	var sum struct {
-		Base    uint64 `json:"base-memory"`
-		Plugged uint64 `json:"plugged-memory"`
-	}
-	if err := c.Execute(ctx, "query-memory-size-summary", nil, &sum); err != nil {
-		return memoryLayout{}, err
-	}
-	m := memoryLayout{boot: sum.Base, plugged: sum.Plugged, max: maxMem, balloon: sum.Base}
-	var bal struct {
-		Actual uint64 `json:"actual"`
-	}
-	if err := c.Execute(ctx, "query-balloon", nil, &bal); err == nil && bal.Actual > 0 && bal.Actual < sum.Base {
-		m.balloon = bal.Actual
-	}
-	return m, nil
-}
-
-// setPlugged asks virtio-mem for size bytes of hot-added memory and waits until
-// the guest has taken them (or given them back).
-func setPlugged(ctx context.Context, c *qmp.Client, size uint64) error {
-	if err := c.Execute(ctx, "qom-set", map[string]any{"path": qemu.VirtioMemID, "property": "requested-size", "value": size}, nil); err != nil {
-		return errWrap(err, "asking for %s of hot-added memory", validate.FormatSize(size))
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var got uint64
-		if err := c.Execute(ctx, "qom-get", map[string]any{"path": qemu.VirtioMemID, "property": "size"}, &got); err != nil {
-			return err
-		}
-		if got == size {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the guest took %s of the %s of memory asked for within 60s (does it load virtio_mem and online new memory?): %w",
-				validate.FormatSize(got), validate.FormatSize(size), errdefs.ErrTimeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
 
 // resizeMemory changes a running VM's memory: up to its max by hot-add, down to
 // its boot memory by hot-remove (what the guest can give back).
@@ -92,12 +35,12 @@ func (s *Service) resizeMemory(ctx context.Context, v *vm, want string) (api.VM,
 		return api.VM{}, fmt.Errorf("memory: %s is below the %s the VM booted with; a running VM can shrink only to that: %w", want, validate.FormatSize(boot), errdefs.ErrInvalid)
 	case target > maxMem:
 		return api.VM{}, fmt.Errorf("memory: %s is above the VM's max memory (%s); raise --max-memory while it is off: %w", want, validate.FormatSize(maxMem), errdefs.ErrInvalid)
-	case (target-boot)%memBlock != 0:
-		return api.VM{}, fmt.Errorf("memory: %s is not boot memory plus a multiple of 2M; try %s: %w", want, validate.FormatSize(boot+(target-boot)/memBlock*memBlock), errdefs.ErrInvalid)
+	case (target-boot)%machine.MemBlock != 0:
+		return api.VM{}, fmt.Errorf("memory: %s is not boot memory plus a multiple of 2M; try %s: %w", want, validate.FormatSize(boot+(target-boot)/machine.MemBlock*machine.MemBlock), errdefs.ErrInvalid)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	if err := setPlugged(ctx, ss.qmp, target-boot); err != nil {
+	if err := ss.SetPlugged(ctx, target-boot); err != nil {
 		return api.VM{}, errWrap(err, "resizing VM %s's memory", v.name)
 	}
 	if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
@@ -138,7 +81,7 @@ func planDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfi
 		return nil, fmt.Errorf("dynamic_memory.minimum: give 64M up to the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
 	case dm.MaximumBytes < cfg.MemoryBytes:
 		return nil, fmt.Errorf("dynamic_memory.maximum: give at least the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
-	case (dm.MaximumBytes-cfg.MemoryBytes)%memBlock != 0:
+	case (dm.MaximumBytes-cfg.MemoryBytes)%machine.MemBlock != 0:
 		return nil, fmt.Errorf("dynamic_memory.maximum: maximum - startup memory must be a multiple of 2M: %w", errdefs.ErrInvalid)
 	case dm.BufferPercent < 5 || dm.BufferPercent > 2000:
 		return nil, fmt.Errorf("dynamic_memory.buffer_percent: %d; give 5 to 2000 (Hyper-V's default is 20): %w", dm.BufferPercent, errdefs.ErrInvalid)
@@ -152,7 +95,7 @@ func planDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfi
 // with the balloon when the guest idles, never below the minimum.
 func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
 	// The balloon reports guest statistics only when asked to poll.
-	_ = ss.qmp.Execute(ctx, "qom-set", map[string]any{"path": "balloon0", "property": "guest-stats-polling-interval", "value": 1}, nil)
+	_ = ss.PollBalloonStats(ctx)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var lastChange time.Time
@@ -189,11 +132,8 @@ func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
 func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmconfig.DynamicMemory, maxMem uint64, lastChange time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var stats struct {
-		Stats      map[string]uint64 `json:"stats"`
-		LastUpdate int64             `json:"last-update"`
-	}
-	if err := ss.qmp.Execute(ctx, "qom-get", map[string]any{"path": "balloon0", "property": "guest-stats"}, &stats); err != nil {
+	stats, err := ss.BalloonStats(ctx)
+	if err != nil {
 		return false, err
 	}
 	if time.Unix(stats.LastUpdate, 0).Before(lastChange.Add(time.Second)) {
@@ -204,27 +144,27 @@ func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmco
 	if total == 0 || total == ^uint64(0) || avail == ^uint64(0) || avail > total {
 		return false, nil
 	}
-	m, err := readMemory(ctx, ss.qmp, maxMem)
+	m, err := ss.Memory(ctx, maxMem)
 	if err != nil {
 		return false, err
 	}
 	guestTotal, demand := total, total-avail
 	want := demand + demand*uint64(dm.BufferPercent)/100
-	have := m.assigned()
+	have := m.Assigned()
 	const slack = 16 << 20 // ignore small swings
 	switch {
 	case want > guestTotal+slack && have < dm.MaximumBytes:
 		target := min(have+(want-guestTotal)+slack, dm.MaximumBytes)
-		if m.balloon < m.boot { // give back what the balloon holds first
-			newBal := min(m.boot, m.balloon+(target-have))
-			if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": newBal}, nil); err != nil {
+		if m.Balloon < m.Boot { // give back what the balloon holds first
+			newBal := min(m.Boot, m.Balloon+(target-have))
+			if err := ss.SetBalloon(ctx, newBal); err != nil {
 				return false, err
 			}
-			have += newBal - m.balloon
+			have += newBal - m.Balloon
 		}
-		if target > have && m.max > m.boot {
-			plugged := min(m.max-m.boot, (m.plugged+(target-have)+memBlock-1)/memBlock*memBlock)
-			if err := setPlugged(ctx, ss.qmp, plugged); err != nil {
+		if target > have && m.Max > m.Boot {
+			plugged := min(m.Max-m.Boot, (m.Plugged+(target-have)+machine.MemBlock-1)/machine.MemBlock*machine.MemBlock)
+			if err := ss.SetPlugged(ctx, plugged); err != nil {
 				return true, err
 			}
 		}
@@ -239,11 +179,11 @@ func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmco
 		if guestTotal <= keep {
 			return false, nil
 		}
-		shrink := min(guestTotal-keep, have-dm.MinimumBytes, m.balloon-min(m.balloon, 64<<20), reclaimStep)
+		shrink := min(guestTotal-keep, have-dm.MinimumBytes, m.Balloon-min(m.Balloon, 64<<20), reclaimStep)
 		if shrink < slack {
 			return false, nil
 		}
-		if err := ss.qmp.Execute(ctx, "balloon", map[string]any{"value": m.balloon - shrink}, nil); err != nil {
+		if err := ss.SetBalloon(ctx, m.Balloon-shrink); err != nil {
 			return false, err
 		}
 		s.log.Info("dynamic memory: reclaimed", "vm", v.name, "demand", validate.FormatSize(demand),

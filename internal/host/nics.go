@@ -8,9 +8,11 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/undo"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
@@ -101,31 +103,15 @@ func (s *Service) AddNIC(name string, req api.NICAdd) (*operation.Op, error) {
 
 // plugNIC creates the NIC's tap and hot-plugs the device into QEMU, undoing
 // what it did if a step fails.
-func (s *Service) plugNIC(ctx context.Context, v *vm, ss *session, nic vmconfig.NIC) error {
+func (s *Service) plugNIC(ctx context.Context, v *vm, ss *session, nic vmconfig.NIC) (err error) {
+	var u undo.Stack
+	defer u.OnError(&err, s.log)
 	tap := netdev.TapName(v.cfg.ID, nic.Name)
 	if err := s.net.CreateTap(ctx, nic.Switch, tap, nic.MAC, nic.VLAN, v.name+"/"+nic.Name); err != nil {
 		return err
 	}
-	id := nicID(nic.Name)
-	netArgs := map[string]any{"type": "tap", "id": id + "-net", "ifname": tap, "script": "no", "downscript": "no"}
-	if err := ss.qmp.Execute(ctx, "netdev_add", netArgs, nil); err != nil {
-		cctx, cancel := cleanupCtx()
-		defer cancel()
-		_ = s.net.DeleteTap(cctx, tap)
-		return errWrap(err, "attaching tap %s", tap)
-	}
-	dev := map[string]any{"driver": "virtio-net-pci", "id": id, "netdev": id + "-net", "mac": nic.MAC}
-	if nic.Bus != "" {
-		dev["bus"] = nic.Bus
-	}
-	if err := ss.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
-		cctx, cancel := cleanupCtx()
-		defer cancel()
-		_ = ss.qmp.Execute(cctx, "netdev_del", map[string]any{"id": id + "-net"}, nil)
-		_ = s.net.DeleteTap(cctx, tap)
-		return errWrap(err, "plugging in NIC %s", nic.Name)
-	}
-	return nil
+	u.Add("delete tap "+tap, func(ctx context.Context) error { return s.net.DeleteTap(ctx, tap) })
+	return ss.PlugNIC(ctx, machine.NIC{ID: nicID(nic.Name), Tap: tap, MAC: nic.MAC, Bus: nic.Bus})
 }
 
 // RemoveNIC removes a network adapter; on a running VM the guest releases it first.
@@ -147,10 +133,10 @@ func (s *Service) RemoveNIC(name, nicName string) (*operation.Op, error) {
 		if ss != nil {
 			op.SetStage("waiting for the guest to release " + nicName)
 			id := nicID(nicName)
-			if err := unplug(ctx, ss, id); err != nil {
+			if err := ss.Unplug(ctx, id); err != nil {
 				return err
 			}
-			_ = ss.qmp.Execute(ctx, "netdev_del", map[string]any{"id": id + "-net"}, nil)
+			_ = ss.RemoveNetdev(ctx, id)
 			_ = s.net.DeleteTap(ctx, netdev.TapName(cfg.ID, nicName))
 		}
 		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
@@ -63,7 +64,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 	off := func(reason string) {
 		if alive {
 			_ = qemu.Kill(pid, v.cfg.ID)
-			waitGone(pid, v.cfg.ID, 10*time.Second)
+			machine.WaitGone(pid, v.cfg.ID, 10*time.Second)
 		}
 		s.stopNICs(v.cfg)
 		v.rt.PID = 0
@@ -83,7 +84,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 	case api.StateSaved:
 		if alive {
 			_ = qemu.Kill(pid, v.cfg.ID)
-			waitGone(pid, v.cfg.ID, 10*time.Second)
+			machine.WaitGone(pid, v.cfg.ID, 10*time.Second)
 		}
 		if _, err := os.Stat(v.path(fileSave)); err != nil {
 			off("the saved state file is missing")
@@ -96,7 +97,7 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 			if _, err := os.Stat(v.path(fileSave)); err == nil {
 				if alive {
 					_ = qemu.Kill(pid, v.cfg.ID)
-					waitGone(pid, v.cfg.ID, 10*time.Second)
+					machine.WaitGone(pid, v.cfg.ID, 10*time.Second)
 				}
 				v.rt.PID = 0
 				_ = v.setStateLocked(api.StateSaved, "hvd stopped while the VM was starting; start it again")
@@ -109,28 +110,29 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 	}
 	// Running, Paused, Stopping, Saving, PausedCritical: is QEMU still there?
 	if !alive {
-		off("QEMU exited while hvd was not running" + lastWords(v))
+		off("QEMU exited while hvd was not running" + machine.LastWords(v.path(fileQEMULog)))
 		return
 	}
-	ss, err := s.attach(ctx, v, pid, nil, nil)
+	m, err := machine.Attach(ctx, s.machineOptions(v), pid)
 	if err != nil {
 		off("could not re-attach to QEMU: " + err.Error())
 		return
 	}
-	st, err := ss.qmp.Status(ctx)
+	st, err := m.Status(ctx)
 	if err != nil {
-		ss.detach()
+		m.Detach()
 		off("could not read QEMU's state: " + err.Error())
 		return
 	}
+	ss := s.attach(v, m)
 	v.sess = ss
 	v.rt.PID = pid
 	if v.rt.State == api.StateSaving {
 		// The save did not finish: the VM goes on as it was; its partial file goes.
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = ss.qmp.Execute(qctx, "migrate_cancel", nil, nil)
+		_ = ss.CancelSave(qctx)
 		if v.rt.PrevState == api.StateRunning {
-			_ = ss.qmp.Execute(qctx, "cont", nil, nil)
+			_ = ss.Cont(qctx)
 			st.Status, st.Running = "running", true
 		}
 		cancel()

@@ -280,8 +280,8 @@ func (s *Service) GetVM(ctx context.Context, name string) (api.VM, error) {
 	ss, maxMem := v.sess, v.rt.MaxMemoryBytes
 	v.mu.Unlock()
 	if ss != nil {
-		if m, err := readMemory(ctx, ss.qmp, maxMem); err == nil {
-			out.AssignedMemoryBytes = m.assigned()
+		if m, err := ss.Memory(ctx, maxMem); err == nil {
+			out.AssignedMemoryBytes = m.Assigned()
 		}
 	}
 	sizes := s.diskSizes(ctx, v, out.Disks)

@@ -28,7 +28,7 @@ func shutdownWays(ss *session, g *guest.Guest, agent bool) []guest.Way {
 		ways = g.ShutdownWays()
 	}
 	return append(ways, guest.Way{Name: "the ACPI power button", Ask: func(ctx context.Context) error {
-		return ss.qmp.Execute(ctx, "system_powerdown", nil, nil)
+		return ss.PowerButton(ctx)
 	}})
 }
 

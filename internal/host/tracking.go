@@ -195,7 +195,7 @@ func nodeBitmaps(ctx context.Context, ss *session) (map[string][]qemuBitmap, err
 		NodeName string       `json:"node-name"`
 		Bitmaps  []qemuBitmap `json:"dirty-bitmaps"`
 	}
-	if err := ss.qmp.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+	if err := ss.QMP().Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
 		return nil, errWrap(err, "listing change-tracking bitmaps")
 	}
 	out := map[string][]qemuBitmap{}

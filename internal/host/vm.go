@@ -222,7 +222,7 @@ func (v *vm) toAPI(accel string) api.VM {
 		out.LastHeartbeat = &last
 	}
 	if v.sess != nil {
-		out.PID = v.sess.pid
+		out.PID = v.sess.Pid()
 	}
 	if v.rt.Accel != "" && (v.sess != nil || v.rt.State == api.StateSaved) {
 		out.Accelerator = v.rt.Accel // what it started with, whatever the host would give it now

@@ -9,8 +9,8 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/operation"
-	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/validate"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
@@ -87,7 +87,7 @@ func (s *Service) AddDisk(ctx context.Context, name string, req api.DiskAdd) (*o
 				return err
 			}
 			op.SetStage("plugging in " + diskName)
-			if err := plugDisk(ctx, ss, d, path); err != nil {
+			if err := ss.PlugDisk(ctx, machine.Disk{ID: d.Name, Path: path, Format: d.Format, Bus: d.Bus}); err != nil {
 				return err
 			}
 		}
@@ -100,33 +100,6 @@ func (s *Service) AddDisk(ctx context.Context, name string, req api.DiskAdd) (*o
 		s.log.Info("disk added", "vm", v.name, "disk", diskName, "live", ss != nil)
 		return nil
 	})
-}
-
-func plugDisk(ctx context.Context, ss *session, d vmconfig.Disk, path string) error {
-	format, file := qemu.ImageNodes(path)
-	if err := ss.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": path}, nil); err != nil {
-		return errWrap(err, "opening disk %s", d.Name)
-	}
-	node := map[string]any{"driver": d.Format, "node-name": format, "file": file}
-	if d.Format == "qcow2" {
-		node["backing"] = nil // never the file its header names (see qemu.BlockdevArgs)
-	}
-	cctx, cancel := cleanupCtx()
-	defer cancel()
-	if err := ss.qmp.Execute(ctx, "blockdev-add", node, nil); err != nil {
-		_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": file}, nil)
-		return errWrap(err, "opening disk %s", d.Name)
-	}
-	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.Name, "drive": format}
-	if d.Bus != "" {
-		dev["bus"] = d.Bus
-	}
-	if err := ss.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
-		_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": format}, nil)
-		_ = ss.qmp.Execute(cctx, "blockdev-del", map[string]any{"node-name": file}, nil)
-		return errWrap(err, "plugging in disk %s", d.Name)
-	}
-	return nil
 }
 
 // RemoveDisk detaches a data disk (the boot disk stays). The image file stays
@@ -157,12 +130,10 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 		v.mu.Unlock()
 		if ss != nil {
 			op.SetStage("waiting for the guest to release " + diskName)
-			if err := unplug(ctx, ss, diskName); err != nil {
+			if err := ss.Unplug(ctx, diskName); err != nil {
 				return err
 			}
-			format, file := qemu.ImageNodes(cfg.Disks[idx].File)
-			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": format}, nil)
-			_ = ss.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": file}, nil)
+			ss.CloseImage(ctx, v.path(cfg.Disks[idx].File))
 		}
 		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
 			c.Disks = slices.DeleteFunc(c.Disks, func(d vmconfig.Disk) bool { return d.Name == diskName })

@@ -1,0 +1,141 @@
+package machine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/qmp"
+)
+
+// Pause stops the guest's CPUs.
+func (m *Machine) Pause(ctx context.Context) error { return m.qmp.Execute(ctx, "stop", nil, nil) }
+
+// Cont lets the guest's CPUs run.
+func (m *Machine) Cont(ctx context.Context) error { return m.qmp.Execute(ctx, "cont", nil, nil) }
+
+// PowerButton presses the ACPI power button.
+func (m *Machine) PowerButton(ctx context.Context) error {
+	return m.qmp.Execute(ctx, "system_powerdown", nil, nil)
+}
+
+// Status is QEMU's run state.
+func (m *Machine) Status(ctx context.Context) (qmp.StatusInfo, error) { return m.qmp.Status(ctx) }
+
+// Quit ends QEMU cleanly and waits until it is gone, killing it when it does
+// not go within 15 s.
+func (m *Machine) Quit() {
+	m.ExpectExit(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = m.qmp.Execute(ctx, "quit", nil, nil)
+	cancel()
+	select {
+	case <-m.exited:
+	case <-time.After(15 * time.Second):
+		_ = m.Kill()
+	}
+}
+
+// WaitIncoming waits until QEMU has loaded an incoming state (it leaves "inmigrate").
+func (m *Machine) WaitIncoming(ctx context.Context) error {
+	for {
+		st, err := m.qmp.Status(ctx)
+		if err != nil {
+			return err
+		}
+		switch st.Status {
+		case "inmigrate":
+		case "paused", "prelaunch", "running":
+			return nil
+		default:
+			return fmt.Errorf("QEMU ended the restore in state %q (see qemu.log in the VM's directory): %w", st.Status, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.qmp.Done():
+			return fmt.Errorf("QEMU exited while restoring the saved state%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Flush makes QEMU write every image's cached data and metadata to disk:
+// "stop" drains and flushes all block nodes (also on a paused VM), and a
+// running VM goes on at once.
+func (m *Machine) Flush(ctx context.Context) error {
+	st, err := m.qmp.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reading QEMU's state before a flush: %w", err)
+	}
+	if err := m.Pause(ctx); err != nil {
+		return fmt.Errorf("flushing the disks: %w", err)
+	}
+	if st.Running {
+		if err := m.Cont(ctx); err != nil {
+			return fmt.Errorf("resuming after flushing the disks: %w", err)
+		}
+	}
+	return nil
+}
+
+// migrateStatus is the part of query-migrate that a save reads.
+type migrateStatus struct {
+	Status    string `json:"status"`
+	ErrorDesc string `json:"error-desc"`
+	RAM       *struct {
+		Transferred uint64 `json:"transferred"`
+		Total       uint64 `json:"total"`
+	} `json:"ram"`
+}
+
+// SaveState writes a paused guest's memory and device state into path through
+// a descriptor handed to QEMU; the caller syncs the file. QEMU stays in
+// "postmigrate": the caller either ends it or lets it run on with Cont.
+// progress, if not nil, is told the bytes written so far and the total.
+func (m *Machine) SaveState(ctx context.Context, path string, progress func(done, total uint64)) error {
+	// QEMU caps migration at 128 MiB/s by default; a save is bounded by the disk only.
+	if err := m.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+		return fmt.Errorf("setting the save bandwidth: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating the state file: %v: %w", err, errdefs.ErrUnavailable)
+	}
+	err = m.qmp.ExecuteWithFD(ctx, "getfd", map[string]any{"fdname": "hv-save"}, f, nil)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("handing the state file to QEMU: %w", err)
+	}
+	if err := m.qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:hv-save"}, nil); err != nil {
+		return err
+	}
+	for {
+		var st migrateStatus
+		if err := m.qmp.Execute(ctx, "query-migrate", nil, &st); err != nil {
+			return fmt.Errorf("watching the save: %w", err)
+		}
+		if st.RAM != nil && progress != nil {
+			progress(st.RAM.Transferred, st.RAM.Total)
+		}
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("QEMU could not write the state: %s (is the disk full?): %w", st.ErrorDesc, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// CancelSave stops a save under way (migrate_cancel).
+func (m *Machine) CancelSave(ctx context.Context) error {
+	return m.qmp.Execute(ctx, "migrate_cancel", nil, nil)
+}
