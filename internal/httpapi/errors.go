@@ -52,7 +52,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeError answers err with its code, its message and its hint (see
+// errdefs.WithHint).
 func writeError(w http.ResponseWriter, err error) {
 	code := StatusCode(err)
-	writeJSON(w, code, api.Error{Error: errdefs.Message(err), Code: code})
+	writeJSON(w, code, api.Error{Error: errdefs.Message(err), Code: code, Hint: errdefs.Hint(err)})
 }
