@@ -27,10 +27,13 @@ const (
 	HeartbeatDisabled          = "Disabled"
 )
 
-// Error is the body of every non-2xx answer.
+// Error is the body of every non-2xx answer. Hint, when set, is advice on
+// what to do next, kept apart from the message so that each client words it
+// its own way.
 type Error struct {
 	Error string `json:"error"`
 	Code  int    `json:"code"`
+	Hint  string `json:"hint,omitempty"`
 }
 
 // HostInfo answers GET /1.0/host.
@@ -355,7 +358,8 @@ type Operation struct {
 	Progress  *Progress `json:"progress,omitempty"`
 	Error     string    `json:"error,omitempty"`
 	ErrorCode int       `json:"error_code,omitempty"`
-	Resources []string  `json:"resources"` // API paths the operation touches
+	ErrorHint string    `json:"error_hint,omitempty"` // as Error.Hint
+	Resources []string  `json:"resources"`            // API paths the operation touches
 	Result    any       `json:"result,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

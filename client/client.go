@@ -2,6 +2,15 @@
 // its unix socket. It is what the hv CLI uses, and it is meant for third-party tools too.
 //
 // Calls that start long work return an api.Operation; WaitOperation follows it to the end.
+//
+// An error hvd answers, or a failed operation, is an *Error with hvd's message; it
+// wraps the kind of its status and carries hvd's advice apart from the message:
+//
+//	_, err := c.UpdateVM(ctx, "web", api.VMUpdate{Nested: &on})
+//	if errors.Is(err, client.ErrConflict) {
+//		fmt.Println(err)              // nested: cannot change VM web's while it is Saved
+//		fmt.Println(client.Hint(err)) // discard the saved state (action kill), or start and stop it
+//	}
 package client
 
 import (

@@ -42,7 +42,7 @@ func (c *Client) CancelOperation(ctx context.Context, id string) (api.Operation,
 
 // WaitOperation follows an operation until it ends or ctx is done, calling onProgress
 // (when not nil) with every state seen. It returns the final operation, and an *Error with
-// the operation's code and message when it failed or was cancelled.
+// the operation's code, message and hint when it failed or was cancelled (see OperationError).
 func (c *Client) WaitOperation(ctx context.Context, id string, onProgress func(api.Operation)) (api.Operation, error) {
 	wait := waitQuiet
 	if onProgress != nil {
@@ -80,7 +80,9 @@ func Finished(op api.Operation) bool {
 	return false
 }
 
-// OperationError is the error of a failed or cancelled operation, nil otherwise.
+// OperationError is the error of a failed or cancelled operation, nil otherwise:
+// an *Error with the operation's code, message and hint, wrapping the code's
+// kind as a direct answer's does.
 func OperationError(op api.Operation) error {
 	switch op.Status {
 	case api.OpFailure:
@@ -88,13 +90,13 @@ func OperationError(op api.Operation) error {
 		if msg == "" {
 			msg = fmt.Sprintf("operation %s (%s) failed", op.ID, op.Kind)
 		}
-		return &Error{StatusCode: op.ErrorCode, Message: msg}
+		return newError(op.ErrorCode, msg, op.ErrorHint)
 	case api.OpCancelled:
 		msg := op.Error
 		if msg == "" {
 			msg = fmt.Sprintf("operation %s (%s) was cancelled", op.ID, op.Kind)
 		}
-		return &Error{StatusCode: op.ErrorCode, Message: msg}
+		return newError(op.ErrorCode, msg, op.ErrorHint)
 	}
 	return nil
 }

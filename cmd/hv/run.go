@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/client"
+	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/textsafe"
 	"github.com/spf13/cobra"
 )
@@ -71,11 +72,21 @@ func (a *app) exitCode(err error) int {
 		printSafe(a.stderr, "Error: %v\nRun '%s --help' for usage.\n", ue.err, ue.cmd)
 		return exitUsage
 	}
-	fmt.Fprintf(a.stderr, "Error: %s\n", a.describe(err))
+	a.printError("", err)
 	if errors.Is(err, context.Canceled) {
 		return exitInterrupted
 	}
 	return exitFailure
+}
+
+// printError reports err on stderr after "Error: " and prefix, and the advice
+// it carries (hvd's hint, see errdefs.WithHint) on a "hint:" line of its own.
+// A hint is one line: a line break in it is replaced, as control characters are.
+func (a *app) printError(prefix string, err error) {
+	fmt.Fprintf(a.stderr, "Error: %s%s\n", prefix, a.describe(err))
+	if h := errdefs.Hint(err); h != "" {
+		fmt.Fprintf(a.stderr, "hint: %s\n", textsafe.Line(h, 0))
+	}
 }
 
 // describe turns transport errors into advice; API errors already carry hvd's message,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
@@ -154,7 +153,7 @@ func (f *failures) add(name string, err error) {
 		f.first = err
 		return
 	}
-	fmt.Fprintf(f.a.stderr, "Error: %s: %s\n", name, f.a.describe(err))
+	f.a.printError(name+": ", err)
 }
 
 func (f *failures) err() error {

@@ -140,7 +140,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	// The API's timeouts cut off slow and stalled clients but not streams (see httpapi.Timeouts).
-	srv := httpapi.New(svc, ops, bus, log).HTTPServer()
+	// The host service plays every role of the API.
+	roles := httpapi.Roles{Host: svc, VMs: svc, Guest: svc, Devices: svc, Disks: svc,
+		Switches: svc, Checkpoints: svc, Backups: svc}
+	srv := httpapi.New(roles, ops, bus, log).HTTPServer()
 	info := svc.Info()
 	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,
 		"accelerator", info.Accelerator, "cpu", info.AcceleratorCPU, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)

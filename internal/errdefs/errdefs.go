@@ -66,6 +66,20 @@ func (h *hinted) Unwrap() error { return h.err }
 // WithHint attaches advice to err: what the user can do next, in words that
 // name API actions and fields, not a client's commands ("discard the saved
 // state (action kill)"). The kind of err is kept.
+//
+// Phrasing a hint:
+//   - Say what to do next, as an imperative in lower case with no final
+//     period, like messages: "stop it first (action stop)".
+//   - Name API actions, fields and paths as the API spells them (action kill,
+//     field memory, /1.0/switches), never a command line such as "hv vm kill
+//     web": the CLI, the Go client, other hosts and web consoles all read it,
+//     and each words it its own way.
+//   - Leave what went wrong to the message, which names the thing, the field
+//     and the kind, and reads whole without its hint; the hint is only advice.
+//   - Quote no text from a guest or a file: clients print hints on terminals.
+//   - Attach it where the advice is known, usually where the kind is chosen.
+//     Hint returns the outermost, so a caller that knows better may wrap the
+//     error again with its own.
 func WithHint(err error, hint string) error {
 	if err == nil || hint == "" {
 		return err

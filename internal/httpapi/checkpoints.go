@@ -1,13 +1,41 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/operation"
 )
 
+// Checkpoints is the role that takes, applies, renames and deletes a VM's
+// checkpoints, and exports and imports whole VMs.
+type Checkpoints interface {
+	ListCheckpoints(ctx context.Context, name string) ([]api.Checkpoint, error)
+	GetCheckpoint(ctx context.Context, name, checkpoint string) (api.Checkpoint, error)
+	CreateCheckpoint(name string, req api.CheckpointCreate) (*operation.Op, error)
+	ApplyCheckpoint(name, checkpoint string, req api.CheckpointApply) (*operation.Op, error)
+	DeleteCheckpoint(name, checkpoint string, subtree bool) (*operation.Op, error)
+	RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error)
+	ExportVM(name string, req api.VMExport) (*operation.Op, error)
+	ImportVM(req api.VMImport) (*operation.Op, error)
+}
+
+func (s *Server) checkpointRoutes() []route {
+	return []route{
+		{"GET", "/1.0/vms/{name}/checkpoints", s.listCheckpoints},
+		{"POST", "/1.0/vms/{name}/checkpoints", s.createCheckpoint},
+		{"GET", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.getCheckpoint},
+		{"PATCH", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.renameCheckpoint},
+		{"DELETE", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.deleteCheckpoint},
+		{"POST", "/1.0/vms/{name}/checkpoints/{checkpoint}/apply", s.applyCheckpoint},
+		{"POST", "/1.0/vms/{name}/export", s.exportVM},
+		{"POST", "/1.0/imports", s.importVM},
+	}
+}
+
 func (s *Server) listCheckpoints(w http.ResponseWriter, r *http.Request) {
-	out, err := s.host.ListCheckpoints(r.Context(), r.PathValue("name"))
+	out, err := s.roles.Checkpoints.ListCheckpoints(r.Context(), r.PathValue("name"))
 	if out == nil {
 		out = []api.Checkpoint{} // [] rather than null for programs
 	}
@@ -15,7 +43,7 @@ func (s *Server) listCheckpoints(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
-	out, err := s.host.GetCheckpoint(r.Context(), r.PathValue("name"), r.PathValue("checkpoint"))
+	out, err := s.roles.Checkpoints.GetCheckpoint(r.Context(), r.PathValue("name"), r.PathValue("checkpoint"))
 	answer(w, out, err)
 }
 
@@ -25,7 +53,7 @@ func (s *Server) createCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.host.CreateCheckpoint(r.PathValue("name"), req)
+	op, err := s.roles.Checkpoints.CreateCheckpoint(r.PathValue("name"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -39,7 +67,7 @@ func (s *Server) renameCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	out, err := s.host.RenameCheckpoint(r.Context(), r.PathValue("name"), r.PathValue("checkpoint"), req)
+	out, err := s.roles.Checkpoints.RenameCheckpoint(r.Context(), r.PathValue("name"), r.PathValue("checkpoint"), req)
 	answer(w, out, err)
 }
 
@@ -49,7 +77,7 @@ func (s *Server) deleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.host.DeleteCheckpoint(r.PathValue("name"), r.PathValue("checkpoint"), subtree)
+	op, err := s.roles.Checkpoints.DeleteCheckpoint(r.PathValue("name"), r.PathValue("checkpoint"), subtree)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -63,7 +91,7 @@ func (s *Server) applyCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.host.ApplyCheckpoint(r.PathValue("name"), r.PathValue("checkpoint"), req)
+	op, err := s.roles.Checkpoints.ApplyCheckpoint(r.PathValue("name"), r.PathValue("checkpoint"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -77,7 +105,7 @@ func (s *Server) exportVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.host.ExportVM(r.PathValue("name"), req)
+	op, err := s.roles.Checkpoints.ExportVM(r.PathValue("name"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -91,7 +119,7 @@ func (s *Server) importVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.host.ImportVM(req)
+	op, err := s.roles.Checkpoints.ImportVM(req)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -14,6 +14,10 @@ import (
 // request makes it, so it is no errdefs kind.
 var errTooLarge = errors.New("request body too large")
 
+// errNotServed marks a route of a role the server was built without (501):
+// a wiring matter, not a kind the host service reports.
+var errNotServed = errors.New("this server does not serve this part of the API")
+
 // StatusCode maps an error to its HTTP status: the one place where error kinds
 // become codes, for direct answers and failed operations alike.
 func StatusCode(err error) int {
@@ -22,6 +26,8 @@ func StatusCode(err error) int {
 		return http.StatusOK
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errNotServed):
+		return http.StatusNotImplemented
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errdefs.ErrConflict):
@@ -46,7 +52,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeError answers err with its code, its message and its hint (see
+// errdefs.WithHint).
 func writeError(w http.ResponseWriter, err error) {
 	code := StatusCode(err)
-	writeJSON(w, code, api.Error{Error: errdefs.Message(err), Code: code})
+	writeJSON(w, code, api.Error{Error: errdefs.Message(err), Code: code, Hint: errdefs.Hint(err)})
 }

@@ -119,19 +119,3 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
-// session joins an interactive exec's pseudo-terminal in the guest: after the
-// Upgrade the connection carries the terminal's raw bytes both ways. The
-// operation ends (with the exit code) when the command exits.
-func (s *Server) session(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != "hv-session" {
-		writeError(w, fmt.Errorf("session: send 'Connection: Upgrade' and 'Upgrade: hv-session' (hv vm exec -it does): %w", errdefs.ErrInvalid))
-		return
-	}
-	backend, err := s.host.SessionConn(r.Context(), r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	upgradeAndPipe(w, backend, "hv-session")
-}

@@ -21,9 +21,16 @@ import (
 	"github.com/hvproject/hv/internal/operation"
 )
 
-// fakeHost answers like the host service would, without QEMU.
+// fakeHost answers like the host service would, without QEMU, in the roles
+// it is wired as (roles); the others are not served.
 type fakeHost struct {
-	Host     // methods a test does not use panic: a test never relies on them silently
+	// Methods a test does not use panic: a test never relies on them silently.
+	Host
+	VMs
+	Guest
+	Disks
+	Checkpoints
+
 	ops      *operation.Manager
 	created  []api.VMCreate
 	console  net.Conn
@@ -80,13 +87,24 @@ func (f *fakeHost) ConvertDisk(ctx context.Context, req api.DiskConvert) (*opera
 	return nil, errdefs.ErrUnavailable
 }
 
+// fakeRoles wires f as the roles fakeHost plays.
+func fakeRoles(f interface {
+	Host
+	VMs
+	Guest
+	Disks
+	Checkpoints
+}) Roles {
+	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f}
+}
+
 func newTestServer(t *testing.T) (*httptest.Server, *fakeHost, *events.Bus) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	bus := events.NewBus(log)
 	ops := operation.NewManager(bus, StatusCode)
 	f := &fakeHost{ops: ops, release: make(chan struct{})}
-	srv := httptest.NewServer(New(f, ops, bus, log))
+	srv := httptest.NewServer(New(fakeRoles(f), ops, bus, log))
 	t.Cleanup(func() { close(f.release); srv.Close() })
 	return srv, f, bus
 }

@@ -66,7 +66,7 @@ func newTimedServer(t *testing.T, tm Timeouts) (*httptest.Server, *streamHost, *
 	ops := operation.NewManager(bus, StatusCode)
 	h := &streamHost{fakeHost: &fakeHost{ops: ops, release: make(chan struct{})},
 		uploaded: make(chan []byte, 1), readErr: make(chan error, 1), slowCalls: make(chan error, 1)}
-	s := New(h, ops, bus, log)
+	s := New(fakeRoles(h), ops, bus, log)
 	s.Timeouts = tm
 	srv := httptest.NewUnstartedServer(s)
 	srv.Config = s.HTTPServer()

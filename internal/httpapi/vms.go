@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,14 +12,41 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/operation"
 )
 
+// VMs is the role that keeps VMs: their lifecycle, settings, state and
+// serial console.
+type VMs interface {
+	ListVMs() []api.VM
+	GetVM(ctx context.Context, name string) (api.VM, error)
+	CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op, error)
+	UpdateVM(ctx context.Context, name string, req api.VMUpdate) (api.VM, error)
+	DeleteVM(name string) (*operation.Op, error)
+	ChangeState(name string, req api.VMStatePut) (*operation.Op, error)
+	ConsoleDial(ctx context.Context, name string) (net.Conn, error)
+	ConsoleLogPath(name string) (string, error)
+}
+
+func (s *Server) vmRoutes() []route {
+	return []route{
+		{"GET", "/1.0/vms", s.listVMs},
+		{"POST", "/1.0/vms", s.createVM},
+		{"GET", "/1.0/vms/{name}", s.getVM},
+		{"PATCH", "/1.0/vms/{name}", s.updateVM},
+		{"DELETE", "/1.0/vms/{name}", s.deleteVM},
+		{"PUT", "/1.0/vms/{name}/state", s.putState},
+		{"GET", "/1.0/vms/{name}/console", s.console},
+		{"GET", "/1.0/vms/{name}/console/log", s.consoleLog},
+	}
+}
+
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.host.ListVMs())
+	writeJSON(w, http.StatusOK, s.roles.VMs.ListVMs())
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
-	vm, err := s.host.GetVM(r.Context(), r.PathValue("name"))
+	vm, err := s.roles.VMs.GetVM(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -32,7 +60,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.host.CreateVM(r.Context(), req)
+	op, err := s.roles.VMs.CreateVM(r.Context(), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -46,7 +74,7 @@ func (s *Server) updateVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	vm, err := s.host.UpdateVM(r.Context(), r.PathValue("name"), req)
+	vm, err := s.roles.VMs.UpdateVM(r.Context(), r.PathValue("name"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -55,7 +83,7 @@ func (s *Server) updateVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
-	op, err := s.host.DeleteVM(r.PathValue("name"))
+	op, err := s.roles.VMs.DeleteVM(r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -73,21 +101,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("action: missing; use one of start, stop, kill, pause, resume, save: %w", errdefs.ErrInvalid))
 		return
 	}
-	op, err := s.host.ChangeState(r.PathValue("name"), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	accepted(w, op)
-}
-
-func (s *Server) execVM(w http.ResponseWriter, r *http.Request) {
-	var req api.ExecRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	op, err := s.host.ExecVM(r.PathValue("name"), req)
+	op, err := s.roles.VMs.ChangeState(r.PathValue("name"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -102,7 +116,7 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("console: send 'Connection: Upgrade' and 'Upgrade: hv-console' (hv vm console does): %w", errdefs.ErrInvalid))
 		return
 	}
-	backend, err := s.host.ConsoleDial(r.Context(), r.PathValue("name"))
+	backend, err := s.roles.VMs.ConsoleDial(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -141,7 +155,7 @@ func readerWithBuffered(br *bufio.Reader, c io.Reader) io.Reader {
 }
 
 func (s *Server) consoleLog(w http.ResponseWriter, r *http.Request) {
-	path, err := s.host.ConsoleLogPath(r.PathValue("name"))
+	path, err := s.roles.VMs.ConsoleLogPath(r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return

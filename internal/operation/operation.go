@@ -131,10 +131,12 @@ func (op *Op) finish(result any, err error) {
 		op.state.Status = api.OpCancelled
 		op.state.Error = errdefs.Message(err)
 		op.state.ErrorCode = op.m.code(err)
+		op.state.ErrorHint = errdefs.Hint(err)
 	default:
 		op.state.Status = api.OpFailure
 		op.state.Error = errdefs.Message(err)
 		op.state.ErrorCode = op.m.code(err)
+		op.state.ErrorHint = errdefs.Hint(err)
 		op.state.Result = result
 	}
 	snap := op.state

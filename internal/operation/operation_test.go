@@ -46,6 +46,32 @@ func TestFailureCarriesCode(t *testing.T) {
 	}
 }
 
+// A failure's hint is kept apart from its message, for clients to show as
+// advice; a cancel may carry one too.
+func TestFailureCarriesHint(t *testing.T) {
+	m := NewManager(nil, code)
+	hint := "free space under the VM's directory, or give a smaller size (field size)"
+	op := m.Start("test.fail", nil, func(ctx context.Context, op *Op) (any, error) {
+		return nil, errdefs.WithHint(fmt.Errorf("disk root: no space left: %w", errdefs.ErrInvalid), hint)
+	})
+	got, _ := m.Wait(context.Background(), op.ID())
+	if got.Status != api.OpFailure || got.ErrorCode != 400 || got.ErrorHint != hint || strings.Contains(got.Error, hint) {
+		t.Fatalf("failed op = %+v; want code 400, the hint in error_hint only", got)
+	}
+	op = m.Start("test.cancel", nil, func(ctx context.Context, op *Op) (any, error) {
+		<-ctx.Done()
+		return nil, errdefs.WithHint(ctx.Err(), "the disk is half copied; delete it (DELETE /1.0/vms/web/disks/data)")
+	})
+	m.Cancel(op.ID())
+	if got, _ := m.Wait(context.Background(), op.ID()); got.Status != api.OpCancelled || !strings.Contains(got.ErrorHint, "half copied") {
+		t.Fatalf("cancelled op = %+v; want its hint", got)
+	}
+	op = m.Start("test.plain", nil, func(ctx context.Context, op *Op) (any, error) { return nil, errors.New("plain") })
+	if got, _ := m.Wait(context.Background(), op.ID()); got.ErrorHint != "" {
+		t.Fatalf("an error without a hint got %q", got.ErrorHint)
+	}
+}
+
 func TestCancel(t *testing.T) {
 	m := NewManager(nil, code)
 	op := m.Start("test.cancel", nil, func(ctx context.Context, op *Op) (any, error) {
