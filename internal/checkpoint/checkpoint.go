@@ -100,7 +100,7 @@ func (t *Tree) Get(nameOrID string) (*Checkpoint, error) {
 	if c := t.byID(nameOrID); c != nil {
 		return c, nil
 	}
-	return nil, fmt.Errorf("%w: checkpoint %q does not exist; list them with: hv checkpoint list", errdefs.ErrNotFound, nameOrID)
+	return nil, fmt.Errorf("%w: checkpoint %q does not exist", errdefs.ErrNotFound, nameOrID)
 }
 
 // Children returns the ids of id's children, in creation order.

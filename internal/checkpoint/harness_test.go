@@ -165,7 +165,10 @@ func (v *vm) names() []string {
 // without building it again.
 func (v *vm) clone(t *testing.T) *vm {
 	t.Helper()
-	c := &vm{t: t, ctx: v.ctx, dir: t.TempDir(), tool: v.tool, now: v.now, expect: maps.Clone(v.expect)}
+	// A context of its own: a test of many clones must not share one deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	t.Cleanup(cancel)
+	c := &vm{t: t, ctx: ctx, dir: t.TempDir(), tool: v.tool, now: v.now, expect: maps.Clone(v.expect)}
 	c.off = &Offline{Dir: c.dir, Tool: c.tool}
 	out, err := exec.Command("cp", "-a", "--sparse=always", v.dir+"/.", c.dir).CombinedOutput()
 	if err != nil {

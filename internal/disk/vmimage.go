@@ -23,7 +23,7 @@ var VMImageFormats = []string{"qcow2", "raw"}
 // ("" for none): a header naming /dev/sda or /etc/shadow is refused.
 func (t *Tool) CheckVMImage(ctx context.Context, path, format, backing, backingFormat string) (Info, error) {
 	bad := func(format string, a ...any) (Info, error) {
-		return Info{}, fmt.Errorf("%w: disk image %q: %s; restore the VM directory from a backup or export, or import the image again with hv disk convert",
+		return Info{}, fmt.Errorf("%w: disk image %q: %s; restore the VM directory from a backup or export, or convert the image again",
 			errdefs.ErrInvalid, path, fmt.Sprintf(format, a...))
 	}
 	if !isVMFormat(format) {

@@ -97,7 +97,8 @@ func checkBackupRequest(name string, req api.BackupCreate) (api.BackupCreate, st
 		since = *req.Since
 	}
 	if since != "" && !validRef(since) {
-		return req, "", fmt.Errorf("since: %q is not a reference point ID (16 hex digits, from a finished backup); list them with hv backup list %s: %w", since, name, errdefs.ErrInvalid)
+		return req, "", errdefs.WithHint(fmt.Errorf("since: %q is not a reference point ID (16 hex digits, from a finished backup): %w", since, errdefs.ErrInvalid),
+			"see the VM's reference points in its change tracking")
 	}
 	return req, since, nil
 }
@@ -115,7 +116,8 @@ func validRef(id string) bool {
 }
 
 func errBackupOpen(name string, b *tracking.Open) error {
-	return fmt.Errorf("VM %s has backup %s open; finish or abort it first (hv backup abort %s %s): %w", name, b.Backup.ID, name, b.Backup.ID, errdefs.ErrConflict)
+	return errdefs.WithHint(fmt.Errorf("VM %s has backup %s open: %w", name, b.Backup.ID, errdefs.ErrConflict),
+		"finish or abort backup "+b.Backup.ID+" first")
 }
 
 // openBackup returns the VM's open backup, or nil.
@@ -141,7 +143,7 @@ func (s *Service) openBackupNow(ctx context.Context, op *operation.Op, v *vm, re
 	cfg, ss, state := v.cfg, v.sess, v.rt.State
 	v.mu.Unlock()
 	if len(cfg.Disks) == 0 {
-		return api.Backup{}, fmt.Errorf("VM %s has no disks, so there is nothing to back up; add one with hv vm disk add %s: %w", v.name, v.name, errdefs.ErrInvalid)
+		return api.Backup{}, errdefs.WithHint(fmt.Errorf("VM %s has no disks, so there is nothing to back up: %w", v.name, errdefs.ErrInvalid), "add a disk first")
 	}
 	id := strings.ReplaceAll(newUUID(), "-", "")[:16]
 	life := defaultBackupLife
@@ -524,7 +526,8 @@ func (s *Service) GetBackup(name, id string) (api.Backup, error) {
 }
 
 func errNoBackup(name, id string) error {
-	return fmt.Errorf("backup %q of VM %s is not open (finished, aborted, expired, or never made); list open backups with hv backup list %s: %w", id, name, name, errdefs.ErrNotFound)
+	return errdefs.WithHint(fmt.Errorf("backup %q of VM %s is not open (finished, aborted, expired, or never made): %w", id, name, errdefs.ErrNotFound),
+		"see the VM's open backups")
 }
 
 // BackupChanges lists a disk's changed extents since the backup's reference point.
@@ -775,7 +778,7 @@ func (s *Service) DeleteReferencePoint(ctx context.Context, name, id string) err
 	}
 	r := st.Remove(id)
 	if r == nil {
-		return fmt.Errorf("reference point %q of VM %s: %w; list them with hv backup list %s", id, name, errdefs.ErrNotFound, name)
+		return errdefs.WithHint(fmt.Errorf("reference point %q of VM %s: %w", id, name, errdefs.ErrNotFound), "see the VM's reference points in its change tracking")
 	}
 	v.mu.Lock()
 	cfg, ss := v.cfg, v.sess

@@ -83,7 +83,7 @@ func checkpointAPI(t *checkpoint.Tree, c checkpoint.Checkpoint) api.Checkpoint {
 // the command that lists them.
 func checkpointErr(vmName, cp string, err error) error {
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return fmt.Errorf("checkpoint %q of VM %s does not exist; list them with: hv checkpoint list %s: %w", cp, vmName, vmName, errdefs.ErrNotFound)
+		return errdefs.WithHint(fmt.Errorf("checkpoint %q of VM %s does not exist: %w", cp, vmName, errdefs.ErrNotFound), "see the VM's checkpoints for their names")
 	}
 	return fmt.Errorf("VM %s: %w", vmName, err)
 }
@@ -228,7 +228,7 @@ func (s *Service) CreateCheckpoint(name string, req api.CheckpointCreate) (*oper
 	}
 	switch {
 	case setting == api.CheckpointDisabled:
-		return nil, fmt.Errorf("checkpoints of VM %s are disabled; allow them with: hv vm set %s --checkpoint-type production: %w", name, name, errdefs.ErrConflict)
+		return nil, errdefs.WithHint(fmt.Errorf("checkpoints of VM %s are disabled: %w", name, errdefs.ErrConflict), "allow them: set the VM's checkpoint_type to production")
 	case typ == "":
 		typ = api.CheckpointProduction
 	case typ != api.CheckpointProduction && typ != api.CheckpointProductionOnly && typ != api.CheckpointStandard:

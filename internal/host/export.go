@@ -331,7 +331,7 @@ func readExportConfig(dir string) (vmconfig.Config, error) {
 	defer d.Close()
 	f, err := d.OpenFile(vmconfig.FileName)
 	if errors.Is(err, os.ErrNotExist) {
-		return vmconfig.Config{}, fmt.Errorf("dir: %s holds no %s; give a directory made by hv vm export: %w", dir, vmconfig.FileName, errdefs.ErrInvalid)
+		return vmconfig.Config{}, fmt.Errorf("dir: %s holds no %s; give a directory made by a VM export: %w", dir, vmconfig.FileName, errdefs.ErrInvalid)
 	}
 	if err != nil {
 		return vmconfig.Config{}, fmt.Errorf("dir: %v: %w", err, errdefs.ErrInvalid)
@@ -422,7 +422,7 @@ func (s *Service) checkImport(ctx context.Context, dir string, cfg vmconfig.Conf
 		return fmt.Errorf("dir: %w", err)
 	}
 	if t.Journal != nil {
-		return fmt.Errorf("dir: its checkpoints record an unfinished %s; hv vm export never writes one, so export the VM again from its host: %w", t.Journal.Kind, errdefs.ErrInvalid)
+		return fmt.Errorf("dir: its checkpoints record an unfinished %s; an export never writes one, so export the VM again from its host: %w", t.Journal.Kind, errdefs.ErrInvalid)
 	}
 	if err := t.Verify(ctx, dir, s.disk); err != nil {
 		return fmt.Errorf("dir: %w", err)

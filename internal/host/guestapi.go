@@ -56,7 +56,7 @@ func (v *vm) serviceReady(service string) error {
 	defer v.mu.Unlock()
 	if !v.cfg.ServiceEnabled(service) {
 		return errdefs.WithHint(fmt.Errorf("the %s integration service of VM %s is disabled: %w", service, v.name, errdefs.ErrConflict),
-			"enable it: PATCH /1.0/vms/"+v.name+"/integration with enable: ["+service+"]")
+			"enable the "+service+" integration service")
 	}
 	if v.sess == nil || (v.rt.State != api.StateRunning && v.rt.State != api.StateStopping) {
 		return fmt.Errorf("VM %s is %s; the %s service needs it Running: %w", v.name, v.rt.State, service, errdefs.ErrConflict)

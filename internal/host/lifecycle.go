@@ -152,9 +152,9 @@ func savedStateRuns(v *vm, now qemu.Accel) error {
 	if was == "" || (was == now.Name && cpu == now.CPU) {
 		return nil
 	}
-	return fmt.Errorf("VM %s's saved memory state was taken on %s with CPU model %s, and this host now runs VMs on %s with CPU model %s (%s); "+
-		"restore it on a host like the one it was saved on, or discard it with 'hv vm kill %s' and boot afresh: %w",
-		v.name, was, cpu, now.Name, now.CPU, now.Reason, v.name, errdefs.ErrConflict)
+	return errdefs.WithHint(fmt.Errorf("VM %s's saved memory state was taken on %s with CPU model %s, and this host now runs VMs on %s with CPU model %s (%s): %w",
+		v.name, was, cpu, now.Name, now.CPU, now.Reason, errdefs.ErrConflict),
+		"restore it on a host like the one it was saved on, or discard the saved state (action kill) and boot afresh")
 }
 
 func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.VMStatePut) error {

@@ -26,7 +26,8 @@ func (s *Service) resizeMemory(ctx context.Context, v *vm, want string) (api.VM,
 		return api.VM{}, fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
 	}
 	if cfg.DynamicMemory != nil && cfg.DynamicMemory.Enabled {
-		return api.VM{}, fmt.Errorf("memory: VM %s uses dynamic memory, which sets its memory itself; turn it off first (hv vm set %s --dynamic-memory=false, while off): %w", v.name, v.name, errdefs.ErrConflict)
+		return api.VM{}, errdefs.WithHint(fmt.Errorf("memory: VM %s uses dynamic memory, which sets its memory itself: %w", v.name, errdefs.ErrConflict),
+			"turn dynamic memory off while the VM is off (dynamic_memory.enabled false)")
 	}
 	switch {
 	case maxMem <= boot:

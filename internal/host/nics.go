@@ -124,7 +124,7 @@ func (s *Service) RemoveNIC(name, nicName string) (*operation.Op, error) {
 	idx := slices.IndexFunc(v.cfg.NICs, func(n vmconfig.NIC) bool { return n.Name == nicName })
 	v.mu.Unlock()
 	if idx < 0 {
-		return nil, fmt.Errorf("NIC %q of VM %s: %w; list them with: hv vm nic list %s", nicName, name, errdefs.ErrNotFound, name)
+		return nil, errdefs.WithHint(fmt.Errorf("NIC %q of VM %s: %w", nicName, name, errdefs.ErrNotFound), "the VM's NICs are in its nics field")
 	}
 	return s.locked(v, "vm.nic-remove", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
 		v.mu.Lock()
@@ -226,7 +226,7 @@ func (s *Service) DeleteSwitch(ctx context.Context, name string) error {
 		v.mu.Unlock()
 	}
 	if len(users) > 0 {
-		return fmt.Errorf("switch %s is used by %s; remove those NICs first (hv vm nic remove VM NIC): %w", name, strings.Join(users, ", "), errdefs.ErrConflict)
+		return errdefs.WithHint(fmt.Errorf("switch %s is used by %s: %w", name, strings.Join(users, ", "), errdefs.ErrConflict), "remove those NICs first")
 	}
 	return s.net.Delete(ctx, name)
 }

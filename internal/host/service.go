@@ -73,7 +73,7 @@ type Service struct {
 	disk     *disk.Tool
 	qemuBin  string
 	qemuVer  string
-	accel    atomic.Pointer[qemu.Accel] // what VMs start on now; hv host info --refresh probes again
+	accel    atomic.Pointer[qemu.Accel] // what VMs start on now; RefreshHost probes again
 	prober   qemu.Prober
 	accelFor string // the mode hvd was started with: auto, kvm or tcg
 	fw       qemu.Firmware
@@ -254,7 +254,7 @@ func (s *Service) get(name string) (*vm, error) {
 	defer s.mu.Unlock()
 	v, ok := s.vms[name]
 	if !ok || v.placeholder {
-		return nil, fmt.Errorf("VM %q: %w; list VMs with: hv vm list", name, errdefs.ErrNotFound)
+		return nil, errdefs.WithHint(fmt.Errorf("VM %q: %w", name, errdefs.ErrNotFound), "see the list of VMs for their names")
 	}
 	return v, nil
 }

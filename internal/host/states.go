@@ -2,7 +2,6 @@ package host
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
@@ -37,13 +36,13 @@ var transitions = map[string]transition{
 
 // hints tell the user what to do when an action is refused in a state.
 var hints = map[string]string{
-	api.StateOff:            "start it first: hv vm start %s",
-	api.StateSaved:          "start it first (it resumes where it was saved), or discard the saved state with hv vm kill %s",
-	api.StatePausedCritical: "free what it lacks (disk space, storage), then resume it: hv vm resume %s",
-	api.StatePaused:         "resume it first: hv vm resume %s",
-	api.StateRunning:        "stop it first: hv vm stop %s (or hv vm kill %s to turn it off)",
-	api.StateStarting:       "wait for the start to finish, or turn it off: hv vm kill %s",
-	api.StateStopping:       "wait for the stop to finish, or turn it off: hv vm kill %s",
+	api.StateOff:            "start it first (action start)",
+	api.StateSaved:          "start it first, it resumes where it was saved (action start), or discard the saved state (action kill)",
+	api.StatePausedCritical: "free what it lacks (disk space, storage), then resume it (action resume)",
+	api.StatePaused:         "resume it first (action resume)",
+	api.StateRunning:        "stop it first (action stop), or turn it off (action kill)",
+	api.StateStarting:       "wait for the start to finish, or turn it off (action kill)",
+	api.StateStopping:       "wait for the stop to finish, or turn it off (action kill)",
 	api.StateSaving:         "wait for the save to finish",
 }
 
@@ -59,9 +58,5 @@ func checkTransition(name, action, state string) error {
 			return nil
 		}
 	}
-	msg := fmt.Sprintf("cannot %s VM %s: it is %s", t.display, name, state)
-	if h, ok := hints[state]; ok {
-		msg += "; " + strings.ReplaceAll(h, "%s", name)
-	}
-	return fmt.Errorf("%s: %w", msg, errdefs.ErrConflict)
+	return errdefs.WithHint(fmt.Errorf("cannot %s VM %s: it is %s: %w", t.display, name, state, errdefs.ErrConflict), hints[state])
 }

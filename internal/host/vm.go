@@ -110,8 +110,8 @@ func (v *vm) acquire(kind, opID string, cancel context.CancelFunc) error {
 	default:
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		return fmt.Errorf("VM %s is busy with %s (operation %s); wait for it with 'hv operation wait %s' or cancel it: %w",
-			v.name, v.busyOp, v.busyID, v.busyID, errdefs.ErrConflict)
+		return errdefs.WithHint(fmt.Errorf("VM %s is busy with %s (operation %s): %w", v.name, v.busyOp, v.busyID, errdefs.ErrConflict),
+			"wait for operation "+v.busyID+" to end, or cancel it")
 	}
 }
 

@@ -114,7 +114,7 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 	boot := idx >= 0 && v.cfg.Disks[idx].Boot
 	v.mu.Unlock()
 	if idx < 0 {
-		return nil, fmt.Errorf("disk %q of VM %s: %w; list them with: hv vm disk list %s", diskName, name, errdefs.ErrNotFound, name)
+		return nil, errdefs.WithHint(fmt.Errorf("disk %q of VM %s: %w", diskName, name, errdefs.ErrNotFound), "the VM's disks are in its disks field")
 	}
 	if boot {
 		return nil, fmt.Errorf("disk %s is VM %s's boot disk; it cannot be removed: %w", diskName, name, errdefs.ErrInvalid)
@@ -122,7 +122,7 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 	if t, err := s.loadTree(v); err != nil {
 		return nil, err
 	} else if t.Active[diskName] != "" || t.HasDisk(diskName) {
-		return nil, fmt.Errorf("disk %s of VM %s is part of its checkpoints; delete them first (hv checkpoint list %s): %w", diskName, name, name, errdefs.ErrConflict)
+		return nil, errdefs.WithHint(fmt.Errorf("disk %s of VM %s is part of its checkpoints: %w", diskName, name, errdefs.ErrConflict), "delete the checkpoints that hold it first")
 	}
 	return s.locked(v, "vm.disk-remove", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
 		v.mu.Lock()

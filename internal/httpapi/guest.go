@@ -185,7 +185,7 @@ func (s *Server) execVM(w http.ResponseWriter, r *http.Request) {
 // operation ends (with the exit code) when the command exits.
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Upgrade") != "hv-session" {
-		writeError(w, fmt.Errorf("session: send 'Connection: Upgrade' and 'Upgrade: hv-session' (hv vm exec -it does): %w", errdefs.ErrInvalid))
+		writeError(w, fmt.Errorf("session: send 'Connection: Upgrade' and 'Upgrade: hv-session' (as hv vm exec -it does): %w", errdefs.ErrInvalid))
 		return
 	}
 	backend, err := s.roles.Guest.SessionConn(r.Context(), r.PathValue("id"))

@@ -113,7 +113,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 // serial console (Upgrade: hv-console), as a terminal attach needs.
 func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Upgrade") != "hv-console" {
-		writeError(w, fmt.Errorf("console: send 'Connection: Upgrade' and 'Upgrade: hv-console' (hv vm console does): %w", errdefs.ErrInvalid))
+		writeError(w, fmt.Errorf("console: send 'Connection: Upgrade' and 'Upgrade: hv-console' (as hv vm console does): %w", errdefs.ErrInvalid))
 		return
 	}
 	backend, err := s.roles.VMs.ConsoleDial(r.Context(), r.PathValue("name"))

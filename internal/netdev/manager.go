@@ -66,7 +66,7 @@ func NewManager(stateDir string, log *slog.Logger) (*Manager, error) {
 func (m *Manager) Close() error { return m.ns.Close() }
 
 func notFound(name string) error {
-	return fmt.Errorf("%w: switch %q does not exist; list switches with: hv switch list", errdefs.ErrNotFound, name)
+	return errdefs.WithHint(fmt.Errorf("%w: switch %q does not exist", errdefs.ErrNotFound, name), "see the list of switches for their names")
 }
 
 // Get returns one switch with its ports and state.

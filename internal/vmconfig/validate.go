@@ -154,7 +154,7 @@ func (c *Config) validateDisks(bad func(string, string, ...any) error) error {
 		case !LocalFile(d.File) || files[d.File]:
 			return bad(field+".file", "%q is not a file name inside the VM's directory, or another disk's", d.File)
 		case !contains(Formats, d.Format):
-			return bad(field+".format", "%q; a VM's images are qcow2 or raw (convert others with hv disk convert)", d.Format)
+			return bad(field+".format", "%q; a VM's images are qcow2 or raw (convert others first)", d.Format)
 		}
 		if err := checkBus(field+".bus", d.Bus, buses); err != nil {
 			return err
