@@ -93,7 +93,7 @@ func TestIntegrationServices(t *testing.T) {
 	h.must("vm", "integration", "svc", "--disable", "guest-services")
 	msg := h.fails("vm", "cp", local, "svc:/root/again.bin")
 	expect(t, msg, "disabled", "copy with guest services off")
-	expect(t, msg, "--enable guest-services", "the fix")
+	expect(t, msg, "hint: enable the guest-services integration service", "the fix, as a hint")
 	h.must("vm", "integration", "svc", "--enable", "guest-services")
 
 	// Direct session: env, exit code, timeout.
@@ -125,7 +125,7 @@ func TestIntegrationServices(t *testing.T) {
 	if off := h.guestClockOffset("svc"); off > -4 {
 		t.Fatalf("with time sync off, the guest clock is %.1fs off; want at least 4s behind after a 6s save", off)
 	}
-	expect(t, h.fails("vm", "time-sync", "svc"), "--enable time-sync", "time-sync with the service off")
+	expect(t, h.fails("vm", "time-sync", "svc"), "hint: enable the time-sync integration service", "time-sync with the service off")
 	h.must("vm", "integration", "svc", "--enable", "time-sync")
 	var ts api.TimeSyncResult
 	if err := json.Unmarshal([]byte(h.must("vm", "time-sync", "svc", "-o", "json")), &ts); err != nil || ts.OffsetSeconds > -4 {

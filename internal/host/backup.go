@@ -778,7 +778,7 @@ func (s *Service) DeleteReferencePoint(ctx context.Context, name, id string) err
 	}
 	r := st.Remove(id)
 	if r == nil {
-		return errdefs.WithHint(fmt.Errorf("reference point %q of VM %s: %w", id, name, errdefs.ErrNotFound), "see the VM's reference points in its change tracking")
+		return errdefs.WithHint(fmt.Errorf("reference point %q of VM %s does not exist: %w", id, name, errdefs.ErrNotFound), "see the VM's reference points in its change tracking")
 	}
 	v.mu.Lock()
 	cfg, ss := v.cfg, v.sess

@@ -331,7 +331,7 @@ func (s *Service) SetKVP(ctx context.Context, name, key, value string) error {
 func (s *Service) DeleteKVP(ctx context.Context, name, key string) error {
 	return s.changeKVP(ctx, name, func(m map[string]string) error {
 		if _, ok := m[key]; !ok {
-			return fmt.Errorf("key %q of VM %s: %w", key, name, errdefs.ErrNotFound)
+			return fmt.Errorf("VM %s has no key %q: %w", name, key, errdefs.ErrNotFound)
 		}
 		delete(m, key)
 		return nil

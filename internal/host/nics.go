@@ -124,7 +124,7 @@ func (s *Service) RemoveNIC(name, nicName string) (*operation.Op, error) {
 	idx := slices.IndexFunc(v.cfg.NICs, func(n vmconfig.NIC) bool { return n.Name == nicName })
 	v.mu.Unlock()
 	if idx < 0 {
-		return nil, errdefs.WithHint(fmt.Errorf("NIC %q of VM %s: %w", nicName, name, errdefs.ErrNotFound), "the VM's NICs are in its nics field")
+		return nil, errdefs.WithHint(fmt.Errorf("VM %s has no NIC %q: %w", name, nicName, errdefs.ErrNotFound), "the VM's NICs are in its nics field")
 	}
 	return s.locked(v, "vm.nic-remove", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
 		v.mu.Lock()

@@ -254,7 +254,7 @@ func (s *Service) get(name string) (*vm, error) {
 	defer s.mu.Unlock()
 	v, ok := s.vms[name]
 	if !ok || v.placeholder {
-		return nil, errdefs.WithHint(fmt.Errorf("VM %q: %w", name, errdefs.ErrNotFound), "see the list of VMs for their names")
+		return nil, errdefs.WithHint(fmt.Errorf("VM %q not found: %w", name, errdefs.ErrNotFound), "see the list of VMs for their names")
 	}
 	return v, nil
 }

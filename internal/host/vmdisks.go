@@ -114,7 +114,7 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 	boot := idx >= 0 && v.cfg.Disks[idx].Boot
 	v.mu.Unlock()
 	if idx < 0 {
-		return nil, errdefs.WithHint(fmt.Errorf("disk %q of VM %s: %w", diskName, name, errdefs.ErrNotFound), "the VM's disks are in its disks field")
+		return nil, errdefs.WithHint(fmt.Errorf("VM %s has no disk %q: %w", name, diskName, errdefs.ErrNotFound), "the VM's disks are in its disks field")
 	}
 	if boot {
 		return nil, fmt.Errorf("disk %s is VM %s's boot disk; it cannot be removed: %w", diskName, name, errdefs.ErrInvalid)
