@@ -221,10 +221,10 @@ func (s *Service) create(ctx context.Context, op *operation.Op, p createPlan) (v
 		}
 		cfg.Initrd = "initrd.img"
 	}
-	if err := vmconfig.Save(tmp, cfg); err != nil {
+	if err := s.store.SaveConfig(tmp, cfg); err != nil {
 		return nil, err
 	}
-	if err := vmconfig.SaveRuntime(tmp, vmconfig.Runtime{State: api.StateOff}); err != nil {
+	if err := s.store.SaveRuntime(tmp, vmconfig.Runtime{State: api.StateOff}); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {

@@ -159,7 +159,7 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 	if ss == nil && !req.NoCheckpoints {
 		s.exportTracking(v, tmp, cfg)
 	}
-	if err := vmconfig.Save(tmp, cfg); err != nil {
+	if err := s.store.SaveConfig(tmp, cfg); err != nil {
 		return err
 	}
 	if len(out.Checkpoints) > 0 {
@@ -301,11 +301,11 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 			cfg.NICs[i].MAC = netdev.GenerateMAC()
 		}
 	}
-	if err := vmconfig.Save(tmp, cfg); err != nil {
+	if err := s.store.SaveConfig(tmp, cfg); err != nil {
 		return nil, err
 	}
 	rt := vmconfig.Runtime{State: api.StateOff, Reason: "imported from " + req.Dir}
-	if err := vmconfig.SaveRuntime(tmp, rt); err != nil {
+	if err := s.store.SaveRuntime(tmp, rt); err != nil {
 		return nil, err
 	}
 	if v, err = s.publishVMDir(tmp, cfg, rt); err != nil {

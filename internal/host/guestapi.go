@@ -23,6 +23,7 @@ import (
 // newVM makes a VM known to the service, with its integration services.
 func (s *Service) newVM(name, dir string, cfg vmconfig.Config) *vm {
 	v := newVM(name, dir, s.runDir, cfg)
+	v.store = s.store
 	v.g = guest.New(guest.Options{
 		VM: v, Events: vmEvents{s, v}, Log: s.log, HeartbeatEvery: s.hbEvery, GuardBinary: s.guardBin,
 		RecordFreeze:  func(until time.Time, pid int) { s.recordFreeze(v, until, pid) },
@@ -44,7 +45,7 @@ func (s *Service) recordFreeze(v *vm, by time.Time, guard int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.rt.ThawBy, v.rt.GuardPID = by, guard
-	if err := vmconfig.SaveRuntime(v.dir, v.rt); err != nil {
+	if err := v.store.SaveRuntime(v.dir, v.rt); err != nil {
 		s.log.Error("recording the freeze", "vm", v.name, "err", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/sealed"
+	"github.com/hvproject/hv/internal/store"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
@@ -35,7 +36,7 @@ func newOfflineService(t testing.TB) *Service {
 		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), disk: tool,
 		ops: operation.NewManager(nil, func(error) int { return 500 }),
-		vms: map[string]*vm{}, stop: make(chan struct{}),
+		vms: map[string]*vm{}, stop: make(chan struct{}), store: store.Files{},
 	}
 	s.accel.Store(&qemu.Accel{Name: qemu.AccelTCG, CPU: qemu.CPUModelTCG})
 	for _, d := range []string{s.vmsDir, s.runDir} {

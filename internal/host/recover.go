@@ -12,7 +12,6 @@ import (
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/qemu"
-	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // recoverAll finds every VM in Root/vms after a start of hvd: it removes what a
@@ -35,12 +34,12 @@ func (s *Service) recoverAll(ctx context.Context) error {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		cfg, ver, err := vmconfig.Load(dir)
+		cfg, ver, err := s.store.LoadConfig(dir)
 		if err != nil {
 			s.log.Error("skipping a VM whose configuration cannot be read", "dir", dir, "err", err)
 			continue
 		}
-		rt, err := vmconfig.LoadRuntime(dir)
+		rt, err := s.store.LoadRuntime(dir)
 		if err != nil {
 			s.log.Error("skipping a VM whose runtime file cannot be read", "dir", dir, "err", err)
 			continue

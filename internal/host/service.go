@@ -24,6 +24,7 @@ import (
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/store"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
@@ -50,6 +51,8 @@ type Options struct {
 	Accel string
 	// Prober stands in for /dev/kvm and QEMU in tests of the decision.
 	Prober qemu.Prober
+	// Store keeps the VMs' records (default: files in each VM's directory).
+	Store store.Store
 	// VMLogMax caps each VM's console.log and qemu.log (default 8 MiB):
 	// beyond it the oldest half goes, so a guest that prints forever cannot
 	// fill the disk holding every VM's state.
@@ -82,6 +85,7 @@ type Service struct {
 	hooks    Hooks
 	guardBin string
 	net      *netdev.Manager
+	store    store.Store
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -112,6 +116,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	if s.hbEvery == 0 {
 		s.hbEvery = time.Second
+	}
+	if s.store = o.Store; s.store == nil {
+		s.store = store.Files{}
 	}
 	if s.logMax = o.VMLogMax; s.logMax <= 0 {
 		s.logMax = DefaultVMLogMax
@@ -374,7 +381,7 @@ func (s *Service) persistLoop(stop <-chan struct{}) {
 				v.mu.Unlock()
 				continue
 			}
-			err := vmconfig.SaveRuntime(v.dir, v.rt)
+			err := v.store.SaveRuntime(v.dir, v.rt)
 			if err == nil {
 				v.unsaved = nil
 			}

@@ -216,7 +216,7 @@ func (s *Service) startLaunch(ctx context.Context, st *starting, u *undo.Stack) 
 	})
 	v.mu.Lock()
 	v.rt.PID = m.Pid()
-	perr := vmconfig.SaveRuntime(v.dir, v.rt)
+	perr := v.store.SaveRuntime(v.dir, v.rt)
 	v.mu.Unlock()
 	if perr != nil {
 		return perr

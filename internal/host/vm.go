@@ -14,15 +14,17 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/netdev"
+	"github.com/hvproject/hv/internal/store"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // vm is one VM known to the service.
 type vm struct {
 	name        string
-	dir         string // Root/vms/NAME
-	run         string // Root/run/ID: sockets and pid file
-	placeholder bool   // a name reserved while the VM is being created
+	store       store.Store // where its records live
+	dir         string      // Root/vms/NAME
+	run         string      // Root/run/ID: sockets and pid file
+	placeholder bool        // a name reserved while the VM is being created
 
 	// lock serializes lifecycle operations on this VM. It is a channel so that a
 	// waiting caller can give up when its context ends.
@@ -147,7 +149,7 @@ func (v *vm) snapshotState() string {
 // v.mu held).
 func (v *vm) setStateLocked(state, reason string) error {
 	rt := v.nextRuntime(state, reason)
-	if err := vmconfig.SaveRuntime(v.dir, rt); err != nil {
+	if err := v.store.SaveRuntime(v.dir, rt); err != nil {
 		return err
 	}
 	v.rt, v.unsaved = rt, nil
@@ -163,7 +165,7 @@ func (v *vm) setStateLocked(state, reason string) error {
 // restart of hvd meanwhile finds QEMU gone and comes to the same state.
 func (v *vm) setFactLocked(state, reason string) error {
 	v.rt = v.nextRuntime(state, reason)
-	v.unsaved = vmconfig.SaveRuntime(v.dir, v.rt)
+	v.unsaved = v.store.SaveRuntime(v.dir, v.rt)
 	v.stateChanged()
 	return v.unsaved
 }
