@@ -17,12 +17,12 @@ func TestTransitions(t *testing.T) {
 	}{
 		{api.ActionStart, api.StateOff, true, ""},
 		{api.ActionStart, api.StateSaved, true, ""},
-		{api.ActionStart, api.StateRunning, false, "hv vm stop web"},
-		{api.ActionStop, api.StatePaused, false, "hv vm resume web"},
-		{api.ActionStop, api.StateOff, false, "hv vm start web"},
+		{api.ActionStart, api.StateRunning, false, "stop it first (action stop)"},
+		{api.ActionStop, api.StatePaused, false, "resume it first (action resume)"},
+		{api.ActionStop, api.StateOff, false, "start it first (action start)"},
 		{api.ActionKill, api.StateSaved, true, ""},
 		{api.ActionKill, api.StateOff, false, "start it first"},
-		{"delete", api.StateRunning, false, "hv vm stop web"},
+		{"delete", api.StateRunning, false, "turn it off (action kill)"},
 		{"set", api.StateRunning, false, "stop it first"},
 		{"exec", api.StatePaused, false, "resume"},
 		{api.ActionSave, api.StatePaused, true, ""},
@@ -34,8 +34,9 @@ func TestTransitions(t *testing.T) {
 			continue
 		}
 		if err != nil {
-			if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "it is "+c.state) || !strings.Contains(err.Error(), c.hint) {
-				t.Errorf("%s from %s: message %q lacks state or hint %q", c.action, c.state, err, c.hint)
+			// The state is in the message; what to do is the hint, apart.
+			if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "it is "+c.state) || !strings.Contains(errdefs.Hint(err), c.hint) {
+				t.Errorf("%s from %s: message %q (hint %q) lacks state or hint %q", c.action, c.state, err, errdefs.Hint(err), c.hint)
 			}
 		}
 	}
