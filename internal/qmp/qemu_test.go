@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
-// startQEMU runs a real, empty, paused QEMU and returns its QMP socket path.
-// The test fails (not skips) without qemu-system-x86_64: CI installs it.
-func startQEMU(t *testing.T) (string, *exec.Cmd) {
+// startQEMU runs a real, paused QEMU and returns its QMP socket path: an
+// empty machine ("-machine none") unless extra names another -machine;
+// extra is added to the command line. The test fails (not skips) without
+// qemu-system-x86_64: CI installs it.
+func startQEMU(t *testing.T, extra ...string) (string, *exec.Cmd) {
 	t.Helper()
 	bin, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -26,8 +29,12 @@ func startQEMU(t *testing.T) (string, *exec.Cmd) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "qmp.sock")
-	cmd := exec.Command(bin, "-accel", "tcg", "-machine", "none", "-nodefaults",
-		"-display", "none", "-S", "-qmp", "unix:"+sock+",server=on,wait=off")
+	args := []string{"-accel", "tcg", "-nodefaults", "-display", "none", "-S",
+		"-qmp", "unix:" + sock + ",server=on,wait=off"}
+	if !slices.Contains(extra, "-machine") {
+		args = append(args, "-machine", "none")
+	}
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
