@@ -3,6 +3,7 @@ package qmp_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qmp"
 )
 
@@ -344,9 +346,61 @@ func TestWireMatchesQEMUSchema(t *testing.T) {
 	}
 }
 
+// eventCases are event data as QEMU 7.2 sends it and what each decodes to.
+func eventCases() []struct {
+	ev   qmp.Event
+	want qmp.EventData
+} {
+	ev := func(name, data string) qmp.Event {
+		e := qmp.Event{Name: name}
+		if data != "" {
+			e.Data = json.RawMessage(data)
+		}
+		return e
+	}
+	return []struct {
+		ev   qmp.Event
+		want qmp.EventData
+	}{
+		{ev("SHUTDOWN", `{"guest":true,"reason":"guest-panic"}`), qmp.ShutdownEvent{Guest: true, Reason: "guest-panic"}},
+		{ev("STOP", ``), qmp.StopEvent{}},
+		{ev("RESUME", ``), qmp.ResumeEvent{}},
+		{ev("DEVICE_DELETED", `{"device":"data","path":"/machine/peripheral/data"}`), qmp.DeviceDeletedEvent{Device: "data", Path: "/machine/peripheral/data"}},
+		{ev("BLOCK_JOB_COMPLETED", `{"type":"stream","device":"s","len":10,"offset":10,"speed":0,"error":"No space left on device"}`),
+			qmp.BlockJobCompletedEvent{Type: "stream", Device: "s", Len: 10, Offset: 10, Error: "No space left on device"}},
+		{ev("BLOCK_JOB_CANCELLED", `{"type":"backup","device":"f","len":10,"offset":3,"speed":1}`),
+			qmp.BlockJobCancelledEvent{Type: "backup", Device: "f", Len: 10, Offset: 3, Speed: 1}},
+		{ev("BLOCK_JOB_READY", `{"type":"mirror","device":"m","len":4,"offset":4,"speed":0}`), qmp.BlockJobReadyEvent{Type: "mirror", Device: "m", Len: 4, Offset: 4}},
+		{ev("BLOCK_JOB_ERROR", `{"device":"m","operation":"write","action":"stop"}`), qmp.BlockJobErrorEvent{Device: "m", Operation: "write", Action: "stop"}},
+		{ev("JOB_STATUS_CHANGE", `{"id":"m","status":"ready"}`), qmp.JobStatusChangeEvent{ID: "m", Status: qmp.JobReady}},
+		{ev("MIGRATION", `{"status":"pre-switchover"}`), qmp.MigrationEvent{Status: qmp.MigrationPreSwitchover}},
+		{ev("MIGRATION_PASS", `{"pass":3}`), qmp.MigrationPassEvent{Pass: 3}},
+		{ev("BLOCK_IO_ERROR", `{"device":"","node-name":"hv-d0","operation":"write","action":"stop","nospace":true,"reason":"No space left on device"}`),
+			qmp.BlockIOErrorEvent{NodeName: "hv-d0", Operation: "write", Action: "stop", NoSpace: true, Reason: "No space left on device"}},
+		{ev("GUEST_PANICKED", `{"action":"pause"}`), qmp.GuestPanickedEvent{Action: "pause"}},
+	}
+}
+
+// TestEventTypesMatchQEMUSchema checks each event type against the event's
+// data in the installed QEMU's schema.
+func TestEventTypesMatchQEMUSchema(t *testing.T) {
+	s := qemuSchema(t)
+	for _, c := range eventCases() {
+		name := c.want.EventName()
+		e, ok := s[name]
+		if !ok || e.MetaType != "event" {
+			t.Errorf("QEMU has no event %q", name)
+			continue
+		}
+		for _, msg := range s.checkType(name, e.ArgType, reflect.TypeOf(c.want)) {
+			t.Error(msg)
+		}
+	}
+}
+
 // TestWireCasesSetEveryField: a field no case sets is a field whose wire
-// name nothing checks. Every type the package declares as a command, action
-// or union branch must appear in the cases, and every exported field
+// name nothing checks. Every type the package declares as a command, action,
+// event or union branch must appear in the cases, and every exported field
 // of every argument type must be non-zero in at least one.
 func TestWireCasesSetEveryField(t *testing.T) {
 	seen := map[reflect.Type]bool{}
@@ -393,7 +447,7 @@ func TestWireCasesSetEveryField(t *testing.T) {
 	}
 
 	// The types the package declares with a marker method.
-	markers := []string{"Command", "ActionType", "blockDriver", "netdevType", "qomType", "exportType"}
+	markers := []string{"Command", "ActionType", "blockDriver", "netdevType", "qomType", "exportType", "EventName"}
 	declared := map[string]string{}
 	fset := token.NewFileSet()
 	files, err := filepath.Glob("*.go")
@@ -432,6 +486,9 @@ func TestWireCasesSetEveryField(t *testing.T) {
 	for t := range seen {
 		seenNames[typeName(t)] = true
 	}
+	for _, c := range eventCases() {
+		seenNames[typeName(reflect.TypeOf(c.want))] = true
+	}
 	for name, marker := range declared {
 		if !seenNames[name] {
 			t.Errorf("%s (it has %s) appears in no wire or event case", name, marker)
@@ -443,4 +500,56 @@ func TestWireCasesSetEveryField(t *testing.T) {
 func typeName(t reflect.Type) string {
 	n, _, _ := strings.Cut(t.Name(), "[")
 	return n
+}
+
+// TestDecodeEvent decodes QEMU 7.2's event data into each event type, and
+// refuses another event's data or data of the wrong shape.
+func TestDecodeEvent(t *testing.T) {
+	for _, c := range eventCases() {
+		// DecodeEvent[T] for the dynamic type of c.want.
+		got, err := decodeAs(c.want, c.ev)
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: got %#v, %v; want %#v", c.ev.Name, got, err, c.want)
+		}
+	}
+	stop := qmp.Event{Name: "STOP"}
+	if _, err := qmp.DecodeEvent[qmp.ShutdownEvent](stop); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "STOP event as SHUTDOWN") {
+		t.Errorf("decoding STOP as SHUTDOWN = %v", err)
+	}
+	odd := qmp.Event{Name: "MIGRATION_PASS", Data: json.RawMessage(`{"pass":"three"}`)}
+	if _, err := qmp.DecodeEvent[qmp.MigrationPassEvent](odd); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"three"`) {
+		t.Errorf("decoding bad data = %v", err)
+	}
+}
+
+func decodeAs(want qmp.EventData, ev qmp.Event) (qmp.EventData, error) {
+	switch want.(type) {
+	case qmp.ShutdownEvent:
+		return qmp.DecodeEvent[qmp.ShutdownEvent](ev)
+	case qmp.StopEvent:
+		return qmp.DecodeEvent[qmp.StopEvent](ev)
+	case qmp.ResumeEvent:
+		return qmp.DecodeEvent[qmp.ResumeEvent](ev)
+	case qmp.DeviceDeletedEvent:
+		return qmp.DecodeEvent[qmp.DeviceDeletedEvent](ev)
+	case qmp.BlockJobCompletedEvent:
+		return qmp.DecodeEvent[qmp.BlockJobCompletedEvent](ev)
+	case qmp.BlockJobCancelledEvent:
+		return qmp.DecodeEvent[qmp.BlockJobCancelledEvent](ev)
+	case qmp.BlockJobReadyEvent:
+		return qmp.DecodeEvent[qmp.BlockJobReadyEvent](ev)
+	case qmp.BlockJobErrorEvent:
+		return qmp.DecodeEvent[qmp.BlockJobErrorEvent](ev)
+	case qmp.JobStatusChangeEvent:
+		return qmp.DecodeEvent[qmp.JobStatusChangeEvent](ev)
+	case qmp.MigrationEvent:
+		return qmp.DecodeEvent[qmp.MigrationEvent](ev)
+	case qmp.MigrationPassEvent:
+		return qmp.DecodeEvent[qmp.MigrationPassEvent](ev)
+	case qmp.BlockIOErrorEvent:
+		return qmp.DecodeEvent[qmp.BlockIOErrorEvent](ev)
+	case qmp.GuestPanickedEvent:
+		return qmp.DecodeEvent[qmp.GuestPanickedEvent](ev)
+	}
+	return nil, fmt.Errorf("no decodeAs case for %T", want)
 }

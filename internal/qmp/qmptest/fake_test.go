@@ -63,3 +63,24 @@ func TestFakeRecordsAndAnswers(t *testing.T) {
 		t.Errorf("ExecuteWithFD = %v; calls %+v", err, f.Calls())
 	}
 }
+
+func TestFakeEvents(t *testing.T) {
+	f := New()
+	events, cancel := f.Subscribe()
+	f.Emit("STOP", nil)
+	f.Emit("DEVICE_DELETED", map[string]string{"device": "d", "path": "/p"})
+	if ev := <-events; ev.Name != "STOP" || ev.Data != nil {
+		t.Errorf("first event %+v", ev)
+	}
+	ev := <-events
+	d, err := qmp.DecodeEvent[qmp.DeviceDeletedEvent](ev)
+	if err != nil || d.Device != "d" || d.Path != "/p" {
+		t.Errorf("DEVICE_DELETED = %+v, %v", d, err)
+	}
+	cancel()
+	cancel()
+	if _, ok := <-events; ok {
+		t.Error("channel open after cancel")
+	}
+	f.Emit("STOP", nil) // no subscriber: nothing to do
+}
