@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +48,9 @@ func startQEMU(t *testing.T, extra ...string) (string, *exec.Cmd) {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		// The file appears at bind(), a moment before listen(): a dial in
+		// between is refused, which a loaded machine makes likely.
+		if listening(t, sock) {
 			return sock, cmd
 		}
 		select {
@@ -56,9 +59,28 @@ func startQEMU(t *testing.T, extra ...string) (string, *exec.Cmd) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("qemu did not create its QMP socket within 10s")
+			t.Fatal("qemu did not listen on its QMP socket within 10s")
 		}
 	}
+}
+
+// listening reports whether a unix socket listens at path, from
+// /proc/net/unix, so that asking makes no connection QEMU would see.
+func listening(t *testing.T, path string) bool {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatalf("reading /proc/net/unix: %v", err)
+	}
+	// Num RefCount Protocol Flags Type St Inode Path; Flags has
+	// __SO_ACCEPTCON (0x10000) once listen() ran.
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 8 && f[7] == path {
+			flags, err := strconv.ParseUint(f[3], 16, 32)
+			return err == nil && flags&0x10000 != 0
+		}
+	}
+	return false
 }
 
 func TestRealQEMU(t *testing.T) {
