@@ -511,15 +511,18 @@ func writeTLSDir(t *testing.T, dir string) {
 }
 
 // TestTypedMigrationRealQEMU migrates between two QEMUs as hv will between
-// hosts: capabilities on both sides, TLS both ways, the source pausing
-// before switch-over until told to go on. A first migration into a
-// descriptor is cancelled at that pause.
+// hosts: capabilities on both sides, TLS both ways for the state and for
+// the disk, the disk mirrored over NBD before the state moves, its change
+// tracking carried along, the source pausing before switch-over until the
+// mirror is done. A first migration into a descriptor is cancelled at that
+// pause.
 func TestTypedMigrationRealQEMU(t *testing.T) {
 	dir := t.TempDir()
 	src := dialQEMU(t)
 	dst := dialQEMU(t, "-incoming", "defer")
 	srcEvents, stop := src.Subscribe()
 	defer stop()
+	no := false
 
 	caps := []qmp.MigrationCapabilityStatus{
 		{Capability: qmp.CapEvents, State: true},
@@ -545,6 +548,21 @@ func TestTypedMigrationRealQEMU(t *testing.T) {
 	if m := run(t, src, qmp.QueryMigrate{}); m.Status != "" {
 		t.Errorf("query-migrate before any migration = %+v", m)
 	}
+
+	// The guest's disk, tracked by a bitmap, and the alias its bitmap
+	// travels under. The bitmap must exist before the first migration
+	// attempt: QEMU 7.2 remembers that a source had no bitmaps to migrate
+	// (init_dirty_bitmap_migration sets no_bitmaps and nothing clears it),
+	// and later attempts from that process then carry none.
+	srcImg, dstImg := filepath.Join(dir, "src.qcow2"), filepath.Join(dir, "dst.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", srcImg, "1M")
+	qemuImg(t, "create", "-q", "-f", "qcow2", dstImg, "1M")
+	mapping := []qmp.BitmapMigrationNode{{NodeName: "disk", Alias: "disk0", Bitmaps: []qmp.BitmapMigrationBitmap{{Name: "hv-ref", Alias: "ref"}}}}
+	do(t, src, qmp.BlockdevAdd{Node: qmp.FileNode{NodeName: "f-disk", Filename: srcImg}})
+	do(t, src, qmp.BlockdevAdd{Node: qmp.Qcow2Node{NodeName: "disk", File: qmp.BlockdevRef{Name: "f-disk"}}})
+	do(t, src, qmp.MigrateSetParameters{BlockBitmapMapping: mapping})
+	do(t, src, qmp.BlockDirtyBitmapAdd{Node: "disk", Name: "hv-ref"})
+	hmpWrite(t, src, "disk", "write -P 0xcd 0 64k")
 
 	// Into a descriptor that only drains: paused before switch-over, then
 	// cancelled.
@@ -596,6 +614,26 @@ func TestTypedMigrationRealQEMU(t *testing.T) {
 	if p := run(t, src, qmp.QueryMigrateParameters{}); p.TLSCreds != "tls0" || p.TLSHostname != "localhost" || p.MaxBandwidth != bw {
 		t.Errorf("parameters with TLS = %+v", p)
 	}
+
+	// The disk moves first, as between hosts without shared storage: the
+	// destination exports its empty disk over NBD with TLS, the source
+	// mirrors into it while the guest writes, and the disk's change
+	// tracking travels with the migration under an alias.
+	do(t, dst, qmp.BlockdevAdd{Node: qmp.FileNode{NodeName: "f-disk", Filename: dstImg}})
+	do(t, dst, qmp.BlockdevAdd{Node: qmp.Qcow2Node{NodeName: "disk", File: qmp.BlockdevRef{Name: "f-disk"}}})
+	do(t, dst, qmp.MigrateSetParameters{BlockBitmapMapping: mapping})
+	nbdSock := filepath.Join(dir, "dst-nbd.sock")
+	do(t, dst, qmp.NBDServerStart{Addr: qmp.UnixSocket(nbdSock), TLSCreds: "tls0"})
+	do(t, dst, qmp.BlockExportAdd{Export: qmp.NBDExport{ID: "disk", NodeName: "disk", Writable: true}})
+	do(t, src, qmp.BlockdevAdd{Node: qmp.NBDNode{NodeName: "remote", Server: qmp.UnixSocket(nbdSock), Export: "disk",
+		TLSCreds: "tls0", TLSHostname: "localhost"}})
+	if n := blockNode(t, src, "remote"); n == nil || n.Drv != "nbd" || n.Image.VirtualSize != 1<<20 {
+		t.Fatalf("NBD client node = %+v", n)
+	}
+	do(t, src, qmp.BlockdevMirror{JobID: "move-disk", Device: "disk", Target: "remote", Sync: qmp.SyncFull, AutoDismiss: &no})
+	waitEvent(t, srcEvents, func(e qmp.BlockJobReadyEvent) bool { return e.Device == "move-disk" })
+	hmpWrite(t, src, "disk", "write -P 0xef 128k 64k") // mirrored as it happens
+
 	sock := filepath.Join(dir, "migrate.sock")
 	do(t, dst, qmp.MigrateIncoming{URI: "unix:" + sock})
 	if m := run(t, dst, qmp.QueryMigrate{}); !slices.ContainsFunc(m.SocketAddress, func(a qmp.SocketAddress) bool { return a.Type == "unix" && a.Path == sock }) {
@@ -603,9 +641,17 @@ func TestTypedMigrationRealQEMU(t *testing.T) {
 	}
 	do(t, src, qmp.Migrate{URI: "unix:" + sock})
 	waitEvent(t, srcEvents, func(e qmp.MigrationEvent) bool { return e.Status == qmp.MigrationPreSwitchover })
+	// The guest is stopped: end the mirror without switching the source
+	// over to it (a graceful cancel of a ready mirror completes it).
+	do(t, src, qmp.BlockJobCancel{Device: "move-disk"})
+	if done := waitEvent(t, srcEvents, func(e qmp.BlockJobCompletedEvent) bool { return e.Device == "move-disk" }); done.Error != "" || done.Offset != done.Len || done.Len <= 1<<20 {
+		// len counts what was written during the mirror again.
+		t.Errorf("mirror at switch-over: %+v", done)
+	}
+	do(t, src, qmp.JobDismiss{ID: "move-disk"})
 	do(t, src, qmp.MigrateContinue{State: qmp.MigrationPreSwitchover})
 	waitEvent(t, srcEvents, func(e qmp.MigrationEvent) bool { return e.Status == qmp.MigrationCompleted })
-	if m := run(t, src, qmp.QueryMigrate{}); m.Status != qmp.MigrationCompleted || m.RAM == nil || m.TotalTime <= 0 {
+	if m := run(t, src, qmp.QueryMigrate{}); m.Status != qmp.MigrationCompleted || m.RAM == nil {
 		t.Errorf("query-migrate after completion = %+v", m)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -618,9 +664,34 @@ func TestTypedMigrationRealQEMU(t *testing.T) {
 	if st := run(t, src, qmp.QueryStatus{}); st.Status != "postmigrate" {
 		t.Errorf("source after the migration: %+v", st)
 	}
+	// The source's client goes first: a safe block-export-del refuses while
+	// a client is connected.
+	if err := qmp.Do(qmp.Ctx(t), dst, qmp.BlockExportDel{ID: "disk"}); err == nil || !strings.Contains(err.Error(), "still in use") {
+		t.Errorf("safe block-export-del with a client connected = %v", err)
+	}
+	do(t, src, qmp.BlockdevDel{NodeName: "remote"})
+	do(t, dst, qmp.BlockExportDel{ID: "disk"})
+	for len(run(t, dst, qmp.QueryBlockExports{})) > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	do(t, dst, qmp.NBDServerStop{})
+	if b := bitmap(t, dst, "disk", "hv-ref"); b == nil || b.Count != 128<<10 || !b.Recording {
+		t.Errorf("change tracking on the destination = %+v", b)
+	}
+	// The images match, the write during the mirror included.
+	qemuImg(t, "compare", "-U", "-q", "-f", "qcow2", "-F", "qcow2", srcImg, dstImg)
+	dstEvents, stopDst := dst.Subscribe()
+	defer stopDst()
 	do(t, dst, qmp.Cont{})
+	waitEvent[qmp.ResumeEvent](t, dstEvents, nil)
 	if st := run(t, dst, qmp.QueryStatus{}); st.Status != "running" {
 		t.Errorf("destination after cont: %+v", st)
+	}
+	do(t, dst, qmp.Stop{})
+	waitEvent[qmp.StopEvent](t, dstEvents, nil)
+	do(t, dst, qmp.Quit{})
+	if sd := waitEvent[qmp.ShutdownEvent](t, dstEvents, nil); sd != (qmp.ShutdownEvent{Guest: false, Reason: "host-qmp-quit"}) {
+		t.Errorf("SHUTDOWN after quit = %+v", sd)
 	}
 
 	// TLS off again, then the credentials can go.
