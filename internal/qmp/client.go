@@ -220,16 +220,21 @@ func readError(err error) error {
 	return fmt.Errorf("qmp: reading from QEMU: %w: %w", errdefs.ErrUnavailable, err)
 }
 
-// marshalCommand builds one command line. args nil means no "arguments".
+// marshalCommand builds one command line. args nil, or encoding to {} or
+// null, means no "arguments" (QEMU refuses "arguments": null).
 func marshalCommand(command, id string, args any) ([]byte, error) {
+	raw, err := encodeArgs(args)
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", command, err)
+	}
 	req := struct {
-		Execute   string `json:"execute"`
-		Arguments any    `json:"arguments,omitempty"`
-		ID        string `json:"id"`
-	}{command, args, id}
+		Execute   string          `json:"execute"`
+		Arguments json.RawMessage `json:"arguments,omitempty"`
+		ID        string          `json:"id"`
+	}{command, raw, id}
 	b, err := json.Marshal(req)
 	if err != nil {
-		return nil, fmt.Errorf("qmp %s: encoding arguments: %w: %w", command, errdefs.ErrInvalid, err)
+		return nil, fmt.Errorf("qmp %s: encoding the command: %w: %w", command, errdefs.ErrInvalid, err)
 	}
 	return append(b, '\n'), nil
 }

@@ -149,7 +149,5 @@ type StatusInfo struct {
 
 // Status runs query-status.
 func (c *Client) Status(ctx context.Context) (StatusInfo, error) {
-	var s StatusInfo
-	err := c.Execute(ctx, "query-status", nil, &s)
-	return s, err
+	return Run(ctx, c, QueryStatus{})
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +14,11 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
-// startQEMU runs a real, empty, paused QEMU and returns its QMP socket path.
-// The test fails (not skips) without qemu-system-x86_64: CI installs it.
-func startQEMU(t *testing.T) (string, *exec.Cmd) {
+// startQEMU runs a real, paused QEMU and returns its QMP socket path: an
+// empty machine ("-machine none") unless extra names another -machine;
+// extra is added to the command line. The test fails (not skips) without
+// qemu-system-x86_64: CI installs it.
+func startQEMU(t *testing.T, extra ...string) (string, *exec.Cmd) {
 	t.Helper()
 	bin, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -26,8 +30,12 @@ func startQEMU(t *testing.T) (string, *exec.Cmd) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "qmp.sock")
-	cmd := exec.Command(bin, "-accel", "tcg", "-machine", "none", "-nodefaults",
-		"-display", "none", "-S", "-qmp", "unix:"+sock+",server=on,wait=off")
+	args := []string{"-accel", "tcg", "-nodefaults", "-display", "none", "-S",
+		"-qmp", "unix:" + sock + ",server=on,wait=off"}
+	if !slices.Contains(extra, "-machine") {
+		args = append(args, "-machine", "none")
+	}
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -40,7 +48,9 @@ func startQEMU(t *testing.T) (string, *exec.Cmd) {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		// The file appears at bind(), a moment before listen(): a dial in
+		// between is refused, which a loaded machine makes likely.
+		if listening(t, sock) {
 			return sock, cmd
 		}
 		select {
@@ -49,9 +59,28 @@ func startQEMU(t *testing.T) (string, *exec.Cmd) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("qemu did not create its QMP socket within 10s")
+			t.Fatal("qemu did not listen on its QMP socket within 10s")
 		}
 	}
+}
+
+// listening reports whether a unix socket listens at path, from
+// /proc/net/unix, so that asking makes no connection QEMU would see.
+func listening(t *testing.T, path string) bool {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatalf("reading /proc/net/unix: %v", err)
+	}
+	// Num RefCount Protocol Flags Type St Inode Path; Flags has
+	// __SO_ACCEPTCON (0x10000) once listen() ran.
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 8 && f[7] == path {
+			flags, err := strconv.ParseUint(f[3], 16, 32)
+			return err == nil && flags&0x10000 != 0
+		}
+	}
+	return false
 }
 
 func TestRealQEMU(t *testing.T) {
