@@ -12,14 +12,14 @@ import (
 )
 
 // Pause stops the guest's CPUs.
-func (m *Machine) Pause(ctx context.Context) error { return m.qmp.Execute(ctx, "stop", nil, nil) }
+func (m *Machine) Pause(ctx context.Context) error { return qmp.Do(ctx, m.qmp, qmp.Stop{}) }
 
 // Cont lets the guest's CPUs run.
-func (m *Machine) Cont(ctx context.Context) error { return m.qmp.Execute(ctx, "cont", nil, nil) }
+func (m *Machine) Cont(ctx context.Context) error { return qmp.Do(ctx, m.qmp, qmp.Cont{}) }
 
 // PowerButton presses the ACPI power button.
 func (m *Machine) PowerButton(ctx context.Context) error {
-	return m.qmp.Execute(ctx, "system_powerdown", nil, nil)
+	return qmp.Do(ctx, m.qmp, qmp.SystemPowerdown{})
 }
 
 // Status is QEMU's run state.
@@ -30,7 +30,7 @@ func (m *Machine) Status(ctx context.Context) (qmp.StatusInfo, error) { return m
 func (m *Machine) Quit() {
 	m.ExpectExit(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = m.qmp.Execute(ctx, "quit", nil, nil)
+	_ = qmp.Do(ctx, m.qmp, qmp.Quit{})
 	cancel()
 	select {
 	case <-m.exited:
@@ -82,49 +82,40 @@ func (m *Machine) Flush(ctx context.Context) error {
 	return nil
 }
 
-// migrateStatus is the part of query-migrate that a save reads.
-type migrateStatus struct {
-	Status    string `json:"status"`
-	ErrorDesc string `json:"error-desc"`
-	RAM       *struct {
-		Transferred uint64 `json:"transferred"`
-		Total       uint64 `json:"total"`
-	} `json:"ram"`
-}
-
 // SaveState writes a paused guest's memory and device state into path through
 // a descriptor handed to QEMU; the caller syncs the file. QEMU stays in
 // "postmigrate": the caller either ends it or lets it run on with Cont.
 // progress, if not nil, is told the bytes written so far and the total.
 func (m *Machine) SaveState(ctx context.Context, path string, progress func(done, total uint64)) error {
 	// QEMU caps migration at 128 MiB/s by default; a save is bounded by the disk only.
-	if err := m.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+	unlimited := uint64(1) << 40
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{MaxBandwidth: &unlimited}); err != nil {
 		return fmt.Errorf("setting the save bandwidth: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating the state file: %v: %w", err, errdefs.ErrUnavailable)
 	}
-	err = m.qmp.ExecuteWithFD(ctx, "getfd", map[string]any{"fdname": "hv-save"}, f, nil)
+	err = qmp.Do(ctx, m.qmp, qmp.GetFD{Name: "hv-save", File: f})
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("handing the state file to QEMU: %w", err)
 	}
-	if err := m.qmp.Execute(ctx, "migrate", map[string]any{"uri": "fd:hv-save"}, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.Migrate{URI: "fd:hv-save"}); err != nil {
 		return err
 	}
 	for {
-		var st migrateStatus
-		if err := m.qmp.Execute(ctx, "query-migrate", nil, &st); err != nil {
+		st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
+		if err != nil {
 			return fmt.Errorf("watching the save: %w", err)
 		}
 		if st.RAM != nil && progress != nil {
 			progress(st.RAM.Transferred, st.RAM.Total)
 		}
 		switch st.Status {
-		case "completed":
+		case qmp.MigrationCompleted:
 			return nil
-		case "failed", "cancelled":
+		case qmp.MigrationFailed, qmp.MigrationCancelled:
 			return fmt.Errorf("QEMU could not write the state: %s (is the disk full?): %w", st.ErrorDesc, errdefs.ErrUnavailable)
 		}
 		select {
@@ -137,5 +128,5 @@ func (m *Machine) SaveState(ctx context.Context, path string, progress func(done
 
 // CancelSave stops a save under way (migrate_cancel).
 func (m *Machine) CancelSave(ctx context.Context) error {
-	return m.qmp.Execute(ctx, "migrate_cancel", nil, nil)
+	return qmp.Do(ctx, m.qmp, qmp.MigrateCancel{})
 }

@@ -2,12 +2,12 @@ package machine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/qmp"
 	"github.com/hvproject/hv/internal/undo"
 )
 
@@ -22,15 +22,11 @@ func (m *Machine) PlugNIC(ctx context.Context, n NIC) (err error) {
 	var u undo.Stack
 	defer u.OnError(&err, m.o.Log)
 	netdev := n.ID + "-net"
-	if err := m.qmp.Execute(ctx, "netdev_add", map[string]any{"type": "tap", "id": netdev, "ifname": n.Tap, "script": "no", "downscript": "no"}, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.NetdevAdd{Netdev: qmp.TapNetdev{ID: netdev, Ifname: n.Tap, Script: "no", Downscript: "no"}}); err != nil {
 		return fmt.Errorf("attaching tap %s: %w", n.Tap, err)
 	}
 	u.Add("remove netdev "+netdev, func(ctx context.Context) error { return m.RemoveNetdev(ctx, n.ID) })
-	dev := map[string]any{"driver": "virtio-net-pci", "id": n.ID, "netdev": netdev, "mac": n.MAC}
-	if n.Bus != "" {
-		dev["bus"] = n.Bus
-	}
-	if err := m.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.DeviceAdd{Driver: "virtio-net-pci", ID: n.ID, Netdev: netdev, MAC: n.MAC, Bus: n.Bus}); err != nil {
 		return fmt.Errorf("plugging in NIC %s: %w", n.ID, err)
 	}
 	return nil
@@ -38,7 +34,7 @@ func (m *Machine) PlugNIC(ctx context.Context, n NIC) (err error) {
 
 // RemoveNetdev removes the tap netdev of NIC id (its device unplugged first).
 func (m *Machine) RemoveNetdev(ctx context.Context, id string) error {
-	return m.qmp.Execute(ctx, "netdev_del", map[string]any{"id": id + "-net"}, nil)
+	return qmp.Do(ctx, m.qmp, qmp.NetdevDel{ID: id + "-net"})
 }
 
 // Disk is a disk image to plug in as a virtio-blk device.
@@ -53,23 +49,20 @@ func (m *Machine) PlugDisk(ctx context.Context, d Disk) (err error) {
 	var u undo.Stack
 	defer u.OnError(&err, m.o.Log)
 	format, file := qemu.ImageNodes(d.Path)
-	if err := m.qmp.Execute(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": d.Path}, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.BlockdevAdd{Node: qmp.FileNode{NodeName: file, Filename: d.Path}}); err != nil {
 		return fmt.Errorf("opening disk %s: %w", d.ID, err)
 	}
 	u.Add("close "+file, func(ctx context.Context) error { return m.closeNode(ctx, file) })
-	node := map[string]any{"driver": d.Format, "node-name": format, "file": file}
+	var node qmp.BlockdevOptions = qmp.RawNode{NodeName: format, File: qmp.BlockdevRef{Name: file}}
 	if d.Format == "qcow2" {
-		node["backing"] = nil // never the file its header names (see qemu.BlockdevArgs)
+		// No Backing: never the file its header names (see qemu.BlockdevArgs).
+		node = qmp.Qcow2Node{NodeName: format, File: qmp.BlockdevRef{Name: file}}
 	}
-	if err := m.qmp.Execute(ctx, "blockdev-add", node, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.BlockdevAdd{Node: node}); err != nil {
 		return fmt.Errorf("opening disk %s: %w", d.ID, err)
 	}
 	u.Add("close "+format, func(ctx context.Context) error { return m.closeNode(ctx, format) })
-	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.ID, "drive": format}
-	if d.Bus != "" {
-		dev["bus"] = d.Bus
-	}
-	if err := m.qmp.Execute(ctx, "device_add", dev, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.DeviceAdd{Driver: "virtio-blk-pci", ID: d.ID, Drive: format, Bus: d.Bus}); err != nil {
 		return fmt.Errorf("plugging in disk %s: %w", d.ID, err)
 	}
 	return nil
@@ -83,7 +76,7 @@ func (m *Machine) CloseImage(ctx context.Context, path string) {
 }
 
 func (m *Machine) closeNode(ctx context.Context, node string) error {
-	return m.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+	return qmp.Do(ctx, m.qmp, qmp.BlockdevDel{NodeName: node})
 }
 
 // Unplug asks the guest to release device id and waits until QEMU reports it
@@ -92,7 +85,7 @@ func (m *Machine) closeNode(ctx context.Context, node string) error {
 func (m *Machine) Unplug(ctx context.Context, id string) error {
 	events, stop := m.qmp.Subscribe()
 	defer stop()
-	if err := m.qmp.Execute(ctx, "device_del", map[string]any{"id": id}, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.DeviceDel{ID: id}); err != nil {
 		return fmt.Errorf("removing device %s: %w", id, err)
 	}
 	timeout := time.After(60 * time.Second)
@@ -105,10 +98,7 @@ func (m *Machine) Unplug(ctx context.Context, id string) error {
 			if ev.Name != "DEVICE_DELETED" {
 				continue
 			}
-			var d struct {
-				Device string `json:"device"`
-			}
-			if json.Unmarshal(ev.Data, &d) == nil && d.Device == id {
+			if d, err := qmp.DecodeEvent[qmp.DeviceDeletedEvent](ev); err == nil && d.Device == id {
 				return nil
 			}
 		case <-timeout:

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/qmp"
 	"github.com/hvproject/hv/internal/validate"
 )
 
@@ -24,18 +25,12 @@ func (m Memory) Assigned() uint64 { return m.Balloon + m.Plugged }
 
 // Memory reads the guest's memory; maxMem is the VM's hot-add ceiling.
 func (m *Machine) Memory(ctx context.Context, maxMem uint64) (Memory, error) {
-	var sum struct {
-		Base    uint64 `json:"base-memory"`
-		Plugged uint64 `json:"plugged-memory"`
-	}
-	if err := m.qmp.Execute(ctx, "query-memory-size-summary", nil, &sum); err != nil {
+	sum, err := qmp.Run(ctx, m.qmp, qmp.QueryMemorySizeSummary{})
+	if err != nil {
 		return Memory{}, err
 	}
-	mem := Memory{Boot: sum.Base, Plugged: sum.Plugged, Max: maxMem, Balloon: sum.Base}
-	var bal struct {
-		Actual uint64 `json:"actual"`
-	}
-	if err := m.qmp.Execute(ctx, "query-balloon", nil, &bal); err == nil && bal.Actual > 0 && bal.Actual < sum.Base {
+	mem := Memory{Boot: sum.BaseMemory, Plugged: sum.PluggedMemory, Max: maxMem, Balloon: sum.BaseMemory}
+	if bal, err := qmp.Run(ctx, m.qmp, qmp.QueryBalloon{}); err == nil && bal.Actual > 0 && bal.Actual < sum.BaseMemory {
 		mem.Balloon = bal.Actual
 	}
 	return mem, nil
@@ -44,13 +39,13 @@ func (m *Machine) Memory(ctx context.Context, maxMem uint64) (Memory, error) {
 // SetPlugged asks virtio-mem for size bytes of hot-added memory and waits
 // until the guest has taken them (or given them back).
 func (m *Machine) SetPlugged(ctx context.Context, size uint64) error {
-	if err := m.qmp.Execute(ctx, "qom-set", map[string]any{"path": qemu.VirtioMemID, "property": "requested-size", "value": size}, nil); err != nil {
+	if err := qmp.Do(ctx, m.qmp, qmp.QomSet{Path: qemu.VirtioMemID, Property: "requested-size", Value: size}); err != nil {
 		return fmt.Errorf("asking for %s of hot-added memory: %w", validate.FormatSize(size), err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var got uint64
-		if err := m.qmp.Execute(ctx, "qom-get", map[string]any{"path": qemu.VirtioMemID, "property": "size"}, &got); err != nil {
+		got, err := qmp.Run(ctx, m.qmp, qmp.QomGet[uint64]{Path: qemu.VirtioMemID, Property: "size"})
+		if err != nil {
 			return err
 		}
 		if got == size {
@@ -70,24 +65,17 @@ func (m *Machine) SetPlugged(ctx context.Context, size uint64) error {
 
 // SetBalloon sets what the balloon leaves the guest of its boot memory.
 func (m *Machine) SetBalloon(ctx context.Context, bytes uint64) error {
-	return m.qmp.Execute(ctx, "balloon", map[string]any{"value": bytes}, nil)
-}
-
-// BalloonStats are the guest's memory statistics as its balloon driver sends them.
-type BalloonStats struct {
-	Stats      map[string]uint64 `json:"stats"`
-	LastUpdate int64             `json:"last-update"`
+	return qmp.Do(ctx, m.qmp, qmp.Balloon{Value: bytes})
 }
 
 // PollBalloonStats asks the balloon to send the guest's statistics every
 // second (it sends none until asked).
 func (m *Machine) PollBalloonStats(ctx context.Context) error {
-	return m.qmp.Execute(ctx, "qom-set", map[string]any{"path": "balloon0", "property": "guest-stats-polling-interval", "value": 1}, nil)
+	return qmp.Do(ctx, m.qmp, qmp.QomSet{Path: "balloon0", Property: "guest-stats-polling-interval", Value: 1})
 }
 
-// BalloonStats reads the guest's last statistics.
-func (m *Machine) BalloonStats(ctx context.Context) (BalloonStats, error) {
-	var st BalloonStats
-	err := m.qmp.Execute(ctx, "qom-get", map[string]any{"path": "balloon0", "property": "guest-stats"}, &st)
-	return st, err
+// BalloonStats reads the guest's last memory statistics, as its balloon
+// driver sends them.
+func (m *Machine) BalloonStats(ctx context.Context) (qmp.GuestStats, error) {
+	return qmp.Run(ctx, m.qmp, qmp.QomGet[qmp.GuestStats]{Path: "balloon0", Property: "guest-stats"})
 }
