@@ -178,59 +178,6 @@ func loseUnstamped(v *vm, st *tracking.State, cfg vmconfig.Config) bool {
 	return changed
 }
 
-// qemuBitmap is a dirty bitmap as query-named-block-nodes shows it.
-type qemuBitmap struct {
-	Name         string `json:"name"`
-	Recording    bool   `json:"recording"`
-	Persistent   bool   `json:"persistent"`
-	Inconsistent bool   `json:"inconsistent"`
-	Busy         bool   `json:"busy"`
-	Granularity  int64  `json:"granularity"`
-	Count        int64  `json:"count"`
-}
-
-// nodeBitmaps returns the dirty bitmaps of every block node, by node name.
-func nodeBitmaps(ctx context.Context, ss *session) (map[string][]qemuBitmap, error) {
-	var nodes []struct {
-		NodeName string       `json:"node-name"`
-		Bitmaps  []qemuBitmap `json:"dirty-bitmaps"`
-	}
-	if err := ss.QMP().Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
-		return nil, errWrap(err, "listing change-tracking bitmaps")
-	}
-	out := map[string][]qemuBitmap{}
-	for _, n := range nodes {
-		out[n.NodeName] = n.Bitmaps
-	}
-	return out, nil
-}
-
-func findBitmap(bms []qemuBitmap, name string) *qemuBitmap {
-	for i := range bms {
-		if bms[i].Name == name {
-			return &bms[i]
-		}
-	}
-	return nil
-}
-
-// bitmapCopyActions are the transaction actions that give a new overlay
-// (node) the reference-point bitmaps of the image it covers (top): run with
-// the switch, they keep "changed since" complete across a live checkpoint.
-func bitmapCopyActions(bitmaps map[string][]qemuBitmap, top, node string) []map[string]any {
-	var actions []map[string]any
-	for _, b := range bitmaps[top] {
-		if tracking.ReferenceOf(b.Name) == "" || b.Inconsistent {
-			continue
-		}
-		actions = append(actions,
-			map[string]any{"type": "block-dirty-bitmap-add", "data": map[string]any{"node": node, "name": b.Name, "persistent": true, "granularity": b.Granularity}},
-			map[string]any{"type": "block-dirty-bitmap-merge", "data": map[string]any{"node": node, "target": b.Name,
-				"bitmaps": []any{map[string]any{"node": top, "name": b.Name}}}})
-	}
-	return actions
-}
-
 // Tracking reports a VM's reference points and whether each disk is tracked.
 func (s *Service) Tracking(ctx context.Context, name string) (api.ChangeTracking, error) {
 	v, err := s.get(name)
