@@ -100,7 +100,7 @@ func (t *Tree) Get(nameOrID string) (*Checkpoint, error) {
 	if c := t.byID(nameOrID); c != nil {
 		return c, nil
 	}
-	return nil, fmt.Errorf("%w: checkpoint %q does not exist", errdefs.ErrNotFound, nameOrID)
+	return nil, errdefs.WithHint(fmt.Errorf("%w: checkpoint %q does not exist", errdefs.ErrNotFound, nameOrID), "see the VM's checkpoints for their names")
 }
 
 // Children returns the ids of id's children, in creation order.

@@ -112,7 +112,10 @@ func TestRenameAndGet(t *testing.T) {
 	}
 	wantErr(t, tr.Rename("one", "two"), errdefs.ErrConflict, `"two" exists already`)
 	wantErr(t, tr.Rename("one", "bad/name"), errdefs.ErrInvalid, "name")
-	wantErr(t, tr.Rename("none", "x"), errdefs.ErrNotFound, "hv checkpoint list")
+	wantErr(t, tr.Rename("none", "x"), errdefs.ErrNotFound, `"none" does not exist`)
+	if h := errdefs.Hint(tr.Rename("none", "x")); !strings.Contains(h, "checkpoints") {
+		t.Errorf("hint %q names no list", h)
+	}
 	if err := tr.Rename("one", "first"); err != nil {
 		t.Fatal(err)
 	}

@@ -616,3 +616,20 @@ func (s *Service) settleJournal(ctx context.Context, op *operation.Op, v *vm, t 
 	}
 	return s.syncConfigDisks(v, t)
 }
+
+// offlineImages runs fn, which writes the VM's images while no QEMU has them
+// open (an offline checkpoint operation): changes found before it are
+// recorded as lost, and the images are stamped again after it, as the tree
+// names them (the configuration follows the tree only after the caller's
+// next step).
+func (s *Service) offlineImages(v *vm, t *checkpoint.Tree, fn func() error) error {
+	return s.tracker.Offline(v.dir, v.Config(), fn, func() vmconfig.Config {
+		cfg := v.Config()
+		for i, d := range cfg.Disks {
+			if f := t.Active[d.Name]; f != "" {
+				cfg.Disks[i].File = f
+			}
+		}
+		return cfg
+	})
+}

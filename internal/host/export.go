@@ -157,7 +157,7 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 		}
 	}
 	if ss == nil && !req.NoCheckpoints {
-		s.exportTracking(v, tmp, cfg)
+		s.tracker.Export(v.dir, tmp, cfg)
 	}
 	if err := s.store.SaveConfig(tmp, cfg); err != nil {
 		return err
@@ -293,7 +293,7 @@ func (s *Service) importVM(ctx context.Context, op *operation.Op, req api.VMImpo
 	if err := s.checkImport(ctx, tmp, cfg); err != nil {
 		return nil, err
 	}
-	s.importTracking(req, tmp, cfg)
+	s.tracker.Import(req.Dir, tmp, req.Mode == api.ImportRegister, req.NewID, cfg)
 	cfg.Name = name
 	if req.NewID {
 		cfg.ID = newUUID()

@@ -23,7 +23,7 @@ import (
 // newVM makes a VM known to the service, with its integration services.
 func (s *Service) newVM(name, dir string, cfg vmconfig.Config) *vm {
 	v := newVM(name, dir, s.runDir, cfg)
-	v.store = s.store
+	v.store, v.s = s.store, s
 	v.g = guest.New(guest.Options{
 		VM: v, Events: vmEvents{s, v}, Log: s.log, HeartbeatEvery: s.hbEvery, GuardBinary: s.guardBin,
 		RecordFreeze:  func(until time.Time, pid int) { s.recordFreeze(v, until, pid) },

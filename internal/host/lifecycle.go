@@ -9,6 +9,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/feature/backup"
 	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -66,9 +67,9 @@ func (s *Service) lockedDo(v *vm, kind, action string, fn func(context.Context, 
 		v.release()
 		return nil, err
 	}
-	if b := v.openBackup(); b != nil && !allowedDuringBackup[action] {
+	if b := s.backups.Open(v); b != nil && !backup.AllowedDuring(action) {
 		v.release()
-		return nil, errBackupOpen(v.name, b)
+		return nil, backup.ErrOpen(v.name, b)
 	}
 	started := make(chan struct{})
 	op := s.ops.Start(kind, []string{"/1.0/vms/" + v.name}, func(ctx context.Context, op *operation.Op) (any, error) {
@@ -130,7 +131,7 @@ func cleanRun(v *vm) error {
 	if err := os.MkdirAll(v.run, 0o700); err != nil {
 		return err
 	}
-	files := []string{sockQMP, sockAgent, sockConsole, filePID, sockBackup}
+	files := []string{sockQMP, sockAgent, sockConsole, filePID, backup.SocketName}
 	for i := 0; i < guest.SessionPorts; i++ {
 		files = append(files, sessionSock(i))
 	}

@@ -48,7 +48,7 @@ func (s *Service) recoverAll(ctx context.Context) error {
 		v.cfgVer, v.rt = ver, rt
 		s.recoverVM(ctx, v)
 		s.recoverCheckpoints(ctx, v)
-		s.recoverBackup(ctx, v)
+		s.backups.Recover(ctx, v)
 		s.vms[v.name] = v
 	}
 	return nil

@@ -18,9 +18,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/blockops"
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/events"
+	"github.com/hvproject/hv/internal/feature/backup"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -86,6 +88,8 @@ type Service struct {
 	guardBin string
 	net      *netdev.Manager
 	store    store.Store
+	tracker  blockops.Tracker
+	backups  *backup.Service
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -143,6 +147,8 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.disk, err = disk.NewTool(); err != nil {
 		return nil, err
 	}
+	s.tracker = blockops.Tracker{Tool: s.disk, Log: s.log}
+	s.backups = backup.New(s)
 	if s.prober = o.Prober; s.prober == nil {
 		s.prober = qemu.HostProber{Binary: s.qemuBin}
 	}
@@ -179,6 +185,9 @@ func (s *Service) Close() {
 		v.mu.Unlock()
 	}
 }
+
+// Backups is the backup API (the httpapi Backups role).
+func (s *Service) Backups() *backup.Service { return s.backups }
 
 // Ops returns the operation manager (the API serves operations from it).
 func (s *Service) Ops() *operation.Manager { return s.ops }

@@ -7,9 +7,8 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/blockops"
-	"github.com/hvproject/hv/internal/checkpoint"
+	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/machine"
-	"github.com/hvproject/hv/internal/qmp"
 )
 
 // session is one run of a VM's QEMU as the host sees it: the machine, its
@@ -18,59 +17,10 @@ import (
 // exited, not for the machine's own end, so that a start that follows a stop
 // never races the stop's cleanup.
 type session struct {
-	runner
-	blk    liveBlock
+	hostvm.Machine
+	blk    hostvm.Block
 	exited chan struct{}
 }
-
-// runner is what the host asks of a running QEMU: a *machine.Machine, or a
-// fake in the orchestrator's unit tests.
-type runner interface {
-	Pid() int
-	Exited() <-chan struct{}
-	End() (reason string, expected bool)
-	ExpectExit(on bool)
-	Kill() error
-	Detach()
-	Pause(ctx context.Context) error
-	Cont(ctx context.Context) error
-	PowerButton(ctx context.Context) error
-	Status(ctx context.Context) (qmp.StatusInfo, error)
-	Quit()
-	WaitIncoming(ctx context.Context) error
-	Flush(ctx context.Context) error
-	SaveState(ctx context.Context, path string, progress func(done, total uint64)) error
-	CancelSave(ctx context.Context) error
-	PlugNIC(ctx context.Context, n machine.NIC) error
-	RemoveNetdev(ctx context.Context, id string) error
-	PlugDisk(ctx context.Context, d machine.Disk) error
-	CloseImage(ctx context.Context, path string)
-	Unplug(ctx context.Context, id string) error
-	Memory(ctx context.Context, maxMem uint64) (machine.Memory, error)
-	SetPlugged(ctx context.Context, size uint64) error
-	SetBalloon(ctx context.Context, bytes uint64) error
-	PollBalloonStats(ctx context.Context) error
-	BalloonStats(ctx context.Context) (qmp.GuestStats, error)
-}
-
-var _ runner = (*machine.Machine)(nil)
-
-// liveBlock is what the host asks of a running VM's block layer: a
-// *blockops.Live, or a fake in the orchestrator's unit tests.
-type liveBlock interface {
-	blockops.Images
-	OpenOverlay(ctx context.Context, file string) error
-	CloseImage(ctx context.Context, file string)
-	ImageBitmaps(ctx context.Context, files []string) (map[string][]blockops.Bitmap, error)
-	Switch(ctx context.Context, overlays []checkpoint.Overlay, bitmaps map[string][]blockops.Bitmap) error
-	Writing(ctx context.Context, files []string) (bool, error)
-	OpenView(ctx context.Context, d blockops.ViewDisk) error
-	TakePointInTime(ctx context.Context, disks []blockops.ViewDisk, ref, since string) error
-	ExportView(ctx context.Context, socket string, disks []blockops.ViewDisk, ref string) error
-	CloseView(ctx context.Context, disks []blockops.ViewDisk, remove []string)
-}
-
-var _ liveBlock = (*blockops.Live)(nil)
 
 // machineOptions describe the QEMU of v for package machine.
 func (s *Service) machineOptions(v *vm) machine.Options {
@@ -87,8 +37,8 @@ func (s *Service) attach(v *vm, m *machine.Machine) *session {
 }
 
 // attachRunner is attach for any runner (a fake in tests).
-func (s *Service) attachRunner(v *vm, m runner, blk liveBlock) *session {
-	ss := &session{runner: m, blk: blk, exited: make(chan struct{})}
+func (s *Service) attachRunner(v *vm, m hostvm.Machine, blk hostvm.Block) *session {
+	ss := &session{Machine: m, blk: blk, exited: make(chan struct{})}
 	v.g.Attach(v.runPath(sockAgent))
 	ctx, stop := context.WithCancel(context.Background())
 	go func() {
@@ -118,7 +68,11 @@ func (s *Service) watchExit(v *vm, ss *session) {
 	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
 	v.mu.Unlock()
 	s.stopNICs(cfg)
-	s.trackingAfterExit(v, cfg)
+	if st, err := s.tracker.AfterExit(v.dir, cfg); err != nil {
+		s.log.Error("reading change tracking", "vm", v.name, "err", err)
+	} else {
+		s.backups.QEMUGone(v, st)
+	}
 	close(ss.exited)
 
 	v.mu.Lock()

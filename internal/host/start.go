@@ -50,7 +50,7 @@ func (s *Service) startSteps() []startStep {
 		{"creating the NICs' taps", s.startTaps},
 		{"opening the saved state", s.startOpenSaved},
 		{"checking change tracking", func(ctx context.Context, st *starting, u *undo.Stack) error {
-			s.trackingBeforeStart(ctx, st.v, st.cfg)
+			s.tracker.BeforeStart(ctx, st.v.dir, st.cfg)
 			return nil
 		}},
 		{"launching QEMU", s.startLaunch},

@@ -21,6 +21,7 @@ import (
 // vm is one VM known to the service.
 type vm struct {
 	name        string
+	s           *Service    // the host that holds it
 	store       store.Store // where its records live
 	dir         string      // Root/vms/NAME
 	run         string      // Root/run/ID: sockets and pid file
@@ -49,7 +50,6 @@ type vm struct {
 	unsaved error
 
 	g           *guest.Guest      // integration services; set once, lives as long as the VM
-	backup      *backupRun        // the open backup, nil when none
 	diskSizes   map[string]uint64 // virtual size per disk file, read by qemu-img
 	diskSizesAt time.Time
 }

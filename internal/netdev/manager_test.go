@@ -95,7 +95,7 @@ func TestSwitchLifecycle(t *testing.T) {
 		if l, _ := linkByName(BridgeName(req.Name)); l != nil {
 			t.Errorf("bridge of %s left behind", req.Name)
 		}
-		if _, err := m.Get(req.Name); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "hv switch list") {
+		if _, err := m.Get(req.Name); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(errdefs.Hint(err), "list of switches") {
 			t.Errorf("Get after delete: %v", err)
 		}
 	}

@@ -1,0 +1,138 @@
+// Package hostvm is the contract between hvd's host service (internal/host:
+// the registry of VMs, their locks and state machine) and the features built
+// on it (internal/feature/...: checkpoints, backups, export and import, the
+// integration services' API, devices; later migration and replica). A
+// feature sees a VM only through VM, and the host only through Host, so that
+// a feature is a room of its own: it imports neither internal/host nor
+// another feature, and is unit-tested with fakes of these interfaces.
+package hostvm
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/hvproject/hv/api"
+
+	"github.com/hvproject/hv/internal/blockops"
+	"github.com/hvproject/hv/internal/checkpoint"
+	"github.com/hvproject/hv/internal/disk"
+	"github.com/hvproject/hv/internal/guest"
+	"github.com/hvproject/hv/internal/machine"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qmp"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// VM is one VM of this host, as a feature sees it during one call or
+// operation (a feature keeps no VM past it: the VM may be deleted).
+type VM interface {
+	Name() string
+	ID() string
+	Dir() string                // its directory: disks, NVRAM, memory state
+	Path(file string) string    // a file of its directory
+	RunPath(file string) string // a socket of its run directory
+	Config() vmconfig.Config    // a copy
+	Runtime() vmconfig.Runtime  // a copy
+	State() string
+	// UpdateConfig changes the configuration: fn gets a copy of the current
+	// one; what it leaves is written durably and becomes the VM's.
+	UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error)
+	// UpdateRuntime changes the runtime record durably (fn gets it to edit).
+	UpdateRuntime(fn func(*vmconfig.Runtime)) error
+	// SetState records a state durably, or not at all (the caller undoes).
+	SetState(state, reason string) error
+	// Session is the VM's running QEMU, when it has one.
+	Session() (Session, bool)
+	Guest() *guest.Guest
+	// CannotFreeze says why the guest cannot freeze now ("" when it can).
+	CannotFreeze() string
+	// Freeze freezes the guest's file systems for at most timeout seconds
+	// (0: the default), Thaw ends it; both announce it.
+	Freeze(ctx context.Context, timeout int) (api.FreezeStatus, error)
+	Thaw() api.FreezeStatus
+	// Publish announces a change of the VM on hvd's event stream.
+	Publish(action, msg string)
+}
+
+// Session is a VM's running QEMU: its machine and its block layer.
+type Session interface {
+	Machine
+	Block() Block
+	// Gone is closed once QEMU is gone and the host has cleaned up after it.
+	Gone() <-chan struct{}
+}
+
+// Machine is what hv asks of a running QEMU (a *machine.Machine, or a fake).
+type Machine interface {
+	Pid() int
+	Exited() <-chan struct{}
+	End() (reason string, expected bool)
+	ExpectExit(on bool)
+	Kill() error
+	Detach()
+	Pause(ctx context.Context) error
+	Cont(ctx context.Context) error
+	PowerButton(ctx context.Context) error
+	Status(ctx context.Context) (qmp.StatusInfo, error)
+	Quit()
+	WaitIncoming(ctx context.Context) error
+	Flush(ctx context.Context) error
+	SaveState(ctx context.Context, path string, progress func(done, total uint64)) error
+	CancelSave(ctx context.Context) error
+	PlugNIC(ctx context.Context, n machine.NIC) error
+	RemoveNetdev(ctx context.Context, id string) error
+	PlugDisk(ctx context.Context, d machine.Disk) error
+	CloseImage(ctx context.Context, path string)
+	Unplug(ctx context.Context, id string) error
+	Memory(ctx context.Context, maxMem uint64) (machine.Memory, error)
+	SetPlugged(ctx context.Context, size uint64) error
+	SetBalloon(ctx context.Context, bytes uint64) error
+	PollBalloonStats(ctx context.Context) error
+	BalloonStats(ctx context.Context) (qmp.GuestStats, error)
+}
+
+var _ Machine = (*machine.Machine)(nil)
+
+// Block is a running VM's block layer (a *blockops.Live, or a fake).
+type Block interface {
+	blockops.Images
+	OpenOverlay(ctx context.Context, file string) error
+	CloseImage(ctx context.Context, file string)
+	ImageBitmaps(ctx context.Context, files []string) (map[string][]blockops.Bitmap, error)
+	Switch(ctx context.Context, overlays []checkpoint.Overlay, bitmaps map[string][]blockops.Bitmap) error
+	Writing(ctx context.Context, files []string) (bool, error)
+	OpenView(ctx context.Context, d blockops.ViewDisk) error
+	TakePointInTime(ctx context.Context, disks []blockops.ViewDisk, ref, since string) error
+	ExportView(ctx context.Context, socket string, disks []blockops.ViewDisk, ref string) error
+	CloseView(ctx context.Context, disks []blockops.ViewDisk, remove []string)
+}
+
+var _ Block = (*blockops.Live)(nil)
+
+// Work is an operation's body on a VM whose lock it holds.
+type Work func(ctx context.Context, op *operation.Op, v VM) (any, error)
+
+// Host is what a feature asks of the host service.
+type Host interface {
+	// VM finds a VM by name (a not-found error that says so otherwise).
+	VM(name string) (VM, error)
+	// VMs lists the VMs.
+	VMs() []VM
+	// Locked takes the VM's lock, checks that action may run in its state
+	// (and not during an open backup unless allowed), and runs work as an
+	// operation of kind that holds the lock until it ends. A refused action
+	// is an error at once, never a failed operation.
+	Locked(v VM, kind, action string, work Work) (*operation.Op, error)
+	// WithLock waits (bounded by ctx) for the VM's lock and runs fn holding it.
+	WithLock(ctx context.Context, v VM, kind string, fn func() error) error
+	// Operations runs work that holds no VM lock.
+	Operations() *operation.Manager
+	// Start starts (or restores) a VM whose lock the caller holds.
+	Start(ctx context.Context, op *operation.Op, v VM) error
+	// TurnOff kills a running VM's QEMU and records it Off with reason.
+	TurnOff(v VM, reason string) error
+	Disk() *disk.Tool
+	Log() *slog.Logger
+	// Hook marks a named point of an operation (crash tests stop hvd there).
+	Hook(point string)
+}
