@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -369,21 +370,44 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 		}
 	}
 
-	// 5. A damaged block: verify says so and exits 1.
-	var block string
-	filepath.WalkDir(filepath.Join(repo, "blocks"), func(p string, e os.DirEntry, err error) error {
-		if err == nil && !e.IsDir() && block == "" {
-			block = p
-		}
-		return nil
-	})
-	if err := os.WriteFile(block, []byte("bit rot"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// 5. A damaged block: verify says so and exits 1; --repair forgets it.
+	damageFirstPackedBlock(t, repo)
 	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo, third.ID)
 	if r.code != 1 || !strings.Contains(r.stdout, "1 problem:\n  "+third.ID+": block ") ||
 		!strings.Contains(r.stderr, "Error: verify found 1 problem in "+repo) {
 		t.Fatalf("verify of a damaged block: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo, "--repair")
+	if r.code != 1 || !strings.Contains(r.stdout, "Forgot 1 damaged block: the next backup that reads the same data stores it again") {
+		t.Fatalf("verify --repair: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo)
+	if r.code != 1 || !strings.Contains(r.stdout, "is missing") {
+		t.Fatalf("verify after the repair: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// damageFirstPackedBlock flips a byte of the first block that the first pack
+// index of the repository names, as docs/backup-repository.md lays it out.
+func damageFirstPackedBlock(t *testing.T, repo string) {
+	t.Helper()
+	idxs, _ := filepath.Glob(filepath.Join(repo, "packs", "*.idx"))
+	if len(idxs) == 0 {
+		t.Fatal("no pack index in the repository")
+	}
+	idx := readRaw(t, idxs[0])
+	if len(idx) < 16+44+32 || string(idx[:8]) != "HVPIDX1\n" {
+		t.Fatalf("%s is not a pack index", idxs[0])
+	}
+	off := int64(binary.BigEndian.Uint64(idx[16+32:]))
+	pack := strings.TrimSuffix(idxs[0], ".idx") + ".pack"
+	f, err := os.OpenFile(pack, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("bit rot"), off); err != nil {
+		t.Fatal(err)
 	}
 }
 
