@@ -13,7 +13,6 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/backuprepo"
-	"github.com/hvproject/hv/internal/nbd"
 )
 
 // When hv cannot read the VM's directory, the backup holds what hvd shows, and a
@@ -97,35 +96,5 @@ func TestStoredConfigWithoutTheVMDirectory(t *testing.T) {
 	}
 	if sc, err := parseStoredConfig("b1", []byte(`{"name":"web1","generation":1}`)); err != nil || sc.VM.Generation != 1 {
 		t.Fatalf("plain JSON: %+v %v", sc, err)
-	}
-}
-
-// Blocks: rounded out to whole blocks, each once; zero extents cover whole blocks only.
-func TestBackupBlockArithmetic(t *testing.T) {
-	type ext = struct{ off, n int64 }
-	mk := func(es ...ext) (out []nbd.Extent) {
-		for _, e := range es {
-			out = append(out, nbd.Extent{Offset: e.off, Length: e.n})
-		}
-		return out
-	}
-	got := blocksOf(mk(ext{0, 1}, ext{100, 10}, ext{1000, 24}, ext{1024, 1}, ext{4000, 96}), 1024, 4096)
-	if fmt.Sprint(got) != "[0 1 3]" {
-		t.Fatalf("blocksOf %v", got)
-	}
-	if got := blocksOf(mk(ext{0, 4096}), 1024, 4000); fmt.Sprint(got) != "[0 1 2 3]" {
-		t.Fatalf("blocksOf the whole disk %v", got)
-	}
-	zero := mergeRanges(mk(ext{0, 512}, ext{512, 512}, ext{2048, 100}))
-	if fmt.Sprint(zero) != "[{0 1024 0} {2048 100 0}]" {
-		t.Fatalf("mergeRanges %v", zero)
-	}
-	for _, c := range []struct {
-		lo, hi int64
-		want   bool
-	}{{0, 1024, true}, {0, 1025, false}, {100, 200, true}, {1024, 2048, false}, {2048, 2148, true}, {2048, 2149, false}, {5000, 6000, false}} {
-		if covered(zero, c.lo, c.hi) != c.want {
-			t.Errorf("covered [%d, %d): %v", c.lo, c.hi, !c.want)
-		}
 	}
 }
