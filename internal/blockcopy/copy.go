@@ -5,7 +5,8 @@
 // without reading; Copy reads them over several connections, hands them to
 // several workers that call the Sink (for a backup repository: hash and
 // write), and keeps a bounded number of buffers in flight, so that reading,
-// hashing and writing overlap.
+// hashing and writing overlap. Neighbouring blocks smaller than a read are
+// read together.
 //
 // Sinks here: RepoSink (a backup being written into internal/backuprepo)
 // and FileSink (a raw image file). A Sink is called from several goroutines.
@@ -50,7 +51,7 @@ type Disk struct {
 // Options tune Copy; the zero value is ready to use.
 type Options struct {
 	// ReadSize is the most bytes one read asks for: neighbouring blocks are
-	// read together up to it (default 1 MiB; at least one block).
+	// read together up to it (default DefaultReadSize; at least one block).
 	ReadSize int
 	// Workers is how many goroutines hand blocks to the sinks (default
 	// GOMAXPROCS, at least 2): for a repository, they hash and write.
@@ -71,9 +72,13 @@ type Stats struct {
 	Reads      int64 // read requests
 }
 
-// DefaultReadSize and DefaultMemory are Options' defaults.
+// DefaultReadSize and DefaultMemory are Options' defaults. QEMU 7.2's NBD
+// server answers reads of 1 MiB or more five times slower than reads of
+// 256 or 512 KiB (measured with qemu-nbd on a qcow2 in the page cache: 200
+// against 1,300 to 1,800 MiB/s): larger reads only pay where blocks are
+// smaller.
 const (
-	DefaultReadSize = 1 << 20
+	DefaultReadSize = 256 << 10
 	DefaultMemory   = 64 << 20
 )
 
