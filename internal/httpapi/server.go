@@ -194,6 +194,8 @@ func (s *Server) routes() []route {
 		{"DELETE", "/1.0/vms/{name}/backups/{backup}", s.abortBackup},
 		{"POST", "/1.0/vms/{name}/backups/{backup}/finish", s.finishBackup},
 		{"GET", "/1.0/vms/{name}/backups/{backup}/disks/{disk}/changes", s.backupChanges},
+		{"GET", "/1.0/vms/{name}/backups/{backup}/files", s.listBackupFiles},
+		{"GET", "/1.0/vms/{name}/backups/{backup}/files/{file}", s.getBackupFile},
 		{"GET", "/1.0/vms/{name}/tracking", s.getTracking},
 		{"DELETE", "/1.0/vms/{name}/tracking/{reference}", s.deleteReferencePoint},
 	}
