@@ -442,7 +442,7 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 	if fresh, err := c.GetVM(ctx, vm.Name); err == nil {
 		vm = fresh
 	}
-	config, err := captureConfig(ctx, c, vm, a.warn)
+	config, err := captureConfig(ctx, c, vm, ab.ID, a.warn)
 	if err != nil {
 		return nil, fmt.Errorf("storing the VM's configuration: %w", err)
 	}

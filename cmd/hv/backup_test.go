@@ -57,7 +57,9 @@ func newBackupVM(t *testing.T) *backupVM {
 	for _, d := range cfg.Disks {
 		runQEMU(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k", v.img(d.Name), fmt.Sprint(v.sizes[d.Name]))
 	}
-	v.vm = api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, State: api.StateRunning, CPUs: 2, MemoryBytes: 512 * mib, Directory: dir,
+	// hvd's directory as hvd shows it: hv must read nothing there (the fake
+	// hvd serves the files from dir).
+	v.vm = api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, State: api.StateRunning, CPUs: 2, MemoryBytes: 512 * mib, Directory: "/nonexistent/hvd/vms/web1",
 		Disks: []api.Disk{{Name: "root", Path: v.img("root"), Format: "qcow2", Boot: true}, {Name: "data1", Path: v.img("data1"), Format: "qcow2"}},
 		NICs:  []api.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:12:34:56"}}}
 	return v
@@ -162,6 +164,7 @@ func diskOf(rep backupReport, name string) backupReportDisk {
 func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	base := t.TempDir()
 	repo := filepath.Join(base, "repo")
 	f.host.Root = base // same file system as the staging directory: register
@@ -416,6 +419,7 @@ func damageFirstPackedBlock(t *testing.T, repo string) {
 func TestBackupCreateAbortsOnFailure(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	f.next = func(req api.BackupCreate) api.Operation {
 		ab, stop := v.open("hvb-1", "", nil)
@@ -454,6 +458,7 @@ func TestBackupCreateAbortsOnFailure(t *testing.T) {
 func TestBackupCreateInterrupted(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	v.write("root", "write -P 0xaa 0 64k")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -479,6 +484,7 @@ func TestBackupCreateInterrupted(t *testing.T) {
 func TestBackupFinishFailsThenBuildsOnOlderReference(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	runQEMU(t, "qemu-img", "bitmap", "--add", "--enable", "-g", "64K", "-f", "qcow2", v.img("root"), "b1")
 	n := 0
