@@ -4,7 +4,7 @@
 // or those a dirty bitmap marks changed) and which to record as zeros
 // without reading; Copy reads them over several connections, hands them to
 // several workers that call the Sink (for a backup repository: hash and
-// write), and keeps a bounded number of buffers in flight, so that reading,
+// write), and keeps a few buffers in flight, so that reading,
 // hashing and writing overlap. Neighbouring blocks smaller than a read are
 // read together.
 //
@@ -57,7 +57,8 @@ type Options struct {
 	// GOMAXPROCS, at least 2): for a repository, they hash and write.
 	Workers int
 	// Memory bounds the bytes of the buffers in flight, read and not yet
-	// put (default 64 MiB; at least two reads).
+	// put (default DefaultMemory), but leaves a buffer to each reader and
+	// worker at least.
 	Memory int64
 	// Progress is told the bytes put so far of the bytes to read. Calls
 	// never overlap.
@@ -76,10 +77,13 @@ type Stats struct {
 // server answers reads of 1 MiB or more five times slower than reads of
 // 256 or 512 KiB (measured with qemu-nbd on a qcow2 in the page cache: 200
 // against 1,300 to 1,800 MiB/s): larger reads only pay where blocks are
-// smaller.
+// smaller. A few MiB of buffers keep every reader and worker busy, and
+// stay in the CPU's cache between the read, the hash and the write: with
+// 64 MiB a copy into a repository took a fifth more CPU time (1.9-2.3
+// against 1.5 s/GiB).
 const (
 	DefaultReadSize = 256 << 10
-	DefaultMemory   = 64 << 20
+	DefaultMemory   = 4 << 20
 )
 
 func (o Options) fill(maxBlock int64) Options {
@@ -93,7 +97,6 @@ func (o Options) fill(maxBlock int64) Options {
 	if o.Memory <= 0 {
 		o.Memory = DefaultMemory
 	}
-	o.Memory = max(o.Memory, 2*int64(o.ReadSize))
 	return o
 }
 
@@ -180,6 +183,11 @@ func (c *copier) run(ctx context.Context, jobs []*job) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	n := int(c.o.Memory / int64(c.o.ReadSize))
+	conns := 0
+	for _, j := range jobs {
+		conns += len(j.d.Readers)
+	}
+	n = max(n, conns+c.o.Workers)
 	c.pool = make(chan []byte, n)
 	for range n {
 		c.pool <- nil // allocated on first use: a small copy needs few

@@ -171,7 +171,8 @@ func TestCopyReadsNeighboursTogether(t *testing.T) {
 }
 
 // While the sink holds every block, no more reads are in flight than the
-// memory allows.
+// memory allows; and a memory too small for every reader and worker still
+// gives each one a buffer.
 func TestCopyBoundsMemory(t *testing.T) {
 	t.Parallel()
 	var reads atomic.Int64
@@ -180,7 +181,7 @@ func TestCopyBoundsMemory(t *testing.T) {
 	for i := range int64(64) {
 		d.Read = append(d.Read, i)
 	}
-	for range 4 {
+	for range 2 {
 		d.Readers = append(d.Readers, &memReader{data: data, failAt: -1, reads: &reads})
 	}
 	s := newMemSink()
@@ -188,18 +189,35 @@ func TestCopyBoundsMemory(t *testing.T) {
 	d.Sink = s
 	done := make(chan error)
 	go func() {
-		_, err := Copy(context.Background(), []*Disk{d}, Options{ReadSize: 128 << 10, Memory: 3 * 128 << 10, Workers: 8})
+		_, err := Copy(context.Background(), []*Disk{d}, Options{ReadSize: 128 << 10, Memory: 5 * 128 << 10, Workers: 2})
 		done <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if n := reads.Load(); n > 3 {
-		t.Fatalf("%d reads while the sink held them all; the memory allows 3", n)
+	if n := reads.Load(); n > 5 {
+		t.Fatalf("%d reads while the sink held them all; the memory allows 5", n)
 	}
 	close(s.hold)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	checkSink(t, d, s, data)
+
+	reads.Store(0)
+	s = newMemSink()
+	s.hold = make(chan struct{})
+	d.Sink = s
+	go func() {
+		_, err := Copy(context.Background(), []*Disk{d}, Options{ReadSize: 128 << 10, Memory: 1, Workers: 2})
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if n := reads.Load(); n != 4 {
+		t.Fatalf("%d reads while the sink held them all; 2 readers and 2 workers get 4 buffers", n)
+	}
+	close(s.hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // The first error stops the copy and says which disk, where.
