@@ -399,31 +399,7 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 		return nil, err
 	}
 	plans := planDisks(ab, parent, since, bs)
-	meta := backuprepo.BackupMeta{
-		VM: vm.Name, VMID: ab.VMID, Kind: backuprepo.Full, Consistency: backuprepo.Crash,
-		Reference: ab.ID, Time: ab.Time,
-	}
-	if meta.VMID == "" {
-		meta.VMID = vm.ID
-	}
-	if ab.Consistency == api.ConsistencyApplication {
-		meta.Consistency = backuprepo.Application
-	} else if o.consistency == api.ConsistencyApplication {
-		why := ab.ConsistencyReason
-		if why == "" {
-			why = "the guest did not freeze its file systems"
-		}
-		a.note("consistency: crash: %s", why)
-	}
-	for _, p := range plans {
-		if p.incremental {
-			meta.Kind, meta.Parent = backuprepo.Incremental, parent.ID
-		} else {
-			a.note("disk %s: full: %s", p.d.Name, p.reason)
-		}
-		meta.Disks = append(meta.Disks, backuprepo.DiskMeta{Name: p.d.Name, Size: p.d.Size, BlockSize: int(p.bs), Full: !p.incremental})
-	}
-	w, err := repo.Begin(meta)
+	w, err := repo.Begin(a.backupMeta(vm, parent, ab, plans, o))
 	if err != nil {
 		return nil, err
 	}
@@ -468,6 +444,36 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 		return nil, err
 	}
 	return newBackupReport(b, ab, repo, plans), nil
+}
+
+// backupMeta describes the repository's backup of hvd's backup ab, and says on
+// stderr why it is crash-consistent or reads disks whole.
+func (a *app) backupMeta(vm api.VM, parent *backuprepo.Backup, ab api.Backup, plans []*diskPlan, o createOptions) backuprepo.BackupMeta {
+	meta := backuprepo.BackupMeta{
+		VM: vm.Name, VMID: ab.VMID, Kind: backuprepo.Full, Consistency: backuprepo.Crash,
+		Reference: ab.ID, Time: ab.Time,
+	}
+	if meta.VMID == "" {
+		meta.VMID = vm.ID
+	}
+	if ab.Consistency == api.ConsistencyApplication {
+		meta.Consistency = backuprepo.Application
+	} else if o.consistency == api.ConsistencyApplication {
+		why := ab.ConsistencyReason
+		if why == "" {
+			why = "the guest did not freeze its file systems"
+		}
+		a.note("consistency: crash: %s", why)
+	}
+	for _, p := range plans {
+		if p.incremental {
+			meta.Kind, meta.Parent = backuprepo.Incremental, parent.ID
+		} else {
+			a.note("disk %s: full: %s", p.d.Name, p.reason)
+		}
+		meta.Disks = append(meta.Disks, backuprepo.DiskMeta{Name: p.d.Name, Size: p.d.Size, BlockSize: int(p.bs), Full: !p.incremental})
+	}
+	return meta
 }
 
 // newBackupReport says what backup b, read from hvd's backup ab, is and holds.

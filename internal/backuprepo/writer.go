@@ -165,22 +165,12 @@ func (r *Repo) checkMeta(m *BackupMeta) error {
 }
 
 func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
-	if err := r.upgrade(); err != nil {
-		return nil, err
-	}
-	if err := r.recover(); err != nil {
-		return nil, err
-	}
-	idx, err := r.loadIndex()
+	idx, err := r.prepareWrite()
 	if err != nil {
 		return nil, err
 	}
-	if len(idx.bad) > 0 {
-		r.log.Warn("some pack indexes cannot be read; the blocks they list are stored again", "repo", r.dir, "err", errors.Join(idx.bad...))
-	}
 	var parent *Backup
 	if meta.Kind == Incremental {
-		var err error
 		parent, err = r.Get(meta.Parent)
 		if errdefs.Is(err, errdefs.ErrNotFound) {
 			return nil, fmt.Errorf("%w: parent: backup %s is not in the repository %s; take a full backup", errdefs.ErrInvalid, meta.Parent, r.dir)
@@ -241,6 +231,25 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 			return nil, fmt.Errorf("%w: cannot find a free backup id in %s", errdefs.ErrUnavailable, r.dir)
 		}
 	}
+}
+
+// prepareWrite readies the repository for a writer: upgraded to this
+// version, what an interrupted writer left discarded, the index loaded.
+func (r *Repo) prepareWrite() (*blockIndex, error) {
+	if err := r.upgrade(); err != nil {
+		return nil, err
+	}
+	if err := r.recover(); err != nil {
+		return nil, err
+	}
+	idx, err := r.loadIndex()
+	if err != nil {
+		return nil, err
+	}
+	if len(idx.bad) > 0 {
+		r.log.Warn("some pack indexes cannot be read; the blocks they list are stored again", "repo", r.dir, "err", errors.Join(idx.bad...))
+	}
+	return idx, nil
 }
 
 // recover finishes what an interrupted writer or prune left: it deletes the
