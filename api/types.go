@@ -572,6 +572,26 @@ type BackupDisk struct {
 	Granularity  int64 `json:"granularity,omitempty"`
 }
 
+// BackupFile is a file of the VM that hvd serves beside an open backup's disks
+// (GET /1.0/vms/{name}/backups/{backup}/files), so that a backup tool stores
+// what a restore needs without reading hvd's directories.
+type BackupFile struct {
+	// Name is what the API calls it: BackupFileConfig, BackupFileNVRAM,
+	// BackupFileKernel or BackupFileInitrd.
+	Name string `json:"name"`
+	// File is its name in the VM's directory (config.json, nvram.fd, ...).
+	File string `json:"file"`
+	Size int64  `json:"size"`
+}
+
+// The files a backup serves, when the VM has them.
+const (
+	BackupFileConfig = "config" // the VM's configuration file (config.json), as hvd keeps it
+	BackupFileNVRAM  = "nvram"  // its UEFI variables (generation 2)
+	BackupFileKernel = "kernel" // the kernel it boots directly, if any
+	BackupFileInitrd = "initrd" // and its initrd
+)
+
 // Extent is a byte range of a disk (GET .../backups/{backup}/disks/{disk}/changes).
 type Extent struct {
 	Offset int64 `json:"offset"`

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 
@@ -67,6 +69,42 @@ func (c *Client) Tracking(ctx context.Context, vm string) (api.ChangeTracking, e
 // DeleteReferencePoint stops tracking changes since a reference point.
 func (c *Client) DeleteReferencePoint(ctx context.Context, vm, reference string) error {
 	return c.do(ctx, request{method: http.MethodDelete, path: vmPath(vm, "/tracking/", url.PathEscape(reference)), timeout: c.timeout}, nil)
+}
+
+// BackupFiles lists the files of the VM that an open backup serves beside
+// its disks (its configuration, UEFI variables, kernel and initrd, those it
+// has), never nil.
+func (c *Client) BackupFiles(ctx context.Context, vm, backup string) ([]api.BackupFile, error) {
+	var out []api.BackupFile
+	err := c.do(ctx, request{method: http.MethodGet, path: backupPath(vm, backup) + "/files", timeout: c.timeout}, &out)
+	if err == nil && out == nil {
+		out = []api.BackupFile{}
+	}
+	return out, err
+}
+
+// BackupFile returns the bytes of one file an open backup serves (name is
+// api.BackupFileConfig, ...), at most max bytes: a larger file is an error,
+// as is an answer cut short. Only ctx bounds the transfer.
+func (c *Client) BackupFile(ctx context.Context, vm, backup, name string, max int64) ([]byte, api.BackupFile, error) {
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: backupPath(vm, backup) + "/files/" + url.PathEscape(name)})
+	if err != nil {
+		return nil, api.BackupFile{}, err
+	}
+	defer resp.Body.Close()
+	info := api.BackupFile{Name: name, File: resp.Header.Get("X-Hv-File"), Size: resp.ContentLength}
+	if info.Size > max {
+		return nil, info, fmt.Errorf("backup %s of VM %s: its %s file is %d bytes, more than the %d asked for", backup, vm, name, info.Size, max)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	switch {
+	case err != nil:
+		return nil, info, fmt.Errorf("backup %s of VM %s: reading its %s file: %w", backup, vm, name, err)
+	case int64(len(data)) > max || info.Size >= 0 && int64(len(data)) != info.Size:
+		return nil, info, fmt.Errorf("backup %s of VM %s: its %s file came with %d bytes, not the %d announced", backup, vm, name, len(data), info.Size)
+	}
+	info.Size = int64(len(data))
+	return data, info, nil
 }
 
 func backupPath(vm, backup string) string {

@@ -455,8 +455,9 @@ func trackingTable(w io.Writer, v trackingView) {
 
 func newBackupVerifyCmd(a *app) *cobra.Command {
 	var repoDir string
+	var repair bool
 	cmd := &cobra.Command{
-		Use:   "verify --repo DIR [BACKUP]",
+		Use:   "verify --repo DIR [BACKUP] [--repair]",
 		Short: "Check that backups can be restored",
 		Long: `Check BACKUP with the backups it builds on, or every backup of the
 repository when BACKUP is not given: each manifest, block map and stored VM
@@ -466,12 +467,22 @@ block once, however many backups share it). A progress bar shows the bytes
 read.
 
 Every problem is listed with the file and the fix, and hv exits 1. The
-repository is not changed; a prune waits until the verify ends.`,
+repository is not changed; a prune waits until the verify ends.
+
+--repair checks every backup, then forgets each damaged block (it drops the
+block from its pack's index), so that the next backup that reads the same
+data stores it again instead of reusing the damaged copy. The backups that
+need the block stay broken: take a full backup of their VMs. It holds the
+repository as a backup does, so run it when no backup is being taken.`,
 		Example: `  hv backup verify --repo /srv/backups
-  hv backup verify --repo /srv/backups 20260302T080000Z-f1d0e8 -o json`,
+  hv backup verify --repo /srv/backups 20260302T080000Z-f1d0e8 -o json
+  hv backup verify --repo /srv/backups --repair`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef(cmd, "%s takes at most one backup id (got %d arguments)", cmd.CommandPath(), len(args))
+			}
+			if repair && len(args) == 1 {
+				return usagef(cmd, "--repair checks every backup; leave out the backup id %s", args[0])
 			}
 			return needRepo(cmd, repoDir)
 		},
@@ -486,7 +497,12 @@ repository is not changed; a prune waits until the verify ends.`,
 				id = args[0]
 			}
 			m := a.newByteMeter("verifying", 0)
-			rep, err := r.Verify(cmd.Context(), id, m.progress)
+			var rep *backuprepo.Report
+			if repair {
+				rep, err = r.Repair(cmd.Context(), m.progress)
+			} else {
+				rep, err = r.Verify(cmd.Context(), id, m.progress)
+			}
 			m.stop()
 			if rep == nil || err != nil && !errors.Is(err, backuprepo.ErrDamaged) {
 				return tidy(err)
@@ -501,6 +517,7 @@ repository is not changed; a prune waits until the verify ends.`,
 		},
 	}
 	repoFlag(cmd, &repoDir, "the backup repository to check")
+	cmd.Flags().BoolVar(&repair, "repair", false, "forget damaged blocks, so that the next backup stores them again")
 	return cmd
 }
 
@@ -521,6 +538,10 @@ func verifyTable(w io.Writer, dir, id string, rep *backuprepo.Report) {
 			b = "repository"
 		}
 		fmt.Fprintf(w, "  %s: %s\n", b, p.Message)
+	}
+	if n := len(rep.Repaired); n > 0 {
+		fmt.Fprintf(w, "Forgot %d damaged block%s: the next backup that reads the same data stores %s again; take a full backup of the VMs above\n",
+			n, plural(n), map[bool]string{true: "it", false: "them"}[n == 1])
 	}
 }
 

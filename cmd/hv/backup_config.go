@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,14 +26,14 @@ import (
 //
 //	vm.json           the VM as hvd showed it (GET /1.0/vms/NAME)
 //	integration.json  its integration services (GET /1.0/vms/NAME/integration)
-//	config.json       the VM's configuration file, from its directory
-//	files/NAME        the other files of its directory that it boots with:
-//	                  its UEFI variables (nvram.fd), kernel and initrd
+//	config.json       the VM's configuration file (GET .../backups/ID/files/config)
+//	files/NAME        the other files of its directory that it boots with: its
+//	                  UEFI variables (nvram.fd), kernel and initrd (.../files/...)
 //
-// vm.json is always there; the rest when hv could read it (hvd's directory may
-// be closed to the user running hv). A restore prefers config.json, which keeps
-// every setting (PCI slots included, so the guest's device names stay), and
-// falls back to vm.json and integration.json.
+// vm.json is always there; the rest when hvd served it (an older hvd serves no
+// files). A restore prefers config.json, which keeps every setting (PCI slots
+// included, so the guest's device names stay), and falls back to vm.json and
+// integration.json. hv reads nothing from hvd's directories.
 const (
 	archiveVM          = "vm.json"
 	archiveIntegration = "integration.json"
@@ -54,9 +53,9 @@ type storedConfig struct {
 const maxStoredFile = 1 << 30
 
 // captureConfig reads what a restore of vm needs besides its disks: hvd's view of the
-// VM, and its configuration file, UEFI variables, kernel and initrd from its
-// directory when hv can read them. warn says what is missing and what it means.
-func captureConfig(ctx context.Context, c *client.Client, vm api.VM, warn func(string, ...any)) ([]byte, error) {
+// VM, and the files hvd serves with its open backup (configuration file, UEFI
+// variables, kernel, initrd). warn says what is missing and what it means.
+func captureConfig(ctx context.Context, c *client.Client, vm api.VM, backup string, warn func(string, ...any)) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	now := time.Now()
@@ -80,54 +79,12 @@ func captureConfig(ctx context.Context, c *client.Client, vm api.VM, warn func(s
 			return nil, err
 		}
 	}
-
-	// The files of the VM's directory. Without config.json, hvd's names for them.
-	var cfg *vmconfig.Config
-	cfgPath := filepath.Join(vm.Directory, vmconfig.FileName)
-	if vm.Directory == "" {
-		warn("hvd does not say where VM %s's directory is; the backup holds the settings hvd shows, and a restore gives the VM fresh UEFI variables", vm.Name)
-	} else if data, err := os.ReadFile(cfgPath); err != nil {
-		warn("cannot read %s (%v); the backup holds the settings hvd shows (a restored VM may get other PCI slots), run hv backup as a user who can read it to keep them all", cfgPath, pathErr(err))
-	} else if parsed, _, err := vmconfig.Parse(cfgPath, data); err != nil {
-		warn("%s cannot be read (%v); the backup holds the settings hvd shows", cfgPath, err)
-	} else {
-		cfg = &parsed
-		if err := add(archiveConfig, data); err != nil {
-			return nil, err
-		}
-	}
-	type file struct{ name, path, what string }
-	var files []file
-	nvram := ""
-	switch {
-	case cfg != nil:
-		nvram = cfg.NVRAM
-	case vm.Generation == 2:
-		nvram = "nvram.fd"
-	}
-	if nvram != "" && vm.Directory != "" {
-		files = append(files, file{nvram, filepath.Join(vm.Directory, nvram), "UEFI variables"})
-	}
-	if vm.Kernel != "" {
-		files = append(files, file{filepath.Base(vm.Kernel), vm.Kernel, "kernel"})
-	}
-	if vm.Initrd != "" {
-		files = append(files, file{filepath.Base(vm.Initrd), vm.Initrd, "initrd"})
+	files, err := backupFiles(ctx, c, vm, backup, warn)
+	if err != nil {
+		return nil, err
 	}
 	for _, f := range files {
-		data, err := readSmall(f.path)
-		if err != nil {
-			switch f.what {
-			case "UEFI variables":
-				warn("cannot read VM %s's UEFI variables %s (%v); a restore gives the VM fresh ones (its boot entries reset); run hv backup as a user who can read it to keep them",
-					vm.Name, f.path, err)
-			default:
-				warn("cannot read VM %s's %s %s (%v); a restore of this backup will need it back in place; run hv backup as a user who can read it",
-					vm.Name, f.what, f.path, err)
-			}
-			continue
-		}
-		if err := add(archiveFiles+f.name, data); err != nil {
+		if err := add(f.name, f.data); err != nil {
 			return nil, err
 		}
 	}
@@ -137,20 +94,66 @@ func captureConfig(ctx context.Context, c *client.Client, vm api.VM, warn func(s
 	return buf.Bytes(), nil
 }
 
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// archived is a file for the archive: its name there and its bytes.
+type archived struct {
+	name string
+	data []byte
+}
+
+// backupFiles fetches the files hvd serves with backup, and warns about those a
+// restore will miss.
+func backupFiles(ctx context.Context, c *client.Client, vm api.VM, backup string, warn func(string, ...any)) ([]archived, error) {
+	list, err := c.BackupFiles(ctx, vm.Name, backup)
 	if err != nil {
-		return nil, pathErr(err)
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		warn("hvd does not serve the files of backup %s (%v); the backup holds the settings hvd shows (a restored VM may get other PCI slots and fresh UEFI variables); upgrade hvd to keep them", backup, err)
+		list = nil
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxStoredFile+1))
-	if err != nil {
-		return nil, pathErr(err)
+	var out []archived
+	got := map[string]bool{}
+	for _, f := range list {
+		data, _, err := c.BackupFile(ctx, vm.Name, backup, f.Name, maxStoredFile)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			warn("cannot get VM %s's %s %s from hvd (%v)", vm.Name, f.Name, f.File, err)
+			continue
+		}
+		name := archiveFiles + f.File
+		if f.Name == api.BackupFileConfig {
+			if _, _, err := vmconfig.Parse(archiveConfig, data); err != nil {
+				warn("VM %s's configuration file cannot be read (%v); the backup holds the settings hvd shows", vm.Name, err)
+				continue
+			}
+			name = archiveConfig
+		}
+		if f.File != filepath.Base(f.File) || f.File == "." || f.File == ".." {
+			warn("hvd names VM %s's %s %q, not a file name; it is left out", vm.Name, f.Name, f.File)
+			continue
+		}
+		out = append(out, archived{name, data})
+		got[f.Name] = true
 	}
-	if len(data) > maxStoredFile {
-		return nil, fmt.Errorf("larger than %s", humanBytes(maxStoredFile))
+	missing(vm, got, warn)
+	return out, nil
+}
+
+// missing warns about the files a restore of vm needs that the backup lacks.
+func missing(vm api.VM, got map[string]bool, warn func(string, ...any)) {
+	if list := len(got) > 0; list && !got[api.BackupFileConfig] {
+		warn("the backup holds the settings hvd shows, not VM %s's configuration file: a restored VM may get other PCI slots", vm.Name)
 	}
-	return data, nil
+	if vm.Generation == 2 && !got[api.BackupFileNVRAM] {
+		warn("the backup lacks VM %s's UEFI variables; a restore gives the VM fresh ones (its boot entries reset)", vm.Name)
+	}
+	for _, f := range []struct{ name, path string }{{api.BackupFileKernel, vm.Kernel}, {api.BackupFileInitrd, vm.Initrd}} {
+		if f.path != "" && !got[f.name] {
+			warn("the backup lacks VM %s's %s %s; a restore of this backup will need it back in place", vm.Name, f.name, filepath.Base(f.path))
+		}
+	}
 }
 
 // pathErr drops the path of a *fs.PathError, for messages that name it already.

@@ -5,49 +5,48 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/backuprepo"
-	"github.com/hvproject/hv/internal/nbd"
 )
 
-// When hv cannot read the VM's directory, the backup holds what hvd shows, and a
-// restore rebuilds the configuration from it, with fresh UEFI variables; it refuses
-// what could not boot.
-func TestStoredConfigWithoutTheVMDirectory(t *testing.T) {
-	f := newFakeHVD(t, api.VM{Name: "web1"})
-	f.integration["time-sync"] = api.IntegrationService{Name: "time-sync", Enabled: false}
-	f.integration["heartbeat"] = api.IntegrationService{Name: "heartbeat", Enabled: true}
-	kernel := filepath.Join(t.TempDir(), "vmlinuz")
-	os.WriteFile(kernel, []byte("a kernel"), 0o600)
-	vm := api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, CPUs: 2, MemoryBytes: 1 << 30, Directory: filepath.Join(t.TempDir(), "gone"),
+// When hvd serves no files with the backup (an older hvd), the backup holds what
+// hvd shows, and a restore rebuilds the configuration from it, with fresh UEFI
+// variables; it refuses what could not boot.
+func TestStoredConfigFromAnOlderHVD(t *testing.T) {
+	vm := api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, CPUs: 2, MemoryBytes: 1 << 30, Directory: "/nonexistent/hvd/vms/web1",
 		Disks:  []api.Disk{{Name: "root", Path: "/x/root.qcow2", Format: "qcow2", Boot: true}},
-		Kernel: kernel, Initrd: filepath.Join(t.TempDir(), "initrd.img"), Cmdline: "console=ttyS0",
+		Kernel: "/nonexistent/hvd/vms/web1/vmlinuz", Initrd: "/nonexistent/hvd/vms/web1/initrd.img", Cmdline: "console=ttyS0",
 		NICs: []api.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:00:00:01", VLAN: 10}}, CheckpointType: api.CheckpointProduction,
 		DynamicMemory: &api.DynamicMemory{Enabled: true, MinimumBytes: 512 << 20, MaximumBytes: 2 << 30, BufferPercent: 20}}
+	f := newBackupHVD(t, vm)
+	f.integration["time-sync"] = api.IntegrationService{Name: "time-sync", Enabled: false}
+	f.integration["heartbeat"] = api.IntegrationService{Name: "heartbeat", Enabled: true}
+	f.open["b1"] = api.Backup{ID: "b1", VM: "web1"}
+	f.noFiles = true
 	var warnings []string
 	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
-	data, err := captureConfig(context.Background(), client.New(f.socket), vm, warn)
+	data, err := captureConfig(context.Background(), client.New(f.socket), vm, "b1", warn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	all := strings.Join(warnings, "\n")
-	for _, want := range []string{"config.json (no such file or directory); the backup holds the settings hvd shows",
-		"UEFI variables " + vm.Directory + "/nvram.fd (no such file or directory); a restore gives the VM fresh ones",
-		"initrd " + vm.Initrd + " (no such file or directory); a restore of this backup will need it"} {
+	for _, want := range []string{"hvd does not serve the files of backup b1 (no such API path: GET /1.0/vms/web1/backups/b1/files); the backup holds the settings hvd shows",
+		"the backup lacks VM web1's UEFI variables; a restore gives the VM fresh ones",
+		"the backup lacks VM web1's kernel vmlinuz; a restore of this backup will need it back in place",
+		"the backup lacks VM web1's initrd initrd.img"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("warnings lack %q:\n%s", want, all)
 		}
 	}
 	sc, err := parseStoredConfig("b1", data)
-	if err != nil || sc.Config != nil || string(sc.Files["vmlinuz"]) != "a kernel" || len(sc.Files) != 1 || sc.VM.Name != "web1" || len(sc.Integration) != 2 {
+	if err != nil || sc.Config != nil || len(sc.Files) != 0 || sc.VM.Name != "web1" || len(sc.Integration) != 2 {
 		t.Fatalf("stored: %+v, %v", sc, err)
 	}
+	sc.Files["vmlinuz"] = []byte("a kernel") // as if hvd had served the kernel alone
 
 	b := &backuprepo.Backup{ID: "20260302T080000Z-f1d0e8", Disks: []backuprepo.Disk{{Name: "root", Size: 1 << 20}, {Name: "scratch", Size: 1 << 20}}}
 	tmpl := []byte("OVMF_VARS")
@@ -97,35 +96,5 @@ func TestStoredConfigWithoutTheVMDirectory(t *testing.T) {
 	}
 	if sc, err := parseStoredConfig("b1", []byte(`{"name":"web1","generation":1}`)); err != nil || sc.VM.Generation != 1 {
 		t.Fatalf("plain JSON: %+v %v", sc, err)
-	}
-}
-
-// Blocks: rounded out to whole blocks, each once; zero extents cover whole blocks only.
-func TestBackupBlockArithmetic(t *testing.T) {
-	type ext = struct{ off, n int64 }
-	mk := func(es ...ext) (out []nbd.Extent) {
-		for _, e := range es {
-			out = append(out, nbd.Extent{Offset: e.off, Length: e.n})
-		}
-		return out
-	}
-	got := blocksOf(mk(ext{0, 1}, ext{100, 10}, ext{1000, 24}, ext{1024, 1}, ext{4000, 96}), 1024, 4096)
-	if fmt.Sprint(got) != "[0 1 3]" {
-		t.Fatalf("blocksOf %v", got)
-	}
-	if got := blocksOf(mk(ext{0, 4096}), 1024, 4000); fmt.Sprint(got) != "[0 1 2 3]" {
-		t.Fatalf("blocksOf the whole disk %v", got)
-	}
-	zero := mergeRanges(mk(ext{0, 512}, ext{512, 512}, ext{2048, 100}))
-	if fmt.Sprint(zero) != "[{0 1024 0} {2048 100 0}]" {
-		t.Fatalf("mergeRanges %v", zero)
-	}
-	for _, c := range []struct {
-		lo, hi int64
-		want   bool
-	}{{0, 1024, true}, {0, 1025, false}, {100, 200, true}, {1024, 2048, false}, {2048, 2148, true}, {2048, 2149, false}, {5000, 6000, false}} {
-		if covered(zero, c.lo, c.hi) != c.want {
-			t.Errorf("covered [%d, %d): %v", c.lo, c.hi, !c.want)
-		}
 	}
 }

@@ -5,23 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/backuprepo"
+	"github.com/hvproject/hv/internal/blockcopy"
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/nbd"
 	"github.com/hvproject/hv/internal/validate"
 	"github.com/spf13/cobra"
 )
 
-// backupReaders is how many blocks are read from hvd's NBD exports at once.
-const backupReaders = 4
+// backupReaders is how many connections read each of hvd's NBD exports.
+const backupReaders = blockcopy.DefaultConns
 
 type createOptions struct {
 	repo          string
@@ -312,35 +310,22 @@ func (a *app) abortOpen(c *client.Client, vm, id string) {
 	}
 }
 
-// diskPlan is what to read of one disk of an open backup.
+// diskPlan is how to read one disk of an open backup: as an incremental on
+// the parent (its changes) or whole (and why), in blocks of bs bytes; src,
+// once opened, holds its blocks to read and its connections.
 type diskPlan struct {
 	d           api.BackupDisk
 	incremental bool
 	reason      string // why it is read whole
 	bs          int64
-	conns       []*nbd.Client
-	read        []int64 // blocks to read, ascending
-	zeros       []int64 // changed blocks that read as zeros: recorded, not read
-}
-
-func (p *diskPlan) blockLen(i int64) int { return int(min(p.bs, p.d.Size-i*p.bs)) }
-
-func (p *diskPlan) changedBytes() int64 {
-	var n int64
-	for _, i := range p.read {
-		n += int64(p.blockLen(i))
-	}
-	for _, i := range p.zeros {
-		n += int64(p.blockLen(i))
-	}
-	return n
+	src         *blockcopy.Source
 }
 
 func (p *diskPlan) close() {
-	for _, c := range p.conns {
-		c.Close()
+	if p.src != nil {
+		p.src.Close()
+		p.src = nil
 	}
-	p.conns = nil
 }
 
 // planDisks decides, per disk, whether it is read as an incremental on parent or
@@ -350,27 +335,7 @@ func planDisks(ab api.Backup, parent *backuprepo.Backup, since string, blockSize
 	for _, d := range ab.Disks {
 		p := &diskPlan{d: d, incremental: d.Incremental}
 		if d.Incremental {
-			var pd *backuprepo.Disk
-			if parent != nil {
-				pd = parent.Disk(d.Name)
-			}
-			switch {
-			case parent == nil:
-				p.reason = "hvd lists changes, but the repository holds no backup to build on"
-			case ab.Since != since:
-				p.reason = fmt.Sprintf("hvd lists changes since %q, but backup %s ends at %q", ab.Since, parent.ID, since)
-			case d.DirtyBitmap == "":
-				p.reason = "hvd names no dirty bitmap to read the changes from"
-			case pd == nil:
-				p.reason = fmt.Sprintf("it is not in backup %s, which this one builds on", parent.ID)
-			case pd.Size != d.Size:
-				p.reason = fmt.Sprintf("it was resized since backup %s (%s, now %s)", parent.ID, humanBytes(uint64(pd.Size)), humanBytes(uint64(d.Size)))
-			case d.Granularity > 0 && int64(pd.BlockSize)%d.Granularity != 0:
-				p.reason = fmt.Sprintf("its changes are tracked in units of %s, which do not divide the repository's blocks of %s",
-					humanBytes(uint64(d.Granularity)), humanBytes(uint64(pd.BlockSize)))
-			default:
-				p.bs = int64(pd.BlockSize)
-			}
+			p.reason, p.bs = incrementalVerdict(ab, d, parent, since)
 			p.incremental = p.reason == ""
 		} else {
 			p.reason = d.FullReason
@@ -394,6 +359,31 @@ func planDisks(ab api.Backup, parent *backuprepo.Backup, since string, blockSize
 	return out
 }
 
+// incrementalVerdict says why a disk hvd lists changes for cannot be read as
+// an incremental on parent ("" when it can), and the parent's block size.
+func incrementalVerdict(ab api.Backup, d api.BackupDisk, parent *backuprepo.Backup, since string) (string, int64) {
+	var pd *backuprepo.Disk
+	if parent != nil {
+		pd = parent.Disk(d.Name)
+	}
+	switch {
+	case parent == nil:
+		return "hvd lists changes, but the repository holds no backup to build on", 0
+	case ab.Since != since:
+		return fmt.Sprintf("hvd lists changes since %q, but backup %s ends at %q", ab.Since, parent.ID, since), 0
+	case d.DirtyBitmap == "":
+		return "hvd names no dirty bitmap to read the changes from", 0
+	case pd == nil:
+		return fmt.Sprintf("it is not in backup %s, which this one builds on", parent.ID), 0
+	case pd.Size != d.Size:
+		return fmt.Sprintf("it was resized since backup %s (%s, now %s)", parent.ID, humanBytes(uint64(pd.Size)), humanBytes(uint64(d.Size))), 0
+	case d.Granularity > 0 && int64(pd.BlockSize)%d.Granularity != 0:
+		return fmt.Sprintf("its changes are tracked in units of %s, which do not divide the repository's blocks of %s",
+			humanBytes(uint64(d.Granularity)), humanBytes(uint64(pd.BlockSize))), 0
+	}
+	return "", int64(pd.BlockSize)
+}
+
 // storeBackup reads the open backup ab into a new backup of the repository and
 // commits it. On an error nothing is left in the repository.
 func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprepo.Repo, vm api.VM, parent *backuprepo.Backup, ab api.Backup, o createOptions) (rep *backupReport, err error) {
@@ -409,6 +399,56 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 		return nil, err
 	}
 	plans := planDisks(ab, parent, since, bs)
+	w, err := repo.Begin(a.backupMeta(vm, parent, ab, plans, o))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	defer func() {
+		for _, p := range plans {
+			p.close()
+		}
+	}()
+
+	// The configuration, as hvd shows it now that the disks are taken.
+	if fresh, err := c.GetVM(ctx, vm.Name); err == nil {
+		vm = fresh
+	}
+	config, err := captureConfig(ctx, c, vm, ab.ID, a.warn)
+	if err != nil {
+		return nil, fmt.Errorf("storing the VM's configuration: %w", err)
+	}
+	if err := w.SetConfig(config); err != nil {
+		return nil, err
+	}
+
+	disks, total, err := openDisks(ctx, w, plans)
+	if err != nil {
+		return nil, err
+	}
+	m := a.newByteMeter("backing up "+vm.Name, total)
+	_, err = blockcopy.Copy(ctx, disks, blockcopy.Options{Progress: m.progress})
+	m.stop()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := w.Commit()
+	if err != nil {
+		return nil, err
+	}
+	return newBackupReport(b, ab, repo, plans), nil
+}
+
+// backupMeta describes the repository's backup of hvd's backup ab, and says on
+// stderr why it is crash-consistent or reads disks whole.
+func (a *app) backupMeta(vm api.VM, parent *backuprepo.Backup, ab api.Backup, plans []*diskPlan, o createOptions) backuprepo.BackupMeta {
 	meta := backuprepo.BackupMeta{
 		VM: vm.Name, VMID: ab.VMID, Kind: backuprepo.Full, Consistency: backuprepo.Crash,
 		Reference: ab.ID, Time: ab.Time,
@@ -433,74 +473,25 @@ func (a *app) storeBackup(ctx context.Context, c *client.Client, repo *backuprep
 		}
 		meta.Disks = append(meta.Disks, backuprepo.DiskMeta{Name: p.d.Name, Size: p.d.Size, BlockSize: int(p.bs), Full: !p.incremental})
 	}
-	w, err := repo.Begin(meta)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			w.Abort()
-		}
-	}()
-	defer func() {
-		for _, p := range plans {
-			p.close()
-		}
-	}()
+	return meta
+}
 
-	// The configuration, as hvd shows it now that the disks are taken.
-	if fresh, err := c.GetVM(ctx, vm.Name); err == nil {
-		vm = fresh
-	}
-	config, err := captureConfig(ctx, c, vm, a.warn)
-	if err != nil {
-		return nil, fmt.Errorf("storing the VM's configuration: %w", err)
-	}
-	if err := w.SetConfig(config); err != nil {
-		return nil, err
-	}
-
-	var total int64
-	for _, p := range plans {
-		if err := p.open(ctx); err != nil {
-			return nil, err
-		}
-		for _, i := range p.zeros {
-			if err := w.ZeroBlock(p.d.Name, i); err != nil {
-				return nil, err
-			}
-		}
-		for _, i := range p.read {
-			total += int64(p.blockLen(i))
-		}
-	}
-	m := a.newByteMeter("backing up "+vm.Name, total)
-	err = readBlocks(ctx, w, plans, m)
-	m.stop()
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	b, err := w.Commit()
-	if err != nil {
-		return nil, err
-	}
-	rep = &backupReport{
+// newBackupReport says what backup b, read from hvd's backup ab, is and holds.
+func newBackupReport(b *backuprepo.Backup, ab api.Backup, repo *backuprepo.Repo, plans []*diskPlan) *backupReport {
+	rep := &backupReport{
 		ID: b.ID, VM: b.VM, VMID: b.VMID, Kind: string(b.Kind), Parent: b.Parent, Consistency: string(b.Consistency),
 		ConsistencyReason: ab.ConsistencyReason, FrozenSeconds: ab.FrozenSeconds, Time: b.Time,
 		Reference: b.Reference, Repository: repo.Dir(), StoredBytes: b.Stats.NewBytes,
 	}
 	for _, p := range plans {
-		d := backupReportDisk{Name: p.d.Name, Size: p.d.Size, Full: !p.incremental, ChangedBytes: p.changedBytes()}
+		d := backupReportDisk{Name: p.d.Name, Size: p.d.Size, Full: !p.incremental, ChangedBytes: p.src.ChangedBytes()}
 		if d.Full {
 			d.FullReason = p.reason
 		}
 		rep.Disks = append(rep.Disks, d)
 		rep.ChangedBytes += d.ChangedBytes
 	}
-	return rep, nil
+	return rep
 }
 
 // note prints a line for people on stderr, unless --quiet.
@@ -510,67 +501,27 @@ func (a *app) note(format string, args ...any) {
 	}
 }
 
-// bitmapContext is the NBD metadata context of a dirty bitmap hvd names: a context
-// name as it is, or a bare bitmap name.
-func bitmapContext(name string) string {
-	if strings.Contains(name, ":") {
-		return name
-	}
-	return nbd.DirtyBitmap(name)
-}
-
-// open connects to the disk's export and lists the blocks to read: the changed ones
-// of an incremental (those that now read as zeros apart), the ones that may hold
-// data of a disk read whole.
-func (p *diskPlan) open(ctx context.Context) error {
-	contexts := []string{nbd.BaseAllocation}
-	if p.incremental {
-		contexts = append(contexts, bitmapContext(p.d.DirtyBitmap))
-	}
-	where := fmt.Sprintf("disk %s: hvd's NBD export %q on %s", p.d.Name, p.d.Export, p.d.Socket)
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	conn, err := nbd.Dial(dctx, "unix", p.d.Socket, nbd.Options{Export: p.d.Export, MetaContexts: contexts})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, detachNBD(err))
-	}
-	p.conns = append(p.conns, conn)
-	if conn.Size() != p.d.Size {
-		return fmt.Errorf("%s is %d bytes, but hvd says the disk has %d; abort and try again", where, conn.Size(), p.d.Size)
-	}
-	alloc, err := conn.Extents(ctx, nbd.BaseAllocation)
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, detachNBD(err))
-	}
-	if p.incremental {
-		bm, err := conn.Extents(ctx, bitmapContext(p.d.DirtyBitmap))
+// openDisks connects to each disk's NBD export and plans what to read of it:
+// the changed blocks of an incremental, the ones that may hold data of a
+// disk read whole. Each disk's blocks go to the repository's writer w.
+func openDisks(ctx context.Context, w *backuprepo.Writer, plans []*diskPlan) ([]*blockcopy.Disk, int64, error) {
+	var disks []*blockcopy.Disk
+	var total int64
+	for _, p := range plans {
+		e := blockcopy.Export{Network: "unix", Address: p.d.Socket, Name: p.d.Export, Size: p.d.Size}
+		if p.incremental {
+			e.DirtyBitmap = p.d.DirtyBitmap
+		}
+		src, err := blockcopy.OpenNBD(ctx, e, p.bs, blockcopy.OpenOptions{Conns: backupReaders})
 		if err != nil {
-			return fmt.Errorf("%s: %w", where, detachNBD(err))
+			return nil, 0, fmt.Errorf("disk %s: hvd's %w", p.d.Name, detachNBD(err))
 		}
-		zero := mergeRanges(nbd.Select(alloc, nbd.StateZero, nbd.StateZero))
-		for _, i := range blocksOf(nbd.Select(bm, nbd.StateDirty, nbd.StateDirty), p.bs, p.d.Size) {
-			if covered(zero, i*p.bs, i*p.bs+int64(p.blockLen(i))) {
-				p.zeros = append(p.zeros, i)
-			} else {
-				p.read = append(p.read, i)
-			}
-		}
-	} else {
-		p.read = blocksOf(nbd.Select(alloc, nbd.StateZero, 0), p.bs, p.d.Size)
+		p.src = src
+		disks = append(disks, &blockcopy.Disk{Name: p.d.Name, Plan: src.Plan, Readers: src.Readers(),
+			Sink: blockcopy.RepoSink{W: w, Disk: p.d.Name}})
+		total += src.ReadBytes()
 	}
-	// More connections read in parallel, where the server says they see the same data.
-	if conn.Export().Flags.CanMultiConn() && len(p.read) > 1 {
-		for len(p.conns) < backupReaders {
-			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			more, err := nbd.Dial(dctx, "unix", p.d.Socket, nbd.Options{Export: p.d.Export})
-			cancel()
-			if err != nil {
-				break // one connection reads it all the same
-			}
-			p.conns = append(p.conns, more)
-		}
-	}
-	return nil
+	return disks, total, nil
 }
 
 // nbdError keeps the message of an NBD failure but not its chain (past a context's
@@ -593,99 +544,6 @@ func detachNBD(err error) error {
 		e.ctx = context.DeadlineExceeded
 	}
 	return e
-}
-
-// blocksOf lists, ascending and once each, the blocks of size bs that the extents
-// (ascending) touch, on a disk of size bytes.
-func blocksOf(exts []nbd.Extent, bs, size int64) []int64 {
-	var out []int64
-	for _, e := range exts {
-		if e.Length <= 0 {
-			continue
-		}
-		lo, hi := e.Offset/bs, (min(e.End(), size)-1)/bs
-		if n := len(out); n > 0 && out[n-1] >= lo {
-			lo = out[n-1] + 1
-		}
-		for i := lo; i <= hi; i++ {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-// mergeRanges joins touching extents, whatever their flags.
-func mergeRanges(exts []nbd.Extent) []nbd.Extent {
-	var out []nbd.Extent
-	for _, e := range exts {
-		if n := len(out); n > 0 && out[n-1].End() >= e.Offset {
-			out[n-1].Length = max(out[n-1].End(), e.End()) - out[n-1].Offset
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// covered reports whether [lo, hi) lies inside one of the merged, ascending extents.
-func covered(exts []nbd.Extent, lo, hi int64) bool {
-	i := sort.Search(len(exts), func(i int) bool { return exts[i].End() > lo })
-	return i < len(exts) && exts[i].Offset <= lo && exts[i].End() >= hi
-}
-
-type blockJob struct {
-	p     *diskPlan
-	index int64
-}
-
-// readBlocks reads the planned blocks with backupReaders readers and hands them to
-// w; it stops at the first error or when ctx ends.
-func readBlocks(ctx context.Context, w *backuprepo.Writer, plans []*diskPlan, m *byteMeter) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan blockJob)
-	var wg sync.WaitGroup
-	for r := range backupReaders {
-		wg.Go(func() {
-			var buf []byte
-			for j := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				n := j.p.blockLen(j.index)
-				if cap(buf) < n {
-					buf = make([]byte, n)
-				}
-				conn := j.p.conns[r%len(j.p.conns)]
-				off := j.index * j.p.bs
-				if err := conn.ReadInto(ctx, buf[:n], off); err != nil {
-					cancel(fmt.Errorf("disk %s: reading %d bytes at offset %d: %w", j.p.d.Name, n, off, detachNBD(err)))
-					continue
-				}
-				if err := w.PutBlock(j.p.d.Name, j.index, buf[:n]); err != nil {
-					cancel(fmt.Errorf("disk %s: %w", j.p.d.Name, err))
-					continue
-				}
-				m.add(int64(n))
-			}
-		})
-	}
-feed:
-	for _, p := range plans {
-		for _, i := range p.read {
-			select {
-			case jobs <- blockJob{p, i}:
-			case <-ctx.Done():
-				break feed
-			}
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if ctx.Err() == nil {
-		return nil
-	}
-	return context.Cause(ctx)
 }
 
 // parseBlockSize reads --block-size; "" is the repository's default.

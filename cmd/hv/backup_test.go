@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -56,7 +57,9 @@ func newBackupVM(t *testing.T) *backupVM {
 	for _, d := range cfg.Disks {
 		runQEMU(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k", v.img(d.Name), fmt.Sprint(v.sizes[d.Name]))
 	}
-	v.vm = api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, State: api.StateRunning, CPUs: 2, MemoryBytes: 512 * mib, Directory: dir,
+	// hvd's directory as hvd shows it: hv must read nothing there (the fake
+	// hvd serves the files from dir).
+	v.vm = api.VM{Name: "web1", ID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Generation: 2, State: api.StateRunning, CPUs: 2, MemoryBytes: 512 * mib, Directory: "/nonexistent/hvd/vms/web1",
 		Disks: []api.Disk{{Name: "root", Path: v.img("root"), Format: "qcow2", Boot: true}, {Name: "data1", Path: v.img("data1"), Format: "qcow2"}},
 		NICs:  []api.NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:12:34:56"}}}
 	return v
@@ -161,6 +164,7 @@ func diskOf(rep backupReport, name string) backupReportDisk {
 func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	base := t.TempDir()
 	repo := filepath.Join(base, "repo")
 	f.host.Root = base // same file system as the staging directory: register
@@ -369,21 +373,44 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 		}
 	}
 
-	// 5. A damaged block: verify says so and exits 1.
-	var block string
-	filepath.WalkDir(filepath.Join(repo, "blocks"), func(p string, e os.DirEntry, err error) error {
-		if err == nil && !e.IsDir() && block == "" {
-			block = p
-		}
-		return nil
-	})
-	if err := os.WriteFile(block, []byte("bit rot"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// 5. A damaged block: verify says so and exits 1; --repair forgets it.
+	damageFirstPackedBlock(t, repo)
 	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo, third.ID)
 	if r.code != 1 || !strings.Contains(r.stdout, "1 problem:\n  "+third.ID+": block ") ||
 		!strings.Contains(r.stderr, "Error: verify found 1 problem in "+repo) {
 		t.Fatalf("verify of a damaged block: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo, "--repair")
+	if r.code != 1 || !strings.Contains(r.stdout, "Forgot 1 damaged block: the next backup that reads the same data stores it again") {
+		t.Fatalf("verify --repair: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo)
+	if r.code != 1 || !strings.Contains(r.stdout, "is missing") {
+		t.Fatalf("verify after the repair: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// damageFirstPackedBlock flips a byte of the first block that the first pack
+// index of the repository names, as docs/backup-repository.md lays it out.
+func damageFirstPackedBlock(t *testing.T, repo string) {
+	t.Helper()
+	idxs, _ := filepath.Glob(filepath.Join(repo, "packs", "*.idx"))
+	if len(idxs) == 0 {
+		t.Fatal("no pack index in the repository")
+	}
+	idx := readRaw(t, idxs[0])
+	if len(idx) < 16+44+32 || string(idx[:8]) != "HVPIDX1\n" {
+		t.Fatalf("%s is not a pack index", idxs[0])
+	}
+	off := int64(binary.BigEndian.Uint64(idx[16+32:]))
+	pack := strings.TrimSuffix(idxs[0], ".idx") + ".pack"
+	f, err := os.OpenFile(pack, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("bit rot"), off); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -392,6 +419,7 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 func TestBackupCreateAbortsOnFailure(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	f.next = func(req api.BackupCreate) api.Operation {
 		ab, stop := v.open("hvb-1", "", nil)
@@ -430,6 +458,7 @@ func TestBackupCreateAbortsOnFailure(t *testing.T) {
 func TestBackupCreateInterrupted(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	v.write("root", "write -P 0xaa 0 64k")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -455,6 +484,7 @@ func TestBackupCreateInterrupted(t *testing.T) {
 func TestBackupFinishFailsThenBuildsOnOlderReference(t *testing.T) {
 	v := newBackupVM(t)
 	f := newBackupHVD(t, v.vm)
+	f.dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	runQEMU(t, "qemu-img", "bitmap", "--add", "--enable", "-g", "64K", "-f", "qcow2", v.img("root"), "b1")
 	n := 0

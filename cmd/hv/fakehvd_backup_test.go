@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // backupHVD is the fake hvd with the backup routes: each POST .../backups answers
@@ -34,18 +35,23 @@ type backupHVD struct {
 	// onIntegration is called when hv reads the VM's integration services, which
 	// it does once the repository's writer holds the backup.
 	onIntegration func()
-	open          map[string]api.Backup
-	refs          []api.ReferencePoint
-	finished      []string
-	aborted       []string
-	creates       []api.BackupCreate
-	imports       []api.VMImport
-	host          api.HostInfo
+	// noFiles answers the backup's files as an hvd without them does (404).
+	noFiles bool
+	// dirs are the VMs' directories, which only this fake hvd reads (hv is
+	// shown another Directory, so that a test sees it reads nothing there).
+	dirs     map[string]string
+	open     map[string]api.Backup
+	refs     []api.ReferencePoint
+	finished []string
+	aborted  []string
+	creates  []api.BackupCreate
+	imports  []api.VMImport
+	host     api.HostInfo
 }
 
 func newBackupHVD(t *testing.T, vms ...api.VM) *backupHVD {
 	t.Helper()
-	b := &backupHVD{fakeHVD: newFakeHVD(t, vms...), open: map[string]api.Backup{}}
+	b := &backupHVD{fakeHVD: newFakeHVD(t, vms...), open: map[string]api.Backup{}, dirs: map[string]string{}}
 	b.host = api.HostInfo{Version: "0.1.0", APIVersion: "1.0", Hostname: "h1", Accelerator: "tcg"}
 	// A second server on a socket of its own, with the backup routes in front of the
 	// fake's others; hv talks to it.
@@ -167,6 +173,41 @@ func (b *backupHVD) routes() http.Handler {
 		b.refs = []api.ReferencePoint{rp} // the newest replaces the older ones, as in hvd
 		reply(w, 200, rp)
 	})
+	m.HandleFunc("GET /1.0/vms/{name}/backups/{backup}/files", func(w http.ResponseWriter, r *http.Request) {
+		dir, files, ok := b.backupFiles(w, r)
+		if !ok {
+			return
+		}
+		out := []api.BackupFile{}
+		for _, f := range files {
+			if fi, err := os.Stat(filepath.Join(dir, f.File)); err == nil {
+				f.Size = fi.Size()
+				out = append(out, f)
+			}
+		}
+		reply(w, 200, out)
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/backups/{backup}/files/{file}", func(w http.ResponseWriter, r *http.Request) {
+		dir, files, ok := b.backupFiles(w, r)
+		if !ok {
+			return
+		}
+		for _, f := range files {
+			if f.Name != r.PathValue("file") {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(dir, f.File))
+			if err != nil {
+				break
+			}
+			w.Header().Set("X-Hv-File", f.File)
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.WriteHeader(200)
+			w.Write(data)
+			return
+		}
+		reply(w, 404, api.Error{Error: fmt.Sprintf("VM %s has no %s file", r.PathValue("name"), r.PathValue("file")), Code: 404})
+	})
 	m.HandleFunc("GET /1.0/vms/{name}/tracking", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := b.vm(w, r); !ok {
 			return
@@ -201,6 +242,36 @@ func (b *backupHVD) routes() http.Handler {
 		reply(w, 202, b.startOp("vm.import", api.Operation{Status: api.OpSuccess, Resources: []string{"/1.0/vms/" + req.Name}, Result: vm}))
 	})
 	return m
+}
+
+// backupFiles is what hvd serves beside open backup {backup}: the files the
+// configuration in the VM's directory names.
+func (b *backupHVD) backupFiles(w http.ResponseWriter, r *http.Request) (string, []api.BackupFile, bool) {
+	vm, ok := b.vm(w, r)
+	if !ok {
+		return "", nil, false
+	}
+	b.bmu.Lock()
+	_, open := b.open[r.PathValue("backup")]
+	noFiles, dir := b.noFiles, b.dirs[vm.Name]
+	b.bmu.Unlock()
+	switch {
+	case noFiles:
+		reply(w, 404, api.Error{Error: "no such API path: " + r.Method + " " + r.URL.Path, Code: 404})
+		return "", nil, false
+	case !open:
+		reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s of VM %s is not open", r.PathValue("backup"), vm.Name), Code: 404})
+		return "", nil, false
+	}
+	files := []api.BackupFile{{Name: api.BackupFileConfig, File: vmconfig.FileName}}
+	if cfg, _, err := vmconfig.Load(dir); err == nil {
+		for _, f := range []api.BackupFile{{Name: api.BackupFileNVRAM, File: cfg.NVRAM}, {Name: api.BackupFileKernel, File: cfg.Kernel}, {Name: api.BackupFileInitrd, File: cfg.Initrd}} {
+			if f.File != "" {
+				files = append(files, f)
+			}
+		}
+	}
+	return dir, files, true
 }
 
 // QEMU's tools (Debian's qemu-utils): the tests that need them fail without them,

@@ -88,7 +88,7 @@ func TestIncrementalStoresOnlyChangedBlocks(t *testing.T) {
 	full := v.backup(t, r, Full, "", t0.Add(time.Hour))
 	before := storedBlocks(t, r)
 	if len(before) != 64 || full.Stats.NewBlocks != 64 || full.Stats.NewBytes != 64*bs {
-		t.Fatalf("full backup stored %d files, stats %+v; want 64", len(before), full.Stats)
+		t.Fatalf("full backup stored %d blocks, stats %+v; want 64", len(before), full.Stats)
 	}
 
 	// Change 5 blocks (one twice), zero one more.
@@ -101,7 +101,7 @@ func TestIncrementalStoresOnlyChangedBlocks(t *testing.T) {
 	inc := v.backup(t, r, Incremental, full.ID, t0.Add(2*time.Hour))
 	after := storedBlocks(t, r)
 	if n := len(after) - len(before); n != 5 {
-		t.Fatalf("the incremental added %d block files, want 5 (the changed ones)", n)
+		t.Fatalf("the incremental added %d blocks, want 5 (the changed ones)", n)
 	}
 	if inc.Stats.NewBlocks != 5 || inc.Stats.NewBytes != 5*bs || inc.Stats.DataBlocks != 5 || inc.Stats.ZeroBlocks != 1 {
 		t.Fatalf("incremental stats %+v", inc.Stats)
@@ -116,7 +116,7 @@ func TestIncrementalStoresOnlyChangedBlocks(t *testing.T) {
 	twin := &vm{name: "web-clone", disks: []*vdisk{{name: "system", bs: bs, data: bytes.Clone(d.data), dirty: map[int64]bool{}}}}
 	clone := twin.backup(t, r, Full, "", t0.Add(4*time.Hour))
 	if n := len(storedBlocks(t, r)) - len(after); n != 0 || again.Stats.NewBlocks != 0 || clone.Stats.NewBlocks != 0 {
-		t.Fatalf("identical data stored %d new files (stats %+v, %+v)", n, again.Stats, clone.Stats)
+		t.Fatalf("identical data stored %d new blocks (stats %+v, %+v)", n, again.Stats, clone.Stats)
 	}
 	// A disk of zeros stores nothing at all.
 	empty := &vm{name: "empty", disks: []*vdisk{{name: "system", bs: bs, data: make([]byte, 100*bs), dirty: map[int64]bool{}}}}

@@ -1,24 +1,23 @@
 package backuprepo
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 )
 
-// blockHash is the SHA-256 of a block's content, which names its file in the block
-// store. The zero blockHash stands for a block of zeros, which is never stored.
+// blockHash is the SHA-256 of a block's content, which names it in the pack
+// indexes (and named its file in version 1). The zero blockHash stands for a
+// block of zeros, which is never stored.
 type blockHash [sha256.Size]byte
 
-// String is the hash in lower-case hex, as block files are named.
+// String is the hash in lower-case hex, as version 1 named block files.
 func (h blockHash) String() string { return hex.EncodeToString(h[:]) }
 
 // IsZero reports whether h stands for a block of zeros.
@@ -98,73 +97,25 @@ func sortedEntries(m map[int64]blockHash, base bool) []entry {
 	return es
 }
 
-// blockPath is the file of a stored block: blocks/ab/abcdef...
+// blockPath is the file of a block stored by version 1: blocks/ab/abcdef...
 func (r *Repo) blockPath(h blockHash) string {
 	s := h.String()
 	return filepath.Join(r.dir, blocksDir, s[:2], s)
 }
 
-// storeBlock puts data, whose hash is h, into the block store unless a file
-// holds it already. A file of the right size is reused as it is when
-// trusted(h) (a committed manifest names the block: the commit flushed it
-// before naming it). Any other may be the leftover of a writer that crashed,
-// whose bytes never reached the disk: it is compared with data first, and
-// written again if it differs. storeBlock does not fsync: the writer's Commit
-// flushes the file system before any manifest names the block. created says
-// whether this call made the file.
-func (r *Repo) storeBlock(h blockHash, data []byte, trusted func(blockHash) bool) (created bool, err error) {
-	path := r.blockPath(h)
-	fi, err := os.Lstat(path)
-	if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(data)) {
-		if trusted(h) || fileHolds(path, data) {
-			return false, nil
-		}
-		r.log.Warn("a block file that no backup names does not hold its block (left by an interrupted backup?); writing it again", "repo", r.dir, "path", path)
-	}
-	existed := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("block store: %w", err)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return false, fmt.Errorf("block store: %w", err)
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return false, fmt.Errorf("block store: write %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("block store: write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("block store: %w", err)
-	}
-	return !existed, nil
+// hasBlockFile reports whether version 1 left a file of n bytes for block h.
+func (r *Repo) hasBlockFile(h blockHash, n int) bool {
+	fi, err := os.Lstat(r.blockPath(h))
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == int64(n)
 }
 
-// fileHolds reports whether the file at path holds exactly data. Any error
-// reading it is a no: the caller writes the block again.
-func fileHolds(path string, data []byte) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	got := make([]byte, len(data)+1) // one more: a file that grew is not a match
-	n, err := io.ReadFull(f, got)
-	return errors.Is(err, io.ErrUnexpectedEOF) && n == len(data) && bytes.Equal(got[:n], data)
-}
-
-// readBlock reads a stored block and checks it against its name.
-func (r *Repo) readBlock(h blockHash) ([]byte, error) {
+// readBlockFile reads a block that version 1 stored in a file of its own, and
+// checks it against its name.
+func (r *Repo) readBlockFile(h blockHash) ([]byte, error) {
 	path := r.blockPath(h)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, damaged("block %s is missing (%s)", h, path)
+		return nil, damaged("block %s is missing (no pack index names it, and there is no %s)", h, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read block %s: %w", path, err)

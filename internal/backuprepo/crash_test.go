@@ -1,12 +1,13 @@
 package backuprepo
 
 import (
-	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +16,8 @@ import (
 )
 
 // An interrupted backup is discarded: the repository stays valid, the backup
-// does not exist, and the next backup removes what it left, even a block file
-// that a power cut left torn, so that dedup never trusts it.
+// does not exist, and the next backup removes what it left, even a pack that
+// a power cut left torn, so that dedup never trusts it.
 func TestInterruptedBackupIsDiscarded(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(31, 32))
@@ -25,6 +26,7 @@ func TestInterruptedBackupIsDiscarded(t *testing.T) {
 	full := v.backup(t, r, Full, "", t0)
 	atFull := v.snapshot()
 	blocksAfterFull := storedBlocks(t, r)
+	packsAfterFull := packFiles(t, r)
 
 	v.disks[0].scribble(rng, 12)
 	w, err := r.Begin(v.meta(Incremental, full.ID, t0.Add(time.Hour)))
@@ -44,14 +46,11 @@ func TestInterruptedBackupIsDiscarded(t *testing.T) {
 	if len(w.created) == 0 {
 		t.Fatal("the interrupted writer stored no new block; the test proves nothing")
 	}
-	// Power cut: one of its blocks reached the disk with the right size and
-	// the wrong bytes (its data was not flushed yet).
-	var torn blockHash
-	for h := range w.created {
-		torn = h
-		break
-	}
-	if err := os.WriteFile(r.blockPath(torn), make([]byte, w.created[torn]), 0o600); err != nil {
+	// Power cut: its pack reached the disk with its size but not its bytes
+	// (they were not flushed yet).
+	pack := w.packs.packs[0].f.Name()
+	fi, _ := os.Stat(pack)
+	if err := os.WriteFile(pack, make([]byte, fi.Size()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	crash(w)
@@ -74,13 +73,17 @@ func TestInterruptedBackupIsDiscarded(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.dir, stagingDir, w.ID())); !os.IsNotExist(err) {
 		t.Fatalf("the interrupted backup's staging directory is still there: %v", err)
 	}
+	if _, err := os.Stat(pack); !os.IsNotExist(err) {
+		t.Fatalf("the interrupted backup's pack is still there: %v", err)
+	}
+	if inc.Stats.NewBlocks < int64(n) {
+		t.Fatalf("the retry stored %d new blocks; the interrupted writer had stored %d, which must not be trusted", inc.Stats.NewBlocks, n)
+	}
 	checkRestores(t, r, inc.ID, v.snapshot())
 	mustVerify(t, r)
-	if got, want := len(storedBlocks(t, r)), len(referencedBlocks(t, r)); got != want {
-		t.Fatalf("%d block files for %d referenced blocks: the interrupted backup left garbage", got, want)
-	}
-	if len(storedBlocks(t, r)) < len(blocksAfterFull) {
-		t.Fatal("discarding the interrupted backup removed blocks of the full")
+	checkGarbage(t, r, false)
+	if len(storedBlocks(t, r)) < len(blocksAfterFull) || len(packFiles(t, r)) != len(packsAfterFull)+2 {
+		t.Fatalf("discarding the interrupted backup removed blocks of the full (packs before %v, after %v)", packsAfterFull, packFiles(t, r))
 	}
 }
 
@@ -119,14 +122,14 @@ func TestCrashBeforePublish(t *testing.T) {
 	}
 }
 
-// Abort removes the blocks the backup stored and no other.
+// Abort removes the packs the backup wrote and nothing else.
 func TestAbortRemovesOnlyItsOwnBlocks(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(35, 36))
 	r := newRepo(t)
 	v := &vm{name: "web", disks: []*vdisk{newDisk(rng, "system", 64<<10, 4<<10)}}
 	full := v.backup(t, r, Full, "", t0)
-	before := storedBlocks(t, r)
+	before, packsBefore := storedBlocks(t, r), packFiles(t, r)
 
 	w, err := r.Begin(v.meta(Full, "", t0.Add(time.Hour)))
 	if err != nil {
@@ -150,11 +153,39 @@ func TestAbortRemovesOnlyItsOwnBlocks(t *testing.T) {
 	if _, err := w.Commit(); !errdefs.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("commit after abort: %v", err)
 	}
-	if after := storedBlocks(t, r); len(after) != len(before) {
-		t.Fatalf("%d block files after abort, %d before", len(after), len(before))
+	if after := storedBlocks(t, r); len(after) != len(before) || !slices.Equal(packFiles(t, r), packsBefore) {
+		t.Fatalf("%d blocks in %v after abort, %d in %v before", len(after), packFiles(t, r), len(before), packsBefore)
 	}
 	checkRestores(t, r, full.ID, v.snapshot())
 	mustVerify(t, r)
+}
+
+// A commit that fails once its packs are indexed (here: the manifest cannot
+// be written) removes the indexes and the packs.
+func TestFailedCommitRemovesItsPacks(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(45, 46))
+	r := newRepo(t)
+	v := &vm{name: "web", disks: []*vdisk{newDisk(rng, "system", 64<<10, 4<<10)}}
+	w, err := r.Begin(v.meta(Full, "", t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.put(t, w, Full)
+	w.SetConfig([]byte("{}"))
+	// A directory where the manifest goes: its write fails after the indexes.
+	if err := os.Mkdir(filepath.Join(w.stage, manifestFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(); !errdefs.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("commit: %v", err)
+	}
+	if got := packFiles(t, r); len(got) != 0 {
+		t.Fatalf("a failed commit left %v", got)
+	}
+	if list, _ := r.List(""); len(list) != 0 {
+		t.Fatalf("a failed commit left backups %v", ids(list))
+	}
 }
 
 // When the garbage of an interrupted backup cannot be collected (a manifest is
@@ -169,6 +200,7 @@ func TestDiscardWaitsForAReadableRepository(t *testing.T) {
 	full := v.backup(t, r, Full, "", t0)
 	other := (&vm{name: "db", disks: []*vdisk{newDisk(rng, "system", 8<<10, 4<<10)}}).backup(t, r, Full, "", t0)
 
+	// A writer that dies once its pack is indexed and its manifest staged.
 	w, err := r.Begin(v.meta(Full, "", t0.Add(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
@@ -178,9 +210,13 @@ func TestDiscardWaitsForAReadableRepository(t *testing.T) {
 	if err := w.PutBlock("system", 0, fresh); err != nil {
 		t.Fatal(err)
 	}
-	torn := blockHash(sha256.Sum256(fresh))
-	os.WriteFile(r.blockPath(torn), make([]byte, len(fresh)), 0o600)
+	w.SetConfig([]byte("{}"))
+	w.b.Stats = w.stats()
+	if err := w.prepare(); err != nil {
+		t.Fatal(err)
+	}
 	crash(w)
+	leftover := w.packs.packs[0].id
 
 	manifest := filepath.Join(r.backupDir(other.ID), manifestFile)
 	good, _ := os.ReadFile(manifest)
@@ -191,21 +227,26 @@ func TestDiscardWaitsForAReadableRepository(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(r.dir, stagingDir)); len(ents) != 1 {
 		t.Fatalf("staging/ holds %d entries; the leftovers must wait for a successful collection", len(ents))
 	}
+	if _, err := os.Stat(r.indexPath(leftover)); err != nil {
+		t.Fatalf("the leftover pack went before its garbage could be told: %v", err)
+	}
 	os.WriteFile(manifest, good, 0o600)
 	copy(v.disks[0].block(0), fresh)
 	v.disks[0].dirty[0] = true
 	inc := v.backup(t, r, Incremental, full.ID, t0.Add(3*time.Hour))
+	if _, err := os.Stat(r.packPath(leftover)); !os.IsNotExist(err) {
+		t.Fatalf("the leftover pack is still there: %v", err)
+	}
 	checkRestores(t, r, inc.ID, v.snapshot())
 	mustVerify(t, r)
+	checkGarbage(t, r, false)
 }
 
-// A block file that no committed backup names is not trusted for its name
-// and size alone, even when staging/ is empty: a power cut can lose the
-// crashed writer's staging directory (Begin does not sync its creation) and
-// keep a block file with its name and size but not its bytes, or an Abort
-// can fail to remove its blocks. The next backup checks such a file before
-// reusing it, and writes it again when it differs.
-func TestTornBlockWithoutStagingIsNotReused(t *testing.T) {
+// A pack without its index is never read, whatever its bytes: a power cut
+// can keep the file of a crashed writer with its size but not its bytes, and
+// lose its staging directory (Begin does not sync its creation). The next
+// writer deletes it and stores the blocks again.
+func TestPackWithoutIndexIsNotReused(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(39, 40))
 	r := newRepo(t)
@@ -221,40 +262,78 @@ func TestTornBlockWithoutStagingIsNotReused(t *testing.T) {
 	if err := w.PutBlock("system", 0, fresh); err != nil {
 		t.Fatal(err)
 	}
-	torn := blockHash(sha256.Sum256(fresh))
-	if _, ok := w.created[torn]; !ok {
-		t.Fatal("the interrupted writer did not store the block; the test proves nothing")
-	}
-	// Power cut: the block's name and size reached the disk, its bytes did
-	// not, and neither did the staging directory.
-	if err := os.WriteFile(r.blockPath(torn), make([]byte, len(fresh)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pack := w.packs.packs[0].f.Name()
+	fi, _ := os.Stat(pack)
+	os.WriteFile(pack, make([]byte, fi.Size()), 0o600) // torn
 	crash(w)
 	if err := os.RemoveAll(filepath.Join(r.dir, stagingDir, w.ID())); err != nil {
 		t.Fatal(err)
 	}
 
-	// The retry puts the same data: it must not trust the torn file.
+	// The retry puts the same data: it must not trust the torn pack.
 	copy(v.disks[0].block(0), fresh)
 	v.disks[0].dirty[0] = true
 	inc := v.backup(t, r, Incremental, full.ID, t0.Add(2*time.Hour))
-	if got, _ := os.ReadFile(r.blockPath(torn)); !bytes.Equal(got, fresh) {
-		t.Fatal("the next backup reused the torn block file")
+	if inc.Stats.NewBlocks != 1 {
+		t.Fatalf("the retry stored %d new blocks, want 1", inc.Stats.NewBlocks)
+	}
+	if _, err := os.Stat(pack); !os.IsNotExist(err) {
+		t.Fatalf("the torn pack is still there: %v", err)
 	}
 	checkRestores(t, r, inc.ID, v.snapshot())
 	mustVerify(t, r)
 
-	// A block that a committed backup names is reused without being read:
-	// the commit flushed it (a damaged one is verify's to report).
-	path := r.blockPath(torn)
-	rotten := bytes.Clone(fresh)
-	rotten[0] ^= 0xFF
-	os.WriteFile(path, rotten, 0o600)
+	// A block that a committed pack holds is reused without being read: its
+	// index was written once it was on disk (a damaged one is verify's to
+	// report, and repair's to forget).
+	h := blockHash(sha256.Sum256(fresh))
+	damageBlock(t, r, h)
 	again := v.backup(t, r, Full, "", t0.Add(3*time.Hour))
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, rotten) || again.Stats.NewBlocks != 0 {
-		t.Fatalf("a full of unchanged disks read or wrote the blocks that committed backups name (%d new)", again.Stats.NewBlocks)
+	if again.Stats.NewBlocks != 0 {
+		t.Fatalf("a full of unchanged disks wrote %d blocks that committed packs hold", again.Stats.NewBlocks)
 	}
-	os.WriteFile(path, fresh, 0o600)
+	damageBlock(t, r, h) // back as it was
 	mustVerify(t, r)
+}
+
+// A writer that dies after its packs are indexed, with its staging directory
+// lost too, leaves packs whose blocks are on disk whole (flushed before the
+// index was written): the retry may reuse them, and prune collects what no
+// backup names.
+func TestIndexedPackOfACrashedWriter(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(47, 48))
+	r := newRepo(t)
+	v := &vm{name: "web", disks: []*vdisk{newDisk(rng, "system", 64<<10, 4<<10)}}
+	w, err := r.Begin(v.meta(Full, "", t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.put(t, w, Full)
+	w.SetConfig([]byte("{}"))
+	w.b.Stats = w.stats()
+	if err := w.prepare(); err != nil {
+		t.Fatal(err)
+	}
+	crash(w)
+	os.RemoveAll(filepath.Join(r.dir, stagingDir, w.ID()))
+
+	full := v.backup(t, r, Full, "", t0.Add(time.Hour))
+	if full.Stats.NewBlocks != 0 {
+		t.Fatalf("the retry stored %d blocks again", full.Stats.NewBlocks)
+	}
+	checkRestores(t, r, full.ID, v.snapshot())
+	mustVerify(t, r)
+	// A backup of other data; then prune keeps only it: the crashed
+	// writer's pack goes with the full's blocks.
+	v2 := &vm{name: "web", disks: []*vdisk{newDisk(rng, "system", 64<<10, 4<<10)}}
+	last := v2.backup(t, r, Full, "", t0.Add(2*time.Hour))
+	if _, err := r.Prune(context.Background(), Policy{KeepLast: 1}, t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	checkRestores(t, r, last.ID, v2.snapshot())
+	checkGarbage(t, r, true)
+	if got := packFiles(t, r); len(got) != 2 {
+		t.Fatalf("packs after prune: %v, want the last backup's pack and index", got)
+	}
 }

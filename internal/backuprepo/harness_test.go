@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -194,11 +195,24 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// storedBlocks lists the block files in the store.
+// storedBlocks lists the blocks the repository holds, with their sizes: in
+// the pack indexes, and in version 1's block files.
 func storedBlocks(t *testing.T, r *Repo) map[string]int64 {
 	t.Helper()
+	idx, err := r.loadIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]int64{}
-	err := filepath.WalkDir(filepath.Join(r.dir, blocksDir), func(p string, e fs.DirEntry, err error) error {
+	for _, p := range idx.packs {
+		for _, e := range p.entries {
+			out[e.Hash.String()] = int64(e.Length)
+		}
+	}
+	err = filepath.WalkDir(filepath.Join(r.dir, blocksDir), func(p string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil || e.IsDir() {
 			return err
 		}
@@ -213,6 +227,103 @@ func storedBlocks(t *testing.T, r *Repo) map[string]int64 {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// packFiles lists the files in packs/.
+func packFiles(t *testing.T, r *Repo) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(r.dir, packsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// checkGarbage checks that what the repository stores is what its backups
+// name, give or take the garbage prune leaves on purpose: every named block
+// is stored; every block file is named; every pack holds a named block, and
+// at most maxGarbage percent of the packs' bytes are garbage when compacted
+// (after a prune); no pack lacks its index.
+func checkGarbage(t *testing.T, r *Repo, compacted bool) {
+	t.Helper()
+	refd := referencedBlocks(t, r)
+	stored := storedBlocks(t, r)
+	for name := range refd {
+		if _, ok := stored[name]; !ok {
+			t.Fatalf("block %s is named but not stored: GC removed a live block", name)
+		}
+	}
+	idx, err := r.loadIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.partial) > 0 || len(idx.bad) > 0 {
+		t.Fatalf("packs without an index %v, bad indexes %v", idx.partial, idx.bad)
+	}
+	var total, waste int64
+	for _, p := range idx.packs {
+		var live, dead int64
+		for _, e := range p.entries {
+			if refd[e.Hash.String()] {
+				live += int64(e.Length)
+			} else {
+				dead += int64(e.Length)
+			}
+		}
+		if live == 0 {
+			t.Fatalf("pack %s holds only garbage (%d bytes): GC left it", p.id, dead)
+		}
+		total, waste = total+live+dead, waste+dead
+	}
+	if compacted && waste*100 > total*maxGarbage {
+		t.Fatalf("the packs hold %d bytes of garbage in %d: prune left more than %d%%", waste, total, maxGarbage)
+	}
+	_ = filepath.WalkDir(filepath.Join(r.dir, blocksDir), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && !refd[e.Name()] {
+			t.Fatalf("block file %s is stored but no backup names it: GC left garbage", p)
+		}
+		return nil
+	})
+}
+
+// blockAt returns the file holding stored block h and the offset of its bytes.
+func blockAt(t *testing.T, r *Repo, h blockHash) (string, int64, int) {
+	t.Helper()
+	idx, err := r.loadIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, ok := idx.loc[h]; ok {
+		return r.packPath(idx.packs[l.pack].id), l.offset, int(l.length)
+	}
+	fi, err := os.Stat(r.blockPath(h))
+	if err != nil {
+		t.Fatalf("block %s is not stored: %v", h, err)
+	}
+	return r.blockPath(h), 0, int(fi.Size())
+}
+
+// damageBlock flips a byte in the middle of stored block h, in place.
+func damageBlock(t *testing.T, r *Repo, h blockHash) {
+	t.Helper()
+	path, off, n := blockAt(t, r, h)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off+int64(n/2)); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b, off+int64(n/2)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // referencedBlocks is every block the remaining backups' maps name.

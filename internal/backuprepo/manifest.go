@@ -91,7 +91,7 @@ type FileRef struct {
 type Stats struct {
 	DataBlocks int64 `json:"data_blocks"` // blocks put with data (not zeros)
 	ZeroBlocks int64 `json:"zero_blocks"` // blocks put or marked as zeros
-	NewBlocks  int64 `json:"new_blocks"`  // block files this backup created
+	NewBlocks  int64 `json:"new_blocks"`  // blocks this backup added to the store
 	NewBytes   int64 `json:"new_bytes"`   // their size
 }
 

@@ -36,7 +36,8 @@ type PruneResult struct {
 }
 
 // Prune removes the backups policy does not keep and the blocks no remaining
-// backup names. A kept incremental never loses its chain: if its parent goes,
+// backup names, rewriting packs while more than maxGarbage percent of their
+// bytes is such garbage (see gcPacks). A kept incremental never loses its chain: if its parent goes,
 // the blocks of the removed ancestors it reads through are folded into its
 // own maps, which only rewrites its manifest (blocks are shared by hash), so
 // it rests on the nearest kept ancestor or becomes a full backup. Days are
@@ -124,7 +125,7 @@ func (r *Repo) Prune(ctx context.Context, p Policy, now time.Time) (*PruneResult
 			return res, err
 		}
 	}
-	g, err := r.collectGarbage(final, keep, p.DryRun)
+	g, err := r.collectGarbage(final, keep, gcMode{compact: true, dry: p.DryRun})
 	if err != nil {
 		return res, err
 	}

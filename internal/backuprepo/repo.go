@@ -1,7 +1,12 @@
 // Package backuprepo is the on-disk repository of hv's backup tool: full and
 // incremental backups of the disks of several VMs in one directory, each block
-// stored once under its SHA-256, one manifest per backup. It knows nothing of
-// QEMU or NBD: the caller reads the disks and hands the blocks in.
+// stored once under its SHA-256 (appended to pack files, found through their
+// indexes), one manifest per backup. It knows nothing of QEMU or NBD: the
+// caller reads the disks and hands the blocks in.
+//
+// Repositories of version 1 (one file per block) stay readable: their block
+// files are read where no pack holds the block, and the first backup written
+// into one makes it version 2 (see upgrade).
 //
 // docs/backup-repository.md describes the format for readers other than hv.
 package backuprepo
@@ -28,15 +33,17 @@ import (
 )
 
 const (
-	// RepositoryVersion is the layout this hv writes and the newest it reads.
-	RepositoryVersion = 1
+	// RepositoryVersion is the layout this hv writes and the newest it reads:
+	// 2 stores blocks in pack files; 1 stored one file per block, which this
+	// hv reads and upgrades at the first backup it writes.
+	RepositoryVersion = 2
 	// ManifestVersion is the manifest format this hv writes and the newest it reads.
 	ManifestVersion = 1
 
 	// DefaultBlockSize is the block size hv recommends: small enough that a
 	// scattered write costs little in an incremental (a 256 KiB write stores
 	// 256 KiB when aligned, at most 512 KiB), large enough that a 100 GiB
-	// disk is at most 400 thousand files. It is a multiple of QEMU's
+	// disk is at most 400 thousand index records. It is a multiple of QEMU's
 	// dirty-bitmap granularity (64 KiB by default).
 	DefaultBlockSize = 256 << 10
 	// MinBlockSize and MaxBlockSize bound a disk's block size (a power of two).
@@ -47,7 +54,8 @@ const (
 // Names inside the repository directory.
 const (
 	headerFile    = "repository.json"
-	blocksDir     = "blocks"
+	blocksDir     = "blocks" // version 1's block files, read where no pack holds a block
+	packsDir      = "packs"
 	backupsDir    = "backups"
 	stagingDir    = "staging"
 	writeLockFile = "write.lock"
@@ -70,6 +78,10 @@ type Options struct {
 	Log *slog.Logger
 	// Workers is how many goroutines read blocks in Restore and Verify (default 4).
 	Workers int
+	// PackSize is the size a writer fills a pack file to before it starts
+	// the next one (default DefaultPackSize). A block larger than it gets a
+	// pack of its own.
+	PackSize int64
 	// Now is the clock for commit times and for backups given no time (default time.Now).
 	Now func() time.Time
 }
@@ -78,11 +90,12 @@ type Options struct {
 // verify and prune takes the locks it needs for as long as it runs, so a Repo
 // may be shared by goroutines.
 type Repo struct {
-	dir     string
-	id      string
-	log     *slog.Logger
-	workers int
-	now     func() time.Time
+	dir      string
+	id       string
+	log      *slog.Logger
+	workers  int
+	packSize int64
+	now      func() time.Time
 }
 
 // header is the body of repository.json.
@@ -98,6 +111,9 @@ func (o Options) fill() Options {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 4
+	}
+	if o.PackSize <= 0 {
+		o.PackSize = DefaultPackSize
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -123,7 +139,7 @@ func Init(dir string, o Options) (*Repo, error) {
 		switch e.Name() {
 		case headerFile:
 			return nil, fmt.Errorf("%w: repository: %s is already a backup repository; open it instead of creating it", errdefs.ErrConflict, dir)
-		case blocksDir, backupsDir, stagingDir, writeLockFile, readLockFile:
+		case blocksDir, packsDir, backupsDir, stagingDir, writeLockFile, readLockFile:
 			// left by an Init cut short: repository.json comes last.
 		default:
 			return nil, fmt.Errorf("%w: repository: %s is not empty (it holds %q); give a new or empty directory", errdefs.ErrInvalid, dir, e.Name())
@@ -135,13 +151,8 @@ func Init(dir string, o Options) (*Repo, error) {
 		}
 		return nil
 	}
-	for _, d := range []string{blocksDir, backupsDir, stagingDir} {
+	for _, d := range []string{packsDir, backupsDir, stagingDir} {
 		if err := mk(filepath.Join(dir, d)); err != nil {
-			return nil, err
-		}
-	}
-	for i := 0; i < 256; i++ {
-		if err := mk(filepath.Join(dir, blocksDir, fmt.Sprintf("%02x", i))); err != nil {
 			return nil, err
 		}
 	}
@@ -151,9 +162,6 @@ func Init(dir string, o Options) (*Repo, error) {
 			return nil, fmt.Errorf("%w: repository: %w", errdefs.ErrUnavailable, err)
 		}
 		f.Close()
-	}
-	if err := fsutil.SyncDir(filepath.Join(dir, blocksDir)); err != nil {
-		return nil, fmt.Errorf("%w: repository: %w", errdefs.ErrUnavailable, err)
 	}
 	if err := fsutil.SyncDir(dir); err != nil {
 		return nil, fmt.Errorf("%w: repository: %w", errdefs.ErrUnavailable, err)
@@ -169,8 +177,9 @@ func Init(dir string, o Options) (*Repo, error) {
 	return r, err
 }
 
-// Open opens the repository in dir. A directory that is not one gives
-// errdefs.ErrNotFound; one written by a newer hv gives sealed.ErrTooNew.
+// Open opens the repository in dir, of version 1 or 2. A directory that is
+// not one gives errdefs.ErrNotFound; one written by a newer hv gives
+// sealed.ErrTooNew.
 func Open(dir string, o Options) (*Repo, error) {
 	o = o.fill()
 	path := filepath.Join(dir, headerFile)
@@ -183,7 +192,7 @@ func Open(dir string, o Options) (*Repo, error) {
 		return nil, fmt.Errorf("%w: repository: cannot read %s: %w; check its permissions", errdefs.ErrUnavailable, path, unwrapPath(err))
 	}
 	fix := "the repository's header is damaged; copy repository.json from a copy of this repository"
-	_, body, err := openSealed(headerFormat, path, data, fix)
+	version, body, err := openSealed(headerFormat, path, data, fix)
 	if err != nil {
 		return nil, err
 	}
@@ -191,12 +200,68 @@ func Open(dir string, o Options) (*Repo, error) {
 	if err := json.Unmarshal(body, &h); err != nil || h.ID == "" || h.Hash != "sha256" {
 		return nil, damaged("%s: the header names no repository id or an unknown hash (%q); %s", path, h.Hash, fix)
 	}
-	for _, d := range []string{blocksDir, backupsDir, stagingDir} {
+	// Version 1 keeps its blocks in blocks/; version 2 in packs/, and in
+	// blocks/ too when it was upgraded from version 1.
+	store := packsDir
+	if version == 1 {
+		store = blocksDir
+	}
+	for _, d := range []string{store, backupsDir, stagingDir} {
 		if fi, err := os.Stat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
 			return nil, damaged("%s: the directory %s/ is missing; the repository is incomplete: copy it from a copy of this repository", dir, d)
 		}
 	}
-	return &Repo{dir: dir, id: h.ID, log: o.Log, workers: o.Workers, now: o.Now}, nil
+	return &Repo{dir: dir, id: h.ID, log: o.Log, workers: o.Workers, packSize: o.PackSize, now: o.Now}, nil
+}
+
+// Version reads the repository's format version from its header: 1 or 2.
+func (r *Repo) Version() (int, error) {
+	path := filepath.Join(r.dir, headerFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("%w: repository: cannot read %s: %w; check its permissions", errdefs.ErrUnavailable, path, unwrapPath(err))
+	}
+	v, _, err := openSealed(headerFormat, path, data, "the repository's header is damaged; copy repository.json from a copy of this repository")
+	return v, err
+}
+
+// upgrade makes a repository of version 1 a version 2 one before a writer
+// stores its first block in a pack: it creates packs/ and then rewrites the
+// header, so that an older hv, which would take the blocks in packs for
+// missing, refuses the repository ("upgrade hv") instead. The block files of
+// version 1 stay where they are, read where no pack holds a block, and go as
+// prune collects them. A crash in between leaves an empty packs/ in a
+// version 1 repository, which the next upgrade reuses. Only a holder of the
+// write lock may call it.
+func (r *Repo) upgrade() error {
+	v, err := r.Version()
+	if err != nil || v >= RepositoryVersion {
+		return err
+	}
+	path := filepath.Join(r.dir, headerFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: repository: %w", errdefs.ErrUnavailable, err)
+	}
+	_, body, err := openSealed(headerFormat, path, data, "the repository's header is damaged; copy repository.json from a copy of this repository")
+	if err != nil {
+		return err
+	}
+	var h header
+	if err := json.Unmarshal(body, &h); err != nil {
+		return damaged("%s: %v", path, err)
+	}
+	if err := os.Mkdir(filepath.Join(r.dir, packsDir), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: upgrading the repository %s to version %d: %w; check its permissions", errdefs.ErrUnavailable, r.dir, RepositoryVersion, err)
+	}
+	if err := fsutil.SyncDir(r.dir); err != nil {
+		return fmt.Errorf("%w: upgrading the repository: %w", errdefs.ErrUnavailable, err)
+	}
+	if err := headerFormat.Write(path, h); err != nil {
+		return fmt.Errorf("%w: upgrading the repository %s to version %d: %w; check its space and permissions", errdefs.ErrUnavailable, r.dir, RepositoryVersion, err)
+	}
+	r.log.Info("backup repository upgraded", "repo", r.dir, "from", v, "to", RepositoryVersion)
+	return nil
 }
 
 // Dir is the repository's directory.
@@ -272,20 +337,6 @@ func (r *Repo) lockRead(exclusive bool) (*os.File, error) {
 	}
 	return r.lock(readLockFile, unix.LOCK_SH,
 		fmt.Sprintf("a prune is changing the repository %s; wait for it to finish and try again", r.dir))
-}
-
-// syncFS flushes the file system holding the repository: the blocks a writer
-// stored without an fsync each are on disk once it returns.
-func (r *Repo) syncFS() error {
-	f, err := os.Open(r.dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("syncfs %s: %w", r.dir, err)
-	}
-	return nil
 }
 
 func randHex(n int) string {

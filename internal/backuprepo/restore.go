@@ -49,6 +49,12 @@ func (r *Repo) Restore(ctx context.Context, id, disk string, w io.WriterAt, o Re
 	if err != nil {
 		return err
 	}
+	idx, err := r.loadIndex()
+	if err != nil {
+		return err
+	}
+	br := r.newBlockReader(idx)
+	defer br.close()
 	m := newMeter(o.Progress, d.Size)
 	zeros := make([]byte, d.BlockSize)
 	err = parallel(ctx, r.workers, d.NumBlocks(), func(i int64) error {
@@ -63,7 +69,7 @@ func (r *Repo) Restore(ctx context.Context, id, disk string, w io.WriterAt, o Re
 			data = zeros[:n]
 		default:
 			var err error
-			if data, err = r.readBlock(h); err != nil {
+			if data, err = br.read(h, nil); err != nil {
 				return fmt.Errorf("restore backup %s disk %s block %d: %w", id, disk, i, err)
 			}
 			if len(data) != n {

@@ -1,16 +1,18 @@
 package backuprepo
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
+	"math"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/fsutil"
 )
 
 // Report is what Verify checked and found.
@@ -19,6 +21,8 @@ type Report struct {
 	Blocks   int64     `json:"blocks"`  // distinct blocks read
 	Bytes    int64     `json:"bytes"`   // their size
 	Problems []Problem `json:"problems,omitempty"`
+	// Repaired lists the damaged blocks Repair forgot (their hashes).
+	Repaired []string `json:"repaired,omitempty"`
 }
 
 // Problem is one thing Verify found wrong; Message names the file and the fix.
@@ -35,64 +39,99 @@ type use struct {
 
 // Verify checks backup id, or every backup when id is "": each manifest, its
 // configuration and block maps against their checksums, that its chain of
-// parents is complete, and every block a restore would read, re-read and
-// hashed (each block once, however many backups share it). It reports every
-// problem; the error, wrapping ErrDamaged, says how many and the first. A
-// prune cannot start while it runs.
+// parents is complete, every pack index, and every block a restore would
+// read, re-read and hashed (each block once, however many backups share it).
+// It reports every problem; the error, wrapping ErrDamaged, says how many and
+// the first. A prune cannot start while it runs.
 func (r *Repo) Verify(ctx context.Context, id string, progress Progress) (*Report, error) {
 	rl, err := r.lockRead(false)
 	if err != nil {
 		return nil, err
 	}
 	defer rl.Close()
-	rep := &Report{}
-	var mu sync.Mutex
-	problem := func(backup string, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		rep.Problems = append(rep.Problems, Problem{Backup: backup, Message: problemText(err)})
-	}
+	v := &verifier{r: r, rep: &Report{}, damaged: blockSet{}}
+	return v.run(ctx, id, progress)
+}
 
-	var bs []*Backup
+// verifier is one run of Verify: what it found so far.
+type verifier struct {
+	r       *Repo
+	mu      sync.Mutex
+	rep     *Report
+	damaged blockSet // blocks that are stored, but not whole
+}
+
+func (v *verifier) problem(backup string, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rep.Problems = append(v.rep.Problems, Problem{Backup: backup, Message: problemText(err)})
+}
+
+func (v *verifier) run(ctx context.Context, id string, progress Progress) (*Report, error) {
+	bs, err := v.backups(id)
+	if err != nil {
+		return nil, err
+	}
+	uses, err := v.uses(ctx, bs)
+	if err != nil {
+		return v.rep, err
+	}
+	if err := v.blocks(ctx, uses, progress); err != nil {
+		return v.rep, err
+	}
+	rep := v.rep
+	if len(rep.Problems) == 0 {
+		v.r.log.Info("backups verified", "repo", v.r.dir, "backups", rep.Backups, "blocks", rep.Blocks, "bytes", rep.Bytes)
+		return rep, nil
+	}
+	slices.SortStableFunc(rep.Problems, func(a, b Problem) int { return strings.Compare(a.Backup, b.Backup) })
+	return rep, damaged("verify found %d problem(s) in %s; the first: %s", len(rep.Problems), v.r.dir, rep.Problems[0].Message)
+}
+
+// backups reads the manifest of backup id, or of every backup.
+func (v *verifier) backups(id string) ([]*Backup, error) {
 	if id != "" {
-		b, err := r.Get(id)
+		b, err := v.r.Get(id)
 		switch {
 		case errors.Is(err, ErrDamaged):
-			problem(id, err)
+			v.problem(id, err)
+			return nil, nil
 		case err != nil:
 			return nil, err
-		default:
-			bs = append(bs, b)
 		}
-	} else {
-		all, errs := r.loadAll()
-		for _, err := range errs {
-			if !errors.Is(err, ErrDamaged) {
-				return nil, err
-			}
-			problem("", err)
-		}
-		bs = all
+		return []*Backup{b}, nil
 	}
+	all, errs := v.r.loadAll()
+	for _, err := range errs {
+		if !errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
+		v.problem("", err)
+	}
+	return all, nil
+}
 
+// uses checks each backup's configuration and chain, and lists every block
+// its restore reads, with its first use for messages.
+func (v *verifier) uses(ctx context.Context, bs []*Backup) (map[blockHash]use, error) {
 	uses := map[blockHash]use{}
 	for _, b := range bs {
 		if err := ctx.Err(); err != nil {
-			return rep, ctxErr(err)
+			return nil, ctxErr(err)
 		}
-		rep.Backups++
-		if _, err := r.readRef(b, b.Config, "the VM configuration"); err != nil {
-			problem(b.ID, err)
+		v.rep.Backups++
+		if _, err := v.r.readRef(b, b.Config, "the VM configuration"); err != nil {
+			v.problem(b.ID, err)
 		}
-		chain, err := r.chain(b)
+		chain, err := v.r.chain(b)
 		if err != nil {
-			problem(b.ID, err)
+			v.problem(b.ID, err)
 			continue
 		}
 		for _, d := range b.Disks {
-			blocks, err := r.resolve(chain, d.Name)
+			blocks, err := v.r.resolve(chain, d.Name)
 			if err != nil {
-				problem(b.ID, err)
+				v.problem(b.ID, err)
 				continue
 			}
 			for i, h := range blocks {
@@ -102,54 +141,153 @@ func (r *Repo) Verify(ctx context.Context, id string, progress Progress) (*Repor
 			}
 		}
 	}
+	return uses, nil
+}
 
-	type item struct {
-		h    blockHash
-		u    use
-		size int64
+// blocks reads and hashes every block used, in the order they lie on disk.
+func (v *verifier) blocks(ctx context.Context, uses map[blockHash]use, progress Progress) error {
+	idx, err := v.r.loadIndex()
+	if err != nil {
+		return err
 	}
-	var items []item
-	var total int64
-	for h, u := range uses {
-		fi, err := os.Stat(r.blockPath(h))
-		if errors.Is(err, fs.ErrNotExist) {
-			problem(u.backup, blockProblem(h, u, "is missing ("+r.blockPath(h)+")",
-				"the next backup that reads the same data stores it again"))
-			continue
-		}
-		if err != nil {
-			return rep, fmt.Errorf("%w: verify: %w", errdefs.ErrUnavailable, err)
-		}
-		items = append(items, item{h, u, fi.Size()})
-		total += fi.Size()
+	for _, err := range idx.bad {
+		v.problem("", err)
 	}
-	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.h.String(), b.h.String()) })
+	br := v.r.newBlockReader(idx)
+	defer br.close()
+	items, total, err := v.items(br, uses)
+	if err != nil {
+		return err
+	}
 	m := newMeter(progress, total)
-	err = parallel(ctx, r.workers, int64(len(items)), func(i int64) error {
+	return parallel(ctx, v.r.workers, int64(len(items)), func(i int64) error {
 		it := items[i]
-		if _, err := r.readBlock(it.h); err != nil {
+		if _, err := br.read(it.h, nil); err != nil {
 			if !errors.Is(err, ErrDamaged) {
 				return err
 			}
-			problem(it.u.backup, blockProblem(it.h, it.u, strings.TrimPrefix(problemText(err), "block "+it.h.String()+" "),
-				"delete the block's file, so that the next backup that reads the same data stores it again"))
+			v.problem(it.u.backup, blockProblem(it.h, it.u, strings.TrimPrefix(problemText(err), "block "+it.h.String()+" "), repairFix))
+			v.mu.Lock()
+			v.damaged[it.h] = struct{}{}
+			v.mu.Unlock()
 		}
-		mu.Lock()
-		rep.Blocks++
-		rep.Bytes += it.size
-		mu.Unlock()
+		v.mu.Lock()
+		v.rep.Blocks++
+		v.rep.Bytes += it.size
+		v.mu.Unlock()
 		m.add(it.size)
 		return nil
 	})
+}
+
+// Repair verifies every backup as Verify does, then forgets each block it
+// found damaged: it drops the block from its pack's index (rewritten
+// atomically), or deletes its block file of version 1, so that the next
+// backup that reads the same data stores it again instead of reusing the
+// damaged copy; prune reclaims the bytes. The backups that need the block
+// stay broken until then. It holds the write lock, so that no backup reuses
+// a block meanwhile. Report.Repaired lists what it forgot; the error is
+// Verify's.
+func (r *Repo) Repair(ctx context.Context, progress Progress) (*Report, error) {
+	wl, err := r.lockWrite()
 	if err != nil {
+		return nil, err
+	}
+	defer wl.Close()
+	rl, err := r.lockRead(false)
+	if err != nil {
+		return nil, err
+	}
+	defer rl.Close()
+	v := &verifier{r: r, rep: &Report{}, damaged: blockSet{}}
+	rep, verr := v.run(ctx, "", progress)
+	if verr != nil && !errors.Is(verr, ErrDamaged) {
+		return rep, verr
+	}
+	if err := r.forget(v.damaged, rep); err != nil {
 		return rep, err
 	}
-	if len(rep.Problems) == 0 {
-		r.log.Info("backups verified", "repo", r.dir, "backups", rep.Backups, "blocks", rep.Blocks, "bytes", rep.Bytes)
-		return rep, nil
+	return rep, verr
+}
+
+// forget drops the blocks bad from the pack indexes and block files.
+func (r *Repo) forget(bad blockSet, rep *Report) error {
+	if len(bad) == 0 {
+		return nil
 	}
-	slices.SortStableFunc(rep.Problems, func(a, b Problem) int { return strings.Compare(a.Backup, b.Backup) })
-	return rep, damaged("verify found %d problem(s) in %s; the first: %s", len(rep.Problems), r.dir, rep.Problems[0].Message)
+	idx, err := r.loadIndex()
+	if err != nil {
+		return err
+	}
+	byPack := map[int32]blockSet{}
+	for h := range bad {
+		l, ok := idx.loc[h]
+		if !ok {
+			if err := remove(r.blockPath(h)); err != nil {
+				return err
+			}
+		} else {
+			if byPack[l.pack] == nil {
+				byPack[l.pack] = blockSet{}
+			}
+			byPack[l.pack][h] = struct{}{}
+		}
+		rep.Repaired = append(rep.Repaired, h.String())
+	}
+	for n, hs := range byPack {
+		p := idx.packs[n]
+		es := slices.DeleteFunc(slices.Clone(p.entries), func(e packEntry) bool { _, ok := hs[e.Hash]; return ok })
+		if err := fsutil.WriteFileAtomic(r.indexPath(p.id), encodeIndex(p.size, es), 0o600); err != nil {
+			return fmt.Errorf("%w: repair: %w; check the repository's space and permissions", errdefs.ErrUnavailable, err)
+		}
+	}
+	slices.Sort(rep.Repaired)
+	r.log.Warn("damaged blocks forgotten; the next backup that reads the same data stores them again", "repo", r.dir, "blocks", len(rep.Repaired))
+	return nil
+}
+
+// repairFix is what to do about a damaged or missing block.
+const repairFix = "run hv backup verify --repair, which forgets the damaged blocks so that the next backup that reads the same data stores them again"
+
+type verifyItem struct {
+	h    blockHash
+	u    use
+	size int64
+	loc  blockLoc
+}
+
+// items lists the blocks to read, in the order they lie on disk (pack by
+// pack, then version 1's files), and reports those that are missing.
+func (v *verifier) items(br *blockReader, uses map[blockHash]use) ([]verifyItem, int64, error) {
+	var items []verifyItem
+	var total int64
+	for h, u := range uses {
+		size, ok, err := br.size(h)
+		if err != nil {
+			return nil, 0, fmt.Errorf("verify: %w", err)
+		}
+		if !ok {
+			v.problem(u.backup, blockProblem(h, u, "is missing (no pack index names it)",
+				"the next backup that reads the same data stores it again"))
+			continue
+		}
+		l, inPack := br.idx.loc[h]
+		if !inPack {
+			l.pack = math.MaxInt32
+		}
+		items = append(items, verifyItem{h, u, size, l})
+		total += size
+	}
+	slices.SortFunc(items, func(a, b verifyItem) int {
+		if c := cmp.Compare(a.loc.pack, b.loc.pack); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.loc.offset, b.loc.offset); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.h[:], b.h[:])
+	})
+	return items, total, nil
 }
 
 func blockProblem(h blockHash, u use, what, fix string) error {

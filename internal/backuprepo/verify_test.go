@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,8 +29,8 @@ func chainRepo(t *testing.T) (*Repo, *vm, []*Backup) {
 	return r, v, []*Backup{full, i1, i2}
 }
 
-// blockOf returns a block that backup b's own map names, its index and path.
-func blockOf(t *testing.T, r *Repo, b *Backup) (blockHash, int64, string) {
+// blockOf returns a block that backup b's own map names, and its index.
+func blockOf(t *testing.T, r *Repo, b *Backup) (blockHash, int64) {
 	t.Helper()
 	es, err := r.readMap(b, &b.Disks[0])
 	if err != nil {
@@ -37,11 +38,11 @@ func blockOf(t *testing.T, r *Repo, b *Backup) (blockHash, int64, string) {
 	}
 	for _, e := range es {
 		if !e.Hash.IsZero() {
-			return e.Hash, e.Index, r.blockPath(e.Hash)
+			return e.Hash, e.Index
 		}
 	}
 	t.Fatal("no data block")
-	return blockHash{}, 0, ""
+	return blockHash{}, 0
 }
 
 // verifyFails runs Verify and checks that it reports a problem whose message
@@ -84,45 +85,68 @@ func TestVerifyHealthy(t *testing.T) {
 func TestVerifyFindsAFlippedByte(t *testing.T) {
 	t.Parallel()
 	r, _, bs := chainRepo(t)
-	h, idx, path := blockOf(t, r, bs[0])
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0x40
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	verifyFails(t, r, "", "block "+h.String(), "is damaged", "delete the block's file")
+	h, idx := blockOf(t, r, bs[0])
+	damageBlock(t, r, h)
+	verifyFails(t, r, "", "block "+h.String(), "is damaged", "hv backup verify --repair")
 	// Verifying the full finds it and names where it is used.
 	verifyFails(t, r, bs[0].ID, h.String(), "block "+strconv.FormatInt(idx, 10))
 	// A restore that needs it fails rather than restore wrong bytes.
-	err = r.Restore(context.Background(), bs[0].ID, "system", make(memDisk, 128<<10), RestoreOptions{})
+	err := r.Restore(context.Background(), bs[0].ID, "system", make(memDisk, 128<<10), RestoreOptions{})
 	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), h.String()) {
 		t.Fatalf("restore through a damaged block: %v", err)
 	}
 
-	// The documented repair: delete the file; the next backup of the same data stores it again.
-	os.Remove(path)
-	verifyFails(t, r, "", "is missing")
+	// The documented repair: Repair forgets the block; the next backup of
+	// the same data stores it again.
+	rep, err := r.Repair(context.Background(), nil)
+	if !errors.Is(err, ErrDamaged) || !slices.Equal(rep.Repaired, []string{h.String()}) {
+		t.Fatalf("repair: %+v, %v", rep, err)
+	}
+	verifyFails(t, r, "", "block "+h.String(), "is missing")
 	rng := rand.New(rand.NewPCG(21, 22)) // the same disk as chainRepo's full
 	v := &vm{name: "web", disks: []*vdisk{newDisk(rng, "system", 128<<10, 4<<10)}}
-	v.backup(t, r, Full, "", t0.Add(5*time.Hour))
+	again := v.backup(t, r, Full, "", t0.Add(5*time.Hour))
+	if again.Stats.NewBlocks != 1 {
+		t.Fatalf("the full after the repair stored %d blocks, want the one forgotten", again.Stats.NewBlocks)
+	}
 	mustVerify(t, r)
 	checkRestores(t, r, bs[0].ID, v.snapshot())
+	if rep, err := r.Repair(context.Background(), nil); err != nil || len(rep.Repaired) != 0 {
+		t.Fatalf("repair of a healthy repository: %+v, %v", rep, err)
+	}
 }
 
+// A pack that is gone or cut short: its blocks are missing.
 func TestVerifyFindsAMissingBlock(t *testing.T) {
 	t.Parallel()
 	r, _, bs := chainRepo(t)
-	h, _, path := blockOf(t, r, bs[1])
-	if err := os.Remove(path); err != nil {
+	h, _ := blockOf(t, r, bs[1])
+	path, off, _ := blockAt(t, r, h)
+	if err := os.Truncate(path, off+1); err != nil {
 		t.Fatal(err)
 	}
-	rep := verifyFails(t, r, "", "block "+h.String(), "is missing")
+	rep := verifyFails(t, r, "", "block "+h.String(), "is missing", "ends before it")
 	if rep.Problems[0].Backup == "" {
 		t.Fatalf("the problem names no backup: %+v", rep.Problems[0])
 	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	verifyFails(t, r, "", "block "+h.String(), "is missing: its pack "+path+" is gone")
+}
+
+// A damaged index: verify says which, and the blocks it lists are missing.
+func TestVerifyFindsADamagedIndex(t *testing.T) {
+	t.Parallel()
+	r, _, bs := chainRepo(t)
+	h, _ := blockOf(t, r, bs[2])
+	path, _, _ := blockAt(t, r, h)
+	index := strings.TrimSuffix(path, packSuffix) + indexSuffix
+	data, _ := os.ReadFile(index)
+	data[indexHead] ^= 1
+	os.WriteFile(index, data, 0o600)
+	verifyFails(t, r, "", index, "is not a valid pack index", "checksum")
+	verifyFails(t, r, "", "block "+h.String(), "is missing")
 }
 
 func TestVerifyFindsAMissingParent(t *testing.T) {

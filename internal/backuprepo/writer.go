@@ -55,17 +55,24 @@ type Writer struct {
 	b     Backup // the manifest, filled in by Commit
 	disks map[string]*wdisk
 
+	// idx holds the blocks of the committed packs, loaded at Begin: each
+	// was flushed before its index was written, so it is reused as it is.
+	idx   *blockIndex
+	packs *packWriter
+	// files: the repository has version 1's block files (it was upgraded).
+	files bool
+
 	mu        sync.Mutex
 	state     writerState
 	config    []byte
 	hasConfig bool
-	created   map[blockHash]int64 // block files this writer made, and their sizes
+	created   map[blockHash]int64 // blocks this writer appended to its packs, and their sizes
 
-	// known holds the blocks it may reuse without reading them: those that
-	// committed backups name (read from their maps at the first block found
-	// already stored) and those this writer wrote or checked. Any other
-	// block file may be a crashed writer's leftover with the right name and
-	// size but not the bytes: storeBlock compares it first.
+	// known holds the version 1 block files it may reuse without reading
+	// them: those that committed backups name (read from their maps at the
+	// first block file found). Any other may be a crashed writer's leftover
+	// with the right name and size but not the bytes: the block goes into a
+	// pack instead.
 	knownOnce sync.Once
 	knownMu   sync.Mutex
 	known     blockSet
@@ -158,12 +165,12 @@ func (r *Repo) checkMeta(m *BackupMeta) error {
 }
 
 func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
-	if err := r.recover(); err != nil {
+	idx, err := r.prepareWrite()
+	if err != nil {
 		return nil, err
 	}
 	var parent *Backup
 	if meta.Kind == Incremental {
-		var err error
 		parent, err = r.Get(meta.Parent)
 		if errdefs.Is(err, errdefs.ErrNotFound) {
 			return nil, fmt.Errorf("%w: parent: backup %s is not in the repository %s; take a full backup", errdefs.ErrInvalid, meta.Parent, r.dir)
@@ -210,7 +217,8 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 		stage := filepath.Join(r.dir, stagingDir, b.ID)
 		if _, err := os.Stat(r.backupDir(b.ID)); errors.Is(err, fs.ErrNotExist) {
 			if err := os.Mkdir(stage, 0o700); err == nil {
-				w := &Writer{r: r, lock: lock, stage: stage, b: b, disks: map[string]*wdisk{}, created: map[blockHash]int64{}, known: blockSet{}}
+				w := &Writer{r: r, lock: lock, stage: stage, b: b, disks: map[string]*wdisk{}, created: map[blockHash]int64{}, known: blockSet{},
+					idx: idx, packs: newPackWriter(filepath.Join(r.dir, packsDir), r.packSize), files: r.hasBlockFiles()}
 				for i := range w.b.Disks {
 					w.disks[w.b.Disks[i].Name] = &wdisk{d: &w.b.Disks[i], blocks: map[int64]blockHash{}}
 				}
@@ -225,12 +233,35 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 	}
 }
 
-// recover finishes what an interrupted writer or prune left: if staging/ is
-// not empty, it collects garbage (the blocks a dead writer stored may not have
-// reached the disk whole, and nothing names them: dedup must never trust
-// them), and only then empties staging/, so that a failure here is retried
-// by the next writer. Only a holder of the write lock may call it.
+// prepareWrite readies the repository for a writer: upgraded to this
+// version, what an interrupted writer left discarded, the index loaded.
+func (r *Repo) prepareWrite() (*blockIndex, error) {
+	if err := r.upgrade(); err != nil {
+		return nil, err
+	}
+	if err := r.recover(); err != nil {
+		return nil, err
+	}
+	idx, err := r.loadIndex()
+	if err != nil {
+		return nil, err
+	}
+	if len(idx.bad) > 0 {
+		r.log.Warn("some pack indexes cannot be read; the blocks they list are stored again", "repo", r.dir, "err", errors.Join(idx.bad...))
+	}
+	return idx, nil
+}
+
+// recover finishes what an interrupted writer or prune left: it deletes the
+// packs without an index (an interrupted write: their bytes may not have
+// reached the disk, and nothing reads them), and if staging/ is not empty,
+// it collects garbage (what the dead writer stored that no backup names)
+// and only then empties staging/, so that a failure here is retried by the
+// next writer. Only a holder of the write lock may call it.
 func (r *Repo) recover() error {
+	if err := r.removePartialPacks(); err != nil {
+		return err
+	}
 	ents, err := os.ReadDir(filepath.Join(r.dir, stagingDir))
 	if err != nil {
 		return fmt.Errorf("%w: cannot read %s: %w; check the repository's permissions", errdefs.ErrUnavailable, filepath.Join(r.dir, stagingDir), unwrapPath(err))
@@ -238,7 +269,7 @@ func (r *Repo) recover() error {
 	if len(ents) == 0 {
 		return nil
 	}
-	if _, err := r.collectGarbage(nil, nil, false); err != nil {
+	if _, err := r.collectGarbage(nil, nil, gcMode{}); err != nil {
 		return fmt.Errorf("discarding an interrupted backup: %w", err)
 	}
 	_, err = r.discardStaging()
@@ -290,8 +321,9 @@ func (w *Writer) disk(name string, index int64) (*wdisk, error) {
 
 // PutBlock stores block index of disk: data is exactly the block (the last
 // block of a disk whose size is not a multiple of the block size is shorter).
-// A block of zeros is recorded, not stored; a block already in the store is
-// not written again (one that no committed backup names is compared first). data is not kept after PutBlock returns.
+// A block of zeros is recorded, not stored; a block already in a committed
+// pack, or put before by this writer, is not written again; any other is
+// appended to the writer's pack. data is not kept after PutBlock returns.
 func (w *Writer) PutBlock(disk string, index int64, data []byte) error {
 	d, err := w.disk(disk, index)
 	if err != nil {
@@ -302,22 +334,37 @@ func (w *Writer) PutBlock(disk string, index int64, data []byte) error {
 			errdefs.ErrInvalid, index, disk, len(data), want, d.d.BlockSize, d.d.Size)
 	}
 	var h blockHash
-	created := false
 	if !allZero(data) {
 		h = sha256.Sum256(data)
-		if created, err = w.r.storeBlock(h, data, w.isKnown); err != nil {
+		if err := w.store(h, data); err != nil {
 			return fmt.Errorf("%w: backup %s: %w; check the repository's space and permissions", errdefs.ErrUnavailable, w.b.ID, err)
 		}
-		w.knownMu.Lock()
-		w.known[h] = struct{}{}
-		w.knownMu.Unlock()
 	}
-	return w.record(d, index, h, created, len(data))
+	return w.record(d, index, h)
 }
 
-// isKnown reports whether a stored block h may be reused without reading it.
-// The first call reads the maps of every committed backup: about 40 bytes
-// per block of each, a small fraction of reading the blocks themselves.
+// store puts block h into the writer's pack unless the repository holds it:
+// in a committed pack (flushed before its index was written), or in a block
+// file of version 1 that a committed backup names (flushed before that
+// backup's manifest was written). A block file that no backup names may be
+// a crashed writer's leftover, torn by a power cut: it is never reused.
+func (w *Writer) store(h blockHash, data []byte) error {
+	if w.idx.has(h) || w.files && w.r.hasBlockFile(h, len(data)) && w.isKnown(h) {
+		return nil
+	}
+	w.mu.Lock()
+	if _, ok := w.created[h]; ok {
+		w.mu.Unlock()
+		return nil // put before: its write is in flight or done, and Commit waits for it
+	}
+	w.created[h] = int64(len(data)) // even if the write fails: the backup fails with it
+	w.mu.Unlock()
+	return w.packs.add(h, data)
+}
+
+// isKnown reports whether a block file of version 1 may be reused without
+// reading it. The first call reads the maps of every committed backup: about
+// 40 bytes per block of each, a small fraction of reading the blocks.
 func (w *Writer) isKnown(h blockHash) bool {
 	w.knownOnce.Do(w.loadKnown)
 	w.knownMu.Lock()
@@ -355,15 +402,12 @@ func (w *Writer) ZeroBlock(disk string, index int64) error {
 	if err != nil {
 		return err
 	}
-	return w.record(d, index, blockHash{}, false, 0)
+	return w.record(d, index, blockHash{})
 }
 
-func (w *Writer) record(d *wdisk, index int64, h blockHash, created bool, n int) error {
+func (w *Writer) record(d *wdisk, index int64, h blockHash) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if created {
-		w.created[h] = int64(n) // even when closed: Abort must remove it
-	}
 	if w.state != open {
 		return fmt.Errorf("%w: backup %s was committed or aborted while block %d of disk %s was put; finish every PutBlock before Commit",
 			errdefs.ErrConflict, w.b.ID, index, d.d.Name)
@@ -409,10 +453,10 @@ func (w *Writer) stats() Stats {
 	return s
 }
 
-// Commit makes the backup exist: it writes the block maps and the
-// configuration, flushes the file system (the blocks), writes the manifest
-// and moves the backup into backups/, then releases the lock. On an error
-// before the move, the backup is discarded as by Abort.
+// Commit makes the backup exist: it waits until its packs are flushed and
+// writes their indexes, writes the block maps and the configuration, then the
+// manifest, and moves the backup into backups/, then releases the lock. On
+// an error before the move, the backup is discarded as by Abort.
 func (w *Writer) Commit() (*Backup, error) {
 	w.mu.Lock()
 	switch {
@@ -440,10 +484,17 @@ func (w *Writer) Commit() (*Backup, error) {
 	return &b, nil
 }
 
-// prepare writes everything into the staging directory, the manifest last,
-// with the blocks flushed before it: a staged manifest is a complete backup
-// that only needs publish.
+// prepare makes the packs readable (flushed, then indexed) and writes
+// everything into the staging directory, the manifest last: a staged
+// manifest is a complete backup that only needs publish.
 func (w *Writer) prepare() error {
+	packs, err := w.packs.finish()
+	if err != nil {
+		return err
+	}
+	if err := w.packs.writeIndexes(packs); err != nil {
+		return err
+	}
 	for i := range w.b.Disks {
 		d := &w.b.Disks[i]
 		es := sortedEntries(w.disks[d.Name].blocks, d.Base)
@@ -458,9 +509,6 @@ func (w *Writer) prepare() error {
 		return err
 	}
 	w.b.Config = fileRef(configFile, w.config)
-	if err := w.r.syncFS(); err != nil {
-		return err
-	}
 	w.b.CommittedAt = w.r.now().UTC()
 	if err := w.b.check(); err != nil {
 		return fmt.Errorf("the manifest is not valid (a bug): %v", err)
@@ -484,8 +532,8 @@ func (w *Writer) publish() error {
 	return nil
 }
 
-// Abort discards the backup: the blocks it stored (none of which another
-// backup names) and its staging directory. It releases the lock. Calling it
+// Abort discards the backup: the packs it wrote (no other backup names
+// their blocks) and its staging directory. It releases the lock. Calling it
 // after Commit or Abort does nothing, so `defer w.Abort()` is the idiom.
 func (w *Writer) Abort() error {
 	w.mu.Lock()
@@ -506,15 +554,9 @@ func (w *Writer) discard() error {
 }
 
 func (w *Writer) discardLocked() error {
-	w.mu.Lock()
-	created := w.created
-	w.created = map[blockHash]int64{}
-	w.mu.Unlock()
 	var errs []error
-	for h := range created {
-		if err := os.Remove(w.r.blockPath(h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
+	if err := w.packs.remove(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(w.stage); err != nil {
 		errs = append(errs, err)

@@ -176,6 +176,7 @@ var openAPITypes = map[string]any{
 	"BackupCreate":        api.BackupCreate{},
 	"Backup":              api.Backup{},
 	"BackupDisk":          api.BackupDisk{},
+	"BackupFile":          api.BackupFile{},
 	"Extent":              api.Extent{},
 	"ReferencePoint":      api.ReferencePoint{},
 	"ChangeTracking":      api.ChangeTracking{},

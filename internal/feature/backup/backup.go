@@ -214,7 +214,11 @@ func (f *Service) openBackupNow(ctx context.Context, op *operation.Op, v hostvm.
 	}
 	open.Backup.ExpiresAt = time.Now().Add(life).UTC()
 	st.Open = open
-	if err := st.Save(v.Dir()); err != nil {
+	err = keepFiles(v, open)
+	if err == nil {
+		err = st.Save(v.Dir())
+	}
+	if err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), undo.Timeout)
 		defer cancel()
 		f.endBackup(cctx, v, st, false)

@@ -1,0 +1,310 @@
+package backuprepo
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hvproject/hv/internal/fsutil"
+)
+
+// Pack files (repository version 2). A writer appends the blocks it stores to
+// a pack file, packs/ID.pack, up to the repository's pack size, then starts
+// the next one; at commit it flushes them and writes each one's index,
+// packs/ID.idx. An index is written only once its pack is on disk, so every
+// block an index names is whole; a pack without an index is an interrupted
+// write that nothing reads, and the next writer or prune deletes it.
+//
+// A pack is packMagic, then records: the block's SHA-256 (32 bytes), its
+// length (uint32, big-endian) and its bytes. The records describe themselves,
+// so a pack can be read without its index; the index makes it fast.
+//
+// An index is indexMagic, the pack's size (uint64 BE), then one record per
+// block sorted by hash: its SHA-256 (32 bytes), the offset of its bytes in the
+// pack (uint64 BE) and its length (uint32 BE); last, the SHA-256 of
+// everything before it.
+const (
+	packMagic    = "HVPACK1\n"
+	indexMagic   = "HVPIDX1\n"
+	packRecHead  = sha256.Size + 4
+	indexHead    = len(indexMagic) + 8
+	indexRecord  = sha256.Size + 8 + 4
+	packSuffix   = ".pack"
+	indexSuffix  = ".idx"
+	packIDDigits = 16
+
+	// DefaultPackSize is the size a writer fills a pack file to: a 100 GiB
+	// disk is about 800 packs, and the last pack of a backup, flushed at
+	// its commit, is written in well under a second on a disk.
+	DefaultPackSize = 128 << 20
+)
+
+var packIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// packEntry is where a pack holds a block: its bytes are Length bytes at Offset.
+type packEntry struct {
+	Hash   blockHash
+	Offset int64
+	Length uint32
+}
+
+func (r *Repo) packPath(id string) string  { return filepath.Join(r.dir, packsDir, id+packSuffix) }
+func (r *Repo) indexPath(id string) string { return filepath.Join(r.dir, packsDir, id+indexSuffix) }
+
+// encodeIndex makes the index of a pack of packSize bytes holding es.
+func encodeIndex(packSize int64, es []packEntry) []byte {
+	es = slices.Clone(es)
+	slices.SortFunc(es, func(a, b packEntry) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+	out := make([]byte, 0, indexHead+len(es)*indexRecord+sha256.Size)
+	out = append(out, indexMagic...)
+	out = binary.BigEndian.AppendUint64(out, uint64(packSize))
+	for _, e := range es {
+		out = append(out, e.Hash[:]...)
+		out = binary.BigEndian.AppendUint64(out, uint64(e.Offset))
+		out = binary.BigEndian.AppendUint32(out, e.Length)
+	}
+	sum := sha256.Sum256(out)
+	return append(out, sum[:]...)
+}
+
+// decodeIndex parses an index. Its error says what is wrong, without the file's name.
+func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
+	if len(data) < indexHead+sha256.Size || string(data[:len(indexMagic)]) != indexMagic {
+		return 0, nil, errors.New(`it does not start with the index's magic "HVPIDX1\n"`)
+	}
+	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return 0, nil, errors.New("its checksum does not match its content")
+	}
+	if (len(body)-indexHead)%indexRecord != 0 {
+		return 0, nil, fmt.Errorf("its length %d is not a header, whole %d-byte records and a checksum", len(data), indexRecord)
+	}
+	size := binary.BigEndian.Uint64(body[len(indexMagic):])
+	if size > 1<<62 {
+		return 0, nil, fmt.Errorf("it gives the pack a size of %d bytes", size)
+	}
+	recs := body[indexHead:]
+	es = make([]packEntry, len(recs)/indexRecord)
+	for i := range es {
+		rec := recs[i*indexRecord : (i+1)*indexRecord]
+		e := &es[i]
+		copy(e.Hash[:], rec)
+		e.Offset = int64(binary.BigEndian.Uint64(rec[sha256.Size:]))
+		e.Length = binary.BigEndian.Uint32(rec[sha256.Size+8:])
+		switch {
+		case i > 0 && bytes.Compare(es[i-1].Hash[:], e.Hash[:]) >= 0:
+			return 0, nil, fmt.Errorf("record %d is out of order or repeated: records are sorted by hash, each once", i)
+		case e.Hash.IsZero():
+			return 0, nil, fmt.Errorf("record %d names the zero hash, which stands for zeros and is never stored", i)
+		case e.Length == 0 || e.Length > MaxBlockSize:
+			return 0, nil, fmt.Errorf("record %d gives a block of %d bytes (1 to %d)", i, e.Length, MaxBlockSize)
+		case e.Offset < int64(len(packMagic)+packRecHead) || uint64(e.Offset)+uint64(e.Length) > size:
+			return 0, nil, fmt.Errorf("record %d puts its block at %d+%d, outside the pack's %d bytes", i, e.Offset, e.Length, size)
+		}
+	}
+	return int64(size), es, nil
+}
+
+// packWriter appends blocks to new pack files, starting the next one when
+// the current one is full. Appends run in parallel: each reserves its range
+// under the lock and writes it outside. A full pack is flushed in the
+// background once its last write is done, so that the commit finds most of
+// the data on disk already.
+type packWriter struct {
+	dir    string // packs/
+	target int64
+
+	mu     sync.Mutex
+	cur    *pack
+	packs  []*pack // every pack made, cur included
+	closed bool
+}
+
+// pack is one pack file being written.
+type pack struct {
+	id      string
+	f       *os.File
+	size    int64 // bytes reserved so far
+	entries []packEntry
+	writes  sync.WaitGroup
+	flushed chan struct{} // closed once sealed, written and flushed (or failed)
+
+	mu  sync.Mutex
+	err error // the first failed write or flush
+}
+
+func newPackWriter(dir string, target int64) *packWriter {
+	return &packWriter{dir: dir, target: target}
+}
+
+func (p *pack) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil {
+		p.err = err
+	}
+}
+
+func (p *pack) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// add appends block h, whose bytes are data, to the current pack.
+func (pw *packWriter) add(h blockHash, data []byte) error {
+	p, off, err := pw.reserve(h, len(data))
+	if err != nil {
+		return err
+	}
+	defer p.writes.Done()
+	var head [packRecHead]byte
+	copy(head[:], h[:])
+	binary.BigEndian.PutUint32(head[sha256.Size:], uint32(len(data)))
+	if _, err := p.f.WriteAt(head[:], off); err != nil {
+		p.fail(err)
+		return fmt.Errorf("write %s: %w", p.f.Name(), err)
+	}
+	if _, err := p.f.WriteAt(data, off+packRecHead); err != nil {
+		p.fail(err)
+		return fmt.Errorf("write %s: %w", p.f.Name(), err)
+	}
+	return nil
+}
+
+// reserve takes the range of the next record, starting a pack if the current
+// one is full. The caller writes the record, then calls p.writes.Done.
+func (pw *packWriter) reserve(h blockHash, n int) (*pack, int64, error) {
+	rec := int64(packRecHead + n)
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if pw.closed {
+		return nil, 0, errors.New("the pack writer is closed")
+	}
+	if p := pw.cur; p != nil && p.size+rec > pw.target && len(p.entries) > 0 {
+		pw.seal(p)
+		pw.cur = nil
+	}
+	if pw.cur == nil {
+		p, err := pw.create()
+		if err != nil {
+			return nil, 0, err
+		}
+		pw.cur = p
+		pw.packs = append(pw.packs, p)
+	}
+	p := pw.cur
+	off := p.size
+	p.size += rec
+	p.entries = append(p.entries, packEntry{Hash: h, Offset: off + packRecHead, Length: uint32(n)})
+	p.writes.Add(1)
+	return p, off, nil
+}
+
+// create starts a pack file under a new random id.
+func (pw *packWriter) create() (*pack, error) {
+	for range 10 {
+		id := randHex(packIDDigits / 2)
+		f, err := os.OpenFile(filepath.Join(pw.dir, id+packSuffix), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create a pack file: %w", err)
+		}
+		if _, err := f.WriteAt([]byte(packMagic), 0); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("write %s: %w", f.Name(), err)
+		}
+		return &pack{id: id, f: f, size: int64(len(packMagic)), flushed: make(chan struct{})}, nil
+	}
+	return nil, fmt.Errorf("cannot find a free pack id in %s", pw.dir)
+}
+
+// seal flushes p in the background once its writes are done; pw.mu is held.
+func (pw *packWriter) seal(p *pack) {
+	go func() {
+		defer close(p.flushed)
+		p.writes.Wait()
+		if p.failed() == nil {
+			if err := unix.Fdatasync(int(p.f.Fd())); err != nil {
+				p.fail(fmt.Errorf("flush %s: %w", p.f.Name(), err))
+			}
+		}
+		if err := p.f.Close(); err != nil {
+			p.fail(fmt.Errorf("close %s: %w", p.f.Name(), err))
+		}
+	}()
+}
+
+// finish seals the last pack and waits until every pack is written and
+// flushed. It returns the packs, and the first error of any.
+func (pw *packWriter) finish() ([]*pack, error) {
+	pw.mu.Lock()
+	if pw.cur != nil {
+		pw.seal(pw.cur)
+		pw.cur = nil
+	}
+	pw.closed = true
+	packs := slices.Clone(pw.packs)
+	pw.mu.Unlock()
+	var errs []error
+	for _, p := range packs {
+		<-p.flushed
+		if err := p.failed(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return packs, errors.Join(errs...)
+}
+
+// remove deletes every pack made, each index first, so that no index ever
+// names a pack that is gone. The caller has no append in flight.
+func (pw *packWriter) remove() error {
+	pw.mu.Lock()
+	if pw.cur != nil {
+		pw.seal(pw.cur)
+		pw.cur = nil
+	}
+	pw.closed = true
+	packs := slices.Clone(pw.packs)
+	pw.packs = nil
+	pw.mu.Unlock()
+	var errs []error
+	for _, p := range packs {
+		<-p.flushed
+		for _, path := range []string{filepath.Join(pw.dir, p.id+indexSuffix), filepath.Join(pw.dir, p.id+packSuffix)} {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writeIndexes makes the finished packs readable: the directory entries of
+// the packs on disk first, then each pack's index, written atomically.
+func (pw *packWriter) writeIndexes(packs []*pack) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	if err := fsutil.SyncDir(pw.dir); err != nil {
+		return err
+	}
+	for _, p := range packs {
+		if err := fsutil.WriteFileAtomic(filepath.Join(pw.dir, p.id+indexSuffix), encodeIndex(p.size, p.entries), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,227 @@
+// Package hostvmtest has fakes of the host service's contract (hostvm.Host
+// and hostvm.VM) for the unit tests of features: VMs whose configuration
+// and runtime live in a real directory, a lock per VM, operations run by a
+// real operation.Manager, and a record of what the feature asked for
+// (starts, turn-offs, events, hooks).
+package hostvmtest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/internal/disk"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/guest"
+	"github.com/hvproject/hv/internal/hostvm"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/vmconfig"
+)
+
+// VM is a fake hostvm.VM. Its configuration is saved in Dir (so features
+// that read config.json find it); Session is what Session returns (nil: no
+// QEMU). Fields are set before the test hands the VM over.
+type VM struct {
+	Directory string
+	RunDir    string
+	Sess      hostvm.Session
+	G         *guest.Guest
+	Frozen    api.FreezeStatus
+	FreezeE   error // what Freeze returns
+
+	mu     sync.Mutex
+	cfg    vmconfig.Config
+	rt     vmconfig.Runtime
+	lock   chan struct{}
+	events []string
+}
+
+// NewVM saves cfg into dir and returns the VM, in state.
+func NewVM(dir string, cfg vmconfig.Config, state string) (*VM, error) {
+	if err := vmconfig.Save(dir, cfg); err != nil {
+		return nil, err
+	}
+	return &VM{Directory: dir, RunDir: filepath.Join(dir, "run"), cfg: cfg, rt: vmconfig.Runtime{State: state}, lock: make(chan struct{}, 1)}, nil
+}
+
+var _ hostvm.VM = (*VM)(nil)
+
+func (v *VM) Name() string                    { return v.Config().Name }
+func (v *VM) ID() string                      { return v.Config().ID }
+func (v *VM) Dir() string                     { return v.Directory }
+func (v *VM) Path(file string) string         { return filepath.Join(v.Directory, file) }
+func (v *VM) RunPath(file string) string      { return filepath.Join(v.RunDir, file) }
+func (v *VM) Guest() *guest.Guest             { return v.G }
+func (v *VM) CannotFreeze() string            { return "" }
+func (v *VM) Thaw() api.FreezeStatus          { return api.FreezeStatus{} }
+func (v *VM) Session() (hostvm.Session, bool) { return v.Sess, v.Sess != nil }
+
+func (v *VM) Freeze(ctx context.Context, timeout int) (api.FreezeStatus, error) {
+	return v.Frozen, v.FreezeE
+}
+
+func (v *VM) Config() vmconfig.Config {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cfg
+}
+
+func (v *VM) Runtime() vmconfig.Runtime {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rt
+}
+
+func (v *VM) State() string { return v.Runtime().State }
+
+// UpdateConfig saves what fn leaves, as the host does.
+func (v *VM) UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c := v.cfg
+	if err := fn(&c); err != nil {
+		return v.cfg, err
+	}
+	if err := vmconfig.Save(v.Directory, c); err != nil {
+		return v.cfg, err
+	}
+	v.cfg = c
+	return c, nil
+}
+
+func (v *VM) UpdateRuntime(fn func(*vmconfig.Runtime)) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	fn(&v.rt)
+	return nil
+}
+
+func (v *VM) SetState(state, reason string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rt.State, v.rt.Reason = state, reason
+	return nil
+}
+
+// Publish records the event; Events returns them as "action: msg".
+func (v *VM) Publish(action, msg string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.events = append(v.events, action+": "+msg)
+}
+
+func (v *VM) Events() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.events...)
+}
+
+// Host is a fake hostvm.Host over a fixed set of VMs. StartFn and TurnOffFn,
+// when set, stand for starting and turning off a VM (the default records
+// the state only).
+type Host struct {
+	Ops       *operation.Manager
+	Tool      *disk.Tool
+	Logger    *slog.Logger
+	StartFn   func(ctx context.Context, v hostvm.VM) error
+	TurnOffFn func(v hostvm.VM, reason string) error
+
+	mu    sync.Mutex
+	vms   map[string]*VM
+	hooks []string
+}
+
+// NewHost returns a host with vms, a real operation manager and a logger
+// that discards.
+func NewHost(vms ...*VM) *Host {
+	h := &Host{Ops: operation.NewManager(nil, func(error) int { return 500 }), Logger: slog.New(slog.DiscardHandler), vms: map[string]*VM{}}
+	for _, v := range vms {
+		h.vms[v.Name()] = v
+	}
+	return h
+}
+
+var _ hostvm.Host = (*Host)(nil)
+
+func (h *Host) VM(name string) (hostvm.VM, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if v := h.vms[name]; v != nil {
+		return v, nil
+	}
+	return nil, fmt.Errorf("VM %q: %w", name, errdefs.ErrNotFound)
+}
+
+func (h *Host) VMs() []hostvm.VM {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := []hostvm.VM{}
+	for _, v := range h.vms {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Locked takes the VM's lock (busy: a conflict, as the host says) and runs
+// work as an operation holding it.
+func (h *Host) Locked(hv hostvm.VM, kind, action string, work hostvm.Work) (*operation.Op, error) {
+	v := hv.(*VM)
+	select {
+	case v.lock <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("VM %s is busy: %w", v.Name(), errdefs.ErrConflict)
+	}
+	return h.Ops.Start(kind, nil, func(ctx context.Context, op *operation.Op) (any, error) {
+		defer func() { <-v.lock }()
+		return work(ctx, op, v)
+	}), nil
+}
+
+func (h *Host) WithLock(ctx context.Context, hv hostvm.VM, kind string, fn func() error) error {
+	v := hv.(*VM)
+	select {
+	case v.lock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-v.lock }()
+	return fn()
+}
+
+func (h *Host) Operations() *operation.Manager { return h.Ops }
+func (h *Host) Disk() *disk.Tool               { return h.Tool }
+func (h *Host) Log() *slog.Logger              { return h.Logger }
+
+// Hook records the point; Hooks returns them in order.
+func (h *Host) Hook(point string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hooks = append(h.hooks, point)
+}
+
+func (h *Host) Hooks() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.hooks...)
+}
+
+func (h *Host) Start(ctx context.Context, op *operation.Op, hv hostvm.VM) error {
+	if h.StartFn != nil {
+		if err := h.StartFn(ctx, hv); err != nil {
+			return err
+		}
+	}
+	return hv.SetState(api.StateRunning, "")
+}
+
+func (h *Host) TurnOff(hv hostvm.VM, reason string) error {
+	if h.TurnOffFn != nil {
+		if err := h.TurnOffFn(hv, reason); err != nil {
+			return err
+		}
+	}
+	return hv.SetState(api.StateOff, reason)
+}
