@@ -73,49 +73,13 @@ func (r *Repo) Prune(ctx context.Context, p Policy, now time.Time) (*PruneResult
 	if err != nil {
 		return nil, fmt.Errorf("prune: nothing was removed: %w", err)
 	}
-	res := &PruneResult{}
-	for _, b := range plan.remaining {
-		if p.VM == "" || b.VM == p.VM {
-			res.Kept = append(res.Kept, b.ID)
-		}
-	}
-	for _, b := range plan.removed {
-		res.Removed = append(res.Removed, b.ID)
-	}
-	for _, rb := range plan.rebases {
-		res.Rebased = append(res.Rebased, rb.nb.ID)
-	}
-	slices.Sort(res.Removed)
-	slices.Sort(res.Rebased)
+	res := plan.result(p.VM)
 	if err := ctx.Err(); err != nil {
 		return nil, ctxErr(err)
 	}
-	// What is left once done (rebased backups with their new maps, which a
-	// dry run has only in memory), and the blocks it names.
-	var final []*Backup
-	keep := blockSet{}
-	for _, b := range plan.remaining {
-		rb := plan.rebaseOf(b.ID)
-		if rb != nil {
-			b = rb.nb
-		}
-		final = append(final, b)
-		for i := range b.Disks {
-			es, ok := []entry(nil), false
-			if rb != nil {
-				es, ok = rb.maps[i]
-			}
-			if !ok {
-				if es, err = r.readMap(b, &b.Disks[i]); err != nil {
-					return nil, fmt.Errorf("prune: nothing was removed: %w", err)
-				}
-			}
-			for _, e := range es {
-				if !e.Hash.IsZero() {
-					keep[e.Hash] = struct{}{}
-				}
-			}
-		}
+	final, keep, err := r.finalBlocks(plan)
+	if err != nil {
+		return nil, fmt.Errorf("prune: nothing was removed: %w", err)
 	}
 	if !p.DryRun {
 		if err := r.applyRebases(plan); err != nil {
@@ -140,6 +104,58 @@ func (r *Repo) Prune(ctx context.Context, p Policy, now time.Time) (*PruneResult
 	r.log.Info("prune", "repo", r.dir, "dry_run", p.DryRun, "kept", len(res.Kept), "removed", len(res.Removed),
 		"rebased", len(res.Rebased), "freed_bytes", res.FreedBytes)
 	return res, nil
+}
+
+// result is what prune reports of plan: the backups of vm ("" for all) it
+// keeps, and those it removes and rebases.
+func (plan *prunePlan) result(vm string) *PruneResult {
+	res := &PruneResult{}
+	for _, b := range plan.remaining {
+		if vm == "" || b.VM == vm {
+			res.Kept = append(res.Kept, b.ID)
+		}
+	}
+	for _, b := range plan.removed {
+		res.Removed = append(res.Removed, b.ID)
+	}
+	for _, rb := range plan.rebases {
+		res.Rebased = append(res.Rebased, rb.nb.ID)
+	}
+	slices.Sort(res.Removed)
+	slices.Sort(res.Rebased)
+	return res
+}
+
+// finalBlocks is what is left once plan is done (rebased backups with their
+// new maps, which a dry run has only in memory), and the blocks it names.
+func (r *Repo) finalBlocks(plan *prunePlan) ([]*Backup, blockSet, error) {
+	var final []*Backup
+	keep := blockSet{}
+	for _, b := range plan.remaining {
+		rb := plan.rebaseOf(b.ID)
+		if rb != nil {
+			b = rb.nb
+		}
+		final = append(final, b)
+		for i := range b.Disks {
+			es, ok := []entry(nil), false
+			if rb != nil {
+				es, ok = rb.maps[i]
+			}
+			if !ok {
+				var err error
+				if es, err = r.readMap(b, &b.Disks[i]); err != nil {
+					return nil, nil, err
+				}
+			}
+			for _, e := range es {
+				if !e.Hash.IsZero() {
+					keep[e.Hash] = struct{}{}
+				}
+			}
+		}
+	}
+	return final, keep, nil
 }
 
 type prunePlan struct {

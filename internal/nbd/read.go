@@ -122,68 +122,14 @@ func readReply(r *bufio.Reader, handle uint64, off int64, p []byte, structured b
 			return err
 		}
 		if h.simple {
-			switch {
-			case chunks > 0:
-				return protocolErr("a simple reply in the middle of a structured reply")
-			case h.errno != 0:
-				return &CommandError{Command: "read", Offset: off, Length: size, Errno: h.errno, At: -1}
-			case structured:
-				return protocolErr("a simple reply without error to a read; with structured replies reads are answered in chunks")
-			}
-			if _, err := io.ReadFull(r, p); err != nil {
-				return ioErr("reading the data", err)
-			}
-			return nil
+			return readSimple(r, h, chunks, structured, off, p)
 		}
-		switch h.typ {
-		case chunkNone:
-			if h.length != 0 || !h.done() {
-				return protocolErr("NBD_REPLY_TYPE_NONE of %d bytes, done flag %v; it must be empty and final", h.length, h.done())
-			}
-		case chunkOffsetData:
-			if h.length < 9 || int64(h.length-8) > size {
-				return protocolErr("a data chunk of %d bytes in reply to a read of %d bytes", h.length, size)
-			}
-			var b [8]byte
-			if _, err := io.ReadFull(r, b[:]); err != nil {
-				return ioErr("reading a data chunk", err)
-			}
-			at, n := be.Uint64(b[:]), int64(h.length-8)
-			if err := cov.add(at, n, off, size); err != nil {
-				return err
-			}
-			i := int64(at) - off
-			if _, err := io.ReadFull(r, p[i:i+n]); err != nil {
-				return ioErr("reading a data chunk", err)
-			}
-		case chunkOffsetHole:
-			if h.length != 12 {
-				return protocolErr("a hole chunk of %d bytes; it has 12", h.length)
-			}
-			var b [12]byte
-			if _, err := io.ReadFull(r, b[:]); err != nil {
-				return ioErr("reading a hole chunk", err)
-			}
-			at, n := be.Uint64(b[:]), int64(be.Uint32(b[8:]))
-			if n == 0 {
-				return protocolErr("a hole chunk of 0 bytes")
-			}
-			if err := cov.add(at, n, off, size); err != nil {
-				return err
-			}
-			i := int64(at) - off
-			clear(p[i : i+n])
-		default:
-			if h.typ&chunkErrorBit == 0 {
-				return protocolErr("a chunk of type %d in reply to a read", h.typ)
-			}
-			ce, err := readErrorChunk(r, h, "read", off, size)
-			if err != nil {
-				return err
-			}
-			if failed == nil {
-				failed = ce
-			}
+		ce, err := readChunk(r, h, &cov, off, p)
+		if err != nil {
+			return err
+		}
+		if failed == nil {
+			failed = ce
 		}
 		if h.done() {
 			break
@@ -196,6 +142,74 @@ func readReply(r *bufio.Reader, handle uint64, off int64, p []byte, structured b
 		return protocolErr("the server reported success for a read of %d bytes at offset %d after sending %d of them", size, off, got)
 	}
 	return nil
+}
+
+// readSimple reads a simple reply to a read of p at off (the chunks-th
+// reply header of the request).
+func readSimple(r *bufio.Reader, h header, chunks int, structured bool, off int64, p []byte) error {
+	switch {
+	case chunks > 0:
+		return protocolErr("a simple reply in the middle of a structured reply")
+	case h.errno != 0:
+		return &CommandError{Command: "read", Offset: off, Length: int64(len(p)), Errno: h.errno, At: -1}
+	case structured:
+		return protocolErr("a simple reply without error to a read; with structured replies reads are answered in chunks")
+	}
+	if _, err := io.ReadFull(r, p); err != nil {
+		return ioErr("reading the data", err)
+	}
+	return nil
+}
+
+// readChunk reads one chunk of a structured reply to a read of p at off into
+// p, counting what it covers; an error chunk is returned as a CommandError.
+func readChunk(r *bufio.Reader, h header, cov *coverage, off int64, p []byte) (*CommandError, error) {
+	size := int64(len(p))
+	switch h.typ {
+	case chunkNone:
+		if h.length != 0 || !h.done() {
+			return nil, protocolErr("NBD_REPLY_TYPE_NONE of %d bytes, done flag %v; it must be empty and final", h.length, h.done())
+		}
+	case chunkOffsetData:
+		if h.length < 9 || int64(h.length-8) > size {
+			return nil, protocolErr("a data chunk of %d bytes in reply to a read of %d bytes", h.length, size)
+		}
+		var b [8]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, ioErr("reading a data chunk", err)
+		}
+		at, n := be.Uint64(b[:]), int64(h.length-8)
+		if err := cov.add(at, n, off, size); err != nil {
+			return nil, err
+		}
+		i := int64(at) - off
+		if _, err := io.ReadFull(r, p[i:i+n]); err != nil {
+			return nil, ioErr("reading a data chunk", err)
+		}
+	case chunkOffsetHole:
+		if h.length != 12 {
+			return nil, protocolErr("a hole chunk of %d bytes; it has 12", h.length)
+		}
+		var b [12]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, ioErr("reading a hole chunk", err)
+		}
+		at, n := be.Uint64(b[:]), int64(be.Uint32(b[8:]))
+		if n == 0 {
+			return nil, protocolErr("a hole chunk of 0 bytes")
+		}
+		if err := cov.add(at, n, off, size); err != nil {
+			return nil, err
+		}
+		i := int64(at) - off
+		clear(p[i : i+n])
+	default:
+		if h.typ&chunkErrorBit == 0 {
+			return nil, protocolErr("a chunk of type %d in reply to a read", h.typ)
+		}
+		return readErrorChunk(r, h, "read", off, size)
+	}
+	return nil, nil
 }
 
 // readErrorChunk reads an error chunk's payload (any type with bit 15 set).

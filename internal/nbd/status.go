@@ -181,44 +181,12 @@ func readStatusReply(r *bufio.Reader, handle uint64, off, size int64, known map[
 				return nil, protocolErr("NBD_REPLY_TYPE_NONE of %d bytes, done flag %v; it must be empty and final", h.length, h.done())
 			}
 		case chunkBlockStatus:
-			if h.length < 12 || (h.length-4)%8 != 0 || h.length > 4+8*maxExtentsChunk {
-				return nil, protocolErr("a block status chunk of %d bytes; it has 4 + 8 per extent, 1 to %d extents", h.length, maxExtentsChunk)
+			id, exts, err := readStatusChunk(r, h, off, size, known, seen)
+			if err != nil {
+				return nil, err
 			}
-			var b [8]byte
-			if _, err := io.ReadFull(r, b[:4]); err != nil {
-				return nil, ioErr("reading a block status chunk", err)
-			}
-			id := be.Uint32(b[:])
-			if _, ok := known[id]; !ok {
-				return nil, protocolErr("block status for metadata context id %d, which the server never selected", id)
-			}
-			if seen[id] {
-				return nil, protocolErr("two block status chunks for %q in one reply", known[id])
-			}
-			seen[id] = true
-			n := int((h.length - 4) / 8)
-			keep := id == want
-			if keep {
-				out = make([]Extent, 0, min(n, 1024))
-			}
-			var sum int64 // bytes described so far
-			for i := 0; i < n; i++ {
-				if _, err := io.ReadFull(r, b[:]); err != nil {
-					return nil, ioErr("reading a block status chunk", err)
-				}
-				l, flags := int64(be.Uint32(b[:])), be.Uint32(b[4:])
-				if l == 0 {
-					return nil, protocolErr("an extent of 0 bytes for %q", known[id])
-				}
-				if sum >= size {
-					return nil, protocolErr("extents for %q go on past the %d bytes asked about", known[id], size)
-				}
-				// Only the last extent may reach past the range; cut it.
-				e := Extent{Offset: off + sum, Length: min(l, size-sum), Flags: flags}
-				sum += e.Length
-				if keep {
-					out = append(out, e)
-				}
+			if id == want {
+				out = exts
 			}
 		default:
 			if h.typ&chunkErrorBit == 0 {
@@ -243,4 +211,45 @@ func readStatusReply(r *bufio.Reader, handle uint64, off, size int64, known map[
 		return nil, protocolErr("the reply to block status lacks %q", known[want])
 	}
 	return out, nil
+}
+
+// readStatusChunk reads one block status chunk of a reply about size bytes
+// at off: the metadata context it describes and its extents (the last one
+// cut at the range's end). seen records the contexts described so far.
+func readStatusChunk(r *bufio.Reader, h header, off, size int64, known map[uint32]string, seen map[uint32]bool) (uint32, []Extent, error) {
+	if h.length < 12 || (h.length-4)%8 != 0 || h.length > 4+8*maxExtentsChunk {
+		return 0, nil, protocolErr("a block status chunk of %d bytes; it has 4 + 8 per extent, 1 to %d extents", h.length, maxExtentsChunk)
+	}
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:4]); err != nil {
+		return 0, nil, ioErr("reading a block status chunk", err)
+	}
+	id := be.Uint32(b[:])
+	if _, ok := known[id]; !ok {
+		return 0, nil, protocolErr("block status for metadata context id %d, which the server never selected", id)
+	}
+	if seen[id] {
+		return 0, nil, protocolErr("two block status chunks for %q in one reply", known[id])
+	}
+	seen[id] = true
+	n := int((h.length - 4) / 8)
+	out := make([]Extent, 0, min(n, 1024))
+	var sum int64 // bytes described so far
+	for i := 0; i < n; i++ {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, nil, ioErr("reading a block status chunk", err)
+		}
+		l, flags := int64(be.Uint32(b[:])), be.Uint32(b[4:])
+		if l == 0 {
+			return 0, nil, protocolErr("an extent of 0 bytes for %q", known[id])
+		}
+		if sum >= size {
+			return 0, nil, protocolErr("extents for %q go on past the %d bytes asked about", known[id], size)
+		}
+		// Only the last extent may reach past the range; cut it.
+		e := Extent{Offset: off + sum, Length: min(l, size-sum), Flags: flags}
+		sum += e.Length
+		out = append(out, e)
+	}
+	return id, out, nil
 }
