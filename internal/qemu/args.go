@@ -31,6 +31,9 @@ func Args(s Spec) ([]string, error) {
 	if s.IncomingFD > 0 {
 		a.add("-incoming", "fd:"+strconv.Itoa(s.IncomingFD))
 	}
+	if s.IncomingDefer {
+		a.add("-incoming", "defer")
+	}
 	return a, nil
 }
 

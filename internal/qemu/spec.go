@@ -66,6 +66,9 @@ type Spec struct {
 
 	IncomingFD  int  // > 0: restore a saved state from this inherited fd (-incoming fd:N)
 	StartPaused bool // -S: start with the CPUs stopped
+	// IncomingDefer starts QEMU waiting for a migration whose address is
+	// given later over QMP (-incoming defer): a live migration's target.
+	IncomingDefer bool
 
 	NICs []NICSpec
 	// SessionSockets are extra virtio-serial ports (org.hv.session.N) for
@@ -117,6 +120,8 @@ func (s *Spec) check() error {
 		return invalid("accel", "%q is not supported; use kvm or tcg", s.Accel)
 	case s.IncomingFD < 0:
 		return invalid("incoming_fd", "%d is not a file descriptor; use 0 for none or the inherited fd (3 or more)", s.IncomingFD)
+	case s.IncomingFD > 0 && s.IncomingDefer:
+		return invalid("incoming_defer", "a VM restores a saved state or receives a migration, not both; drop one")
 	case s.Kernel == "" && (s.Initrd != "" || s.Cmdline != ""):
 		return invalid("kernel", "is empty but an initrd or kernel command line is set; give the kernel too, or drop them")
 	}

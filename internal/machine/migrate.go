@@ -1,0 +1,463 @@
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/qmp"
+)
+
+// Live migration between hosts without shared storage, as QEMU does it and
+// libvirt drives it: the target QEMU (started with -incoming defer) serves
+// the VM's top images over NBD with TLS; the source mirrors each top image
+// into them (the backing chain, immutable while the VM runs, is copied as
+// files beforehand); once the mirrors are synchronised the memory moves over
+// the migration stream with TLS, the source stops before the switch-over,
+// the mirrors complete, and the devices' state goes last. The disks' dirty
+// bitmaps (change tracking) travel in the stream. A Machine only does these
+// steps; who may run where, the journals and the hosts' talk are the
+// migration feature's.
+
+const (
+	migrateTLS = "hv-migrate-tls" // the TLS credentials object
+	mirrorJob  = "hv-move-"       // + node: one mirror job per disk
+	nbdTarget  = "hv-target-"     // + node: the NBD client node on the source
+)
+
+// MigrationTLS is where QEMU finds the certificates of one side: Dir holds
+// ca-cert.pem (the CAs of both hosts) and server-cert.pem/server-key.pem
+// (target) or client-cert.pem/client-key.pem (source); QEMU checks the peer's
+// certificate both ways. Hostname is the name the target's certificate
+// carries (source side).
+type MigrationTLS struct {
+	Dir      string
+	Hostname string
+}
+
+// Incoming is the target side of a migration.
+type Incoming struct {
+	TLS MigrationTLS
+	// Listen is the address the migration stream arrives on, NBDListen
+	// the one the disks are mirrored to (host:port each).
+	Listen, NBDListen string
+	// Disks are the format nodes of the top images, exported writable
+	// under their node names.
+	Disks []string
+	// Bitmaps maps the change-tracking bitmaps that arrive to their nodes.
+	Bitmaps []qmp.BitmapMigrationNode
+}
+
+// Outgoing is the source side of a migration.
+type Outgoing struct {
+	TLS MigrationTLS
+	// Target and NBD are the target's Incoming.Listen and NBDListen.
+	Target, NBD string
+	Disks       []string // the top images' format nodes, as on the target
+	Bitmaps     []qmp.BitmapMigrationNode
+	// MaxBandwidth (bytes/s) and DowntimeLimit (ms) bound the memory
+	// transfer; 0 keeps QEMU's defaults. AutoConverge throttles a guest
+	// that dirties memory faster than it moves.
+	MaxBandwidth  uint64
+	DowntimeLimit uint64
+	AutoConverge  bool
+}
+
+// MigrationProgress is where a migration stands.
+type MigrationProgress struct {
+	Stage                      string // "disks", "memory", "switch-over"
+	DiskDone, DiskTotal        uint64 // bytes the mirrors copied, of their total
+	RAMDone, RAMTotal, RAMLeft uint64
+	DirtyRate                  uint64 // bytes/s the guest dirties
+	Mbps                       float64
+	ExpectedDowntime, Downtime int64 // ms
+	Passes, CPUThrottlePercent int
+	TotalTime                  int64 // ms
+}
+
+// capabilities are set alike on both sides.
+func capabilities(autoConverge bool) []qmp.MigrationCapabilityStatus {
+	return []qmp.MigrationCapabilityStatus{
+		{Capability: qmp.CapEvents, State: true},
+		{Capability: qmp.CapDirtyBitmaps, State: true},
+		{Capability: qmp.CapPauseBeforeSwitchover, State: true},
+		{Capability: qmp.CapAutoConverge, State: autoConverge},
+	}
+}
+
+// ListenIncoming makes a QEMU started with -incoming defer ready to receive:
+// its TLS credentials, the NBD server with the top images exported
+// writable, and the migration listener. On failure what it did is undone.
+func (m *Machine) ListenIncoming(ctx context.Context, in Incoming, autoConverge bool) (err error) {
+	yes := true
+	if err := qmp.Do(ctx, m.qmp, qmp.ObjectAdd{Object: qmp.TLSCredsX509{ID: migrateTLS, Dir: in.TLS.Dir, Endpoint: "server", VerifyPeer: &yes}}); err != nil {
+		return fmt.Errorf("loading the migration certificates: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			m.CloseIncoming(context.WithoutCancel(ctx), in)
+		}
+	}()
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetCapabilities{Capabilities: capabilities(autoConverge)}); err != nil {
+		return err
+	}
+	creds := migrateTLS
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{TLSCreds: &creds, BlockBitmapMapping: bitmapsOrNone(in.Bitmaps)}); err != nil {
+		return err
+	}
+	host, port, err := splitHostPort("nbd_listen", in.NBDListen)
+	if err != nil {
+		return err
+	}
+	if err := qmp.Do(ctx, m.qmp, qmp.NBDServerStart{Addr: qmp.InetSocket(host, port), TLSCreds: migrateTLS}); err != nil {
+		return fmt.Errorf("serving the disks on %s: %w", in.NBDListen, err)
+	}
+	for _, node := range in.Disks {
+		if err := qmp.Do(ctx, m.qmp, qmp.BlockExportAdd{Export: qmp.NBDExport{ID: node, NodeName: node, Writable: true}}); err != nil {
+			return fmt.Errorf("exporting disk node %s: %w", node, err)
+		}
+	}
+	if _, _, err := splitHostPort("listen", in.Listen); err != nil {
+		return err
+	}
+	return qmp.Do(ctx, m.qmp, qmp.MigrateIncoming{URI: "tcp:" + in.Listen})
+}
+
+// bitmapsOrNone is the bitmap mapping to set: with none to carry, an empty
+// list (QEMU then migrates no bitmap, rather than all by node name).
+func bitmapsOrNone(b []qmp.BitmapMigrationNode) []qmp.BitmapMigrationNode {
+	if b == nil {
+		return []qmp.BitmapMigrationNode{}
+	}
+	return b
+}
+
+// WaitIncomingDone waits until the migration stream has arrived whole; the
+// guest stays paused until the caller lets it run (Cont).
+func (m *Machine) WaitIncomingDone(ctx context.Context) error {
+	for {
+		st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
+		if err != nil {
+			return fmt.Errorf("watching the incoming migration: %w", err)
+		}
+		switch st.Status {
+		case qmp.MigrationCompleted:
+			return nil
+		case qmp.MigrationFailed, qmp.MigrationCancelled:
+			return fmt.Errorf("the incoming migration %s: %s: %w", st.Status, st.ErrorDesc, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.exited:
+			return fmt.Errorf("QEMU exited while receiving the migration%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// CloseIncoming ends the NBD exports and server and drops the credentials;
+// what is already gone is skipped.
+func (m *Machine) CloseIncoming(ctx context.Context, in Incoming) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, node := range in.Disks {
+		_ = qmp.Do(ctx, m.qmp, qmp.BlockExportDel{ID: node, Mode: "hard"})
+	}
+	_ = qmp.Do(ctx, m.qmp, qmp.NBDServerStop{})
+	off := ""
+	_ = qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{TLSCreds: &off})
+	_ = qmp.Do(ctx, m.qmp, qmp.ObjectDel{ID: migrateTLS})
+}
+
+// MirrorDisks connects to the target's NBD server and mirrors every top
+// image into it, returning once all mirrors are synchronised (they go on
+// copying the guest's writes until the switch-over). progress, if not nil,
+// is told the bytes copied. On failure what it did is undone.
+func (m *Machine) MirrorDisks(ctx context.Context, out Outgoing, progress func(MigrationProgress)) (err error) {
+	if err := qmp.Do(ctx, m.qmp, qmp.ObjectAdd{Object: qmp.TLSCredsX509{ID: migrateTLS, Dir: out.TLS.Dir, Endpoint: "client"}}); err != nil {
+		return fmt.Errorf("loading the migration certificates: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			m.AbortOutgoing(context.WithoutCancel(ctx), out, false)
+		}
+	}()
+	host, port, err := splitHostPort("nbd", out.NBD)
+	if err != nil {
+		return err
+	}
+	no := false
+	for _, node := range out.Disks {
+		if err := qmp.Do(ctx, m.qmp, qmp.BlockdevAdd{Node: qmp.NBDNode{NodeName: nbdTarget + node, Server: qmp.InetSocket(host, port),
+			Export: node, TLSCreds: migrateTLS, TLSHostname: out.TLS.Hostname, OpenTimeout: 10}}); err != nil {
+			return fmt.Errorf("connecting to the target's disk %s: %w", node, err)
+		}
+		// sync=top: the backing chain is on the target already.
+		if err := qmp.Do(ctx, m.qmp, qmp.BlockdevMirror{JobID: mirrorJob + node, Device: node, Target: nbdTarget + node,
+			Sync: qmp.SyncTop, AutoFinalize: nil, AutoDismiss: &no}); err != nil {
+			return fmt.Errorf("mirroring disk %s: %w", node, err)
+		}
+	}
+	return m.waitMirrors(ctx, out.Disks, progress)
+}
+
+// waitMirrors waits until every mirror is ready (synchronised).
+func (m *Machine) waitMirrors(ctx context.Context, nodes []string, progress func(MigrationProgress)) error {
+	for {
+		jobs, err := qmp.Run(ctx, m.qmp, qmp.QueryJobs{})
+		if err != nil {
+			return fmt.Errorf("watching the disks' mirrors: %w", err)
+		}
+		p, ready, err := mirrorState(jobs, nodes)
+		if err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(p)
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.exited:
+			return fmt.Errorf("QEMU exited while mirroring the disks%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// mirrorState sums the mirrors' progress and says whether all are ready.
+func mirrorState(jobs []qmp.Job, nodes []string) (MigrationProgress, bool, error) {
+	p := MigrationProgress{Stage: "disks"}
+	ready := true
+	for _, node := range nodes {
+		var j *qmp.Job
+		for i := range jobs {
+			if jobs[i].ID == mirrorJob+node {
+				j = &jobs[i]
+			}
+		}
+		switch {
+		case j == nil:
+			return p, false, fmt.Errorf("the mirror of disk %s is gone: %w", node, errdefs.ErrUnavailable)
+		case j.Error != "":
+			return p, false, fmt.Errorf("mirroring disk %s: %s: %w", node, j.Error, errdefs.ErrUnavailable)
+		case j.Status == qmp.JobConcluded || j.Status == qmp.JobAborting:
+			return p, false, fmt.Errorf("the mirror of disk %s ended (%s): %w", node, j.Status, errdefs.ErrUnavailable)
+		}
+		p.DiskDone += j.CurrentProgress
+		p.DiskTotal += j.TotalProgress
+		ready = ready && j.Status == qmp.JobReady
+	}
+	return p, ready, nil
+}
+
+// MigrateState moves memory and devices once MirrorDisks returned: it stops
+// at the switch-over, completes the mirrors (the guest is stopped, so they
+// hold everything), and lets QEMU send the devices' state. It returns once
+// the target holds the whole VM; the source stays stopped ("postmigrate").
+// progress, if not nil, is told the memory transfer's state. On failure
+// before the end, the migration is cancelled and the guest runs on here.
+func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(MigrationProgress)) (_ MigrationProgress, err error) {
+	before, err := m.qmp.Status(ctx)
+	if err != nil {
+		return MigrationProgress{}, err
+	}
+	defer func() {
+		if err != nil {
+			m.AbortOutgoing(context.WithoutCancel(ctx), out, before.Running)
+		}
+	}()
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetCapabilities{Capabilities: capabilities(out.AutoConverge)}); err != nil {
+		return MigrationProgress{}, err
+	}
+	creds, host := migrateTLS, out.TLS.Hostname
+	params := qmp.MigrateSetParameters{TLSCreds: &creds, TLSHostname: &host, BlockBitmapMapping: bitmapsOrNone(out.Bitmaps)}
+	if out.MaxBandwidth > 0 {
+		params.MaxBandwidth = &out.MaxBandwidth
+	}
+	if out.DowntimeLimit > 0 {
+		params.DowntimeLimit = &out.DowntimeLimit
+	}
+	if err := qmp.Do(ctx, m.qmp, params); err != nil {
+		return MigrationProgress{}, err
+	}
+	if _, _, err := splitHostPort("target", out.Target); err != nil {
+		return MigrationProgress{}, err
+	}
+	events, stop := m.qmp.Subscribe()
+	defer stop()
+	if err := qmp.Do(ctx, m.qmp, qmp.Migrate{URI: "tcp:" + out.Target}); err != nil {
+		return MigrationProgress{}, err
+	}
+	if err := m.waitMigration(ctx, events, qmp.MigrationPreSwitchover, progress); err != nil {
+		return MigrationProgress{}, err
+	}
+	// The guest is stopped: a graceful cancel of a ready mirror completes
+	// it without switching the source over to the target.
+	if err := m.completeMirrors(ctx, out.Disks); err != nil {
+		return MigrationProgress{}, err
+	}
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateContinue{State: qmp.MigrationPreSwitchover}); err != nil {
+		return MigrationProgress{}, err
+	}
+	if err := m.waitMigration(ctx, events, qmp.MigrationCompleted, progress); err != nil {
+		return MigrationProgress{}, err
+	}
+	st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
+	if err != nil {
+		return MigrationProgress{}, err
+	}
+	return migrationProgress(st), nil
+}
+
+// waitMigration waits for the outgoing migration to reach want, reporting
+// progress; a failed or cancelled migration is an error. MIGRATION events
+// wake it at once (the guest is stopped at the switch-over: every
+// millisecond counts); query-migrate is the truth.
+func (m *Machine) waitMigration(ctx context.Context, events <-chan qmp.Event, want qmp.MigrationStatus, progress func(MigrationProgress)) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
+		if err != nil {
+			return fmt.Errorf("watching the migration: %w", err)
+		}
+		if progress != nil {
+			progress(migrationProgress(st))
+		}
+		switch st.Status {
+		case want:
+			return nil
+		case qmp.MigrationFailed, qmp.MigrationCancelled, qmp.MigrationCancelling:
+			return fmt.Errorf("the migration %s: %s: %w", st.Status, st.ErrorDesc, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.exited:
+			return fmt.Errorf("QEMU exited during the migration%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
+		case <-events:
+		case <-tick.C:
+		}
+	}
+}
+
+func migrationProgress(st qmp.MigrationInfo) MigrationProgress {
+	p := MigrationProgress{Stage: "memory", ExpectedDowntime: st.ExpectedDowntime, Downtime: st.Downtime,
+		CPUThrottlePercent: st.CPUThrottlePercentage, TotalTime: st.TotalTime}
+	if st.Status == qmp.MigrationPreSwitchover || st.Status == qmp.MigrationDevice || st.Status == qmp.MigrationCompleted {
+		p.Stage = "switch-over"
+	}
+	if r := st.RAM; r != nil {
+		p.RAMDone, p.RAMTotal, p.RAMLeft, p.Mbps, p.Passes = r.Transferred, r.Total, r.Remaining, r.Mbps, int(r.DirtySyncCount)
+		p.DirtyRate = r.DirtyPagesRate * max(r.PageSize, 4096)
+	}
+	return p
+}
+
+// completeMirrors ends every ready mirror with everything copied.
+func (m *Machine) completeMirrors(ctx context.Context, nodes []string) error {
+	for _, node := range nodes {
+		if err := qmp.Do(ctx, m.qmp, qmp.BlockJobCancel{Device: mirrorJob + node}); err != nil {
+			return fmt.Errorf("completing the mirror of disk %s: %w", node, err)
+		}
+	}
+	for _, node := range nodes {
+		if err := m.waitJobGone(ctx, mirrorJob+node); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitJobGone waits for a job to conclude, dismisses it, and returns its error.
+func (m *Machine) waitJobGone(ctx context.Context, id string) error {
+	for {
+		jobs, err := qmp.Run(ctx, m.qmp, qmp.QueryJobs{})
+		if err != nil {
+			return err
+		}
+		var j *qmp.Job
+		for i := range jobs {
+			if jobs[i].ID == id {
+				j = &jobs[i]
+			}
+		}
+		if j == nil {
+			return nil
+		}
+		if j.Status == qmp.JobConcluded {
+			_ = qmp.Do(ctx, m.qmp, qmp.JobDismiss{ID: id})
+			if j.Error != "" {
+				return fmt.Errorf("job %s: %s: %w", id, j.Error, errdefs.ErrUnavailable)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// AbortOutgoing cancels what a migration started on the source: the
+// migration, the mirrors, the NBD connections and the credentials; with
+// resume, a guest the migration stopped runs again (never after the
+// migration completed: the target may run the VM). What is not there is
+// skipped.
+func (m *Machine) AbortOutgoing(ctx context.Context, out Outgoing, resume bool) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, _ := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
+	if st.Status != "" && st.Status != qmp.MigrationCompleted && st.Status != qmp.MigrationFailed && st.Status != qmp.MigrationCancelled {
+		_ = qmp.Do(ctx, m.qmp, qmp.MigrateCancel{})
+		for st.Status != qmp.MigrationCancelled && st.Status != qmp.MigrationFailed && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			st, _ = qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
+		}
+	}
+	for _, node := range out.Disks {
+		if err := qmp.Do(ctx, m.qmp, qmp.BlockJobCancel{Device: mirrorJob + node, Force: true}); err == nil {
+			_ = m.waitJobGone(ctx, mirrorJob+node)
+		}
+		_ = qmp.Do(ctx, m.qmp, qmp.BlockdevDel{NodeName: nbdTarget + node})
+	}
+	off := ""
+	_ = qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{TLSCreds: &off})
+	_ = qmp.Do(ctx, m.qmp, qmp.ObjectDel{ID: migrateTLS})
+	// A cancelled migration leaves the guest stopped.
+	if resume && st.Status != qmp.MigrationCompleted {
+		if s, err := m.qmp.Status(ctx); err == nil && !s.Running {
+			_ = m.Cont(ctx)
+		}
+	}
+}
+
+// CloseOutgoing drops the NBD connections and credentials of a completed
+// migration (the source's QEMU stays stopped; the caller ends it).
+func (m *Machine) CloseOutgoing(ctx context.Context, out Outgoing) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, node := range out.Disks {
+		_ = qmp.Do(ctx, m.qmp, qmp.BlockdevDel{NodeName: nbdTarget + node})
+	}
+	off := ""
+	_ = qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{TLSCreds: &off})
+	_ = qmp.Do(ctx, m.qmp, qmp.ObjectDel{ID: migrateTLS})
+}
+
+func splitHostPort(field, addr string) (string, string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return "", "", fmt.Errorf("%s: %q is not HOST:PORT: %w", field, addr, errors.Join(err, errdefs.ErrInvalid))
+	}
+	return host, port, nil
+}
