@@ -60,6 +60,9 @@ type HostInfo struct {
 	ConfigVersion       int       `json:"config_version"`       // the VM configuration version this host writes
 	ConfigVersions      []int     `json:"config_versions_read"` // every version it reads
 	Firmware            Firmware  `json:"firmware"`
+	// MachineTypes are the versioned machine types its QEMU runs (e.g.
+	// pc-i440fx-7.2): a VM moves live only to a host that has its own.
+	MachineTypes []string `json:"machine_types,omitempty"`
 }
 
 // Firmware says which firmware files the host found.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/hvproject/hv/internal/errdefs"
@@ -460,4 +461,14 @@ func splitHostPort(field, addr string) (string, string, error) {
 		return "", "", fmt.Errorf("%s: %q is not HOST:PORT: %w", field, addr, errors.Join(err, errdefs.ErrInvalid))
 	}
 	return host, port, nil
+}
+
+// MachineType is the versioned machine type QEMU runs (e.g. pc-i440fx-7.2,
+// which "pc" stood for when it started): a target must run the same.
+func (m *Machine) MachineType(ctx context.Context) (string, error) {
+	t, err := qmp.Run(ctx, m.qmp, qmp.QomGet[string]{Path: "/machine", Property: "type"})
+	if err != nil {
+		return "", fmt.Errorf("reading QEMU's machine type: %w", err)
+	}
+	return strings.TrimSuffix(t, "-machine"), nil
 }

@@ -271,3 +271,15 @@ func TestMigrateUntrustedSource(t *testing.T) {
 		t.Errorf("source guest after the refused move: %+v", st)
 	}
 }
+
+// The machine type is the versioned one "pc" stands for in this QEMU.
+func TestMachineType(t *testing.T) {
+	dir := t.TempDir()
+	qemuImg(t, "create", "-q", "-f", "qcow2", filepath.Join(dir, "base.qcow2"), "16M")
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-b", filepath.Join(dir, "base.qcow2"), "-F", "qcow2", filepath.Join(dir, "top.qcow2"))
+	m := startVM(t, dir, filepath.Join(dir, "top.qcow2"), filepath.Join(dir, "base.qcow2"))
+	mt, err := m.MachineType(testCtx(t))
+	if err != nil || !strings.HasPrefix(mt, "pc-i440fx-") || strings.HasSuffix(mt, "-machine") {
+		t.Fatalf("machine type %q, %v", mt, err)
+	}
+}

@@ -124,6 +124,9 @@ func Load(dir string) (*State, error) {
 	return &s, nil
 }
 
+// Marshal is the record as Save writes it (to send it to another host).
+func (s *State) Marshal() ([]byte, error) { return format.Marshal(s) }
+
 // Save writes the record into dir durably.
 func (s *State) Save(dir string) error {
 	return format.Write(filepath.Join(dir, FileName), s)

@@ -1,0 +1,307 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/client"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/hostvm"
+	"github.com/hvproject/hv/internal/machine"
+	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/undo"
+	"github.com/hvproject/hv/internal/validate"
+)
+
+// Peer is another host's API as this host calls it (a *client.Client over
+// mutual TLS), and the address it was reached at.
+type Peer interface {
+	HostInfo(ctx context.Context) (api.HostInfo, error)
+	CreateMigration(ctx context.Context, req api.MigrationCreate) (api.Migration, error)
+	PutMigrationFile(ctx context.Context, id, name string, r io.Reader, size int64) error
+	PrepareMigration(ctx context.Context, id string) (api.Migration, error)
+	CommitMigration(ctx context.Context, id string, req api.MigrationCommit) (api.Migration, error)
+	AbortMigration(ctx context.Context, id string) error
+	GetMigration(ctx context.Context, id string) (api.Migration, error)
+}
+
+var _ Peer = (*client.Client)(nil)
+
+// Peers finds the hosts this one trusts, by name.
+type Peers interface {
+	// Peer returns the peer's API and the host part of its address (where
+	// its QEMU listens when it says "any address").
+	Peer(ctx context.Context, name string) (Peer, string, error)
+}
+
+// outgoingMachine is a source QEMU's side of a migration (machine.Machine).
+type outgoingMachine interface {
+	MirrorDisks(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) error
+	MigrateState(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) (machine.MigrationProgress, error)
+	AbortOutgoing(ctx context.Context, out machine.Outgoing, resume bool)
+	CloseOutgoing(ctx context.Context, out machine.Outgoing)
+	MachineType(ctx context.Context) (string, error)
+}
+
+// Source moves this host's VMs away.
+type Source struct {
+	h     Host
+	peers Peers
+	log   *slog.Logger
+	retry time.Duration // the first wait before asking an unanswering target again
+}
+
+// NewSource returns the outgoing side of migrations.
+func NewSource(h Host, peers Peers) *Source {
+	return &Source{h: h, peers: peers, log: h.Log(), retry: time.Second}
+}
+
+// Move starts moving a VM to req.To; the operation's result is an
+// api.MoveResult.
+func (s *Source) Move(name string, req api.VMMove) (*operation.Op, error) {
+	if err := validate.Name("to", req.To); err != nil {
+		return nil, errdefs.WithHint(err, "give the name of a peer host")
+	}
+	v, err := s.h.VM(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.h.Locked(v, "vm.move", "move", func(ctx context.Context, op *operation.Op, v hostvm.VM) (any, error) {
+		res, err := s.move(ctx, op, v, req)
+		if err != nil {
+			return nil, fmt.Errorf("moving VM %s to %s: %w", v.Name(), req.To, err)
+		}
+		return res, nil
+	})
+}
+
+func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req api.VMMove) (_ api.MoveResult, err error) {
+	start := time.Now()
+	live, run, err := moveKind(v)
+	if err != nil {
+		return api.MoveResult{}, err
+	}
+	op.SetStage("asking " + req.To)
+	peer, addr, err := s.peers.Peer(ctx, req.To)
+	if err != nil {
+		return api.MoveResult{}, err
+	}
+	info, err := peer.HostInfo(ctx)
+	if err != nil {
+		return api.MoveResult{}, fmt.Errorf("host %s does not answer: %w", req.To, err)
+	}
+	p, err := s.plan(ctx, v, live)
+	if err != nil {
+		return api.MoveResult{}, err
+	}
+	if err := Compatible(p.create, info); err != nil {
+		return api.MoveResult{}, err
+	}
+	m, err := peer.CreateMigration(ctx, p.create)
+	if err != nil {
+		return api.MoveResult{}, err
+	}
+	var u undo.Stack
+	defer u.OnError(&err, s.log)
+	u.Add("abort the migration on "+req.To, func(ctx context.Context) error { return peer.AbortMigration(ctx, m.ID) })
+	j := journal{ID: m.ID, To: req.To, Stage: stageSending, Live: live, Run: run}
+	if err := j.save(v); err != nil {
+		return api.MoveResult{}, err
+	}
+	u.Add("remove the move's journal", func(context.Context) error { return removeJournal(v) })
+	res := api.MoveResult{VM: v.Name(), To: req.To, Live: live, KeptSource: req.KeepSource}
+	if res.FileBytes, err = s.sendFiles(ctx, op, peer, m.ID, p.files, req.Bandwidth); err != nil {
+		return res, err
+	}
+	op.SetStage("preparing the VM on " + req.To)
+	if m, err = peer.PrepareMigration(ctx, m.ID); err != nil {
+		return res, err
+	}
+	var out *machine.Outgoing
+	if live {
+		if out, err = s.migrate(ctx, op, v, p, m, addr, req, &res); err != nil {
+			return res, err
+		}
+	}
+	// Past this point the target may run the VM: nothing is undone; the
+	// commit's outcome decides.
+	j.Stage = stageCommitting
+	if err := j.save(v); err != nil {
+		return res, err
+	}
+	u.Done()
+	if err := s.settle(ctx, op, v, peer, j, out, req.KeepSource); err != nil {
+		return res, err
+	}
+	res.TotalTime = time.Since(start).Milliseconds()
+	s.log.Info("VM moved", "vm", v.Name(), "to", req.To, "live", live, "downtime_ms", res.Downtime, "total_ms", res.TotalTime,
+		"file_bytes", res.FileBytes, "disk_bytes", res.DiskBytes, "memory_bytes", res.MemoryBytes)
+	return res, nil
+}
+
+// moveKind says whether v moves live (its QEMU runs) and whether its guest
+// runs (not paused); an off VM moves cold.
+func moveKind(v hostvm.VM) (live, run bool, err error) {
+	switch st := v.State(); st {
+	case api.StateRunning:
+		return true, true, nil
+	case api.StatePaused:
+		return true, false, nil
+	case api.StateOff:
+		return false, false, nil
+	default:
+		return false, false, errdefs.WithHint(fmt.Errorf("VM %s is %s: %w", v.Name(), st, errdefs.ErrConflict),
+			"a VM moves while it runs, is paused or is off; start a saved VM first (then it moves live)")
+	}
+}
+
+// migrate mirrors the disks and sends the memory; on return the source's
+// guest is stopped and the target holds the whole VM. On failure the
+// source's QEMU is as before (machine undoes its steps).
+func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *plan, m api.Migration, addr string, req api.VMMove, res *api.MoveResult) (*machine.Outgoing, error) {
+	ss, ok := v.Session()
+	if !ok {
+		return nil, fmt.Errorf("VM %s's QEMU is gone: %w", v.Name(), errdefs.ErrConflict)
+	}
+	qm, ok := ss.(outgoingMachine)
+	if !ok {
+		return nil, fmt.Errorf("this host's QEMU sessions cannot migrate: %w", errdefs.ErrUnavailable)
+	}
+	dir := v.RunPath(tlsDirName)
+	if err := p.eph.WriteDir(dir, "client", []byte(m.CACert)); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := &machine.Outgoing{TLS: machine.MigrationTLS{Dir: dir, Hostname: m.TLSHostname},
+		Target: reachable(m.Listen, addr), NBD: reachable(m.NBDListen, addr), Bitmaps: bitmapMapping(p.create),
+		MaxBandwidth: req.Bandwidth, DowntimeLimit: req.MaxDowntime, AutoConverge: !req.NoAutoConverge}
+	for _, top := range p.create.Tops {
+		node, _ := qemu.ImageNodes(top.File)
+		out.Disks = append(out.Disks, node)
+	}
+	progress := func(pr machine.MigrationProgress) {
+		switch pr.Stage {
+		case "disks":
+			op.SetProgress("mirroring the disks to "+req.To, pr.DiskDone, pr.DiskTotal, "bytes")
+			res.DiskBytes = pr.DiskDone
+		default:
+			op.SetProgress(fmt.Sprintf("moving the memory to %s (pass %d, dirtying %d MiB/s, downtime expected %d ms)",
+				req.To, pr.Passes, pr.DirtyRate>>20, pr.ExpectedDowntime), pr.RAMDone, pr.RAMDone+pr.RAMLeft, "bytes")
+		}
+	}
+	if err := qm.MirrorDisks(ctx, *out, progress); err != nil {
+		return nil, err
+	}
+	pr, err := qm.MigrateState(ctx, *out, progress)
+	if err != nil {
+		return nil, err
+	}
+	res.Downtime, res.MemoryBytes = pr.Downtime, pr.RAMDone
+	return out, nil
+}
+
+// reachable is where this host reaches an address the target gave: its
+// own host when it listens on any address.
+func reachable(listen, peerHost string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = peerHost
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// settle asks the target to commit and acts on its answer: committed, the
+// VM's QEMU and (unless keep) files here go; refused, the guest runs here
+// again. Without an answer the move is in doubt: the guest stays stopped
+// and the target is asked again until it answers.
+func (s *Source) settle(ctx context.Context, op *operation.Op, v hostvm.VM, peer Peer, j journal, out *machine.Outgoing, keep bool) error {
+	op.SetStage("switching over to " + j.To)
+	committed, why := s.resolve(ctx, op, peer, j)
+	ss, _ := v.Session()
+	qm, _ := ss.(outgoingMachine)
+	if !committed {
+		if qm != nil && out != nil {
+			qm.CloseOutgoing(context.WithoutCancel(ctx), *out)
+			if j.Run {
+				if err := ss.Cont(context.WithoutCancel(ctx)); err != nil {
+					s.log.Error("running the VM again after a refused move; resume it by hand", "vm", v.Name(), "err", err)
+				}
+			}
+		}
+		_ = removeJournal(v)
+		return fmt.Errorf("%s did not take the VM (%s); it runs here as before: %w", j.To, why, errdefs.ErrUnavailable)
+	}
+	if qm != nil && out != nil {
+		qm.CloseOutgoing(context.WithoutCancel(ctx), *out)
+	}
+	return s.leave(ctx, v, j, keep)
+}
+
+// leave ends the VM here once the target committed it.
+func (s *Source) leave(ctx context.Context, v hostvm.VM, j journal, keep bool) error {
+	if _, running := v.Session(); running {
+		if err := s.h.TurnOff(v, "moved to "+j.To); err != nil {
+			return fmt.Errorf("the VM runs on %s now, but its QEMU here did not end: %w", j.To, err)
+		}
+	}
+	_ = removeJournal(v)
+	if keep {
+		v.Publish("moved", j.To+" (this copy kept, off)")
+		return nil
+	}
+	v.Publish("moved", j.To)
+	if err := s.h.Forget(context.WithoutCancel(ctx), v, false); err != nil {
+		return fmt.Errorf("the VM runs on %s now, but its files here were not removed: %w", j.To, err)
+	}
+	return nil
+}
+
+// resolve learns whether the target committed: it asks to commit, and when
+// no answer comes, asks again (commit, then the migration's state) until
+// one does. An answer that it does not know the migration means it never
+// committed it. It gives up only when the target refuses.
+func (s *Source) resolve(ctx context.Context, op *operation.Op, peer Peer, j journal) (bool, string) {
+	ctx = context.WithoutCancel(ctx) // in doubt, a cancel cannot decide for the target
+	wait := s.retry
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		m, err := peer.CommitMigration(cctx, j.ID, api.MigrationCommit{Run: j.Run})
+		if err != nil && attempt > 0 {
+			m, err = peer.GetMigration(cctx, j.ID)
+		}
+		cancel()
+		switch {
+		case err == nil && m.State == api.MigrationCommitted:
+			return true, ""
+		case err == nil && m.State == api.MigrationPrepared && attempt > 0:
+			continue // commit again
+		case err == nil:
+			return false, "it says the migration is " + m.State
+		case errors.Is(err, errdefs.ErrNotFound):
+			return false, "it no longer knows the migration"
+		case answered(err):
+			return false, err.Error()
+		}
+		s.log.Warn("the move is in doubt: the target does not answer whether it runs the VM; asking again", "to", j.To, "migration", j.ID, "err", err)
+		op.SetStage(fmt.Sprintf("in doubt: waiting for %s to say whether it runs the VM (the guest stays stopped here meanwhile)", j.To))
+		time.Sleep(wait)
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// answered: err is the target's own answer, not a failure to reach it.
+func answered(err error) bool {
+	var ae *client.Error
+	return errors.As(err, &ae) && ae.StatusCode != 502 && ae.StatusCode != 503 && ae.StatusCode != 504
+}
