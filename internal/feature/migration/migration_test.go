@@ -362,8 +362,8 @@ func TestMoveCommitAnswerLost(t *testing.T) {
 func TestMoveCommitLostTargetAborts(t *testing.T) {
 	p := newPair(t)
 	p.tgt.idle = 300 * time.Millisecond
-	p.peer.fail["commit"] = 1
-	p.peer.fail["get"] = 3 // unreachable for a while, meanwhile the target gives up
+	p.peer.fail["commit"] = 4 // unreachable for a while (0.1+0.2+0.4+0.8 s),
+	p.peer.fail["get"] = 4    // meanwhile the target gives up
 	snap, err := p.move(t, api.VMMove{})
 	if err != nil || snap.Status != api.OpFailure || !strings.Contains(snap.Error, "runs here as before") {
 		t.Fatalf("move: %+v %v", snap, err)
