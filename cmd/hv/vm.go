@@ -21,7 +21,7 @@ it works from; from any other hvd refuses with an error naming the current state
 		newVMListCmd(a), newVMShowCmd(a), newVMCreateCmd(a), newVMSetCmd(a), newVMDeleteCmd(a),
 		newVMExecCmd(a), newVMConsoleCmd(a), newVMCpCmd(a), newVMNICCmd(a), newVMDiskCmd(a),
 		newVMIntegrationCmd(a), newVMKVPCmd(a), newVMTimeSyncCmd(a), newVMFreezeCmd(a), newVMThawCmd(a),
-		newVMExportCmd(a), newVMImportCmd(a))
+		newVMExportCmd(a), newVMImportCmd(a), newVMMoveCmd(a))
 	c.Aliases = []string{"vms"}
 	c.AddCommand(newVMStateCmds(a)...)
 	return c

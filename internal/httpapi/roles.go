@@ -12,4 +12,6 @@ type Roles struct {
 	Switches    Switches
 	Checkpoints Checkpoints
 	Backups     Backups
+	Moves       Moves
+	Migrations  Migrations
 }

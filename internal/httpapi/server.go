@@ -104,6 +104,8 @@ func (s *Server) parts() []part {
 		{"Switches", r.Switches != nil, s.switchRoutes()},
 		{"Checkpoints", r.Checkpoints != nil, s.checkpointRoutes()},
 		{"Backups", r.Backups != nil, s.backupRoutes()},
+		{"Moves", r.Moves != nil, s.moveRoutes()},
+		{"Migrations", r.Migrations != nil, s.migrationRoutes()},
 	}
 }
 
