@@ -71,10 +71,14 @@ func base(a *args, s *Spec) {
 // machine: chipset, firmware, CPUs and memory.
 func machine(a *args, s *Spec) {
 	a.add("-accel", s.Accel)
+	chipset := map[bool]string{true: "q35", false: "pc"}[s.Generation == 2]
+	if s.MachineType != "" {
+		chipset = s.MachineType
+	}
 	if s.Generation == 2 {
 		// SMM keeps the UEFI variables out of the guest OS's reach, which
 		// Secure Boot needs; it costs nothing otherwise.
-		a.add("-machine", opt("q35", "smm=on"))
+		a.add("-machine", opt(chipset, "smm=on"))
 		if s.SecureBoot {
 			a.add("-global", opt("driver=cfi.pflash01", "property=secure", "value=on"))
 		}
@@ -82,7 +86,7 @@ func machine(a *args, s *Spec) {
 			"-drive", opt("if=pflash", "format=raw", "unit=1", kv("file", s.NVRAMPath)))
 	} else {
 		// QEMU's default BIOS on Debian is SeaBIOS's bios-256k.bin already.
-		a.add("-machine", "pc")
+		a.add("-machine", chipset)
 	}
 	cpu := s.CPUModel
 	switch {

@@ -60,8 +60,8 @@ func TestArgs(t *testing.T) {
 			s.IncomingFD = 3
 		}, wantBase + " -accel tcg -machine pc -cpu max -smp 2 -m size=1024M " + wantTail +
 			" -kernel /boot/vmlinuz -initrd /boot/initrd.img -append console=ttyS0 root=/dev/vda1 -incoming fd:3"},
-		{"migration target", func(s *Spec) { s.IncomingDefer = true },
-			wantBase + " -accel tcg -machine pc -cpu max -smp 2 -m size=1024M " + wantTail + " -incoming defer"},
+		{"migration target", func(s *Spec) { s.IncomingDefer, s.MachineType = true, "pc-i440fx-7.2" },
+			wantBase + " -accel tcg -machine pc-i440fx-7.2 -cpu max -smp 2 -m size=1024M " + wantTail + " -incoming defer"},
 		{"console, agent, two disks, comma in path", func(s *Spec) {
 			s.ConsoleSocket, s.ConsoleLog = "/run/hv/web01/console.sock", "/vms/web01/console.log"
 			s.AgentSocket = "/run/hv/web01/qga.sock"
@@ -132,6 +132,7 @@ func TestArgsInvalid(t *testing.T) {
 		{func(s *Spec) { s.Initrd = "/boot/initrd" }, errdefs.ErrInvalid, "kernel: is empty but an initrd or kernel command line is set"},
 		{func(s *Spec) { s.ConsoleLog = "/v/console.log" }, errdefs.ErrInvalid, "console_log: is set without console_socket; set both or neither"},
 		{func(s *Spec) { s.IncomingFD = -1 }, errdefs.ErrInvalid, "incoming_fd: -1 is not a file descriptor"},
+		{func(s *Spec) { s.MachineType = "pc,accel=kvm" }, errdefs.ErrInvalid, "machine_type: \"pc,accel=kvm\" is not a QEMU machine type"},
 		{func(s *Spec) { s.IncomingFD, s.IncomingDefer = 3, true }, errdefs.ErrInvalid, "incoming_defer: a VM restores a saved state or receives a migration"},
 	}
 	for _, tc := range tests {

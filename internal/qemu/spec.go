@@ -66,6 +66,10 @@ type Spec struct {
 
 	IncomingFD  int  // > 0: restore a saved state from this inherited fd (-incoming fd:N)
 	StartPaused bool // -S: start with the CPUs stopped
+	// MachineType, when set, is the versioned machine type to run (a
+	// migration's target runs the source's, e.g. pc-i440fx-7.2); else
+	// "pc" (generation 1) or "q35" (2), QEMU's newest.
+	MachineType string
 	// IncomingDefer starts QEMU waiting for a migration whose address is
 	// given later over QMP (-incoming defer): a live migration's target.
 	IncomingDefer bool
@@ -120,6 +124,8 @@ func (s *Spec) check() error {
 		return invalid("accel", "%q is not supported; use kvm or tcg", s.Accel)
 	case s.IncomingFD < 0:
 		return invalid("incoming_fd", "%d is not a file descriptor; use 0 for none or the inherited fd (3 or more)", s.IncomingFD)
+	case s.MachineType != "" && !machineTypeRE.MatchString(s.MachineType):
+		return invalid("machine_type", "%q is not a QEMU machine type (e.g. pc-i440fx-7.2)", s.MachineType)
 	case s.IncomingFD > 0 && s.IncomingDefer:
 		return invalid("incoming_defer", "a VM restores a saved state or receives a migration, not both; drop one")
 	case s.Kernel == "" && (s.Initrd != "" || s.Cmdline != ""):
@@ -264,3 +270,6 @@ func absPath(field, path string, required bool) error {
 	}
 	return nil
 }
+
+// machineTypeRE is what a machine type may be: no option may ride along.
+var machineTypeRE = regexp.MustCompile(`^[a-z][a-z0-9.-]{0,63}$`)
