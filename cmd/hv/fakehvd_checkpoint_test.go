@@ -151,6 +151,22 @@ func (f *fakeHVD) checkpointRoutes(m *http.ServeMux) {
 				api.Operation{Status: api.OpSuccess, Result: v}))
 		}
 	})
+	m.HandleFunc("POST /1.0/vms/{name}/move", func(w http.ResponseWriter, r *http.Request) {
+		var req api.VMMove
+		f.decode(r, &req)
+		if _, ok := f.vm(w, r); !ok {
+			return
+		}
+		if req.To != "host2" {
+			reply(w, 404, api.Error{Error: fmt.Sprintf("peer %q is not known", req.To), Code: 404})
+			return
+		}
+		res := api.MoveResult{VM: r.PathValue("name"), To: req.To, Live: true, Downtime: 42, TotalTime: 8123,
+			FileBytes: 3 << 20, DiskBytes: 1 << 30, MemoryBytes: 256 << 20, KeptSource: req.KeepSource}
+		reply(w, 202, f.startOp("vm.move",
+			api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "mirroring the disks to host2", Done: 1 << 29, Total: 1 << 30, Unit: "bytes"}},
+			api.Operation{Status: api.OpSuccess, Result: res}))
+	})
 	m.HandleFunc("POST /1.0/imports", func(w http.ResponseWriter, r *http.Request) {
 		var req api.VMImport
 		f.decode(r, &req)
