@@ -11,5 +11,6 @@ type Roles struct {
 	Disks       Disks
 	Switches    Switches
 	Checkpoints Checkpoints
+	Exports     Exports
 	Backups     Backups
 }
