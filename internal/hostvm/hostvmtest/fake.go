@@ -108,10 +108,11 @@ func (v *VM) IsFrozen() bool { v.mu.Lock(); defer v.mu.Unlock(); return v.frozen
 func (v *VM) Freezes() int   { v.mu.Lock(); defer v.mu.Unlock(); return v.freezes }
 func (v *VM) Thaws() int     { v.mu.Lock(); defer v.mu.Unlock(); return v.thaws }
 
+// Config returns a deep copy, as the host does.
 func (v *VM) Config() vmconfig.Config {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.cfg
+	return v.cfg.Clone()
 }
 
 func (v *VM) Runtime() vmconfig.Runtime {
@@ -126,12 +127,12 @@ func (v *VM) State() string { return v.Runtime().State }
 func (v *VM) UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	c := v.cfg
+	c := v.cfg.Clone()
 	if err := fn(&c); err != nil {
-		return v.cfg, err
+		return v.cfg.Clone(), err
 	}
 	if err := vmconfig.Save(v.Directory, c); err != nil {
-		return v.cfg, err
+		return v.cfg.Clone(), err
 	}
 	v.cfg = c
 	return c, nil
@@ -174,13 +175,16 @@ func (v *VM) Events() []string {
 
 // Host is a fake hostvm.Host over a fixed set of VMs. StartFn and TurnOffFn,
 // when set, stand for starting and turning off a VM (the default records
-// the state only).
+// the state only; TurnOff of a VM with a fake Session kills it). OnHook,
+// when set, runs at every hook point: a test that panics there stands for
+// hvd crashing at that point.
 type Host struct {
 	Ops       *operation.Manager
 	Tool      *disk.Tool
 	Logger    *slog.Logger
 	StartFn   func(ctx context.Context, v hostvm.VM) error
 	TurnOffFn func(v hostvm.VM, reason string) error
+	OnHook    func(point string)
 
 	mu    sync.Mutex
 	vms   map[string]*VM
@@ -267,8 +271,11 @@ func (h *Host) Log() *slog.Logger              { return h.Logger }
 // Hook records the point; Hooks returns them in order.
 func (h *Host) Hook(point string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.hooks = append(h.hooks, point)
+	h.mu.Unlock()
+	if h.OnHook != nil {
+		h.OnHook(point)
+	}
 }
 
 func (h *Host) Hooks() []string {
@@ -289,6 +296,10 @@ func (h *Host) Start(ctx context.Context, op *operation.Op, hv hostvm.VM) error 
 func (h *Host) TurnOff(hv hostvm.VM, reason string) error {
 	if h.TurnOffFn != nil {
 		if err := h.TurnOffFn(hv, reason); err != nil {
+			return err
+		}
+	} else if ss, ok := hv.Session(); ok {
+		if err := ss.Kill(); err != nil {
 			return err
 		}
 	}
