@@ -532,10 +532,23 @@ type Session struct {
 	Blk *Block
 }
 
-// NewSession returns a running QEMU whose disks' top images are tops.
+// NewSession returns a running QEMU whose disks' top images are tops. When
+// it exits, what lived in QEMU goes with it (open images, views, exports);
+// the bitmaps stay, as persistent ones do in the image files.
 func NewSession(tops ...string) *Session {
 	s := &Script{}
-	return &Session{Machine: NewMachine(s), Blk: NewBlock(s, tops...)}
+	m, b := NewMachine(s), NewBlock(s, tops...)
+	exit := s.onExit
+	s.onExit = func() {
+		b.mu.Lock()
+		clear(b.open)
+		clear(b.tops)
+		clear(b.views)
+		clear(b.exports)
+		b.mu.Unlock()
+		exit()
+	}
+	return &Session{Machine: m, Blk: b}
 }
 
 var _ hostvm.Session = (*Session)(nil)
