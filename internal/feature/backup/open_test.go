@@ -227,6 +227,6 @@ func TestBackupFailingAtEveryQEMUCall(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r.checkClosed("after call "+r.ss.Calls()[i]+" failed")
+		r.checkClosed("after call " + r.ss.Calls()[i] + " failed")
 	}
 }
