@@ -10,6 +10,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/feature/checkpoints"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -327,7 +328,7 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 	defer v.release()
 	if req.CheckpointType != nil {
 		// A setting of hv's, not of the machine: it changes in any state.
-		if err := s.setCheckpointType(v, *req.CheckpointType); err != nil {
+		if err := checkpoints.SetType(v, *req.CheckpointType); err != nil {
 			return api.VM{}, err
 		}
 		req.CheckpointType = nil

@@ -16,6 +16,7 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/feature/checkpoints"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
@@ -81,7 +82,7 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 	v.mu.Unlock()
 	tempID := ""
 	if ss != nil {
-		c, err := s.createCheckpoint(ctx, op, v, checkpointRequest{name: "hv-export-" + newUUID()[:8], typ: api.CheckpointProduction, noMemory: true})
+		c, err := s.ckpts.Create(ctx, op, v, checkpoints.Request{Name: "hv-export-" + newUUID()[:8], Type: api.CheckpointProduction, NoMemory: true})
 		if err != nil {
 			return err
 		}
@@ -93,12 +94,12 @@ func (s *Service) exportVM(ctx context.Context, op *operation.Op, v *vm, req api
 			// must not hold the VM forever.
 			dctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 			defer cancel()
-			if derr := s.deleteCheckpoint(dctx, op, v, tempID, false); derr != nil {
+			if derr := s.ckpts.Delete(dctx, op, v, tempID, false); derr != nil {
 				s.log.Error("removing the export's temporary checkpoint; delete it by hand", "vm", v.name, "checkpoint", c.Name, "err", derr)
 			}
 		}()
 	}
-	t, err := s.loadTree(v)
+	t, err := checkpoints.LoadTree(v)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,12 @@ func (v *vm) Guest() *guest.Guest        { return v.g }
 func (v *vm) State() string              { return v.snapshotState() }
 func (v *vm) CannotFreeze() string       { return v.cannotFreeze() }
 
+func (v *vm) Uptime() time.Duration {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.uptimeLocked()
+}
+
 func (v *vm) Freeze(ctx context.Context, timeout int) (api.FreezeStatus, error) {
 	return v.s.freeze(ctx, v, timeout)
 }
@@ -114,6 +120,16 @@ func (s *Service) WithLock(ctx context.Context, hv hostvm.VM, kind string, fn fu
 	defer v.release()
 	return fn()
 }
+
+func (s *Service) TryLock(hv hostvm.VM, kind string, cancel context.CancelFunc) (func(), error) {
+	v := hv.(*vm)
+	if err := v.acquire(kind, "", cancel); err != nil {
+		return nil, err
+	}
+	return v.release, nil
+}
+
+func (s *Service) Describe(hv hostvm.VM) api.VM { return hv.(*vm).toAPI(s.currentAccel().Name) }
 
 func (s *Service) Operations() *operation.Manager { return s.ops }
 func (s *Service) Disk() *disk.Tool               { return s.disk }

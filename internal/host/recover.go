@@ -47,7 +47,7 @@ func (s *Service) recoverAll(ctx context.Context) error {
 		v := s.newVM(cfg.Name, dir, cfg)
 		v.cfgVer, v.rt = ver, rt
 		s.recoverVM(ctx, v)
-		s.recoverCheckpoints(ctx, v)
+		s.ckpts.Recover(ctx, v)
 		s.backups.Recover(ctx, v)
 		s.vms[v.name] = v
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/events"
 	"github.com/hvproject/hv/internal/feature/backup"
+	"github.com/hvproject/hv/internal/feature/checkpoints"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -90,6 +91,7 @@ type Service struct {
 	store    store.Store
 	tracker  blockops.Tracker
 	backups  *backup.Service
+	ckpts    *checkpoints.Service
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -149,6 +151,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	s.tracker = blockops.Tracker{Tool: s.disk, Log: s.log}
 	s.backups = backup.New(s)
+	s.ckpts = checkpoints.New(s)
 	if s.prober = o.Prober; s.prober == nil {
 		s.prober = qemu.HostProber{Binary: s.qemuBin}
 	}
@@ -188,6 +191,9 @@ func (s *Service) Close() {
 
 // Backups is the backup API (the httpapi Backups role).
 func (s *Service) Backups() *backup.Service { return s.backups }
+
+// Checkpoints is the checkpoint API (the httpapi Checkpoints role).
+func (s *Service) Checkpoints() *checkpoints.Service { return s.ckpts }
 
 // Ops returns the operation manager (the API serves operations from it).
 func (s *Service) Ops() *operation.Manager { return s.ops }

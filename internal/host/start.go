@@ -145,9 +145,9 @@ func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.S
 }
 
 // startCheckDisks checks every image of every disk and puts the chains on
-// QEMU's command line (see diskChains).
+// QEMU's command line (see checkpoints.Service.DiskChains).
 func (s *Service) startCheckDisks(ctx context.Context, st *starting, u *undo.Stack) error {
-	chains, err := s.diskChains(ctx, st.v, st.cfg)
+	chains, err := s.ckpts.DiskChains(ctx, st.v, st.cfg)
 	if err != nil {
 		return err
 	}

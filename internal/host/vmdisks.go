@@ -9,6 +9,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/feature/checkpoints"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/validate"
@@ -119,7 +120,7 @@ func (s *Service) RemoveDisk(name, diskName string) (*operation.Op, error) {
 	if boot {
 		return nil, fmt.Errorf("disk %s is VM %s's boot disk; it cannot be removed: %w", diskName, name, errdefs.ErrInvalid)
 	}
-	if t, err := s.loadTree(v); err != nil {
+	if t, err := checkpoints.LoadTree(v); err != nil {
 		return nil, err
 	} else if t.Active[diskName] != "" || t.HasDisk(diskName) {
 		return nil, errdefs.WithHint(fmt.Errorf("disk %s of VM %s is part of its checkpoints: %w", diskName, name, errdefs.ErrConflict), "delete the checkpoints that hold it first")

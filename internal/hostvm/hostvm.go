@@ -10,6 +10,7 @@ package hostvm
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/hvproject/hv/api"
 
@@ -23,6 +24,10 @@ import (
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
+// SavedState is the file of a VM's directory that holds its saved memory and
+// device state: with the VM in state Saved, a start restores it.
+const SavedState = "state.save"
+
 // VM is one VM of this host, as a feature sees it during one call or
 // operation (a feature keeps no VM past it: the VM may be deleted).
 type VM interface {
@@ -34,6 +39,9 @@ type VM interface {
 	Config() vmconfig.Config    // a copy
 	Runtime() vmconfig.Runtime  // a copy
 	State() string
+	// Uptime is how long the guest has run, saves and restores included
+	// (0 when it is off).
+	Uptime() time.Duration
 	// UpdateConfig changes the configuration: fn gets a copy of the current
 	// one; what it leaves is written durably and becomes the VM's.
 	UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error)
@@ -125,6 +133,13 @@ type Host interface {
 	Locked(v VM, kind, action string, work Work) (*operation.Op, error)
 	// WithLock waits (bounded by ctx) for the VM's lock and runs fn holding it.
 	WithLock(ctx context.Context, v VM, kind string, fn func() error) error
+	// TryLock takes the VM's lock for kind at once, or fails with a
+	// conflict naming what holds it; unlock lets go. cancel (nil: none) is
+	// what a kill of the VM calls to end the holder's work, for work that
+	// outlives the call (a merge resumed in the background).
+	TryLock(v VM, kind string, cancel context.CancelFunc) (unlock func(), err error)
+	// Describe is the VM as the API shows it (an operation's result).
+	Describe(v VM) api.VM
 	// Operations runs work that holds no VM lock.
 	Operations() *operation.Manager
 	// Start starts (or restores) a VM whose lock the caller holds.

@@ -9,7 +9,7 @@ import (
 )
 
 // Checkpoints is the role that takes, applies, renames and deletes a VM's
-// checkpoints, and exports and imports whole VMs.
+// checkpoints.
 type Checkpoints interface {
 	ListCheckpoints(ctx context.Context, name string) ([]api.Checkpoint, error)
 	GetCheckpoint(ctx context.Context, name, checkpoint string) (api.Checkpoint, error)
@@ -17,6 +17,11 @@ type Checkpoints interface {
 	ApplyCheckpoint(name, checkpoint string, req api.CheckpointApply) (*operation.Op, error)
 	DeleteCheckpoint(name, checkpoint string, subtree bool) (*operation.Op, error)
 	RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error)
+}
+
+// Exports is the role that exports and imports whole VMs (their checkpoints
+// included).
+type Exports interface {
 	ExportVM(name string, req api.VMExport) (*operation.Op, error)
 	ImportVM(req api.VMImport) (*operation.Op, error)
 }
@@ -29,6 +34,11 @@ func (s *Server) checkpointRoutes() []route {
 		{"PATCH", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.renameCheckpoint},
 		{"DELETE", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.deleteCheckpoint},
 		{"POST", "/1.0/vms/{name}/checkpoints/{checkpoint}/apply", s.applyCheckpoint},
+	}
+}
+
+func (s *Server) exportRoutes() []route {
+	return []route{
 		{"POST", "/1.0/vms/{name}/export", s.exportVM},
 		{"POST", "/1.0/imports", s.importVM},
 	}
@@ -105,7 +115,7 @@ func (s *Server) exportVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.roles.Checkpoints.ExportVM(r.PathValue("name"), req)
+	op, err := s.roles.Exports.ExportVM(r.PathValue("name"), req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -119,7 +129,7 @@ func (s *Server) importVM(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	op, err := s.roles.Checkpoints.ImportVM(req)
+	op, err := s.roles.Exports.ImportVM(req)
 	if err != nil {
 		writeError(w, err)
 		return

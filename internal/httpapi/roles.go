@@ -11,6 +11,7 @@ type Roles struct {
 	Disks       Disks
 	Switches    Switches
 	Checkpoints Checkpoints
+	Exports     Exports
 	Backups     Backups
 	Moves       Moves
 	Migrations  Migrations

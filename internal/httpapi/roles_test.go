@@ -90,7 +90,8 @@ func TestServerOfOneRole(t *testing.T) {
 		{"GET", "/1.0/operations/x/session", "Guest"},
 		{"POST", "/1.0/vms/web/nics", "Devices"},
 		{"GET", "/1.0/disks/info", "Disks"},
-		{"POST", "/1.0/imports", "Checkpoints"},
+		{"POST", "/1.0/vms/web/checkpoints", "Checkpoints"},
+		{"POST", "/1.0/imports", "Exports"},
 		{"GET", "/1.0/vms/web/tracking", "Backups"},
 	} {
 		code, body := do(t, c.method, srv.URL+c.path, "")

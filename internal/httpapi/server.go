@@ -103,6 +103,7 @@ func (s *Server) parts() []part {
 		{"Disks", r.Disks != nil, s.diskRoutes()},
 		{"Switches", r.Switches != nil, s.switchRoutes()},
 		{"Checkpoints", r.Checkpoints != nil, s.checkpointRoutes()},
+		{"Exports", r.Exports != nil, s.exportRoutes()},
 		{"Backups", r.Backups != nil, s.backupRoutes()},
 		{"Moves", r.Moves != nil, s.moveRoutes()},
 		{"Migrations", r.Migrations != nil, s.migrationRoutes()},

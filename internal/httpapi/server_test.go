@@ -30,6 +30,7 @@ type fakeHost struct {
 	Guest
 	Disks
 	Checkpoints
+	Exports
 
 	ops      *operation.Manager
 	created  []api.VMCreate
@@ -94,8 +95,9 @@ func fakeRoles(f interface {
 	Guest
 	Disks
 	Checkpoints
+	Exports
 }) Roles {
-	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f}
+	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f, Exports: f}
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *fakeHost, *events.Bus) {

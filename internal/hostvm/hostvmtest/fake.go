@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/disk"
@@ -22,21 +23,30 @@ import (
 )
 
 // VM is a fake hostvm.VM. Its configuration is saved in Dir (so features
-// that read config.json find it); Session is what Session returns (nil: no
-// QEMU). Fields are set before the test hands the VM over.
+// that read config.json find it); Sess is what Session returns (nil: no
+// QEMU; once its Gone is closed, none either, as the host clears it).
+// Freeze succeeds unless FreezeE is set or NoFreeze says why the guest
+// cannot; the fake tracks whether the guest is frozen. Fields are set
+// before the test hands the VM over.
 type VM struct {
 	Directory string
 	RunDir    string
 	Sess      hostvm.Session
 	G         *guest.Guest
-	Frozen    api.FreezeStatus
-	FreezeE   error // what Freeze returns
+	Frozen    api.FreezeStatus // what Freeze returns
+	FreezeE   error            // what Freeze fails with
+	NoFreeze  string           // what CannotFreeze says
+	Up        time.Duration    // what Uptime says
 
-	mu     sync.Mutex
-	cfg    vmconfig.Config
-	rt     vmconfig.Runtime
-	lock   chan struct{}
-	events []string
+	mu       sync.Mutex
+	cfg      vmconfig.Config
+	rt       vmconfig.Runtime
+	lock     chan struct{}
+	events   []string
+	frozen   bool
+	freezes  int
+	thaws    int
+	setState []string
 }
 
 // NewVM saves cfg into dir and returns the VM, in state.
@@ -49,24 +59,60 @@ func NewVM(dir string, cfg vmconfig.Config, state string) (*VM, error) {
 
 var _ hostvm.VM = (*VM)(nil)
 
-func (v *VM) Name() string                    { return v.Config().Name }
-func (v *VM) ID() string                      { return v.Config().ID }
-func (v *VM) Dir() string                     { return v.Directory }
-func (v *VM) Path(file string) string         { return filepath.Join(v.Directory, file) }
-func (v *VM) RunPath(file string) string      { return filepath.Join(v.RunDir, file) }
-func (v *VM) Guest() *guest.Guest             { return v.G }
-func (v *VM) CannotFreeze() string            { return "" }
-func (v *VM) Thaw() api.FreezeStatus          { return api.FreezeStatus{} }
-func (v *VM) Session() (hostvm.Session, bool) { return v.Sess, v.Sess != nil }
+func (v *VM) Name() string               { return v.Config().Name }
+func (v *VM) ID() string                 { return v.Config().ID }
+func (v *VM) Dir() string                { return v.Directory }
+func (v *VM) Path(file string) string    { return filepath.Join(v.Directory, file) }
+func (v *VM) RunPath(file string) string { return filepath.Join(v.RunDir, file) }
+func (v *VM) Guest() *guest.Guest        { return v.G }
+func (v *VM) CannotFreeze() string       { return v.NoFreeze }
+func (v *VM) Uptime() time.Duration      { return v.Up }
 
-func (v *VM) Freeze(ctx context.Context, timeout int) (api.FreezeStatus, error) {
-	return v.Frozen, v.FreezeE
+func (v *VM) Session() (hostvm.Session, bool) {
+	if v.Sess == nil {
+		return nil, false
+	}
+	select {
+	case <-v.Sess.Gone():
+		return nil, false
+	default:
+		return v.Sess, true
+	}
 }
 
+func (v *VM) Freeze(ctx context.Context, timeout int) (api.FreezeStatus, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.freezes++
+	if v.FreezeE != nil {
+		return v.Frozen, v.FreezeE
+	}
+	v.frozen = true
+	return v.Frozen, nil
+}
+
+func (v *VM) Thaw() api.FreezeStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.frozen {
+		return api.FreezeStatus{}
+	}
+	v.frozen = false
+	v.thaws++
+	return api.FreezeStatus{FrozenSeconds: 0.25}
+}
+
+// IsFrozen says whether the guest is frozen now; Freezes and Thaws count
+// the freezes asked for and those ended.
+func (v *VM) IsFrozen() bool { v.mu.Lock(); defer v.mu.Unlock(); return v.frozen }
+func (v *VM) Freezes() int   { v.mu.Lock(); defer v.mu.Unlock(); return v.freezes }
+func (v *VM) Thaws() int     { v.mu.Lock(); defer v.mu.Unlock(); return v.thaws }
+
+// Config returns a deep copy, as the host does.
 func (v *VM) Config() vmconfig.Config {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.cfg
+	return v.cfg.Clone()
 }
 
 func (v *VM) Runtime() vmconfig.Runtime {
@@ -81,12 +127,12 @@ func (v *VM) State() string { return v.Runtime().State }
 func (v *VM) UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	c := v.cfg
+	c := v.cfg.Clone()
 	if err := fn(&c); err != nil {
-		return v.cfg, err
+		return v.cfg.Clone(), err
 	}
 	if err := vmconfig.Save(v.Directory, c); err != nil {
-		return v.cfg, err
+		return v.cfg.Clone(), err
 	}
 	v.cfg = c
 	return c, nil
@@ -103,7 +149,15 @@ func (v *VM) SetState(state, reason string) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.rt.State, v.rt.Reason = state, reason
+	v.setState = append(v.setState, state)
 	return nil
+}
+
+// States lists the states SetState recorded, in order.
+func (v *VM) States() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.setState...)
 }
 
 // Publish records the event; Events returns them as "action: msg".
@@ -121,13 +175,16 @@ func (v *VM) Events() []string {
 
 // Host is a fake hostvm.Host over a fixed set of VMs. StartFn and TurnOffFn,
 // when set, stand for starting and turning off a VM (the default records
-// the state only).
+// the state only; TurnOff of a VM with a fake Session kills it). OnHook,
+// when set, runs at every hook point: a test that panics there stands for
+// hvd crashing at that point.
 type Host struct {
 	Ops       *operation.Manager
 	Tool      *disk.Tool
 	Logger    *slog.Logger
 	StartFn   func(ctx context.Context, v hostvm.VM) error
 	TurnOffFn func(v hostvm.VM, reason string) error
+	OnHook    func(point string)
 
 	mu    sync.Mutex
 	vms   map[string]*VM
@@ -180,6 +237,22 @@ func (h *Host) Locked(hv hostvm.VM, kind, action string, work hostvm.Work) (*ope
 	}), nil
 }
 
+// TryLock takes the VM's lock at once (busy: a conflict).
+func (h *Host) TryLock(hv hostvm.VM, kind string, cancel context.CancelFunc) (func(), error) {
+	v := hv.(*VM)
+	select {
+	case v.lock <- struct{}{}:
+		return func() { <-v.lock }, nil
+	default:
+		return nil, fmt.Errorf("VM %s is busy: %w", v.Name(), errdefs.ErrConflict)
+	}
+}
+
+// Describe is the VM's name, ID and state.
+func (h *Host) Describe(hv hostvm.VM) api.VM {
+	return api.VM{Name: hv.Name(), ID: hv.ID(), State: hv.State()}
+}
+
 func (h *Host) WithLock(ctx context.Context, hv hostvm.VM, kind string, fn func() error) error {
 	v := hv.(*VM)
 	select {
@@ -198,8 +271,11 @@ func (h *Host) Log() *slog.Logger              { return h.Logger }
 // Hook records the point; Hooks returns them in order.
 func (h *Host) Hook(point string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.hooks = append(h.hooks, point)
+	h.mu.Unlock()
+	if h.OnHook != nil {
+		h.OnHook(point)
+	}
 }
 
 func (h *Host) Hooks() []string {
@@ -220,6 +296,10 @@ func (h *Host) Start(ctx context.Context, op *operation.Op, hv hostvm.VM) error 
 func (h *Host) TurnOff(hv hostvm.VM, reason string) error {
 	if h.TurnOffFn != nil {
 		if err := h.TurnOffFn(hv, reason); err != nil {
+			return err
+		}
+	} else if ss, ok := hv.Session(); ok {
+		if err := ss.Kill(); err != nil {
 			return err
 		}
 	}
