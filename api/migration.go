@@ -62,6 +62,12 @@ type MigrationCreate struct {
 	MachineType string `json:"machine_type,omitempty"`
 	// CPUModel is the CPU model the VM runs with.
 	CPUModel string `json:"cpu_model,omitempty"`
+	// BootMemoryBytes, MaxMemoryBytes and HotplugPorts are the machine's
+	// layout as QEMU started it, which the target must build alike (the
+	// configuration may have changed since).
+	BootMemoryBytes uint64 `json:"boot_memory_bytes,omitempty"`
+	MaxMemoryBytes  uint64 `json:"max_memory_bytes,omitempty"`
+	HotplugPorts    int    `json:"hotplug_ports,omitempty"`
 	// QEMUVersion is the source's QEMU; the target's must not be older.
 	QEMUVersion string `json:"qemu_version,omitempty"`
 	// CACert is the source's certificate authority for this migration

@@ -142,7 +142,8 @@ func run(ctx context.Context, o options) error {
 	// The API's timeouts cut off slow and stalled clients but not streams (see httpapi.Timeouts).
 	// The host service plays every role of the API.
 	roles := httpapi.Roles{Host: svc, VMs: svc, Guest: svc, Devices: svc, Disks: svc,
-		Switches: svc, Checkpoints: svc.Checkpoints(), Exports: svc, Backups: svc.Backups()}
+		Switches: svc, Checkpoints: svc.Checkpoints(), Exports: svc, Backups: svc.Backups(),
+		Moves: svc.Moves(), Migrations: svc.Migrations()}
 	srv := httpapi.New(roles, ops, bus, log).HTTPServer()
 	info := svc.Info()
 	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,

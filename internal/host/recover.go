@@ -22,6 +22,7 @@ func (s *Service) recoverAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.incoming.RecoverStaging()
 	for _, e := range entries {
 		dir := filepath.Join(s.vmsDir, e.Name())
 		if strings.HasPrefix(e.Name(), creatingPrefix) || strings.HasPrefix(e.Name(), deletingPrefix) {
@@ -47,9 +48,15 @@ func (s *Service) recoverAll(ctx context.Context) error {
 		v := s.newVM(cfg.Name, dir, cfg)
 		v.cfgVer, v.rt = ver, rt
 		s.recoverVM(ctx, v)
+		if s.incoming.Recover(ctx, v) {
+			continue // it was arriving, uncommitted: gone
+		}
 		s.ckpts.Recover(ctx, v)
 		s.backups.Recover(ctx, v)
 		s.vms[v.name] = v
+		if _, err := s.moves.Recover(ctx, v); err != nil {
+			s.log.Error("settling a move that hvd's stop cut short", "vm", v.name, "err", err)
+		}
 	}
 	return nil
 }

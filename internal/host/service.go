@@ -24,6 +24,7 @@ import (
 	"github.com/hvproject/hv/internal/events"
 	"github.com/hvproject/hv/internal/feature/backup"
 	"github.com/hvproject/hv/internal/feature/checkpoints"
+	"github.com/hvproject/hv/internal/feature/migration"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -56,6 +57,12 @@ type Options struct {
 	Prober qemu.Prober
 	// Store keeps the VMs' records (default: files in each VM's directory).
 	Store store.Store
+	// Peers reaches the other hosts this one trusts (moving VMs away); nil:
+	// none.
+	Peers migration.Peers
+	// ListenHost is the address hvd serves the API on over the network,
+	// where QEMU listens for VMs arriving from other hosts; "": none.
+	ListenHost string
 	// VMLogMax caps each VM's console.log and qemu.log (default 8 MiB):
 	// beyond it the oldest half goes, so a guest that prints forever cannot
 	// fill the disk holding every VM's state.
@@ -92,6 +99,9 @@ type Service struct {
 	tracker  blockops.Tracker
 	backups  *backup.Service
 	ckpts    *checkpoints.Service
+	moves    *migration.Source
+	incoming *migration.Target
+	machines []string // the versioned machine types QEMU runs
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -152,6 +162,15 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	s.tracker = blockops.Tracker{Tool: s.disk, Log: s.log}
 	s.backups = backup.New(s)
 	s.ckpts = checkpoints.New(s)
+	var peers migration.Peers = noPeers{}
+	if o.Peers != nil {
+		peers = o.Peers
+	}
+	s.moves = migration.NewSource(s, peers)
+	s.incoming = migration.NewTarget(s, o.ListenHost, filepath.Join(root, "migrations"))
+	if s.machines, err = qemu.MachineTypes(ctx, s.qemuBin); err != nil {
+		s.log.Warn("listing QEMU's machine types; live migration to this host is refused", "err", err)
+	}
 	if s.prober = o.Prober; s.prober == nil {
 		s.prober = qemu.HostProber{Binary: s.qemuBin}
 	}
@@ -218,6 +237,7 @@ func (s *Service) Info() api.HostInfo {
 		ConfigVersion: vmconfig.CurrentVersion, ConfigVersions: vmconfig.SupportedVersions(),
 		Firmware: api.Firmware{BIOS: s.fw.BIOS, UEFICode: s.fw.UEFICode, UEFIVars: s.fw.UEFIVars,
 			SecureBootCode: s.fw.SecureBootCode, SecureBootVars: s.fw.SecureBootVars},
+		MachineTypes: s.machines,
 	}
 	for _, v := range s.list() {
 		info.VMs++

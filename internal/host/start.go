@@ -25,6 +25,7 @@ type starting struct {
 	v         *vm
 	op        *operation.Op
 	fromSaved bool
+	incoming  bool // a migration's target: built as the source's QEMU was, waiting for its state
 	paused    bool // a saved state of a paused VM: it comes back Paused
 	prev      string
 	accel     qemu.Accel
@@ -127,11 +128,21 @@ func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.S
 			return err
 		}
 	}
+	v := st.v
+	if st.incoming {
+		v.mu.Lock()
+		if v.rt.CPUModel != "" {
+			st.accel.CPU = v.rt.CPUModel
+		}
+		v.mu.Unlock()
+	}
 	st.spec = s.spec(st.v, st.accel)
 	st.spec.HotplugPorts = ports
-	v := st.v
 	v.mu.Lock()
-	if st.fromSaved && v.rt.BootMemoryBytes != 0 {
+	if st.incoming {
+		st.spec.IncomingDefer, st.spec.MachineType = true, v.rt.MachineType
+	}
+	if (st.fromSaved || st.incoming) && v.rt.BootMemoryBytes != 0 {
 		// The saved state names devices by PCI address: the machine must be built
 		// exactly as before, the same memory layout and the same number of ports
 		// (devices hot-plugged since sit on ports that existed then).

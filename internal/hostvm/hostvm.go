@@ -97,6 +97,17 @@ type Machine interface {
 	SetBalloon(ctx context.Context, bytes uint64) error
 	PollBalloonStats(ctx context.Context) error
 	BalloonStats(ctx context.Context) (qmp.GuestStats, error)
+
+	// Live migration (see machine/migrate.go): the source's side...
+	MachineType(ctx context.Context) (string, error)
+	MirrorDisks(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) error
+	MigrateState(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) (machine.MigrationProgress, error)
+	AbortOutgoing(ctx context.Context, out machine.Outgoing, resume bool)
+	CloseOutgoing(ctx context.Context, out machine.Outgoing)
+	// ...and the target's.
+	ListenIncoming(ctx context.Context, in machine.Incoming, autoConverge bool) error
+	WaitIncomingDone(ctx context.Context) error
+	CloseIncoming(ctx context.Context, in machine.Incoming)
 }
 
 var _ Machine = (*machine.Machine)(nil)

@@ -39,6 +39,10 @@ type Runtime struct {
 	// restores only under the same.
 	Accel    string `json:"accel,omitempty"`
 	CPUModel string `json:"cpu_model,omitempty"`
+	// MachineType is the versioned machine type QEMU runs when it is not
+	// QEMU's newest: a VM that arrived live from another host keeps the
+	// source's until it is turned off.
+	MachineType string `json:"machine_type,omitempty"`
 	// ThawBy is set while hv holds the guest's file systems frozen: a restarted
 	// hvd thaws it by then (the guard process cannot reach the agent while hvd
 	// holds its socket). GuardPID is that guard, to end it after the thaw.

@@ -106,7 +106,7 @@ func (p *directPeer) failing(call string) (fail, after bool) {
 func (p *directPeer) HostInfo(ctx context.Context) (api.HostInfo, error) { return p.t.h.Info(), nil }
 
 func (p *directPeer) CreateMigration(ctx context.Context, req api.MigrationCreate) (api.Migration, error) {
-	return p.t.Create(ctx, p.source, req)
+	return p.t.CreateMigration(ctx, p.source, req)
 }
 
 func (p *directPeer) PutMigrationFile(ctx context.Context, id, name string, r io.Reader, size int64) error {
@@ -114,11 +114,11 @@ func (p *directPeer) PutMigrationFile(ctx context.Context, id, name string, r io
 		io.CopyN(io.Discard, r, size/2)
 		return errNet
 	}
-	return p.t.PutFile(ctx, p.source, id, name, r)
+	return p.t.PutMigrationFile(ctx, p.source, id, name, r)
 }
 
 func (p *directPeer) PrepareMigration(ctx context.Context, id string) (api.Migration, error) {
-	return p.t.Prepare(ctx, p.source, id)
+	return p.t.PrepareMigration(ctx, p.source, id)
 }
 
 func (p *directPeer) CommitMigration(ctx context.Context, id string, req api.MigrationCommit) (api.Migration, error) {
@@ -126,7 +126,7 @@ func (p *directPeer) CommitMigration(ctx context.Context, id string, req api.Mig
 	if fail && !after {
 		return api.Migration{}, errNet
 	}
-	m, err := p.t.Commit(ctx, p.source, id, req)
+	m, err := p.t.CommitMigration(ctx, p.source, id, req)
 	if fail {
 		return api.Migration{}, errNet
 	}
@@ -134,14 +134,14 @@ func (p *directPeer) CommitMigration(ctx context.Context, id string, req api.Mig
 }
 
 func (p *directPeer) AbortMigration(ctx context.Context, id string) error {
-	return p.t.Abort(ctx, p.source, id)
+	return p.t.AbortMigration(ctx, p.source, id)
 }
 
 func (p *directPeer) GetMigration(ctx context.Context, id string) (api.Migration, error) {
 	if fail, _ := p.failing("get"); fail {
 		return api.Migration{}, errNet
 	}
-	return p.t.Get(p.source, id)
+	return p.t.GetMigration(p.source, id)
 }
 
 type onePeer struct{ p *directPeer }
@@ -212,7 +212,7 @@ func (p *pair) move(t *testing.T, req api.VMMove) (api.Operation, error) {
 	if req.To == "" {
 		req.To = "b"
 	}
-	op, err := p.src.Move("web", req)
+	op, err := p.src.MoveVM("web", req)
 	if err != nil {
 		return api.Operation{}, err
 	}
@@ -285,7 +285,7 @@ func TestColdMove(t *testing.T) {
 	if _, err := os.Stat(p.v.Dir()); !os.IsNotExist(err) {
 		t.Errorf("the source's files are left: %v", err)
 	}
-	if m, err := p.tgt.Get("a", snap.Result.(api.MoveResult).VM); err == nil {
+	if m, err := p.tgt.GetMigration("a", snap.Result.(api.MoveResult).VM); err == nil {
 		t.Errorf("a migration found by a VM's name: %+v", m)
 	}
 	recs, _ := os.ReadDir(filepath.Join(p.b.root, "migrations"))
@@ -381,7 +381,7 @@ func TestTargetRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := p.tgt.Create(ctx, "a", plan.create)
+	m, err := p.tgt.CreateMigration(ctx, "a", plan.create)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,13 +390,13 @@ func TestTargetRecover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = p.tgt.PutFile(ctx, "a", m.ID, f.name, r)
+		err = p.tgt.PutMigrationFile(ctx, "a", m.ID, f.name, r)
 		done()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if m, err = p.tgt.Prepare(ctx, "a", m.ID); err != nil || m.State != api.MigrationPrepared {
+	if m, err = p.tgt.PrepareMigration(ctx, "a", m.ID); err != nil || m.State != api.MigrationPrepared {
 		t.Fatalf("prepare: %+v %v", m, err)
 	}
 	v, err := p.b.VM("web")
@@ -414,7 +414,7 @@ func TestTargetRecover(t *testing.T) {
 	if _, err := os.Stat(v.Dir()); !os.IsNotExist(err) {
 		t.Errorf("its files are left: %v", err)
 	}
-	if _, err := again.Get("a", m.ID); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := again.GetMigration("a", m.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("the forgotten migration: %v", err)
 	}
 
@@ -436,10 +436,10 @@ func TestTargetRecover(t *testing.T) {
 	if _, err := os.Stat(nv.Path(markerFile)); !os.IsNotExist(err) {
 		t.Error("the marker of a committed VM is left")
 	}
-	if m, err := again.Get("a", id); err != nil || m.State != api.MigrationCommitted {
+	if m, err := again.GetMigration("a", id); err != nil || m.State != api.MigrationCommitted {
 		t.Errorf("the committed migration after a restart: %+v %v", m, err)
 	}
-	if _, err := again.Get("intruder", id); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := again.GetMigration("intruder", id); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("another host reads the migration: %v", err)
 	}
 }
@@ -453,7 +453,7 @@ func TestSourceRecoverBeforeCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := p.tgt.Create(ctx, "a", plan.create)
+	m, err := p.tgt.CreateMigration(ctx, "a", plan.create)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestSourceRecoverBeforeCommit(t *testing.T) {
 		t.Fatalf("recover: %v %v", op, err)
 	}
 	p.sourceIntact(t)
-	if _, err := p.tgt.Get("a", m.ID); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := p.tgt.GetMigration("a", m.ID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("the target kept the undone migration: %v", err)
 	}
 }
@@ -481,30 +481,30 @@ func TestTargetRefusesBadFiles(t *testing.T) {
 	for _, bad := range []string{"../evil", "/etc/passwd", ".hidden", "config.json", "a/b"} {
 		req := plan.create
 		req.Files = append([]api.MigrationFile{{Name: bad, Size: 1}}, req.Files...)
-		if _, err := p.tgt.Create(ctx, "a", req); !errors.Is(err, errdefs.ErrInvalid) {
+		if _, err := p.tgt.CreateMigration(ctx, "a", req); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("file name %q: %v", bad, err)
 		}
 	}
-	m, err := p.tgt.Create(ctx, "a", plan.create)
+	m, err := p.tgt.CreateMigration(ctx, "a", plan.create)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.tgt.PutFile(ctx, "a", m.ID, "other.qcow2", strings.NewReader("x")); !errors.Is(err, errdefs.ErrInvalid) {
+	if err := p.tgt.PutMigrationFile(ctx, "a", m.ID, "other.qcow2", strings.NewReader("x")); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("an unannounced file: %v", err)
 	}
-	if err := p.tgt.PutFile(ctx, "a", m.ID, "nvram.fd", strings.NewReader(strings.Repeat("V", 8193))); !errors.Is(err, errdefs.ErrInvalid) {
+	if err := p.tgt.PutMigrationFile(ctx, "a", m.ID, "nvram.fd", strings.NewReader(strings.Repeat("V", 8193))); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("a file longer than announced: %v", err)
 	}
-	if err := p.tgt.PutFile(ctx, "a", m.ID, "nvram.fd", strings.NewReader("short")); !errors.Is(err, errdefs.ErrInvalid) {
+	if err := p.tgt.PutMigrationFile(ctx, "a", m.ID, "nvram.fd", strings.NewReader("short")); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("a file shorter than announced: %v", err)
 	}
-	if err := p.tgt.PutFile(ctx, "intruder", m.ID, "nvram.fd", strings.NewReader("x")); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := p.tgt.PutMigrationFile(ctx, "intruder", m.ID, "nvram.fd", strings.NewReader("x")); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("a file from another host: %v", err)
 	}
-	if _, err := p.tgt.Prepare(ctx, "a", m.ID); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := p.tgt.PrepareMigration(ctx, "a", m.ID); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("prepare before the files arrived: %v", err)
 	}
-	if err := p.tgt.Abort(ctx, "a", m.ID); err != nil {
+	if err := p.tgt.AbortMigration(ctx, "a", m.ID); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(p.b.root, "vms"))

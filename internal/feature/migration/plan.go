@@ -46,7 +46,11 @@ func (s *Source) plan(ctx context.Context, v hostvm.VM, live bool) (*plan, error
 	if err != nil {
 		return nil, err
 	}
-	p := &plan{create: api.MigrationCreate{Config: config, Live: live, QEMUVersion: s.h.Info().QEMUVersion, CPUModel: v.Runtime().CPUModel}}
+	rt := v.Runtime()
+	p := &plan{create: api.MigrationCreate{Config: config, Live: live, QEMUVersion: s.h.Info().QEMUVersion}}
+	if live {
+		p.create.CPUModel, p.create.BootMemoryBytes, p.create.MaxMemoryBytes, p.create.HotplugPorts = rt.CPUModel, rt.BootMemoryBytes, rt.MaxMemoryBytes, rt.HotplugPorts
+	}
 	names, err := filesOf(v.Dir(), cfg)
 	if err != nil {
 		return nil, err
@@ -165,11 +169,7 @@ func (s *Source) planTops(ctx context.Context, v hostvm.VM, cfg vmconfig.Config,
 	if !ok {
 		return fmt.Errorf("VM %s's QEMU is gone: %w", v.Name(), errdefs.ErrConflict)
 	}
-	qm, ok := ss.(outgoingMachine)
-	if !ok {
-		return fmt.Errorf("this host's QEMU sessions cannot migrate: %w", errdefs.ErrUnavailable)
-	}
-	mt, err := qm.MachineType(ctx)
+	mt, err := ss.MachineType(ctx)
 	if err != nil {
 		return err
 	}

@@ -94,9 +94,7 @@ func (s *Source) Recover(ctx context.Context, v hostvm.VM) (*operation.Op, error
 	if j.Stage != stageCommitting {
 		s.log.Warn("undoing a move that hvd's stop cut short", "vm", v.Name(), "to", j.To, "migration", j.ID)
 		if ss, ok := v.Session(); ok {
-			if qm, ok := ss.(outgoingMachine); ok {
-				qm.AbortOutgoing(ctx, out, j.Run)
-			}
+			ss.AbortOutgoing(ctx, out, j.Run)
 		}
 		s.abortRemote(ctx, j)
 		return nil, removeJournal(v)

@@ -42,15 +42,6 @@ type Peers interface {
 	Peer(ctx context.Context, name string) (Peer, string, error)
 }
 
-// outgoingMachine is a source QEMU's side of a migration (machine.Machine).
-type outgoingMachine interface {
-	MirrorDisks(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) error
-	MigrateState(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) (machine.MigrationProgress, error)
-	AbortOutgoing(ctx context.Context, out machine.Outgoing, resume bool)
-	CloseOutgoing(ctx context.Context, out machine.Outgoing)
-	MachineType(ctx context.Context) (string, error)
-}
-
 // Source moves this host's VMs away.
 type Source struct {
 	h     Host
@@ -66,7 +57,7 @@ func NewSource(h Host, peers Peers) *Source {
 
 // Move starts moving a VM to req.To; the operation's result is an
 // api.MoveResult.
-func (s *Source) Move(name string, req api.VMMove) (*operation.Op, error) {
+func (s *Source) MoveVM(name string, req api.VMMove) (*operation.Op, error) {
 	if err := validate.Name("to", req.To); err != nil {
 		return nil, errdefs.WithHint(err, "give the name of a peer host")
 	}
@@ -167,13 +158,9 @@ func moveKind(v hostvm.VM) (live, run bool, err error) {
 // guest is stopped and the target holds the whole VM. On failure the
 // source's QEMU is as before (machine undoes its steps).
 func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *plan, m api.Migration, addr string, req api.VMMove, res *api.MoveResult) (*machine.Outgoing, error) {
-	ss, ok := v.Session()
+	qm, ok := v.Session()
 	if !ok {
 		return nil, fmt.Errorf("VM %s's QEMU is gone: %w", v.Name(), errdefs.ErrConflict)
-	}
-	qm, ok := ss.(outgoingMachine)
-	if !ok {
-		return nil, fmt.Errorf("this host's QEMU sessions cannot migrate: %w", errdefs.ErrUnavailable)
 	}
 	dir := v.RunPath(tlsDirName)
 	if err := p.eph.WriteDir(dir, "client", []byte(m.CACert)); err != nil {
@@ -228,13 +215,12 @@ func reachable(listen, peerHost string) string {
 func (s *Source) settle(ctx context.Context, op *operation.Op, v hostvm.VM, peer Peer, j journal, out *machine.Outgoing, keep bool) error {
 	op.SetStage("switching over to " + j.To)
 	committed, why := s.resolve(ctx, op, peer, j)
-	ss, _ := v.Session()
-	qm, _ := ss.(outgoingMachine)
+	qm, running := v.Session()
 	if !committed {
-		if qm != nil && out != nil {
+		if running && out != nil {
 			qm.CloseOutgoing(context.WithoutCancel(ctx), *out)
 			if j.Run {
-				if err := ss.Cont(context.WithoutCancel(ctx)); err != nil {
+				if err := qm.Cont(context.WithoutCancel(ctx)); err != nil {
 					s.log.Error("running the VM again after a refused move; resume it by hand", "vm", v.Name(), "err", err)
 				}
 			}
@@ -242,7 +228,7 @@ func (s *Source) settle(ctx context.Context, op *operation.Op, v hostvm.VM, peer
 		_ = removeJournal(v)
 		return fmt.Errorf("%s did not take the VM (%s); it runs here as before: %w", j.To, why, errdefs.ErrUnavailable)
 	}
-	if qm != nil && out != nil {
+	if running && out != nil {
 		qm.CloseOutgoing(context.WithoutCancel(ctx), *out)
 	}
 	return s.leave(ctx, v, j, keep)

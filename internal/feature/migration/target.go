@@ -56,13 +56,6 @@ type Host interface {
 	Info() api.HostInfo
 }
 
-// incomingMachine is a target QEMU's side of a migration (machine.Machine).
-type incomingMachine interface {
-	ListenIncoming(ctx context.Context, in machine.Incoming, autoConverge bool) error
-	WaitIncomingDone(ctx context.Context) error
-	CloseIncoming(ctx context.Context, in machine.Incoming)
-}
-
 // Target holds the incoming migrations of this host.
 type Target struct {
 	h          Host
@@ -107,7 +100,7 @@ func newID() string {
 
 // Create starts an incoming migration of req's VM from source (the calling
 // host's certificate name).
-func (t *Target) Create(ctx context.Context, source string, req api.MigrationCreate) (api.Migration, error) {
+func (t *Target) CreateMigration(ctx context.Context, source string, req api.MigrationCreate) (api.Migration, error) {
 	if t.listenHost == "" {
 		return api.Migration{}, errdefs.WithHint(fmt.Errorf("this host serves no network address, so it cannot receive VMs: %w", errdefs.ErrUnavailable),
 			"start hvd with --listen")
@@ -246,7 +239,7 @@ func (t *Target) get(id string, source string) (*incoming, error) {
 }
 
 // PutFile receives one announced file of exactly its size.
-func (t *Target) PutFile(ctx context.Context, source, id, name string, r io.Reader) error {
+func (t *Target) PutMigrationFile(ctx context.Context, source, id, name string, r io.Reader) error {
 	in, err := t.get(id, source)
 	if err != nil {
 		return err
@@ -348,7 +341,7 @@ func allZero(b []byte) bool {
 // Get returns a migration's state. A migration this host does not know was
 // never committed here (committed ones are kept on disk), so the source may
 // run its VM again.
-func (t *Target) Get(source, id string) (api.Migration, error) {
+func (t *Target) GetMigration(source, id string) (api.Migration, error) {
 	if in, err := t.get(id, source); err == nil {
 		return in.snapshot(), nil
 	}
@@ -372,7 +365,7 @@ func freePort(host string) (string, error) {
 // Abort ends a migration that was not committed: the target's QEMU, the
 // VM's registration and every file of it go. A committed one cannot be
 // aborted: the VM runs here.
-func (t *Target) Abort(ctx context.Context, source, id string) error {
+func (t *Target) AbortMigration(ctx context.Context, source, id string) error {
 	in, err := t.get(id, source)
 	if err != nil {
 		if m, rerr := t.records.load(id); rerr == nil && m.Source == source && m.State == api.MigrationCommitted {

@@ -18,6 +18,7 @@ import (
 	"github.com/hvproject/hv/internal/qmp"
 	"github.com/hvproject/hv/internal/tracking"
 	"github.com/hvproject/hv/internal/undo"
+	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // Run-directory entries of an incoming migration.
@@ -28,7 +29,7 @@ const commitTimeout = 2 * time.Minute
 
 // Prepare puts the VM in place, locked, and (live) starts its QEMU waiting
 // for the disks and the memory. It returns where the source sends them.
-func (t *Target) Prepare(ctx context.Context, source, id string) (_ api.Migration, err error) {
+func (t *Target) PrepareMigration(ctx context.Context, source, id string) (_ api.Migration, err error) {
 	in, err := t.get(id, source)
 	if err != nil {
 		return api.Migration{}, err
@@ -59,6 +60,17 @@ func (t *Target) Prepare(ctx context.Context, source, id string) (_ api.Migratio
 	}
 	u.Add("forget the adopted VM", func(ctx context.Context) error { return t.h.Forget(ctx, v, false) })
 	in.vm = v
+	if in.req.Live {
+		// The machine is built as the source's QEMU was, whatever the
+		// configuration says now (as a restore of a saved state is).
+		r := in.req
+		if err := v.UpdateRuntime(func(rt *vmconfig.Runtime) {
+			rt.BootMemoryBytes, rt.MaxMemoryBytes, rt.HotplugPorts = r.BootMemoryBytes, r.MaxMemoryBytes, r.HotplugPorts
+			rt.MachineType, rt.CPUModel = r.MachineType, r.CPUModel
+		}); err != nil {
+			return api.Migration{}, err
+		}
+	}
 	ready := make(chan error, 1)
 	if _, err := t.h.Locked(v, "vm.migrate-in", "migrate-in", func(ctx context.Context, op *operation.Op, v hostvm.VM) (any, error) {
 		return t.hold(ctx, op, in, v, ready)
@@ -132,7 +144,7 @@ func (t *Target) hold(ctx context.Context, op *operation.Op, in *incoming, v hos
 			}
 		}
 	}()
-	var m incomingMachine
+	var m hostvm.Session
 	if in.req.Live {
 		op.SetStage("waiting for the VM's disks and memory")
 		if m, err = t.listen(ctx, op, in, v, &u); err != nil {
@@ -161,16 +173,12 @@ func (t *Target) hold(ctx context.Context, op *operation.Op, in *incoming, v hos
 
 // listen starts the waiting QEMU with its disks served and the migration
 // listener up, on fresh ports of the API's address.
-func (t *Target) listen(ctx context.Context, op *operation.Op, in *incoming, v hostvm.VM, u *undo.Stack) (incomingMachine, error) {
-	ss, err := t.h.StartIncoming(ctx, op, v)
+func (t *Target) listen(ctx context.Context, op *operation.Op, in *incoming, v hostvm.VM, u *undo.Stack) (hostvm.Session, error) {
+	m, err := t.h.StartIncoming(ctx, op, v)
 	if err != nil {
 		return nil, err
 	}
 	u.Add("turn the waiting QEMU off", func(context.Context) error { return t.h.TurnOff(v, "the incoming migration was aborted") })
-	m, ok := ss.(incomingMachine)
-	if !ok {
-		return nil, fmt.Errorf("this host's QEMU sessions cannot receive migrations: %w", errdefs.ErrUnavailable)
-	}
 	eph, err := NewEphemeral(t.hostname())
 	if err != nil {
 		return nil, err
@@ -217,7 +225,7 @@ type commitReq struct {
 // Commit makes the VM this host's: once the migration stream arrived
 // whole, the commit is recorded durably, then the VM runs (run) or stays
 // paused. A commit that fails leaves nothing running here.
-func (t *Target) Commit(ctx context.Context, source, id string, req api.MigrationCommit) (api.Migration, error) {
+func (t *Target) CommitMigration(ctx context.Context, source, id string, req api.MigrationCommit) (api.Migration, error) {
 	in, err := t.get(id, source)
 	if err != nil {
 		return api.Migration{}, err
@@ -244,7 +252,7 @@ func (t *Target) Commit(ctx context.Context, source, id string, req api.Migratio
 }
 
 // commit runs in the operation holding the VM's lock.
-func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m incomingMachine, run bool) error {
+func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m hostvm.Session, run bool) error {
 	if m != nil {
 		wctx, cancel := context.WithTimeout(ctx, commitTimeout)
 		err := m.WaitIncomingDone(wctx)
@@ -271,13 +279,18 @@ func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m incomi
 		return nil
 	}
 	state := api.StatePaused
-	if ss, ok := v.Session(); ok && run {
+	ss, _ := v.Session()
+	if ss != nil && run {
 		if err := ss.Cont(ctx); err != nil {
 			t.log.Error("running the VM that arrived; resume it by hand", "vm", v.Name(), "err", err)
 		} else {
 			state = api.StateRunning
 		}
 	}
+	if ss != nil {
+		ss.ExpectExit(false) // it is this host's VM now: an exit is news
+	}
+	_ = v.UpdateRuntime(func(rt *vmconfig.Runtime) { rt.StartedAt = time.Now().UTC() })
 	if err := v.SetState(state, "arrived from "+in.m.Source); err != nil {
 		t.log.Warn("recording the arrived VM's state", "vm", v.Name(), "err", err)
 	}

@@ -282,6 +282,35 @@ func (m *Machine) Memory(ctx context.Context, maxMem uint64) (machine.Memory, er
 func (m *Machine) SetPlugged(ctx context.Context, size uint64) error  { return m.call("SetPlugged") }
 func (m *Machine) SetBalloon(ctx context.Context, bytes uint64) error { return m.call("SetBalloon") }
 func (m *Machine) PollBalloonStats(ctx context.Context) error         { return m.call("PollBalloonStats") }
+func (m *Machine) MachineType(ctx context.Context) (string, error) {
+	return "pc-i440fx-7.2", m.call("MachineType")
+}
+func (m *Machine) MirrorDisks(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) error {
+	return m.call("MirrorDisks", out.NBD)
+}
+func (m *Machine) MigrateState(ctx context.Context, out machine.Outgoing, progress func(machine.MigrationProgress)) (machine.MigrationProgress, error) {
+	if err := m.call("MigrateState", out.Target); err != nil {
+		return machine.MigrationProgress{}, err
+	}
+	m.setRunning(false)
+	return machine.MigrationProgress{Stage: "switch-over"}, nil
+}
+func (m *Machine) AbortOutgoing(ctx context.Context, out machine.Outgoing, resume bool) {
+	_ = m.call("AbortOutgoing", fmt.Sprint(resume))
+	if resume {
+		m.setRunning(true)
+	}
+}
+func (m *Machine) CloseOutgoing(ctx context.Context, out machine.Outgoing) {
+	_ = m.call("CloseOutgoing")
+}
+func (m *Machine) ListenIncoming(ctx context.Context, in machine.Incoming, autoConverge bool) error {
+	return m.call("ListenIncoming", in.Listen)
+}
+func (m *Machine) WaitIncomingDone(ctx context.Context) error { return m.call("WaitIncomingDone") }
+func (m *Machine) CloseIncoming(ctx context.Context, in machine.Incoming) {
+	_ = m.call("CloseIncoming")
+}
 func (m *Machine) BalloonStats(ctx context.Context) (qmp.GuestStats, error) {
 	return qmp.GuestStats{}, m.call("BalloonStats")
 }
