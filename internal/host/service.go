@@ -23,6 +23,10 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/events"
 	"github.com/hvproject/hv/internal/feature/backup"
+	"github.com/hvproject/hv/internal/feature/devices"
+	"github.com/hvproject/hv/internal/feature/images"
+	"github.com/hvproject/hv/internal/feature/integration"
+	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -90,6 +94,12 @@ type Service struct {
 	store    store.Store
 	tracker  blockops.Tracker
 	backups  *backup.Service
+	// The features built on the host (see features.go).
+	transfers *transfer.Service
+	guestAPI  *integration.Service
+	devices   *devices.Service
+	devs      vmDevices // devices, as a VM's life calls them
+	images    *images.Service
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -160,6 +170,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.net, err = netdev.NewManager(filepath.Join(root, "net"), s.log); err != nil {
 		return nil, err
 	}
+	s.newFeatures()
 	// Switches come back before VMs, whose taps join them.
 	if err := s.net.Restore(ctx); err != nil {
 		s.log.Error("restoring virtual switches; VMs on them will not start until this is fixed", "err", err)

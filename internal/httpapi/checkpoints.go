@@ -9,7 +9,7 @@ import (
 )
 
 // Checkpoints is the role that takes, applies, renames and deletes a VM's
-// checkpoints, and exports and imports whole VMs.
+// checkpoints.
 type Checkpoints interface {
 	ListCheckpoints(ctx context.Context, name string) ([]api.Checkpoint, error)
 	GetCheckpoint(ctx context.Context, name, checkpoint string) (api.Checkpoint, error)
@@ -17,8 +17,6 @@ type Checkpoints interface {
 	ApplyCheckpoint(name, checkpoint string, req api.CheckpointApply) (*operation.Op, error)
 	DeleteCheckpoint(name, checkpoint string, subtree bool) (*operation.Op, error)
 	RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error)
-	ExportVM(name string, req api.VMExport) (*operation.Op, error)
-	ImportVM(req api.VMImport) (*operation.Op, error)
 }
 
 func (s *Server) checkpointRoutes() []route {
@@ -29,8 +27,6 @@ func (s *Server) checkpointRoutes() []route {
 		{"PATCH", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.renameCheckpoint},
 		{"DELETE", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.deleteCheckpoint},
 		{"POST", "/1.0/vms/{name}/checkpoints/{checkpoint}/apply", s.applyCheckpoint},
-		{"POST", "/1.0/vms/{name}/export", s.exportVM},
-		{"POST", "/1.0/imports", s.importVM},
 	}
 }
 
@@ -92,34 +88,6 @@ func (s *Server) applyCheckpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op, err := s.roles.Checkpoints.ApplyCheckpoint(r.PathValue("name"), r.PathValue("checkpoint"), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	accepted(w, op)
-}
-
-func (s *Server) exportVM(w http.ResponseWriter, r *http.Request) {
-	var req api.VMExport
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	op, err := s.roles.Checkpoints.ExportVM(r.PathValue("name"), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	accepted(w, op)
-}
-
-func (s *Server) importVM(w http.ResponseWriter, r *http.Request) {
-	var req api.VMImport
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	op, err := s.roles.Checkpoints.ImportVM(req)
 	if err != nil {
 		writeError(w, err)
 		return

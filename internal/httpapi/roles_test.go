@@ -90,7 +90,7 @@ func TestServerOfOneRole(t *testing.T) {
 		{"GET", "/1.0/operations/x/session", "Guest"},
 		{"POST", "/1.0/vms/web/nics", "Devices"},
 		{"GET", "/1.0/disks/info", "Disks"},
-		{"POST", "/1.0/imports", "Checkpoints"},
+		{"POST", "/1.0/imports", "Transfers"},
 		{"GET", "/1.0/vms/web/tracking", "Backups"},
 	} {
 		code, body := do(t, c.method, srv.URL+c.path, "")

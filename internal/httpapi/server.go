@@ -103,6 +103,7 @@ func (s *Server) parts() []part {
 		{"Disks", r.Disks != nil, s.diskRoutes()},
 		{"Switches", r.Switches != nil, s.switchRoutes()},
 		{"Checkpoints", r.Checkpoints != nil, s.checkpointRoutes()},
+		{"Transfers", r.Transfers != nil, s.transferRoutes()},
 		{"Backups", r.Backups != nil, s.backupRoutes()},
 	}
 }

@@ -30,6 +30,7 @@ type fakeHost struct {
 	Guest
 	Disks
 	Checkpoints
+	Transfers
 
 	ops      *operation.Manager
 	created  []api.VMCreate
@@ -94,8 +95,9 @@ func fakeRoles(f interface {
 	Guest
 	Disks
 	Checkpoints
+	Transfers
 }) Roles {
-	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f}
+	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f, Transfers: f}
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *fakeHost, *events.Bus) {

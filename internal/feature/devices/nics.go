@@ -1,13 +1,15 @@
-package host
+package devices
 
 import (
 	"context"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
@@ -20,21 +22,21 @@ import (
 func nicID(name string) string { return "nic-" + name }
 
 // planNIC checks a NIC request against the VM and the host and fills defaults.
-func (s *Service) planNIC(v *vm, req api.NICAdd) (vmconfig.NIC, error) {
-	if _, err := s.net.Get(req.Switch); err != nil {
+func (f *Service) planNIC(v hostvm.VM, req api.NICAdd) (vmconfig.NIC, error) {
+	if _, err := f.net.Get(req.Switch); err != nil {
 		return vmconfig.NIC{}, fmt.Errorf("switch: %w", err)
 	}
 	if req.VLAN < 0 || req.VLAN > 4094 {
 		return vmconfig.NIC{}, fmt.Errorf("vlan: %d; use 1-4094, or 0 for untagged: %w", req.VLAN, errdefs.ErrInvalid)
 	}
-	v.mu.Lock()
-	cfg := v.cfg
-	v.mu.Unlock()
+	cfg := v.Config()
+	has := func(name string) bool {
+		return slices.ContainsFunc(cfg.NICs, func(n vmconfig.NIC) bool { return n.Name == name })
+	}
 	name := req.Name
 	if name == "" {
 		for i := 0; ; i++ {
-			name = fmt.Sprintf("eth%d", i)
-			if !slices.ContainsFunc(cfg.NICs, func(n vmconfig.NIC) bool { return n.Name == name }) {
+			if name = fmt.Sprintf("eth%d", i); !has(name) {
 				break
 			}
 		}
@@ -42,8 +44,8 @@ func (s *Service) planNIC(v *vm, req api.NICAdd) (vmconfig.NIC, error) {
 	if len(name) > 15 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
 		return vmconfig.NIC{}, fmt.Errorf("name: %q; use up to 15 lowercase letters and digits, e.g. eth1: %w", name, errdefs.ErrInvalid)
 	}
-	if slices.ContainsFunc(cfg.NICs, func(n vmconfig.NIC) bool { return n.Name == name }) {
-		return vmconfig.NIC{}, fmt.Errorf("name: VM %s has a NIC %s already; pick another name: %w", v.name, name, errdefs.ErrConflict)
+	if has(name) {
+		return vmconfig.NIC{}, fmt.Errorf("name: VM %s has a NIC %s already; pick another name: %w", v.Name(), name, errdefs.ErrConflict)
 	}
 	mac := strings.ToLower(req.MAC)
 	if mac == "" {
@@ -51,182 +53,148 @@ func (s *Service) planNIC(v *vm, req api.NICAdd) (vmconfig.NIC, error) {
 	} else if err := netdev.ValidateMAC("mac", mac); err != nil {
 		return vmconfig.NIC{}, err
 	}
-	for _, other := range s.list() {
-		other.mu.Lock()
-		for _, n := range other.cfg.NICs {
-			if strings.EqualFold(n.MAC, mac) {
-				other.mu.Unlock()
-				return vmconfig.NIC{}, fmt.Errorf("mac: %s belongs to %s/%s already; leave --mac out to get a new one: %w", mac, other.name, n.Name, errdefs.ErrConflict)
-			}
-		}
-		other.mu.Unlock()
+	if err := f.macFree(mac); err != nil {
+		return vmconfig.NIC{}, err
 	}
 	return vmconfig.NIC{Name: name, Switch: req.Switch, MAC: mac, VLAN: req.VLAN}, nil
 }
 
+// macFree refuses a MAC address a NIC of any VM has.
+func (f *Service) macFree(mac string) error {
+	for _, other := range f.h.VMs() {
+		for _, n := range other.Config().NICs {
+			if strings.EqualFold(n.MAC, mac) {
+				return fmt.Errorf("mac: %s belongs to %s/%s already; leave --mac out to get a new one: %w", mac, other.Name(), n.Name, errdefs.ErrConflict)
+			}
+		}
+	}
+	return nil
+}
+
 // AddNIC adds a network adapter; on a running VM it is hot-plugged and the guest
 // sees a new interface.
-func (s *Service) AddNIC(name string, req api.NICAdd) (*operation.Op, error) {
-	v, err := s.get(name)
+func (f *Service) AddNIC(name string, req api.NICAdd) (*operation.Op, error) {
+	v, err := f.h.VM(name)
 	if err != nil {
 		return nil, err
 	}
-	nic, err := s.planNIC(v, req)
+	nic, err := f.planNIC(v, req)
 	if err != nil {
 		return nil, err
 	}
-	return s.locked(v, "vm.nic-add", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
-		v.mu.Lock()
-		cfg, ss, ports := v.cfg, v.sess, v.rt.HotplugPorts
-		v.mu.Unlock()
-		if ss != nil {
-			bus, err := freeBus(cfg, ports)
-			if err != nil {
-				return err
-			}
-			nic.Bus = bus
-			op.SetStage("plugging in " + nic.Name)
-			if err := s.plugNIC(ctx, v, ss, nic); err != nil {
-				return err
-			}
+	return f.h.Locked(v, "vm.nic-add", "devices", func(ctx context.Context, op *operation.Op, v hostvm.VM) (any, error) {
+		if err := f.addNIC(ctx, op, v, nic); err != nil {
+			return nil, err
 		}
-		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
-			c.NICs = append(c.NICs, nic)
-			return nil
-		}); err != nil {
-			return err
-		}
-		s.log.Info("NIC added", "vm", v.name, "nic", nic.Name, "switch", nic.Switch, "mac", nic.MAC, "live", ss != nil)
-		return nil
+		return v.API(), nil
 	})
 }
 
-// plugNIC creates the NIC's tap and hot-plugs the device into QEMU, undoing
-// what it did if a step fails.
-func (s *Service) plugNIC(ctx context.Context, v *vm, ss *session, nic vmconfig.NIC) (err error) {
+// addNIC plugs the NIC into a running VM and records it; if a step fails,
+// the steps before it are undone: the configuration stays as it was, and
+// neither the device nor its tap stays behind.
+func (f *Service) addNIC(ctx context.Context, op *operation.Op, v hostvm.VM, nic vmconfig.NIC) (err error) {
 	var u undo.Stack
-	defer u.OnError(&err, s.log)
-	tap := netdev.TapName(v.cfg.ID, nic.Name)
-	if err := s.net.CreateTap(ctx, nic.Switch, tap, nic.MAC, nic.VLAN, v.name+"/"+nic.Name); err != nil {
+	defer u.OnError(&err, f.h.Log())
+	ss, live := v.Session()
+	if live {
+		bus, err := freeBus(v.Config(), v.Runtime().HotplugPorts)
+		if err != nil {
+			return err
+		}
+		nic.Bus = bus
+		op.SetStage("plugging in " + nic.Name)
+		if err := f.plugNIC(ctx, v, ss, nic, &u); err != nil {
+			return err
+		}
+	}
+	if _, err := v.UpdateConfig(func(c *vmconfig.Config) error {
+		c.NICs = append(c.NICs, nic)
+		return nil
+	}); err != nil {
 		return err
 	}
-	u.Add("delete tap "+tap, func(ctx context.Context) error { return s.net.DeleteTap(ctx, tap) })
-	return ss.PlugNIC(ctx, machine.NIC{ID: nicID(nic.Name), Tap: tap, MAC: nic.MAC, Bus: nic.Bus})
+	f.h.Log().Info("NIC added", "vm", v.Name(), "nic", nic.Name, "switch", nic.Switch, "mac", nic.MAC, "live", live)
+	return nil
+}
+
+// plugNIC creates the NIC's tap and hot-plugs the device into QEMU (which
+// undoes its own half-done plug), adding the undo of each step to u.
+func (f *Service) plugNIC(ctx context.Context, v hostvm.VM, m hostvm.Machine, nic vmconfig.NIC, u *undo.Stack) error {
+	tap := netdev.TapName(v.ID(), nic.Name)
+	if err := f.net.CreateTap(ctx, nic.Switch, tap, nic.MAC, nic.VLAN, v.Name()+"/"+nic.Name); err != nil {
+		return err
+	}
+	u.Add("delete tap "+tap, func(ctx context.Context) error { return f.net.DeleteTap(ctx, tap) })
+	id := nicID(nic.Name)
+	if err := m.PlugNIC(ctx, machine.NIC{ID: id, Tap: tap, MAC: nic.MAC, Bus: nic.Bus}); err != nil {
+		return err
+	}
+	u.Add("unplug "+id, func(ctx context.Context) error {
+		if err := m.Unplug(ctx, id); err != nil {
+			return err
+		}
+		return m.RemoveNetdev(ctx, id)
+	})
+	return nil
 }
 
 // RemoveNIC removes a network adapter; on a running VM the guest releases it first.
-func (s *Service) RemoveNIC(name, nicName string) (*operation.Op, error) {
-	v, err := s.get(name)
+func (f *Service) RemoveNIC(name, nicName string) (*operation.Op, error) {
+	v, err := f.h.VM(name)
 	if err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	idx := slices.IndexFunc(v.cfg.NICs, func(n vmconfig.NIC) bool { return n.Name == nicName })
-	v.mu.Unlock()
-	if idx < 0 {
+	if !slices.ContainsFunc(v.Config().NICs, func(n vmconfig.NIC) bool { return n.Name == nicName }) {
 		return nil, errdefs.WithHint(fmt.Errorf("VM %s has no NIC %q: %w", name, nicName, errdefs.ErrNotFound), "the VM's NICs are in its nics field")
 	}
-	return s.locked(v, "vm.nic-remove", "devices", func(ctx context.Context, op *operation.Op, v *vm) error {
-		v.mu.Lock()
-		cfg, ss := v.cfg, v.sess
-		v.mu.Unlock()
-		if ss != nil {
+	return f.h.Locked(v, "vm.nic-remove", "devices", func(ctx context.Context, op *operation.Op, v hostvm.VM) (any, error) {
+		if ss, live := v.Session(); live {
 			op.SetStage("waiting for the guest to release " + nicName)
 			id := nicID(nicName)
 			if err := ss.Unplug(ctx, id); err != nil {
-				return err
+				return nil, err
 			}
 			_ = ss.RemoveNetdev(ctx, id)
-			_ = s.net.DeleteTap(ctx, netdev.TapName(cfg.ID, nicName))
+			_ = f.net.DeleteTap(ctx, netdev.TapName(v.ID(), nicName))
 		}
-		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
+		if _, err := v.UpdateConfig(func(c *vmconfig.Config) error {
 			c.NICs = slices.DeleteFunc(c.NICs, func(n vmconfig.NIC) bool { return n.Name == nicName })
 			return nil
 		}); err != nil {
-			return err
+			return nil, err
 		}
-		s.log.Info("NIC removed", "vm", v.name, "nic", nicName)
-		return nil
+		f.h.Log().Info("NIC removed", "vm", v.Name(), "nic", nicName)
+		return v.API(), nil
 	})
 }
 
-// startNICs creates the taps of every NIC before QEMU starts and returns their
-// specs; on error, the taps made so far are removed.
-func (s *Service) startNICs(ctx context.Context, v *vm, cfg vmconfig.Config) ([]qemu.NICSpec, error) {
+// StartNICs creates the taps of every NIC of cfg before its QEMU starts and
+// returns their specs; on error, the taps made so far are removed.
+func (f *Service) StartNICs(ctx context.Context, cfg vmconfig.Config) ([]qemu.NICSpec, error) {
 	var out []qemu.NICSpec
 	for _, n := range cfg.NICs {
 		tap := netdev.TapName(cfg.ID, n.Name)
-		if err := s.net.CreateTap(ctx, n.Switch, tap, n.MAC, n.VLAN, v.name+"/"+n.Name); err != nil {
-			s.stopNICs(cfg)
-			return nil, errWrap(err, "NIC %s", n.Name)
+		if err := f.net.CreateTap(ctx, n.Switch, tap, n.MAC, n.VLAN, cfg.Name+"/"+n.Name); err != nil {
+			f.StopNICs(cfg)
+			return nil, wrap(err, "NIC %s", n.Name)
 		}
 		out = append(out, qemu.NICSpec{ID: nicID(n.Name), Tap: tap, MAC: n.MAC, Bus: n.Bus})
 	}
 	return out, nil
 }
 
-// stopNICs removes the taps of a VM whose QEMU is gone.
-func (s *Service) stopNICs(cfg vmconfig.Config) {
-	ctx, cancel := cleanupCtx()
+// cleanupTimeout bounds the removal of taps after QEMU is gone: a netlink
+// call stuck behind another must not hold the VM.
+const cleanupTimeout = 30 * time.Second
+
+// StopNICs removes the taps of a VM whose QEMU is gone.
+func (f *Service) StopNICs(cfg vmconfig.Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	for _, n := range cfg.NICs {
-		if err := s.net.DeleteTap(ctx, netdev.TapName(cfg.ID, n.Name)); err != nil {
-			s.log.Warn("removing tap", "vm", cfg.Name, "nic", n.Name, "err", err)
+		if err := f.net.DeleteTap(ctx, netdev.TapName(cfg.ID, n.Name)); err != nil {
+			f.h.Log().Warn("removing tap", "vm", cfg.Name, "nic", n.Name, "err", err)
 		}
 	}
-}
-
-// updateConfig changes the VM's configuration: change gets a copy of the
-// current one (read now, not when the caller started), and what it leaves is
-// written durably and becomes the VM's. Every change of a configuration goes
-// through here, so that a long operation never writes back an old copy over
-// a change made meanwhile (a key-value pair, an integration setting).
-func (s *Service) updateConfig(v *vm, change func(c *vmconfig.Config) error) (vmconfig.Config, error) {
-	v.cfgMu.Lock()
-	defer v.cfgMu.Unlock()
-	v.mu.Lock()
-	cfg := v.cfg.Clone()
-	v.mu.Unlock()
-	if err := change(&cfg); err != nil {
-		return vmconfig.Config{}, err
-	}
-	if err := v.store.SaveConfig(v.dir, cfg); err != nil {
-		return vmconfig.Config{}, err
-	}
-	v.mu.Lock()
-	v.cfg, v.cfgVer = cfg, vmconfig.CurrentVersion
-	v.mu.Unlock()
-	s.publishVM(v, "updated", "")
-	return cfg, nil
-}
-
-// Switches: the host service owns the rules that involve VMs; netdev does the rest.
-
-// ListSwitches lists the virtual switches.
-func (s *Service) ListSwitches() []api.Switch { return s.net.List() }
-
-// GetSwitch returns one switch.
-func (s *Service) GetSwitch(name string) (api.Switch, error) { return s.net.Get(name) }
-
-// CreateSwitch creates a virtual switch.
-func (s *Service) CreateSwitch(ctx context.Context, req api.SwitchCreate) (api.Switch, error) {
-	return s.net.Create(ctx, req)
-}
-
-// DeleteSwitch removes a switch that no VM's NIC names, running or not.
-func (s *Service) DeleteSwitch(ctx context.Context, name string) error {
-	var users []string
-	for _, v := range s.list() {
-		v.mu.Lock()
-		for _, n := range v.cfg.NICs {
-			if n.Switch == name {
-				users = append(users, v.name+"/"+n.Name)
-			}
-		}
-		v.mu.Unlock()
-	}
-	if len(users) > 0 {
-		return errdefs.WithHint(fmt.Errorf("switch %s is used by %s: %w", name, strings.Join(users, ", "), errdefs.ErrConflict), "remove those NICs first")
-	}
-	return s.net.Delete(ctx, name)
 }

@@ -31,6 +31,7 @@ type VM struct {
 	G         *guest.Guest
 	Frozen    api.FreezeStatus
 	FreezeE   error // what Freeze returns
+	UpdateErr error // what UpdateConfig returns, changing nothing
 
 	mu     sync.Mutex
 	cfg    vmconfig.Config
@@ -66,7 +67,7 @@ func (v *VM) Freeze(ctx context.Context, timeout int) (api.FreezeStatus, error) 
 func (v *VM) Config() vmconfig.Config {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.cfg
+	return v.cfg.Clone()
 }
 
 func (v *VM) Runtime() vmconfig.Runtime {
@@ -81,7 +82,10 @@ func (v *VM) State() string { return v.Runtime().State }
 func (v *VM) UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	c := v.cfg
+	if v.UpdateErr != nil {
+		return v.cfg, v.UpdateErr
+	}
+	c := v.cfg.Clone()
 	if err := fn(&c); err != nil {
 		return v.cfg, err
 	}
@@ -128,10 +132,18 @@ type Host struct {
 	Logger    *slog.Logger
 	StartFn   func(ctx context.Context, v hostvm.VM) error
 	TurnOffFn func(v hostvm.VM, reason string) error
+	// ActionFn, when set, is CheckAction (the default allows every action).
+	ActionFn func(v hostvm.VM, action string) error
+	// StoreDir is where Reserve prepares VMs and Adopt puts them (see
+	// register.go); AdoptErr, when set, is what Adopt returns.
+	StoreDir string
+	AdoptErr error
 
-	mu    sync.Mutex
-	vms   map[string]*VM
-	hooks []string
+	mu       sync.Mutex
+	vms      map[string]*VM
+	hooks    []string
+	reserved map[string]string // name → ID of VMs being made
+	changed  int               // calls of ImagesChanged
 }
 
 // NewHost returns a host with vms, a real operation manager and a logger
