@@ -140,9 +140,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	// The API's timeouts cut off slow and stalled clients but not streams (see httpapi.Timeouts).
-	// The host service plays every role of the API.
-	roles := httpapi.Roles{Host: svc, VMs: svc, Guest: svc, Devices: svc, Disks: svc,
-		Switches: svc, Checkpoints: svc.Checkpoints(), Exports: svc, Backups: svc.Backups(),
+	// The host service plays the VMs' roles; its features play theirs.
+	roles := httpapi.Roles{Host: svc, VMs: svc, Guest: svc.Guest(), Devices: svc.Devices(), Disks: svc.Images(),
+		Switches: svc.Devices(), Checkpoints: svc.Checkpoints(), Transfers: svc.Transfers(), Backups: svc.Backups(),
 		Moves: svc.Moves(), Migrations: svc.Migrations()}
 	srv := httpapi.New(roles, ops, bus, log).HTTPServer()
 	info := svc.Info()

@@ -99,3 +99,15 @@ func (d *Dir) TakeOver(name string, uid int) error {
 func (d *Dir) Rename(name string, to *Dir) error {
 	return unix.Renameat(int(d.f.Fd()), name, int(to.f.Fd()), name)
 }
+
+// Remove removes the entry name (not a directory) by descriptor: a link
+// planted in place of the directory cannot make it remove another file.
+func (d *Dir) Remove(name string) error {
+	if name != filepath.Base(name) || name == "." || name == ".." {
+		return fmt.Errorf("%q is not a plain file name", name)
+	}
+	if err := unix.Unlinkat(int(d.f.Fd()), name, 0); err != nil {
+		return &os.PathError{Op: "remove", Path: name, Err: err}
+	}
+	return nil
+}

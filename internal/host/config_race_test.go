@@ -18,10 +18,7 @@ import (
 // read-modify-write of the current configuration as one step.
 func TestConfigChangesDoNotUndoEachOther(t *testing.T) {
 	s := newOfflineService(t)
-	got, err := importDir(t, s, api.VMImport{Dir: newExport(t), Name: "race"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := addVM(t, s, "race")
 	ctx := context.Background()
 	const n = 40
 	var wg sync.WaitGroup
@@ -29,7 +26,7 @@ func TestConfigChangesDoNotUndoEachOther(t *testing.T) {
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			if err := s.SetKVP(ctx, "race", fmt.Sprintf("k%d", i), "v"); err != nil {
+			if err := s.Guest().SetKVP(ctx, "race", fmt.Sprintf("k%d", i), "v"); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -52,17 +49,16 @@ func TestConfigChangesDoNotUndoEachOther(t *testing.T) {
 			if i%2 == 1 {
 				req = api.IntegrationUpdate{Enable: []string{api.ServiceTimeSync}, Disable: []string{api.ServiceBackup}}
 			}
-			if _, err := s.UpdateIntegration(ctx, "race", req); err != nil {
+			if _, err := s.Guest().UpdateIntegration(ctx, "race", req); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
-	v, _ := s.get("race")
 	v.mu.Lock()
 	mem := v.cfg.Clone()
 	v.mu.Unlock()
-	disk, _, err := vmconfig.Load(got.Directory)
+	disk, _, err := vmconfig.Load(v.dir)
 	if err != nil {
 		t.Fatal(err)
 	}

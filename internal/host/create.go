@@ -2,7 +2,7 @@ package host
 
 import (
 	"context"
-	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +11,9 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/feature/checkpoints"
+	"github.com/hvproject/hv/internal/feature/devices"
 	"github.com/hvproject/hv/internal/fsutil"
+	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/validate"
@@ -44,97 +46,127 @@ func (s *Service) planCreate(ctx context.Context, req api.VMCreate) (createPlan,
 	if err := validate.Name("name", req.Name); err != nil {
 		return p, err
 	}
+	gen, err := s.planFirmware(req)
+	if err != nil {
+		return p, err
+	}
+	cpus, mem, maxMem, err := s.planResources(req, gen)
+	if err != nil {
+		return p, err
+	}
+	if err := s.planBoot(ctx, req, &p); err != nil {
+		return p, err
+	}
+	p.cfg = vmconfig.Config{
+		Name: req.Name, ID: vmconfig.NewID(), Generation: gen, SecureBoot: req.SecureBoot, CPUs: cpus,
+		MemoryBytes: mem, Cmdline: req.Cmdline, CreatedAt: time.Now().UTC(), Disks: []vmconfig.Disk{},
+		MaxMemoryBytes: maxMem, Nested: req.Nested,
+	}
+	return p, nil
+}
+
+// planFirmware resolves the generation and checks that the host has its firmware.
+func (s *Service) planFirmware(req api.VMCreate) (int, error) {
 	gen := req.Generation
 	if gen == 0 {
 		gen = 2
 	}
-	if gen != 1 && gen != 2 {
-		return p, fmt.Errorf("generation: %d is not 1 or 2 (1 boots with BIOS, 2 with UEFI): %w", gen, errdefs.ErrInvalid)
+	switch {
+	case gen != 1 && gen != 2:
+		return 0, fmt.Errorf("generation: %d is not 1 or 2 (1 boots with BIOS, 2 with UEFI): %w", gen, errdefs.ErrInvalid)
+	case req.SecureBoot && gen != 2:
+		return 0, fmt.Errorf("secure_boot: Secure Boot needs UEFI; use --generation 2: %w", errdefs.ErrInvalid)
+	case gen == 2 && (s.fw.UEFICode == "" || s.fw.UEFIVars == ""):
+		return 0, fmt.Errorf("generation: 2 needs UEFI firmware, which this host lacks; install Debian's ovmf package, or use --generation 1: %w", errdefs.ErrUnavailable)
+	case req.SecureBoot && (s.fw.SecureBootCode == "" || s.fw.SecureBootVars == ""):
+		return 0, fmt.Errorf("secure_boot: this host has no Secure Boot firmware; install Debian's ovmf package: %w", errdefs.ErrUnavailable)
 	}
-	if req.SecureBoot && gen != 2 {
-		return p, fmt.Errorf("secure_boot: Secure Boot needs UEFI; use --generation 2: %w", errdefs.ErrInvalid)
-	}
-	if gen == 2 && (s.fw.UEFICode == "" || s.fw.UEFIVars == "") {
-		return p, fmt.Errorf("generation: 2 needs UEFI firmware, which this host lacks; install Debian's ovmf package, or use --generation 1: %w", errdefs.ErrUnavailable)
-	}
-	if req.SecureBoot && (s.fw.SecureBootCode == "" || s.fw.SecureBootVars == "") {
-		return p, fmt.Errorf("secure_boot: this host has no Secure Boot firmware; install Debian's ovmf package: %w", errdefs.ErrUnavailable)
-	}
-	cpus := req.CPUs
-	if cpus == 0 {
+	return gen, nil
+}
+
+// planResources resolves the processors and memory against the host's.
+func (s *Service) planResources(req api.VMCreate, gen int) (cpus int, mem, maxMem uint64, err error) {
+	if cpus = req.CPUs; cpus == 0 {
 		cpus = 1
 	}
 	if err := validate.CPUs("cpus", cpus, numCPU()); err != nil {
-		return p, err
+		return 0, 0, 0, err
 	}
 	memStr := req.Memory
 	if memStr == "" {
 		memStr = defaultMemory
 	}
-	mem, err := validate.ParseSize("memory", memStr)
-	if err != nil {
-		return p, err
+	if mem, err = validate.ParseSize("memory", memStr); err != nil {
+		return 0, 0, 0, err
 	}
 	total, _ := memInfo()
 	if err := validate.Memory("memory", mem, total); err != nil {
-		return p, err
+		return 0, 0, 0, err
 	}
+	if maxMem, err = s.maxMemory(gen, mem, total, req.MaxMemory); err != nil {
+		return 0, 0, 0, err
+	}
+	if req.Nested && !s.nestedPossible() {
+		return 0, 0, 0, s.errNestedNeedsKVM()
+	}
+	return cpus, mem, maxMem, nil
+}
+
+// planBoot checks what the VM boots from: an image, an empty disk, a kernel.
+func (s *Service) planBoot(ctx context.Context, req api.VMCreate, p *createPlan) error {
+	var err error
 	if req.DiskSize != "" {
 		if p.diskSize, err = validate.ParseSize("disk_size", req.DiskSize); err != nil {
-			return p, err
+			return err
 		}
 		if p.diskSize < 1<<20 {
-			return p, fmt.Errorf("disk_size: %s is smaller than 1M; give e.g. 8G: %w", req.DiskSize, errdefs.ErrInvalid)
+			return fmt.Errorf("disk_size: %s is smaller than 1M; give e.g. 8G: %w", req.DiskSize, errdefs.ErrInvalid)
 		}
 	}
 	if req.Image != "" {
-		if err := validate.ExistingFile("image", req.Image); err != nil {
-			return p, err
-		}
-		info, err := s.disk.CheckImportable(ctx, req.Image)
-		if err != nil {
-			return p, fmt.Errorf("image: %w", err)
-		}
-		p.image, p.imageSize = req.Image, info.VirtualBytes
-		if p.diskSize != 0 && p.diskSize < info.VirtualBytes {
-			return p, fmt.Errorf("disk_size: %s is smaller than the image (%s); shrinking is not supported: give at least %s or leave it out: %w",
-				req.DiskSize, validate.FormatSize(info.VirtualBytes), validate.FormatSize(info.VirtualBytes), errdefs.ErrInvalid)
+		if err := s.planImage(ctx, req, p); err != nil {
+			return err
 		}
 	}
 	if req.Kernel != "" {
 		if err := validate.ExistingFile("kernel", req.Kernel); err != nil {
-			return p, err
+			return err
 		}
 		p.kernel = req.Kernel
 	}
 	if req.Initrd != "" {
 		if req.Kernel == "" {
-			return p, fmt.Errorf("initrd: an initrd needs --kernel too: %w", errdefs.ErrInvalid)
+			return fmt.Errorf("initrd: an initrd needs --kernel too: %w", errdefs.ErrInvalid)
 		}
 		if err := validate.ExistingFile("initrd", req.Initrd); err != nil {
-			return p, err
+			return err
 		}
 		p.initrd = req.Initrd
 	}
 	if req.Cmdline != "" && req.Kernel == "" {
-		return p, fmt.Errorf("cmdline: a kernel command line needs --kernel: %w", errdefs.ErrInvalid)
+		return fmt.Errorf("cmdline: a kernel command line needs --kernel: %w", errdefs.ErrInvalid)
 	}
 	if p.image == "" && p.diskSize == 0 && p.kernel == "" {
-		return p, fmt.Errorf("image: the VM has nothing to boot; give --image PATH, --disk-size SIZE (an empty disk) or --kernel PATH: %w", errdefs.ErrInvalid)
+		return fmt.Errorf("image: the VM has nothing to boot; give --image PATH, --disk-size SIZE (an empty disk) or --kernel PATH: %w", errdefs.ErrInvalid)
 	}
-	maxMem, err := s.maxMemory(gen, mem, total, req.MaxMemory)
+	return nil
+}
+
+// planImage checks the image a VM's boot disk is copied from.
+func (s *Service) planImage(ctx context.Context, req api.VMCreate, p *createPlan) error {
+	if err := validate.ExistingFile("image", req.Image); err != nil {
+		return err
+	}
+	info, err := s.disk.CheckImportable(ctx, req.Image)
 	if err != nil {
-		return p, err
+		return fmt.Errorf("image: %w", err)
 	}
-	if req.Nested && !s.nestedPossible() {
-		return p, s.errNestedNeedsKVM()
+	p.image, p.imageSize = req.Image, info.VirtualBytes
+	if p.diskSize != 0 && p.diskSize < info.VirtualBytes {
+		return fmt.Errorf("disk_size: %s is smaller than the image (%s); shrinking is not supported: give at least %s or leave it out: %w",
+			req.DiskSize, validate.FormatSize(info.VirtualBytes), validate.FormatSize(info.VirtualBytes), errdefs.ErrInvalid)
 	}
-	p.cfg = vmconfig.Config{
-		Name: req.Name, ID: newUUID(), Generation: gen, SecureBoot: req.SecureBoot, CPUs: cpus,
-		MemoryBytes: mem, Cmdline: req.Cmdline, CreatedAt: time.Now().UTC(), Disks: []vmconfig.Disk{},
-		MaxMemoryBytes: maxMem, Nested: req.Nested,
-	}
-	return p, nil
+	return nil
 }
 
 // CreateVM checks the request, reserves the name and creates the VM as an operation.
@@ -143,14 +175,17 @@ func (s *Service) CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op
 	if err != nil {
 		return nil, err
 	}
-	placeholder, err := s.reserveName(req.Name, "pick another name or delete it first", nil)
+	r, err := s.reserve(req.Name, p.cfg.ID)
+	if errors.As(err, new(*hostvm.Taken)) {
+		return nil, fmt.Errorf("name: VM %q already exists; pick another name or delete it first: %w", req.Name, errdefs.ErrConflict)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return s.ops.Start("vm.create", []string{"/1.0/vms/" + req.Name}, func(ctx context.Context, op *operation.Op) (any, error) {
-		v, err := s.create(ctx, op, p)
+		v, err := s.create(ctx, op, r, p)
 		if err != nil {
-			s.unreserveName(req.Name, placeholder)
+			r.Release()
 			return nil, err
 		}
 		s.publishVM(v, "created", "")
@@ -167,18 +202,11 @@ func (s *Service) CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op
 	}), nil
 }
 
-// create builds the VM in a hidden directory and renames it into place as the
-// last step: either the whole VM exists or none of it does.
-func (s *Service) create(ctx context.Context, op *operation.Op, p createPlan) (v *vm, err error) {
-	tmp, err := os.MkdirTemp(s.vmsDir, creatingPrefix+p.cfg.Name+"-")
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
+// create builds the VM in the reservation's hidden directory and adopts it as
+// the last step: either the whole VM exists or none of it does (the caller
+// releases the reservation on an error).
+func (s *Service) create(ctx context.Context, op *operation.Op, r *reservation, p createPlan) (*vm, error) {
+	tmp := r.dir
 	cfg := p.cfg
 	const rootFile = "root.qcow2"
 	switch {
@@ -222,66 +250,15 @@ func (s *Service) create(ctx context.Context, op *operation.Op, p createPlan) (v
 		}
 		cfg.Initrd = "initrd.img"
 	}
-	if err := s.store.SaveConfig(tmp, cfg); err != nil {
-		return nil, err
-	}
-	if err := s.store.SaveRuntime(tmp, vmconfig.Runtime{State: api.StateOff}); err != nil {
-		return nil, err
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.hook("create:before-commit")
-	if v, err = s.publishVMDir(tmp, cfg, vmconfig.Runtime{State: api.StateOff}); err != nil {
+	v, err := r.adopt(cfg, vmconfig.Runtime{State: api.StateOff})
+	if err != nil {
 		return nil, err
 	}
 	s.log.Info("VM created", "vm", cfg.Name, "id", cfg.ID, "generation", cfg.Generation)
-	return v, nil
-}
-
-// reserveName holds a name for a VM being created or imported, so that no
-// other can take it meanwhile; check, when given, runs under the same lock.
-// hint says what to do when the name is taken.
-func (s *Service) reserveName(name, hint string, check func() error) (*vm, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, taken := s.vms[name]; taken {
-		return nil, fmt.Errorf("name: VM %q already exists; %s: %w", name, hint, errdefs.ErrConflict)
-	}
-	if check != nil {
-		if err := check(); err != nil {
-			return nil, err
-		}
-	}
-	placeholder := &vm{name: name, placeholder: true}
-	s.vms[name] = placeholder
-	return placeholder, nil
-}
-
-// unreserveName gives up a name reserveName held, unless a VM took it.
-func (s *Service) unreserveName(name string, placeholder *vm) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.vms[name] == placeholder {
-		delete(s.vms, name)
-	}
-}
-
-// publishVMDir renames a VM's directory, made whole under a hidden name, into
-// place (the one step that makes the VM exist) and registers the VM.
-func (s *Service) publishVMDir(tmp string, cfg vmconfig.Config, rt vmconfig.Runtime) (*vm, error) {
-	dir := filepath.Join(s.vmsDir, cfg.Name)
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("name: cannot create %s: %v: %w", dir, err, errdefs.ErrConflict)
-	}
-	if err := fsutil.SyncDir(s.vmsDir); err != nil {
-		return nil, err
-	}
-	v := s.newVM(cfg.Name, dir, cfg)
-	v.cfgVer, v.rt = vmconfig.CurrentVersion, rt
-	s.mu.Lock()
-	s.vms[cfg.Name] = v
-	s.mu.Unlock()
 	return v, nil
 }
 
@@ -338,7 +315,10 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 	}
 	onlyMemory := req.Memory != nil && req.CPUs == nil && req.Cmdline == nil && req.MaxMemory == nil && req.Nested == nil && req.DynamicMemory == nil
 	if st := v.snapshotState(); st == api.StateRunning && onlyMemory {
-		return s.resizeMemory(ctx, v, *req.Memory)
+		if err := s.devs.ResizeMemory(ctx, v, *req.Memory); err != nil {
+			return api.VM{}, err
+		}
+		return s.GetVM(ctx, name)
 	}
 	if err := checkTransition(name, "set", v.snapshotState()); err != nil {
 		if v.snapshotState() == api.StateRunning && req.Memory != nil {
@@ -346,65 +326,76 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 		}
 		return api.VM{}, err
 	}
-	if _, err := s.updateConfig(v, func(cfg *vmconfig.Config) error {
-		total, _ := memInfo()
-		if req.CPUs != nil {
-			if err := validate.CPUs("cpus", *req.CPUs, numCPU()); err != nil {
-				return err
-			}
-			cfg.CPUs = *req.CPUs
-		}
-		if req.Memory != nil {
-			mem, err := validate.ParseSize("memory", *req.Memory)
-			if err != nil {
-				return err
-			}
-			if err := validate.Memory("memory", mem, total); err != nil {
-				return err
-			}
-			// Keep the hot-add range's size unless it is set explicitly.
-			if cfg.MaxMemoryBytes <= cfg.MemoryBytes || cfg.MaxMemoryBytes < mem {
-				cfg.MaxMemoryBytes = mem
-				if cfg.Generation == 2 && req.MaxMemory == nil {
-					cfg.MaxMemoryBytes, _ = s.maxMemory(2, mem, total, "")
-				}
-			}
-			cfg.MemoryBytes = mem
-		}
-		if req.MaxMemory != nil {
-			m, err := s.maxMemory(cfg.Generation, cfg.MemoryBytes, total, *req.MaxMemory)
-			if err != nil {
-				return err
-			}
-			cfg.MaxMemoryBytes = m
-		}
-		if req.Nested != nil {
-			if *req.Nested && !s.nestedPossible() {
-				return s.errNestedNeedsKVM()
-			}
-			cfg.Nested = *req.Nested
-		}
-		if req.DynamicMemory != nil {
-			dm, err := planDynamicMemory(*cfg, *req.DynamicMemory)
-			if err != nil {
-				return err
-			}
-			cfg.DynamicMemory = dm
-			if dm != nil && dm.MaximumBytes > cfg.MaxMemoryBytes {
-				cfg.MaxMemoryBytes = dm.MaximumBytes
-			}
-		}
-		if req.Cmdline != nil {
-			if cfg.Kernel == "" && *req.Cmdline != "" {
-				return fmt.Errorf("cmdline: VM %s boots from its disk, not a kernel; the command line belongs to its boot loader: %w", name, errdefs.ErrInvalid)
-			}
-			cfg.Cmdline = *req.Cmdline
-		}
-		return nil
-	}); err != nil {
+	if _, err := s.updateConfig(v, func(cfg *vmconfig.Config) error { return s.applyUpdate(cfg, req) }); err != nil {
 		return api.VM{}, err
 	}
 	return s.GetVM(ctx, name)
+}
+
+// applyUpdate checks the settings of req and sets them in cfg.
+func (s *Service) applyUpdate(cfg *vmconfig.Config, req api.VMUpdate) error {
+	total, _ := memInfo()
+	if req.CPUs != nil {
+		if err := validate.CPUs("cpus", *req.CPUs, numCPU()); err != nil {
+			return err
+		}
+		cfg.CPUs = *req.CPUs
+	}
+	if req.Memory != nil {
+		if err := s.applyMemory(cfg, req, total); err != nil {
+			return err
+		}
+	}
+	if req.MaxMemory != nil {
+		m, err := s.maxMemory(cfg.Generation, cfg.MemoryBytes, total, *req.MaxMemory)
+		if err != nil {
+			return err
+		}
+		cfg.MaxMemoryBytes = m
+	}
+	if req.Nested != nil {
+		if *req.Nested && !s.nestedPossible() {
+			return s.errNestedNeedsKVM()
+		}
+		cfg.Nested = *req.Nested
+	}
+	if req.DynamicMemory != nil {
+		dm, err := devices.PlanDynamicMemory(*cfg, *req.DynamicMemory)
+		if err != nil {
+			return err
+		}
+		cfg.DynamicMemory = dm
+		if dm != nil && dm.MaximumBytes > cfg.MaxMemoryBytes {
+			cfg.MaxMemoryBytes = dm.MaximumBytes
+		}
+	}
+	if req.Cmdline != nil {
+		if cfg.Kernel == "" && *req.Cmdline != "" {
+			return fmt.Errorf("cmdline: VM %s boots from its disk, not a kernel; the command line belongs to its boot loader: %w", cfg.Name, errdefs.ErrInvalid)
+		}
+		cfg.Cmdline = *req.Cmdline
+	}
+	return nil
+}
+
+// applyMemory sets the startup memory of a VM that is off.
+func (s *Service) applyMemory(cfg *vmconfig.Config, req api.VMUpdate, total uint64) error {
+	mem, err := validate.ParseSize("memory", *req.Memory)
+	if err != nil {
+		return err
+	}
+	if err := validate.Memory("memory", mem, total); err != nil {
+		return err
+	}
+	// Keep the hot-add range's size unless it is set explicitly.
+	if cfg.MaxMemoryBytes <= cfg.MemoryBytes || cfg.MaxMemoryBytes < mem {
+		cfg.MaxMemoryBytes = mem
+		if cfg.Generation == 2 && req.MaxMemory == nil {
+			cfg.MaxMemoryBytes, _ = s.maxMemory(2, mem, total, "")
+		}
+	}
+	cfg.MemoryBytes = mem
+	return nil
 }
 
 // maxMemory resolves the hot-add ceiling: generation 2 VMs get 4x their memory
@@ -443,12 +434,4 @@ func (s *Service) errNestedNeedsKVM() error {
 	a := s.currentAccel()
 	return fmt.Errorf("nested: nested virtualization needs KVM with the host's CPU model, and this host runs VMs on %s with CPU model %s (%s); leave --nested out: %w",
 		a.Name, a.CPU, a.Reason, errdefs.ErrInvalid)
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

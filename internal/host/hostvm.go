@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hvproject/hv/api"
@@ -84,6 +86,8 @@ func (v *vm) Session() (hostvm.Session, bool) {
 
 func (v *vm) Publish(action, msg string) { v.s.publishVM(v, action, msg) }
 
+func (v *vm) API() api.VM { return v.toAPI(v.s.currentAccel().Name) }
+
 func (ss *session) Block() hostvm.Block   { return ss.blk }
 func (ss *session) Gone() <-chan struct{} { return ss.exited }
 
@@ -149,6 +153,22 @@ func (s *Service) TurnOff(hv hostvm.VM, reason string) error {
 		return fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
 	}
 	return s.turnOff(v, ss, reason)
+}
+
+func (s *Service) CheckAction(hv hostvm.VM, action string) error {
+	return checkTransition(hv.Name(), action, hv.State())
+}
+
+func (s *Service) InStore(path string) bool {
+	return strings.HasPrefix(filepath.Clean(path), s.vmsDir+string(filepath.Separator))
+}
+
+func (s *Service) ImagesChanged() {
+	for _, v := range s.list() {
+		v.mu.Lock()
+		v.diskSizesAt = time.Time{} // re-read at the next request
+		v.mu.Unlock()
+	}
 }
 
 // lockWait bounds the wait for a VM's lock by a feature's call.

@@ -40,7 +40,7 @@ func (s *Service) StagingDir() string { return filepath.Join(s.root, "incoming")
 // Adopt registers the VM assembled in dir as an import that moves the
 // directory's files does: checked as hostile, renamed into place, Off.
 func (s *Service) Adopt(ctx context.Context, dir string) (hostvm.VM, error) {
-	op, err := s.ImportVM(api.VMImport{Dir: dir, Mode: api.ImportRegister})
+	op, err := s.transfers.ImportVM(api.VMImport{Dir: dir, Mode: api.ImportRegister})
 	if err != nil {
 		return nil, err
 	}

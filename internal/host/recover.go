@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/qmp"
 )
 
 // recoverAll finds every VM in Root/vms after a start of hvd: it removes what a
@@ -61,88 +62,102 @@ func (s *Service) recoverAll(ctx context.Context) error {
 	return nil
 }
 
+// recovering is one VM found again after a start of hvd, with the QEMU
+// its records name, if that still runs.
+type recovering struct {
+	s     *Service
+	v     *vm
+	pid   int
+	alive bool
+}
+
+// recoverVM brings v's state in line with what is left of its QEMU.
 func (s *Service) recoverVM(ctx context.Context, v *vm) {
 	pid := v.rt.PID
 	if pid == 0 {
 		pid = readPID(v.runPath(filePID))
 	}
-	alive := pid > 0 && qemu.Alive(pid, v.cfg.ID)
-	off := func(reason string) {
-		if alive {
-			_ = qemu.Kill(pid, v.cfg.ID)
-			machine.WaitGone(pid, v.cfg.ID, 10*time.Second)
-		}
-		s.stopNICs(v.cfg)
-		v.rt.PID = 0
-		if err := v.setFactLocked(api.StateOff, reason); err != nil {
-			s.log.Error("recording VM state", "vm", v.name, "err", err)
-		}
-		_ = cleanRun(v)
-		s.log.Info("VM is off after recovery", "vm", v.name, "reason", reason)
-	}
+	r := &recovering{s: s, v: v, pid: pid, alive: pid > 0 && qemu.Alive(pid, v.cfg.ID)}
 	switch v.rt.State {
 	case api.StateOff:
-		if alive {
-			off(v.rt.Reason)
+		if r.alive {
+			r.off(v.rt.Reason)
 		}
-		s.stopNICs(v.cfg) // taps left by a crash
-		return
+		s.devs.StopNICs(v.cfg) // taps left by a crash
 	case api.StateSaved:
-		if alive {
-			_ = qemu.Kill(pid, v.cfg.ID)
-			machine.WaitGone(pid, v.cfg.ID, 10*time.Second)
-		}
+		r.kill()
 		if _, err := os.Stat(v.path(fileSave)); err != nil {
-			off("the saved state file is missing")
+			r.off("the saved state file is missing")
 		}
 		_ = os.Remove(v.path(fileSave + ".part"))
-		return
 	case api.StateStarting:
-		prev := v.rt.PrevState
-		if prev == api.StateSaved {
-			if _, err := os.Stat(v.path(fileSave)); err == nil {
-				if alive {
-					_ = qemu.Kill(pid, v.cfg.ID)
-					machine.WaitGone(pid, v.cfg.ID, 10*time.Second)
-				}
-				v.rt.PID = 0
-				_ = v.setStateLocked(api.StateSaved, "hvd stopped while the VM was starting; start it again")
-				_ = cleanRun(v)
-				return
-			}
+		r.recoverStart()
+	default: // Running, Paused, Stopping, Saving, PausedCritical
+		r.reattach(ctx)
+	}
+}
+
+// kill ends the VM's QEMU, if it still runs.
+func (r *recovering) kill() {
+	if r.alive {
+		_ = qemu.Kill(r.pid, r.v.cfg.ID)
+		machine.WaitGone(r.pid, r.v.cfg.ID, 10*time.Second)
+	}
+}
+
+// off records the VM Off for reason, its QEMU gone.
+func (r *recovering) off(reason string) {
+	s, v := r.s, r.v
+	r.kill()
+	s.devs.StopNICs(v.cfg)
+	v.rt.PID = 0
+	if err := v.setFactLocked(api.StateOff, reason); err != nil {
+		s.log.Error("recording VM state", "vm", v.name, "err", err)
+	}
+	_ = cleanRun(v)
+	s.log.Info("VM is off after recovery", "vm", v.name, "reason", reason)
+}
+
+// recoverStart settles a start that hvd did not finish: a VM restoring
+// its saved state keeps it; any other is off.
+func (r *recovering) recoverStart() {
+	v := r.v
+	if v.rt.PrevState == api.StateSaved {
+		if _, err := os.Stat(v.path(fileSave)); err == nil {
+			r.kill()
+			v.rt.PID = 0
+			_ = v.setStateLocked(api.StateSaved, "hvd stopped while the VM was starting; start it again")
+			_ = cleanRun(v)
+			return
 		}
-		off("hvd stopped while the VM was starting; start it again")
+	}
+	r.off("hvd stopped while the VM was starting; start it again")
+}
+
+// reattach takes hold again of a QEMU that outlived hvd, and records the
+// state QEMU is in.
+func (r *recovering) reattach(ctx context.Context) {
+	s, v := r.s, r.v
+	if !r.alive {
+		r.off("QEMU exited while hvd was not running" + machine.LastWords(v.path(fileQEMULog)))
 		return
 	}
-	// Running, Paused, Stopping, Saving, PausedCritical: is QEMU still there?
-	if !alive {
-		off("QEMU exited while hvd was not running" + machine.LastWords(v.path(fileQEMULog)))
-		return
-	}
-	m, err := machine.Attach(ctx, s.machineOptions(v), pid)
+	m, err := machine.Attach(ctx, s.machineOptions(v), r.pid)
 	if err != nil {
-		off("could not re-attach to QEMU: " + err.Error())
+		r.off("could not re-attach to QEMU: " + err.Error())
 		return
 	}
 	st, err := m.Status(ctx)
 	if err != nil {
 		m.Detach()
-		off("could not read QEMU's state: " + err.Error())
+		r.off("could not read QEMU's state: " + err.Error())
 		return
 	}
 	ss := s.attach(v, m)
 	v.sess = ss
-	v.rt.PID = pid
+	v.rt.PID = r.pid
 	if v.rt.State == api.StateSaving {
-		// The save did not finish: the VM goes on as it was; its partial file goes.
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = ss.CancelSave(qctx)
-		if v.rt.PrevState == api.StateRunning {
-			_ = ss.Cont(qctx)
-			st.Status, st.Running = "running", true
-		}
-		cancel()
-		_ = os.Remove(v.path(fileSave + ".part"))
+		st = abandonSave(ctx, v, ss, st)
 	}
 	state := api.StatePaused
 	if st.Running {
@@ -154,14 +169,28 @@ func (s *Service) recoverVM(ctx context.Context, v *vm) {
 		state = api.StatePausedCritical
 	default:
 		ss.detach()
-		off("QEMU was in state " + st.Status + " when hvd started")
+		r.off("QEMU was in state " + st.Status + " when hvd started")
 		return
 	}
 	if err := v.setStateLocked(state, v.rt.Reason); err != nil {
 		s.log.Error("recording VM state", "vm", v.name, "err", err)
 	}
-	s.log.Info("re-attached to a running VM", "vm", v.name, "pid", pid, "state", state)
+	s.log.Info("re-attached to a running VM", "vm", v.name, "pid", r.pid, "state", state)
 	v.g.ResumeFreeze(v.rt.ThawBy, v.rt.GuardPID)
+}
+
+// abandonSave ends a save that did not finish: the VM goes on as it was;
+// its partial file goes. It returns QEMU's status now.
+func abandonSave(ctx context.Context, v *vm, ss *session, st qmp.StatusInfo) qmp.StatusInfo {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = ss.CancelSave(qctx)
+	if v.rt.PrevState == api.StateRunning {
+		_ = ss.Cont(qctx)
+		st.Status, st.Running = "running", true
+	}
+	_ = os.Remove(v.path(fileSave + ".part"))
+	return st
 }
 
 func readPID(path string) int {

@@ -24,7 +24,11 @@ import (
 	"github.com/hvproject/hv/internal/events"
 	"github.com/hvproject/hv/internal/feature/backup"
 	"github.com/hvproject/hv/internal/feature/checkpoints"
+	"github.com/hvproject/hv/internal/feature/devices"
+	"github.com/hvproject/hv/internal/feature/images"
+	"github.com/hvproject/hv/internal/feature/integration"
 	"github.com/hvproject/hv/internal/feature/migration"
+	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -102,6 +106,12 @@ type Service struct {
 	moves    *migration.Source
 	incoming *migration.Target
 	machines []string // the versioned machine types QEMU runs
+	// The features built on the host (see features.go).
+	transfers *transfer.Service
+	guestAPI  *integration.Service
+	devices   *devices.Service
+	devs      vmDevices // devices, as a VM's life calls them
+	images    *images.Service
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
@@ -160,14 +170,6 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	s.tracker = blockops.Tracker{Tool: s.disk, Log: s.log}
-	s.backups = backup.New(s)
-	s.ckpts = checkpoints.New(s)
-	var peers migration.Peers = noPeers{}
-	if o.Peers != nil {
-		peers = o.Peers
-	}
-	s.moves = migration.NewSource(s, peers)
-	s.incoming = migration.NewTarget(s, o.ListenHost, filepath.Join(root, "migrations"))
 	if s.machines, err = qemu.MachineTypes(ctx, s.qemuBin); err != nil {
 		s.log.Warn("listing QEMU's machine types; live migration to this host is refused", "err", err)
 	}
@@ -182,6 +184,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.net, err = netdev.NewManager(filepath.Join(root, "net"), s.log); err != nil {
 		return nil, err
 	}
+	s.newFeatures(o)
 	// Switches come back before VMs, whose taps join them.
 	if err := s.net.Restore(ctx); err != nil {
 		s.log.Error("restoring virtual switches; VMs on them will not start until this is fixed", "err", err)

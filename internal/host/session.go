@@ -45,7 +45,7 @@ func (s *Service) attachRunner(v *vm, m hostvm.Machine, blk hostvm.Block) *sessi
 		<-m.Exited()
 		stop()
 	}()
-	go s.dynamicMemory(ctx, v, ss)
+	go s.devs.Balance(ctx, v, ss)
 	go s.watchExit(v, ss)
 	return ss
 }
@@ -67,7 +67,7 @@ func (s *Service) watchExit(v *vm, ss *session) {
 	cfg := v.cfg
 	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
 	v.mu.Unlock()
-	s.stopNICs(cfg)
+	s.devs.StopNICs(cfg)
 	if st, err := s.tracker.AfterExit(v.dir, cfg); err != nil {
 		s.log.Error("reading change tracking", "vm", v.name, "err", err)
 	} else {

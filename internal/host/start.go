@@ -8,6 +8,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/feature/devices"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/operation"
@@ -116,7 +117,7 @@ func (s *Service) startRecord(ctx context.Context, st *starting, u *undo.Stack) 
 func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.Stack) error {
 	ports := 0
 	cfg, err := s.updateConfig(st.v, func(c *vmconfig.Config) error {
-		ports = assignBuses(c)
+		ports = devices.AssignBuses(c)
 		return nil
 	})
 	if err != nil {
@@ -169,12 +170,12 @@ func (s *Service) startCheckDisks(ctx context.Context, st *starting, u *undo.Sta
 }
 
 func (s *Service) startTaps(ctx context.Context, st *starting, u *undo.Stack) error {
-	nics, err := s.startNICs(ctx, st.v, st.cfg)
+	nics, err := s.devs.StartNICs(ctx, st.cfg)
 	if err != nil {
 		return err
 	}
 	st.spec.NICs = nics
-	u.Add("remove the taps", func(context.Context) error { s.stopNICs(st.cfg); return nil })
+	u.Add("remove the taps", func(context.Context) error { s.devs.StopNICs(st.cfg); return nil })
 	return nil
 }
 

@@ -9,6 +9,7 @@ package hostvm
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/hvproject/hv/internal/blockops"
 	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/disk"
+	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/operation"
@@ -60,6 +62,9 @@ type VM interface {
 	Thaw() api.FreezeStatus
 	// Publish announces a change of the VM on hvd's event stream.
 	Publish(action, msg string)
+	// API is the VM as the API shows it (its disks' current sizes left
+	// out): what an operation on it returns.
+	API() api.VM
 }
 
 // Session is a VM's running QEMU: its machine and its block layer.
@@ -161,4 +166,55 @@ type Host interface {
 	Log() *slog.Logger
 	// Hook marks a named point of an operation (crash tests stop hvd there).
 	Hook(point string)
+	// CheckAction says whether action may run in the VM's state now, without
+	// taking its lock (for work that does not hold it, such as exec): a
+	// refusal is a conflict that names the state and the way forward.
+	CheckAction(v VM, action string) error
+	// Reserve holds a name, and an ID unless id is "", for a VM that a
+	// feature makes from files (an import; a migration target, a replica),
+	// and gives it a hidden directory in hvd's store to prepare them in. A
+	// name or ID another VM has, or one being made, is a *Taken error.
+	Reserve(name, id string) (Reservation, error)
+	// InStore reports whether path lies inside hvd's store of VMs, which
+	// only hvd may write.
+	InStore(path string) bool
+	// ImagesChanged drops what the host caches of image files (their
+	// sizes), after one changed outside any operation of its VM.
+	ImagesChanged()
 }
+
+// Reservation is a VM being made: its name held, and the directory where its
+// files are prepared. A crash of hvd before Adopt leaves nothing: hvd
+// removes such directories when it starts. Every reservation ends in Adopt
+// or Release.
+type Reservation interface {
+	Name() string
+	// Dir is the hidden directory, in hvd's store, to prepare the VM's
+	// files in (disks, NVRAM, checkpoints); the host writes its records.
+	Dir() string
+	// Adopt makes the VM exist, in one step that cannot leave half a VM:
+	// it records cfg (its Name the reserved one, its ID the reserved one
+	// when one was reserved) and rt, renames Dir into place and registers
+	// the VM. On an error the VM does not exist (Dir may hold the records
+	// written) and the reservation still holds.
+	Adopt(cfg vmconfig.Config, rt vmconfig.Runtime) (VM, error)
+	// Release removes Dir and frees the name; after Adopt it does nothing,
+	// so it may be deferred (or put on an undo stack) right away.
+	Release()
+}
+
+// Taken is Reserve's refusal: the name (By "") or the ID (By the VM that has
+// it) belongs to another VM, or to one being made. It is a conflict; the
+// caller words it for its user.
+type Taken struct {
+	Name, ID, By string
+}
+
+func (e *Taken) Error() string {
+	if e.By != "" {
+		return fmt.Sprintf("VM %s has ID %s already: %v", e.By, e.ID, errdefs.ErrConflict)
+	}
+	return fmt.Sprintf("name: VM %q already exists: %v", e.Name, errdefs.ErrConflict)
+}
+
+func (e *Taken) Unwrap() error { return errdefs.ErrConflict }

@@ -19,13 +19,6 @@ type Checkpoints interface {
 	RenameCheckpoint(ctx context.Context, name, checkpoint string, req api.CheckpointRename) (api.Checkpoint, error)
 }
 
-// Exports is the role that exports and imports whole VMs (their checkpoints
-// included).
-type Exports interface {
-	ExportVM(name string, req api.VMExport) (*operation.Op, error)
-	ImportVM(req api.VMImport) (*operation.Op, error)
-}
-
 func (s *Server) checkpointRoutes() []route {
 	return []route{
 		{"GET", "/1.0/vms/{name}/checkpoints", s.listCheckpoints},
@@ -34,13 +27,6 @@ func (s *Server) checkpointRoutes() []route {
 		{"PATCH", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.renameCheckpoint},
 		{"DELETE", "/1.0/vms/{name}/checkpoints/{checkpoint}", s.deleteCheckpoint},
 		{"POST", "/1.0/vms/{name}/checkpoints/{checkpoint}/apply", s.applyCheckpoint},
-	}
-}
-
-func (s *Server) exportRoutes() []route {
-	return []route{
-		{"POST", "/1.0/vms/{name}/export", s.exportVM},
-		{"POST", "/1.0/imports", s.importVM},
 	}
 }
 
@@ -102,34 +88,6 @@ func (s *Server) applyCheckpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op, err := s.roles.Checkpoints.ApplyCheckpoint(r.PathValue("name"), r.PathValue("checkpoint"), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	accepted(w, op)
-}
-
-func (s *Server) exportVM(w http.ResponseWriter, r *http.Request) {
-	var req api.VMExport
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	op, err := s.roles.Exports.ExportVM(r.PathValue("name"), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	accepted(w, op)
-}
-
-func (s *Server) importVM(w http.ResponseWriter, r *http.Request) {
-	var req api.VMImport
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	op, err := s.roles.Exports.ImportVM(req)
 	if err != nil {
 		writeError(w, err)
 		return

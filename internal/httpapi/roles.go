@@ -1,7 +1,8 @@
 package httpapi
 
-// Roles are the services behind the API, one per role; internal/host.Service
-// plays them all in hvd. A nil role is not served: its routes answer 501, so
+// Roles are the services behind the API, one per role; in hvd,
+// internal/host.Service and the features built on it (internal/feature/...)
+// play them. A nil role is not served: its routes answer 501, so
 // a test's fake implements only the roles it exercises.
 type Roles struct {
 	Host        Host
@@ -11,7 +12,7 @@ type Roles struct {
 	Disks       Disks
 	Switches    Switches
 	Checkpoints Checkpoints
-	Exports     Exports
+	Transfers   Transfers
 	Backups     Backups
 	Moves       Moves
 	Migrations  Migrations

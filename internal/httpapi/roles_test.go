@@ -91,7 +91,7 @@ func TestServerOfOneRole(t *testing.T) {
 		{"POST", "/1.0/vms/web/nics", "Devices"},
 		{"GET", "/1.0/disks/info", "Disks"},
 		{"POST", "/1.0/vms/web/checkpoints", "Checkpoints"},
-		{"POST", "/1.0/imports", "Exports"},
+		{"POST", "/1.0/imports", "Transfers"},
 		{"GET", "/1.0/vms/web/tracking", "Backups"},
 	} {
 		code, body := do(t, c.method, srv.URL+c.path, "")

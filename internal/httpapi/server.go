@@ -103,7 +103,7 @@ func (s *Server) parts() []part {
 		{"Disks", r.Disks != nil, s.diskRoutes()},
 		{"Switches", r.Switches != nil, s.switchRoutes()},
 		{"Checkpoints", r.Checkpoints != nil, s.checkpointRoutes()},
-		{"Exports", r.Exports != nil, s.exportRoutes()},
+		{"Transfers", r.Transfers != nil, s.transferRoutes()},
 		{"Backups", r.Backups != nil, s.backupRoutes()},
 		{"Moves", r.Moves != nil, s.moveRoutes()},
 		{"Migrations", r.Migrations != nil, s.migrationRoutes()},

@@ -30,7 +30,7 @@ type fakeHost struct {
 	Guest
 	Disks
 	Checkpoints
-	Exports
+	Transfers
 
 	ops      *operation.Manager
 	created  []api.VMCreate
@@ -95,9 +95,9 @@ func fakeRoles(f interface {
 	Guest
 	Disks
 	Checkpoints
-	Exports
+	Transfers
 }) Roles {
-	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f, Exports: f}
+	return Roles{Host: f, VMs: f, Guest: f, Disks: f, Checkpoints: f, Transfers: f}
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *fakeHost, *events.Bus) {

@@ -37,6 +37,7 @@ type VM struct {
 	FreezeE   error            // what Freeze fails with
 	NoFreeze  string           // what CannotFreeze says
 	Up        time.Duration    // what Uptime says
+	UpdateErr error            // what UpdateConfig returns, changing nothing
 
 	mu       sync.Mutex
 	cfg      vmconfig.Config
@@ -127,6 +128,9 @@ func (v *VM) State() string { return v.Runtime().State }
 func (v *VM) UpdateConfig(fn func(*vmconfig.Config) error) (vmconfig.Config, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.UpdateErr != nil {
+		return v.cfg, v.UpdateErr
+	}
 	c := v.cfg.Clone()
 	if err := fn(&c); err != nil {
 		return v.cfg.Clone(), err
@@ -185,10 +189,18 @@ type Host struct {
 	StartFn   func(ctx context.Context, v hostvm.VM) error
 	TurnOffFn func(v hostvm.VM, reason string) error
 	OnHook    func(point string)
+	// ActionFn, when set, is CheckAction (the default allows every action).
+	ActionFn func(v hostvm.VM, action string) error
+	// StoreDir is where Reserve prepares VMs and Adopt puts them (see
+	// register.go); AdoptErr, when set, is what Adopt returns.
+	StoreDir string
+	AdoptErr error
 
-	mu    sync.Mutex
-	vms   map[string]*VM
-	hooks []string
+	mu       sync.Mutex
+	vms      map[string]*VM
+	hooks    []string
+	reserved map[string]string // name → ID of VMs being made
+	changed  int               // calls of ImagesChanged
 }
 
 // NewHost returns a host with vms, a real operation manager and a logger

@@ -1,4 +1,4 @@
-package host
+package devices
 
 import (
 	"context"
@@ -7,55 +7,67 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/validate"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
-// resizeMemory changes a running VM's memory: up to its max by hot-add, down to
-// its boot memory by hot-remove (what the guest can give back).
-func (s *Service) resizeMemory(ctx context.Context, v *vm, want string) (api.VM, error) {
+// ResizeMemory changes a running VM's memory: up to its max by hot-add, down
+// to its boot memory by hot-remove (what the guest can give back). The
+// caller holds the VM.
+func (f *Service) ResizeMemory(ctx context.Context, v hostvm.VM, want string) error {
 	target, err := validate.ParseSize("memory", want)
 	if err != nil {
-		return api.VM{}, err
+		return err
 	}
-	v.mu.Lock()
-	ss, cfg, boot, maxMem := v.sess, v.cfg, v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes
-	v.mu.Unlock()
-	if ss == nil {
-		return api.VM{}, fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
+	ss, live := v.Session()
+	if !live {
+		return fmt.Errorf("VM %s has no QEMU process: %w", v.Name(), errdefs.ErrConflict)
 	}
+	if err := checkResize(v, target, want); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := ss.SetPlugged(ctx, target-v.Runtime().BootMemoryBytes); err != nil {
+		return wrap(err, "resizing VM %s's memory", v.Name())
+	}
+	if _, err := v.UpdateConfig(func(c *vmconfig.Config) error {
+		c.MemoryBytes = target // the next cold boot starts with it
+		return nil
+	}); err != nil {
+		return err
+	}
+	f.h.Log().Info("memory resized while running", "vm", v.Name(), "memory", validate.FormatSize(target))
+	return nil
+}
+
+// checkResize checks a running VM's new memory size against what it
+// started with.
+func checkResize(v hostvm.VM, target uint64, want string) error {
+	cfg, rt := v.Config(), v.Runtime()
+	boot, maxMem := rt.BootMemoryBytes, rt.MaxMemoryBytes
 	if cfg.DynamicMemory != nil && cfg.DynamicMemory.Enabled {
-		return api.VM{}, errdefs.WithHint(fmt.Errorf("memory: VM %s uses dynamic memory, which sets its memory itself: %w", v.name, errdefs.ErrConflict),
+		return errdefs.WithHint(fmt.Errorf("memory: VM %s uses dynamic memory, which sets its memory itself: %w", v.Name(), errdefs.ErrConflict),
 			"turn dynamic memory off while the VM is off (dynamic_memory.enabled false)")
 	}
 	switch {
 	case maxMem <= boot:
-		return api.VM{}, fmt.Errorf("memory: VM %s was started without a hot-add range (generation 1, or max memory = memory); stop it, then set --memory or --max-memory: %w", v.name, errdefs.ErrConflict)
+		return fmt.Errorf("memory: VM %s was started without a hot-add range (generation 1, or max memory = memory); stop it, then set --memory or --max-memory: %w", v.Name(), errdefs.ErrConflict)
 	case target < boot:
-		return api.VM{}, fmt.Errorf("memory: %s is below the %s the VM booted with; a running VM can shrink only to that: %w", want, validate.FormatSize(boot), errdefs.ErrInvalid)
+		return fmt.Errorf("memory: %s is below the %s the VM booted with; a running VM can shrink only to that: %w", want, validate.FormatSize(boot), errdefs.ErrInvalid)
 	case target > maxMem:
-		return api.VM{}, fmt.Errorf("memory: %s is above the VM's max memory (%s); raise --max-memory while it is off: %w", want, validate.FormatSize(maxMem), errdefs.ErrInvalid)
+		return fmt.Errorf("memory: %s is above the VM's max memory (%s); raise --max-memory while it is off: %w", want, validate.FormatSize(maxMem), errdefs.ErrInvalid)
 	case (target-boot)%machine.MemBlock != 0:
-		return api.VM{}, fmt.Errorf("memory: %s is not boot memory plus a multiple of 2M; try %s: %w", want, validate.FormatSize(boot+(target-boot)/machine.MemBlock*machine.MemBlock), errdefs.ErrInvalid)
+		return fmt.Errorf("memory: %s is not boot memory plus a multiple of 2M; try %s: %w", want, validate.FormatSize(boot+(target-boot)/machine.MemBlock*machine.MemBlock), errdefs.ErrInvalid)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	if err := ss.SetPlugged(ctx, target-boot); err != nil {
-		return api.VM{}, errWrap(err, "resizing VM %s's memory", v.name)
-	}
-	if _, err := s.updateConfig(v, func(c *vmconfig.Config) error {
-		c.MemoryBytes = target // the next cold boot starts with it
-		return nil
-	}); err != nil {
-		return api.VM{}, err
-	}
-	s.log.Info("memory resized while running", "vm", v.name, "memory", validate.FormatSize(target))
-	return s.GetVM(ctx, v.name)
+	return nil
 }
 
-// planDynamicMemory checks a dynamic memory setting against the VM.
-func planDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfig.DynamicMemory, error) {
+// PlanDynamicMemory checks a dynamic memory setting against the VM's
+// configuration; nil is dynamic memory off.
+func PlanDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfig.DynamicMemory, error) {
 	if !u.Enabled {
 		return nil, nil
 	}
@@ -90,13 +102,15 @@ func planDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfi
 	return dm, nil
 }
 
-// dynamicMemory is Hyper-V's memory balancer for one VM: every few seconds it
-// reads the guest's demand from the balloon's statistics, grows the guest by
-// hot-add when demand plus buffer exceeds what it has, and takes memory back
-// with the balloon when the guest idles, never below the minimum.
-func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
+// Balance is Hyper-V's memory balancer for one running VM, until ctx ends
+// (its QEMU is gone): every second it reads the guest's demand from the
+// balloon's statistics, grows the guest by hot-add when demand plus buffer
+// exceeds what it has, and takes memory back with the balloon when the guest
+// idles, never below the minimum. It acts only while dynamic memory is on
+// and the VM runs.
+func (f *Service) Balance(ctx context.Context, v hostvm.VM, m hostvm.Machine) {
 	// The balloon reports guest statistics only when asked to poll.
-	_ = ss.PollBalloonStats(ctx)
+	_ = m.PollBalloonStats(ctx)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var lastChange time.Time
@@ -106,15 +120,13 @@ func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
 			return
 		case <-t.C:
 		}
-		v.mu.Lock()
-		dm, running, maxMem := v.cfg.DynamicMemory, v.rt.State == api.StateRunning, v.rt.MaxMemoryBytes
-		v.mu.Unlock()
-		if dm == nil || !dm.Enabled || !running {
+		dm, rt := v.Config().DynamicMemory, v.Runtime()
+		if dm == nil || !dm.Enabled || rt.State != api.StateRunning {
 			continue
 		}
-		changed, err := s.balanceMemory(ctx, v, ss, *dm, maxMem, lastChange)
+		changed, err := f.balanceMemory(ctx, v, m, *dm, rt.MaxMemoryBytes, lastChange)
 		if err != nil {
-			s.log.Debug("dynamic memory", "vm", v.name, "err", err)
+			f.h.Log().Debug("dynamic memory", "vm", v.Name(), "err", err)
 		}
 		if changed {
 			lastChange = time.Now()
@@ -130,7 +142,7 @@ func (s *Service) dynamicMemory(ctx context.Context, v *vm, ss *session) {
 // It acts only on statistics the guest sent after the last change, since acting
 // on stale ones overshoots; and it reclaims in small steps, at most one every
 // few seconds, while it grows at once (a guest short of memory cannot wait).
-func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmconfig.DynamicMemory, maxMem uint64, lastChange time.Time) (bool, error) {
+func (f *Service) balanceMemory(ctx context.Context, v hostvm.VM, ss hostvm.Machine, dm vmconfig.DynamicMemory, maxMem uint64, lastChange time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	stats, err := ss.BalloonStats(ctx)
@@ -169,7 +181,7 @@ func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmco
 				return true, err
 			}
 		}
-		s.log.Info("dynamic memory: grew", "vm", v.name, "demand", validate.FormatSize(demand),
+		f.h.Log().Info("dynamic memory: grew", "vm", v.Name(), "demand", validate.FormatSize(demand),
 			"guest_total", validate.FormatSize(guestTotal), "assigned", validate.FormatSize(target))
 		return true, nil
 	case guestTotal > want+4*slack && have > dm.MinimumBytes && time.Since(lastChange) > reclaimEvery:
@@ -187,7 +199,7 @@ func (s *Service) balanceMemory(ctx context.Context, v *vm, ss *session, dm vmco
 		if err := ss.SetBalloon(ctx, m.Balloon-shrink); err != nil {
 			return false, err
 		}
-		s.log.Info("dynamic memory: reclaimed", "vm", v.name, "demand", validate.FormatSize(demand),
+		f.h.Log().Info("dynamic memory: reclaimed", "vm", v.Name(), "demand", validate.FormatSize(demand),
 			"guest_total", validate.FormatSize(guestTotal), "assigned", validate.FormatSize(have-shrink))
 		return true, nil
 	}

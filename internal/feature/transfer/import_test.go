@@ -1,50 +1,47 @@
-package host
+package transfer
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/checkpoint"
 	"github.com/hvproject/hv/internal/disk"
+	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/hostvm/hostvmtest"
 	"github.com/hvproject/hv/internal/operation"
-	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/sealed"
-	"github.com/hvproject/hv/internal/store"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
 
-// newOfflineService is a Service for what needs no QEMU (imports, settings):
-// a real store and qemu-img, no running VMs.
-func newOfflineService(t testing.TB) *Service {
+// newTransfer is the export and import API over a fake host with vms, its
+// store a temporary directory, and real qemu-img.
+func newTransfer(t testing.TB, vms ...*hostvmtest.VM) (*Service, *hostvmtest.Host, *fakeCheckpoints) {
 	t.Helper()
 	tool, err := disk.NewTool()
 	if err != nil {
-		t.Fatalf("%v (the host tests need qemu-img)", err)
+		t.Fatalf("%v (the transfer tests need qemu-img)", err)
 	}
-	root := t.TempDir()
-	s := &Service{
-		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)), disk: tool,
-		ops: operation.NewManager(nil, func(error) int { return 500 }),
-		vms: map[string]*vm{}, stop: make(chan struct{}), store: store.Files{},
-	}
-	s.accel.Store(&qemu.Accel{Name: qemu.AccelTCG, CPU: qemu.CPUModelTCG})
-	for _, d := range []string{s.vmsDir, s.runDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
+	h := hostvmtest.NewHost(vms...)
+	h.Tool, h.StoreDir = tool, t.TempDir()
+	cp := &fakeCheckpoints{}
+	return New(h, cp), h, cp
+}
+
+// leftovers are the directories of imports half made.
+func leftovers(h *hostvmtest.Host) []string {
+	m, _ := filepath.Glob(filepath.Join(h.StoreDir, hostvmtest.CreatingPrefix+"*"))
+	return m
 }
 
 func runImg(t testing.TB, args ...string) {
@@ -84,23 +81,35 @@ func newExport(t testing.TB) string {
 	return dir
 }
 
+// wait(t)(op, err) runs an operation to its end: its result, or its error
+// (err when it did not start).
+func wait(t testing.TB) func(op *operation.Op, err error) (any, error) {
+	return func(op *operation.Op, err error) (any, error) {
+		t.Helper()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-op.Done():
+		case <-time.After(time.Minute):
+			t.Fatal("the operation did not finish")
+		}
+		snap := op.Snapshot()
+		if snap.Status != api.OpSuccess {
+			return nil, errors.New(snap.Error)
+		}
+		return snap.Result, nil
+	}
+}
+
 // importDir runs an import to its end.
 func importDir(t testing.TB, s *Service, req api.VMImport) (api.VM, error) {
 	t.Helper()
-	op, err := s.ImportVM(req)
+	res, err := wait(t)(s.ImportVM(req))
 	if err != nil {
 		return api.VM{}, err
 	}
-	select {
-	case <-op.Done():
-	case <-time.After(time.Minute):
-		t.Fatal("import did not finish")
-	}
-	snap := op.Snapshot()
-	if snap.Status != api.OpSuccess {
-		return api.VM{}, errors.New(snap.Error)
-	}
-	return snap.Result.(api.VM), nil
+	return res.(api.VM), nil
 }
 
 // victim is a host file a crafted export aims at; it must stay as it is.
@@ -124,7 +133,7 @@ func checkVictim(t *testing.T, p string) {
 // (as root) or the guest reach a host file is refused with a clear error, and
 // leaves no VM and no touched host file behind.
 func TestImportRefusesCraftedExports(t *testing.T) {
-	s := newOfflineService(t)
+	s, h, _ := newTransfer(t)
 	if _, err := importDir(t, s, api.VMImport{Dir: newExport(t)}); err != nil {
 		t.Fatalf("a valid export: %v", err)
 	}
@@ -193,16 +202,16 @@ func TestImportRefusesCraftedExports(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, v := newExport(t), victim(t)
 			tc.craft(t, dir, v)
-			before := len(s.list())
+			before := len(h.VMs())
 			_, err := importDir(t, s, api.VMImport{Dir: dir, Name: name, NewID: true})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("import: %v, want an error containing %q", err, tc.want)
 			}
-			if len(s.list()) != before {
+			if len(h.VMs()) != before || len(h.Reserved()) > 0 {
 				t.Fatal("a refused import left a VM")
 			}
-			if leftovers, _ := filepath.Glob(filepath.Join(s.vmsDir, creatingPrefix+"*")); len(leftovers) > 0 {
-				t.Fatalf("a refused import left %v", leftovers)
+			if l := leftovers(h); len(l) > 0 {
+				t.Fatalf("a refused import left %v", l)
 			}
 			checkVictim(t, v)
 		})
@@ -213,7 +222,7 @@ func TestImportRefusesCraftedExports(t *testing.T) {
 // file someone else owns (and may still hold open for writing) is refused,
 // and every file goes back where it was.
 func TestImportRegisterTakesOverOnlyRootsFiles(t *testing.T) {
-	s := newOfflineService(t)
+	s, _, _ := newTransfer(t)
 	dir := newExport(t)
 	if err := os.Chown(filepath.Join(dir, "root.qcow2"), 65534, 65534); err != nil {
 		t.Fatal(err)
@@ -253,7 +262,7 @@ func FuzzImport(f *testing.F) {
 	bad.Disks[0].File = "other.qcow2"
 	badJSON, _ := json.Marshal(bad)
 	f.Add(badJSON, []byte(`{"checkpoints":[{"id":"a","name":"a","type":"standard","disks":{"root":"other.qcow2"},"formats":{"root":"qcow2"}}],"current":"a","active":{"root":"root.qcow2"}}`), uint8(3))
-	s := newOfflineService(f)
+	s, h, _ := newTransfer(f)
 	treeFormat := sealed.Format{VersionKey: "version", BodyKey: "tree", Version: checkpoint.Version}
 	n := 0
 	f.Fuzz(func(t *testing.T, cfgBody, treeBody []byte, images uint8) {
@@ -311,12 +320,12 @@ func FuzzImport(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tree.Verify(context.Background(), got.Directory, s.disk); err != nil {
+		if err := tree.Verify(context.Background(), got.Directory, h.Tool); err != nil {
 			t.Fatalf("imported tree does not verify: %v", err)
 		}
 		for _, d := range cfg.Disks {
 			b, bf := firstBacking(tree, d.Name)
-			if _, err := s.disk.CheckVMImage(context.Background(), filepath.Join(got.Directory, d.File), d.Format, b, bf); err != nil {
+			if _, err := h.Tool.CheckVMImage(context.Background(), filepath.Join(got.Directory, d.File), d.Format, b, bf); err != nil {
 				t.Fatalf("imported disk %s: %v", d.Name, err)
 			}
 		}
@@ -328,4 +337,116 @@ func firstBacking(t *checkpoint.Tree, d string) (string, string) {
 		return c[0].File, c[0].Format
 	}
 	return "", ""
+}
+
+// snapshot is what a directory holds: each entry's name and content.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var data []byte
+		if e.Type().IsRegular() {
+			data, _ = os.ReadFile(filepath.Join(dir, e.Name()))
+		}
+		out[e.Name()] = fmt.Sprintf("%s %x", e.Type(), sha256.Sum256(data))
+	}
+	return out
+}
+
+// An import that fails at any step leaves nothing half made: no VM, no name
+// held, no directory in the store, and the export as it was (a register
+// puts back every file it took over, and never rewrites the export's
+// configuration).
+func TestImportInterruptedAtEachStep(t *testing.T) {
+	for _, tc := range []struct {
+		step  string
+		mode  string
+		craft func(t *testing.T, dir string, h *hostvmtest.Host)
+		want  string
+	}{
+		{"reserve", api.ImportCopy, func(t *testing.T, dir string, h *hostvmtest.Host) {}, "already exists"},
+		{"copy", api.ImportCopy, func(t *testing.T, dir string, h *hostvmtest.Host) {
+			if err := syscall.Mkfifo(filepath.Join(dir, "zz.fifo"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "regular files only"},
+		{"take over", api.ImportRegister, func(t *testing.T, dir string, h *hostvmtest.Host) {
+			os.WriteFile(filepath.Join(dir, "a-extra.bin"), []byte("moved first"), 0o600)
+			if err := os.Chown(filepath.Join(dir, "root.qcow2"), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, "owned by uid 65534"},
+		{"check", api.ImportCopy, corruptDisk, "disk root"},
+		{"check", api.ImportRegister, corruptDisk, "disk root"},
+		{"adopt", api.ImportCopy, failAdopt, "the store is full"},
+		{"adopt", api.ImportRegister, failAdopt, "the store is full"},
+	} {
+		t.Run(tc.step+"-"+tc.mode, func(t *testing.T) {
+			s, h, _ := newTransfer(t)
+			if _, err := importDir(t, s, api.VMImport{Dir: newExport(t), Name: "taken", NewID: true}); err != nil {
+				t.Fatal(err)
+			}
+			dir := newExport(t)
+			tc.craft(t, dir, h)
+			before := snapshot(t, dir)
+			name := "other" // not the export's: its configuration changes
+			if tc.step == "reserve" {
+				name = "taken"
+			}
+			_, err := importDir(t, s, api.VMImport{Dir: dir, Name: name, Mode: tc.mode})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("import: %v, want an error containing %q", err, tc.want)
+			}
+			if n := len(h.VMs()); n != 1 {
+				t.Fatalf("%d VMs after a failed import, want the one made before", n)
+			}
+			if r := h.Reserved(); len(r) > 0 {
+				t.Fatalf("names still held: %v", r)
+			}
+			if l := leftovers(h); len(l) > 0 {
+				t.Fatalf("left %v in the store", l)
+			}
+			if after := snapshot(t, dir); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatalf("the export changed:\n before %v\n after  %v", before, after)
+			}
+			h.AdoptErr = nil
+			if tc.step == "adopt" {
+				if _, err := importDir(t, s, api.VMImport{Dir: dir, Name: name, Mode: tc.mode}); err != nil {
+					t.Fatalf("the import again: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func corruptDisk(t *testing.T, dir string, h *hostvmtest.Host) {
+	if err := os.WriteFile(filepath.Join(dir, "root.qcow2"), []byte("not an image"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func failAdopt(t *testing.T, dir string, h *hostvmtest.Host) {
+	h.AdoptErr = fmt.Errorf("the store is full: %w", errdefs.ErrUnavailable)
+}
+
+// Two imports of one export, without a new ID, cannot both take its ID,
+// even while the first is still being made.
+func TestImportKeepsIDsUnique(t *testing.T) {
+	s, h, _ := newTransfer(t)
+	dir := newExport(t)
+	r, err := h.Reserve("first", exportConfig().ID) // an import of it under way
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := importDir(t, s, api.VMImport{Dir: dir, Name: "second"}); !strings.HasPrefix(fmt.Sprint(err), "new_id: VM first has this export's ID") {
+		t.Fatalf("a second import of one ID: %v", err)
+	}
+	r.Release()
+	if _, err := importDir(t, s, api.VMImport{Dir: dir, Name: "second"}); err != nil {
+		t.Fatal(err)
+	}
 }

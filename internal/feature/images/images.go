@@ -1,19 +1,30 @@
-package host
+// Package images is the API of the disk tools that work on image files by
+// path, outside any VM (/1.0/disks: create, info, resize, convert). It sees
+// VMs only to keep away from the images a running one holds, and hvd's store
+// of VMs, which only the host writes.
+package images
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/validate"
 )
+
+// Service is the disk tools' API (the httpapi Disks role).
+type Service struct {
+	h hostvm.Host
+}
+
+// New returns the disk tools' API of host h.
+func New(h hostvm.Host) *Service { return &Service{h: h} }
 
 func absPath(field, p string) (string, error) {
 	if p == "" {
@@ -32,18 +43,14 @@ func toAPIDisk(i disk.Info) api.DiskInfo {
 
 // usedByRunningVM names the VM whose running QEMU has path open, if any: changing
 // such a disk from outside would corrupt it.
-func (s *Service) usedByRunningVM(path string) string {
-	for _, v := range s.list() {
-		v.mu.Lock()
-		running := v.sess != nil
-		disks := v.cfg.Disks
-		v.mu.Unlock()
-		if !running {
+func (f *Service) usedByRunningVM(path string) string {
+	for _, v := range f.h.VMs() {
+		if _, running := v.Session(); !running {
 			continue
 		}
-		for _, d := range disks {
-			if v.path(d.File) == path {
-				return v.name
+		for _, d := range v.Config().Disks {
+			if v.Path(d.File) == path {
+				return v.Name()
 			}
 		}
 	}
@@ -51,7 +58,7 @@ func (s *Service) usedByRunningVM(path string) string {
 }
 
 // CreateDisk makes a new, empty disk image.
-func (s *Service) CreateDisk(ctx context.Context, req api.DiskCreate) (api.DiskInfo, error) {
+func (f *Service) CreateDisk(ctx context.Context, req api.DiskCreate) (api.DiskInfo, error) {
 	path, err := absPath("path", req.Path)
 	if err != nil {
 		return api.DiskInfo{}, err
@@ -70,25 +77,25 @@ func (s *Service) CreateDisk(ctx context.Context, req api.DiskCreate) (api.DiskI
 	if format != "qcow2" && format != "raw" {
 		return api.DiskInfo{}, fmt.Errorf("format: %q; use qcow2 or raw: %w", format, errdefs.ErrInvalid)
 	}
-	if err := s.disk.Create(ctx, path, format, size); err != nil {
+	if err := f.h.Disk().Create(ctx, path, format, size); err != nil {
 		return api.DiskInfo{}, err
 	}
-	i, err := s.disk.Info(ctx, path)
+	i, err := f.h.Disk().Info(ctx, path)
 	return toAPIDisk(i), err
 }
 
 // DiskInfo describes a disk image.
-func (s *Service) DiskInfo(ctx context.Context, p string) (api.DiskInfo, error) {
+func (f *Service) DiskInfo(ctx context.Context, p string) (api.DiskInfo, error) {
 	path, err := absPath("path", p)
 	if err != nil {
 		return api.DiskInfo{}, err
 	}
-	i, err := s.disk.Info(ctx, path)
+	i, err := f.h.Disk().Info(ctx, path)
 	return toAPIDisk(i), err
 }
 
 // ResizeDisk grows a disk image that no running VM uses.
-func (s *Service) ResizeDisk(ctx context.Context, req api.DiskResize) (api.DiskInfo, error) {
+func (f *Service) ResizeDisk(ctx context.Context, req api.DiskResize) (api.DiskInfo, error) {
 	path, err := absPath("path", req.Path)
 	if err != nil {
 		return api.DiskInfo{}, err
@@ -97,23 +104,19 @@ func (s *Service) ResizeDisk(ctx context.Context, req api.DiskResize) (api.DiskI
 	if err != nil {
 		return api.DiskInfo{}, err
 	}
-	if vm := s.usedByRunningVM(path); vm != "" {
+	if vm := f.usedByRunningVM(path); vm != "" {
 		return api.DiskInfo{}, fmt.Errorf("path: %s is a disk of running VM %s; stop the VM first: %w", path, vm, errdefs.ErrConflict)
 	}
-	if err := s.disk.Resize(ctx, path, size); err != nil {
+	if err := f.h.Disk().Resize(ctx, path, size); err != nil {
 		return api.DiskInfo{}, err
 	}
-	for _, v := range s.list() {
-		v.mu.Lock()
-		v.diskSizesAt = time.Time{} // re-read at the next request
-		v.mu.Unlock()
-	}
-	i, err := s.disk.Info(ctx, path)
+	f.h.ImagesChanged()
+	i, err := f.h.Disk().Info(ctx, path)
 	return toAPIDisk(i), err
 }
 
 // ConvertDisk converts (or imports) an image into a new file, as an operation with progress.
-func (s *Service) ConvertDisk(ctx context.Context, req api.DiskConvert) (*operation.Op, error) {
+func (f *Service) ConvertDisk(ctx context.Context, req api.DiskConvert) (*operation.Op, error) {
 	src, err := absPath("source", req.Source)
 	if err != nil {
 		return nil, err
@@ -131,24 +134,24 @@ func (s *Service) ConvertDisk(ctx context.Context, req api.DiskConvert) (*operat
 	default:
 		return nil, fmt.Errorf("format: %q; use qcow2, raw, vmdk, vhdx or vpc: %w", format, errdefs.ErrInvalid)
 	}
-	if _, err := s.disk.Info(ctx, src); err != nil {
+	if _, err := f.h.Disk().Info(ctx, src); err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
 	if _, err := os.Stat(dst); err == nil {
 		return nil, fmt.Errorf("target: %s exists; choose a new file name: %w", dst, errdefs.ErrConflict)
 	}
-	if strings.HasPrefix(dst, s.vmsDir+string(filepath.Separator)) {
+	if f.h.InStore(dst) {
 		return nil, fmt.Errorf("target: %s is inside hv's VM store; write elsewhere: %w", dst, errdefs.ErrInvalid)
 	}
-	return s.ops.Start("disk.convert", []string{"/1.0/disks"}, func(ctx context.Context, op *operation.Op) (any, error) {
+	return f.h.Operations().Start("disk.convert", []string{"/1.0/disks"}, func(ctx context.Context, op *operation.Op) (any, error) {
 		op.SetProgress("converting", 0, 100, "percent")
-		err := s.disk.Convert(ctx, src, dst, format, func(pct float64) {
+		err := f.h.Disk().Convert(ctx, src, dst, format, func(pct float64) {
 			op.SetProgress("converting", uint64(pct), 100, "percent")
 		})
 		if err != nil {
 			return nil, err
 		}
-		i, err := s.disk.Info(ctx, dst)
+		i, err := f.h.Disk().Info(ctx, dst)
 		return toAPIDisk(i), err
 	}), nil
 }

@@ -1,4 +1,4 @@
-package host
+package devices
 
 import (
 	"fmt"
@@ -12,10 +12,10 @@ import (
 // its devices: how many NICs and disks can be added before the next restart.
 const spareHotplugPorts = 4
 
-// assignBuses gives every NIC and data disk of a generation 2 VM its own root
+// AssignBuses gives every NIC and data disk of a generation 2 VM its own root
 // port (so it can be removed live) and returns how many ports to create. Buses
 // already assigned are kept, so a restore finds devices where it saved them.
-func assignBuses(c *vmconfig.Config) int {
+func AssignBuses(c *vmconfig.Config) int {
 	if c.Generation != 2 {
 		return 0
 	}
