@@ -24,6 +24,7 @@ var (
 	ErrCanceled    = errdefs.ErrCanceled    // 499: the operation was cancelled
 	ErrUnavailable = errdefs.ErrUnavailable // 503: QEMU, the guest agent or the file system cannot serve now
 	ErrTimeout     = errdefs.ErrTimeout     // 504: a bounded wait ran out
+	ErrForbidden   = errdefs.ErrForbidden   // 403: this remote host does not trust the client's certificate, or its role may not do this
 )
 
 // kindOf is the kind an HTTP status of hvd stands for: the inverse of hvd's
@@ -32,6 +33,8 @@ func kindOf(status int) error {
 	switch status {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		return ErrInvalid
+	case http.StatusForbidden:
+		return ErrForbidden
 	case http.StatusNotFound:
 		return ErrNotFound
 	case http.StatusConflict:
