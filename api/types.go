@@ -60,6 +60,11 @@ type HostInfo struct {
 	ConfigVersion       int       `json:"config_version"`       // the VM configuration version this host writes
 	ConfigVersions      []int     `json:"config_versions_read"` // every version it reads
 	Firmware            Firmware  `json:"firmware"`
+	// TLSFingerprint is the SHA-256 of hvd's certificate, 64 hex digits:
+	// what clients and peers pin. Listen is where it serves the API over
+	// TLS (empty: the unix socket only).
+	TLSFingerprint string   `json:"tls_fingerprint"`
+	Listen         []string `json:"listen,omitempty"`
 }
 
 // Firmware says which firmware files the host found.
