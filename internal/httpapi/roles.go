@@ -12,4 +12,6 @@ type Roles struct {
 	Switches    Switches
 	Checkpoints Checkpoints
 	Backups     Backups
+	Trust       Trust
+	Peers       Peers
 }

@@ -104,6 +104,8 @@ func (s *Server) parts() []part {
 		{"Switches", r.Switches != nil, s.switchRoutes()},
 		{"Checkpoints", r.Checkpoints != nil, s.checkpointRoutes()},
 		{"Backups", r.Backups != nil, s.backupRoutes()},
+		{"Trust", r.Trust != nil, s.trustRoutes()},
+		{"Peers", r.Peers != nil, s.peerRoutes()},
 	}
 }
 
@@ -156,13 +158,19 @@ func (s *Server) HTTPServer() *http.Server {
 // stay idle for hours.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	code := s.serve(w, r)
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", code, "duration", time.Since(start))
+}
+
+// serve serves r and returns the answer's code.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	rc := http.NewResponseController(w)
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, rc: rc, timeout: s.Timeouts.Write}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = newRequestBody(w, rc, r.Body, s.Timeouts.Read)
 	}
 	s.mux.ServeHTTP(rec, r)
-	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
+	return rec.code
 }
 
 // statusRecorder records the answer's code, and gives each write its own

@@ -213,3 +213,18 @@ func CheckValid(c *x509.Certificate, now time.Time) error {
 	}
 	return nil
 }
+
+// ServerConfig is the TLS configuration of hvd's network API: TLS 1.3
+// only, HTTP/1.1 only (consoles and exec sessions take over the
+// connection, which HTTP/2 cannot do), and a client certificate required
+// with proof of its key. Which certificates are trusted is decided per
+// request against the trust store, so that an unknown one is answered
+// with how to enroll it rather than a failed handshake.
+func ServerConfig(id *Identity) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{id.Cert},
+		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{"http/1.1"},
+	}
+}
