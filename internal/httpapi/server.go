@@ -9,6 +9,7 @@
 package httpapi
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -149,6 +150,17 @@ func (s *Server) HTTPServer() *http.Server {
 		IdleTimeout:       s.Timeouts.Idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
+}
+
+// RemoteHTTPServer returns an http.Server for the network API (see Remote),
+// with the same timeouts as HTTPServer and HTTP/1.1 only: consoles and exec
+// sessions take over their connection, which HTTP/2 cannot do. The caller
+// serves it on a TLS listener that asks for client certificates.
+func (s *Server) RemoteHTTPServer(auth Authenticator) *http.Server {
+	srv := s.HTTPServer()
+	srv.Handler = s.Remote(auth)
+	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	return srv
 }
 
 // ServeHTTP logs each request and serves it, bounding its body (see
