@@ -9,7 +9,6 @@ package peer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/join"
 	"github.com/hvproject/hv/internal/sealed"
 	"github.com/hvproject/hv/internal/tlsid"
 	"github.com/hvproject/hv/internal/trust"
@@ -27,13 +27,8 @@ import (
 	"github.com/hvproject/hv/internal/validate"
 )
 
-// Timeouts of the calls hvd makes to peers.
-const (
-	// CheckTimeout bounds asking a peer whether it answers (list, get).
-	CheckTimeout = 5 * time.Second
-	// enrollTimeout bounds enrolling with one address of a peer.
-	enrollTimeout = 15 * time.Second
-)
+// CheckTimeout bounds asking a peer whether it answers (list, get).
+const CheckTimeout = 5 * time.Second
 
 // record is a peer as kept on disk.
 type record struct {
@@ -197,10 +192,11 @@ func (p *Peers) AddPeer(ctx context.Context, req api.PeerAdd) (_ api.Peer, err e
 	}
 	var u undo.Stack
 	defer u.OnError(&err, p.log)
-	c, addr, err := p.enroll(ctx, tok, addrs)
+	res, err := join.Enroll(ctx, p.id.Cert, tok, addrs)
 	if err != nil {
 		return api.Peer{}, err
 	}
+	c, addr := res.Client, res.Address
 	u.Add("remove this host's certificate from the peer", func(ctx context.Context) error {
 		return c.RemoveTrustedCertificate(ctx, tok.Name) // works when the token gave the admin role
 	})
@@ -236,18 +232,8 @@ func (p *Peers) checkAdd(req api.PeerAdd) (trust.Token, []string, error) {
 	if tok.Fingerprint == p.id.Fingerprint {
 		return trust.Token{}, nil, fmt.Errorf("token: it is this host's own; a host is no peer of itself: %w", errdefs.ErrInvalid)
 	}
-	addrs := tok.Addresses
-	if req.Address != "" {
-		a := trust.WithDefaultPort(req.Address)
-		if err := trust.CheckAddress("address", a); err != nil {
-			return trust.Token{}, nil, err
-		}
-		addrs = []string{a}
-	}
-	if len(addrs) == 0 {
-		return trust.Token{}, nil, fmt.Errorf("address: the token lists no address of the peer; give one: %w", errdefs.ErrInvalid)
-	}
-	return tok, addrs, nil
+	addrs, err := join.Addresses(tok, req.Address)
+	return tok, addrs, err
 }
 
 func (p *Peers) nameFree(name string) error {
@@ -256,32 +242,4 @@ func (p *Peers) nameFree(name string) error {
 			"choose another name, or remove that peer first")
 	}
 	return nil
-}
-
-// enroll tries each address until one enrolls this host's certificate.
-func (p *Peers) enroll(ctx context.Context, tok trust.Token, addrs []string) (*client.Client, string, error) {
-	var errs []string
-	for _, addr := range addrs {
-		c, err := p.clientFor(addr, tok.Fingerprint)
-		if err != nil {
-			return nil, "", err
-		}
-		actx, cancel := context.WithTimeout(ctx, enrollTimeout)
-		_, err = c.Enroll(actx, trust.EncodeSecret(tok.Secret))
-		cancel()
-		var apiErr *client.Error
-		switch {
-		case err == nil:
-			return c, addr, nil
-		case errors.Is(err, client.ErrFingerprintMismatch):
-			// Not the host that made the token: no secret was sent.
-			return nil, "", fmt.Errorf("enrolling with %s: %w: %w", addr, err, errdefs.ErrInvalid)
-		case errors.As(err, &apiErr):
-			// The peer answered: another address would not change its mind.
-			return nil, "", fmt.Errorf("enrolling with %s: %w", addr, err)
-		}
-		errs = append(errs, addr+": "+err.Error())
-	}
-	return nil, "", errdefs.WithHint(fmt.Errorf("could not reach the peer at any address (%s): %w", strings.Join(errs, "; "), errdefs.ErrUnavailable),
-		"check that the peer's hvd listens there and that this host can reach it, or give the address to use")
 }

@@ -228,3 +228,12 @@ func ServerConfig(id *Identity) *tls.Config {
 		NextProtos:   []string{"http/1.1"},
 	}
 }
+
+// Load returns the identity kept in f, without making one: a missing
+// certificate is an error of kind ErrNotFound.
+func Load(f Files) (*Identity, error) {
+	if _, err := os.Lstat(f.certPath()); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("tls: %s does not exist: %w", f.certPath(), errdefs.ErrNotFound)
+	}
+	return LoadOrCreate(f, "")
+}
