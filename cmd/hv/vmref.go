@@ -33,11 +33,7 @@ func markVMArgs(root *cobra.Command) {
 		if !inVM || !c.Runnable() || c.CommandPath() == "hv vm cp" {
 			return
 		}
-		f := strings.Fields(c.Use)
-		if len(f) < 2 {
-			return
-		}
-		switch f[1] {
+		switch firstArg(c.Use) {
 		case "NAME", "VM", "[VM]":
 			annotate(c, annVMArgs, "first")
 		case "NAME...", "VM...":
@@ -45,6 +41,21 @@ func markVMArgs(root *cobra.Command) {
 		}
 	}
 	walk(root, false)
+}
+
+// firstArg is the first positional argument of a usage line such as
+// "list [--repo DIR] [VM]": flags, and the values they take, are passed over.
+func firstArg(use string) string {
+	f := strings.Fields(use)
+	for i := 1; i < len(f); i++ {
+		if !strings.HasPrefix(strings.TrimPrefix(f[i], "["), "-") {
+			return f[i]
+		}
+		if !strings.HasSuffix(f[i], "]") && i+1 < len(f) && f[i+1] == strings.ToUpper(f[i+1]) {
+			i++ // the flag's value
+		}
+	}
+	return ""
 }
 
 func annotate(cmd *cobra.Command, key, value string) *cobra.Command {
