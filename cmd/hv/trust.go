@@ -161,7 +161,7 @@ is a join token not used yet, revoke the token instead.`,
 			}
 			if terr := a.client().RevokeToken(cmd.Context(), args[0]); terr != nil {
 				if errors.Is(terr, client.ErrNotFound) {
-					return fmt.Errorf("no trusted client and no pending token is named %q (hv trust list): %w", args[0], err)
+					return fmt.Errorf("no trusted client and no pending token is named %q; list them with: hv trust list", args[0])
 				}
 				return terr
 			}
