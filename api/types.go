@@ -63,6 +63,11 @@ type HostInfo struct {
 	// MachineTypes are the versioned machine types its QEMU runs (e.g.
 	// pc-i440fx-7.2): a VM moves live only to a host that has its own.
 	MachineTypes []string `json:"machine_types,omitempty"`
+	// TLSFingerprint is the SHA-256 of hvd's certificate, 64 hex digits:
+	// what clients and peers pin. Listen is where it serves the API over
+	// TLS (empty: the unix socket only).
+	TLSFingerprint string   `json:"tls_fingerprint"`
+	Listen         []string `json:"listen,omitempty"`
 }
 
 // Firmware says which firmware files the host found.

@@ -1,5 +1,7 @@
 // Package client is the Go client of hv's REST API (version 1.0), as served by hvd on
-// its unix socket. It is what the hv CLI uses, and it is meant for third-party tools too.
+// its unix socket (New) and over the network with mutual TLS (NewRemote). It is what
+// the hv CLI uses, what hvd uses to talk to its peers, and it is meant for third-party
+// tools too.
 //
 // Calls that start long work return an api.Operation; WaitOperation follows it to the end.
 //
@@ -39,10 +41,14 @@ const maxErrorBody = 1 << 20
 
 // Client talks to one hvd. It is safe for concurrent use.
 type Client struct {
-	socket  string
-	timeout time.Duration
-	http    *http.Client
-	// baseURL has host "hv": the socket decides where requests go, the name is cosmetic.
+	socket      string // the unix socket, or "" for a remote
+	remote      string // host:port of the network API, or ""
+	fingerprint string // of the remote's certificate, pinned
+	timeout     time.Duration
+	http        *http.Client
+	// dialConn opens a connection to hvd: consoles and sessions upgrade one.
+	dialConn func(ctx context.Context) (net.Conn, error)
+	// baseURL has host "hv" on the socket, which decides where requests go.
 	baseURL string
 }
 
@@ -56,6 +62,7 @@ func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = 
 // New returns a client for the hvd listening on socketPath. Nothing is dialed until a call.
 func New(socketPath string, opts ...Option) *Client {
 	c := &Client{socket: socketPath, timeout: DefaultTimeout, baseURL: "http://hv/" + api.Version}
+	c.dialConn = func(ctx context.Context) (net.Conn, error) { return c.dial(ctx, "unix", socketPath) }
 	c.http = &http.Client{Transport: &http.Transport{
 		DialContext:     c.dial,
 		IdleConnTimeout: 90 * time.Second,
@@ -70,7 +77,7 @@ func New(socketPath string, opts ...Option) *Client {
 	return c
 }
 
-// Socket is the path of the unix socket this client dials.
+// Socket is the path of the unix socket this client dials, "" for a remote.
 func (c *Client) Socket() string { return c.socket }
 
 func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -38,7 +38,7 @@ func (c *Client) Session(ctx context.Context, opID string) (net.Conn, error) {
 
 // upgrade dials hvd, asks to switch path's connection to protocol and returns it.
 func (c *Client) upgrade(ctx context.Context, what, path, protocol string) (net.Conn, error) {
-	conn, err := c.dial(ctx, "unix", c.socket)
+	conn, err := c.dialConn(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -22,8 +22,9 @@ var (
 	ErrNotFound    = errdefs.ErrNotFound    // 404: no such VM, operation, ... or API path
 	ErrConflict    = errdefs.ErrConflict    // 409: exists already, busy, or in a state that forbids the call
 	ErrCanceled    = errdefs.ErrCanceled    // 499: the operation was cancelled
-	ErrUnavailable = errdefs.ErrUnavailable // 503: QEMU, the guest agent or the file system cannot serve now
+	ErrUnavailable = errdefs.ErrUnavailable // 503: QEMU, the guest agent or the file system cannot serve now; 429: too many attempts, wait
 	ErrTimeout     = errdefs.ErrTimeout     // 504: a bounded wait ran out
+	ErrForbidden   = errdefs.ErrForbidden   // 403: this remote host does not trust the client's certificate, or its role may not do this
 )
 
 // kindOf is the kind an HTTP status of hvd stands for: the inverse of hvd's
@@ -32,13 +33,15 @@ func kindOf(status int) error {
 	switch status {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		return ErrInvalid
+	case http.StatusForbidden:
+		return ErrForbidden
 	case http.StatusNotFound:
 		return ErrNotFound
 	case http.StatusConflict:
 		return ErrConflict
 	case 499: // hvd's "operation cancelled"
 		return ErrCanceled
-	case http.StatusServiceUnavailable:
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 		return ErrUnavailable
 	case http.StatusGatewayTimeout:
 		return ErrTimeout

@@ -18,11 +18,11 @@ import (
 
 // statusKinds is the kind each status hvd answers stands for; nil: none.
 var statusKinds = map[int]error{
-	400: ErrInvalid, 404: ErrNotFound, 409: ErrConflict, 413: ErrInvalid, 499: ErrCanceled,
-	500: nil, 501: nil, 503: ErrUnavailable, 504: ErrTimeout,
+	400: ErrInvalid, 403: ErrForbidden, 404: ErrNotFound, 409: ErrConflict, 413: ErrInvalid, 499: ErrCanceled,
+	429: ErrUnavailable, 500: nil, 501: nil, 503: ErrUnavailable, 504: ErrTimeout,
 }
 
-var allKinds = []error{ErrInvalid, ErrNotFound, ErrConflict, ErrCanceled, ErrUnavailable, ErrTimeout}
+var allKinds = []error{ErrInvalid, ErrNotFound, ErrConflict, ErrCanceled, ErrUnavailable, ErrTimeout, ErrForbidden}
 
 // documentedCodes are the codes of the Error schema in api/openapi.yaml: every
 // status hvd answers with an error.

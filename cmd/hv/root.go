@@ -22,7 +22,10 @@ func newRootCmd(a *app) *cobra.Command {
 		Short: "Manage virtual machines on an hv host",
 		Long: `hv manages the virtual machines of one host through hvd, the hv daemon.
 
-Every command talks to hvd's REST API on a unix socket (--socket, or HV_SOCKET).
+Every command talks to hvd's REST API on a unix socket (--socket, or HV_SOCKET),
+or to another host's hvd over TLS: a remote ('hv remote add'), chosen with
+--remote NAME, with NAME:VM wherever a VM is named, or as the default
+('hv remote switch NAME').
 Commands that change state start an operation in hvd and wait for it, showing
 progress; with --async they print the operation's id and return at once, and
 'hv operation wait ID' picks the wait up again.
@@ -42,12 +45,25 @@ data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
 		RunE:          groupRunE,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			switch a.output {
 			case outTable, outJSON, outYAML:
+			default:
+				return usagef(cmd, "--output %q: use table, json or yaml", a.output)
+			}
+			a.socketFlag = cmd.Flags().Changed("socket")
+			if a.remoteName != "" {
+				if err := checkVMRemote(a.remoteName); err != nil {
+					return usagef(cmd, "--remote: %v", err)
+				}
+			}
+			if err := a.takeRemotePrefixes(cmd, args); err != nil {
+				return err
+			}
+			if !needsHVD(cmd) {
 				return nil
 			}
-			return usagef(cmd, "--output %q: use table, json or yaml", a.output)
+			return a.connect()
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
@@ -59,7 +75,8 @@ data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
 		socket = s
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.socket, "socket", socket, "hvd's unix socket (env HV_SOCKET)")
+	pf.StringVar(&a.socket, "socket", socket, "hvd's unix socket (env HV_SOCKET); given here, it means the local hvd whatever the default remote")
+	pf.StringVar(&a.remoteName, "remote", a.getenv("HV_REMOTE"), "talk to this remote host (hv remote list) instead of the default one; local: the unix socket (env HV_REMOTE)")
 	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
 	pf.BoolVar(&a.async, "async", false, "start state changes and print the operation id instead of waiting")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress and no confirmations, only data and errors")
@@ -75,8 +92,12 @@ data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
 		newBackupCmd(a),
 		newOperationCmd(a),
 		newEventsCmd(a),
+		newTrustCmd(a),
+		newRemoteCmd(a),
 		newVersionCmd(a),
 	)
+	markVMArgs(root)
+	_ = root.RegisterFlagCompletionFunc("remote", a.completeRemotes(true))
 	return root
 }
 

@@ -37,11 +37,27 @@ type app struct {
 	async  bool
 	quiet  bool
 
+	// remoteName is the remote --remote or a REMOTE:VM argument named;
+	// socketFlag, whether --socket was given. connect turns them into cl,
+	// talking to target ("local": the unix socket).
+	remoteName string
+	socketFlag bool
+	target     string
+	cl         *client.Client
+
 	// consoleGrace is how long `vm console` keeps printing after its non-TTY input ends.
 	consoleGrace time.Duration
 }
 
-func (a *app) client() *client.Client { return client.New(a.socket) }
+// client is the client of the hvd this command talks to (see connect).
+func (a *app) client() *client.Client {
+	if a.cl == nil && a.connect() != nil {
+		// Only shell completion gets here with a broken remote (commands
+		// connect before they run, reporting the error): it offers nothing.
+		return client.New("")
+	}
+	return a.cl
+}
 
 // run executes one hv command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -97,6 +113,10 @@ func (a *app) describe(err error) string {
 
 func (a *app) explain(err error) string {
 	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" && a.target != "" && a.target != localRemote {
+		return fmt.Sprintf("cannot reach remote %s at %s: %v (is its hvd running with --listen on that address, and reachable from here?)",
+			a.target, a.cl.Remote(), oe.Err)
+	}
 	if errors.As(err, &oe) && oe.Op == "dial" {
 		hint := "is hvd running? Point hv at its socket with --socket or HV_SOCKET"
 		if errors.Is(err, os.ErrPermission) {

@@ -23,6 +23,7 @@ import (
 	"github.com/hvproject/hv/internal/host"
 	"github.com/hvproject/hv/internal/httpapi"
 	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/trust"
 	"github.com/hvproject/hv/internal/validate"
 )
 
@@ -37,6 +38,8 @@ type options struct {
 	root, socket, logLevel, logFormat string
 	accel, vmLogMax                   string
 	heartbeat                         time.Duration
+	listen                            []string
+	config                            string
 }
 
 func newCommand() *cobra.Command {
@@ -61,17 +64,37 @@ QEMU processes outlive hvd: stop or restart hvd at any time (even kill -9) and t
 VMs keep running; the next hvd finds them again. Every change is on disk before the
 API answers.
 
-hvd runs in the foreground and logs to stderr; run it under systemd or a shell job.`,
+With --listen ADDR:PORT, hvd also serves the same API over the network, on
+TLS 1.3 with client certificates only (there is no plain TCP listener). It
+makes its own key and certificate on first start (ROOT/tls/server.key, 0600,
+and server.crt); 'hv host info' shows the certificate's fingerprint. Clients
+join with a one-time token: 'hv trust add NAME' here, 'hv remote add' there.
+Every network request is logged with the client certificate's name.
+
+hvd runs in the foreground and logs to stderr; run it under systemd or a shell job.
+
+` + configHelp,
 		Example: `  # as root, with the defaults
   hvd
 
   # a private instance for tests
   hvd --root /tmp/hv --socket /tmp/hv/hvd.sock
-  HV_SOCKET=/tmp/hv/hvd.sock hv host info`,
+  HV_SOCKET=/tmp/hv/hvd.sock hv host info
+
+  # also serve the API to trusted clients on the network
+  hvd --listen 192.0.2.10:8443
+
+  # settings from a file (flags given here override it)
+  hvd --config /etc/hv/hvd.conf`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.config != "" {
+				if err := applyConfig(cmd.Flags(), o.config); err != nil {
+					return err
+				}
+			}
 			return run(cmd.Context(), o)
 		},
 	}
@@ -84,6 +107,8 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto (KVM when the probe runs guest code, else TCG), kvm (refuse to start without it) or tcg")
 	f.StringVar(&o.vmLogMax, "vm-log-max", "8M", "keep at most this much of each VM's console.log and qemu.log (the oldest half goes beyond it)")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "how often each running VM's guest agent is pinged")
+	f.StringSliceVar(&o.listen, "listen", nil, "also serve the API on ADDR:PORT over TLS with client certificates (repeatable, or comma-separated)")
+	f.StringVar(&o.config, "config", "", "read settings from FILE (name = value lines; flags override it)")
 	return cmd
 }
 
@@ -107,17 +132,6 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	lock, err := openRoot(o.root, log)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	bus := events.NewBus(log)
-	ops := operation.NewManager(bus, httpapi.StatusCode)
 	if o.heartbeat < 10*time.Millisecond {
 		return fmt.Errorf("--heartbeat-interval: %s is too short; use 10ms or more (default 1s)", o.heartbeat)
 	}
@@ -128,28 +142,58 @@ func run(ctx context.Context, o options) error {
 	if logMax < 64<<10 {
 		return fmt.Errorf("--vm-log-max: %s is too small to hold a boot's messages; use 64K or more (default 8M)", o.vmLogMax)
 	}
+	o.listen = splitList(strings.Join(o.listen, ","))
+	if err := checkListen(o.listen); err != nil {
+		return err
+	}
+	lock, err := openRoot(o.root, log)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	remote, err := openRemote(o.root, o.listen, log)
+	if err != nil {
+		return err
+	}
+	defer remote.close()
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	bus := events.NewBus(log)
+	ops := operation.NewManager(bus, httpapi.StatusCode)
 	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat,
 		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax)})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	return serve(ctx, o, log, svc, ops, bus, remote)
+}
 
+// serve serves the API on the unix socket and on every --listen address
+// until ctx ends.
+func serve(ctx context.Context, o options, log *slog.Logger, svc *host.Service, ops *operation.Manager, bus *events.Bus, remote *remoteParts) error {
 	ln, err := listen(o.socket)
 	if err != nil {
 		return err
 	}
+	trustSvc := trust.NewService(remote.store, remote.id.Fingerprint, remote.hostname, remote.listen, log)
 	// The API's timeouts cut off slow and stalled clients but not streams (see httpapi.Timeouts).
 	// The host service plays the VMs' roles; its features play theirs.
-	roles := httpapi.Roles{Host: svc, VMs: svc, Guest: svc.Guest(), Devices: svc.Devices(), Disks: svc.Images(),
-		Switches: svc.Devices(), Checkpoints: svc.Checkpoints(), Transfers: svc.Transfers(), Backups: svc.Backups(),
-		Moves: svc.Moves(), Migrations: svc.Migrations()}
-	srv := httpapi.New(roles, ops, bus, log).HTTPServer()
+	roles := httpapi.Roles{Host: tlsHost{svc, remote.id.Fingerprint, remote.listen}, VMs: svc, Guest: svc.Guest(),
+		Devices: svc.Devices(), Disks: svc.Images(), Switches: svc.Devices(), Checkpoints: svc.Checkpoints(),
+		Transfers: svc.Transfers(), Backups: svc.Backups(), Moves: svc.Moves(), Migrations: svc.Migrations(),
+		Trust: trustSvc, Peers: remote.peers}
+	handler := httpapi.New(roles, ops, bus, log)
+	srv := handler.HTTPServer()
 	info := svc.Info()
-	log.Info("hvd serving", "socket", o.socket, "root", info.Root, "version", info.Version,
-		"accelerator", info.Accelerator, "cpu", info.AcceleratorCPU, "qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)
-	errc := make(chan error, 1)
+	log.Info("hvd serving", "socket", o.socket, "listen", remote.listen, "tls_fingerprint", remote.id.Fingerprint,
+		"root", info.Root, "version", info.Version, "accelerator", info.Accelerator, "cpu", info.AcceleratorCPU,
+		"qemu", info.QEMUVersion, "vms", info.VMs, "running", info.VMsRunning)
+	errc := make(chan error, 1+len(remote.listeners))
 	go func() { errc <- srv.Serve(ln) }()
+	servers := append(remote.serveRemote(handler, trustSvc, log, errc), srv)
 	select {
 	case err := <-errc:
 		return err
@@ -158,7 +202,9 @@ func run(ctx context.Context, o options) error {
 	log.Info("hvd stopping; running VMs keep running")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	for _, s := range servers {
+		_ = s.Shutdown(sctx)
+	}
 	_ = os.Remove(o.socket)
 	return nil
 }

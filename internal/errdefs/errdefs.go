@@ -20,12 +20,15 @@ var (
 	ErrTimeout = errors.New("timed out")
 	// ErrCanceled: the operation was canceled by the user.
 	ErrCanceled = errors.New("canceled")
+	// ErrForbidden: the caller may not do this: a remote client whose
+	// certificate this host does not trust, or whose role is too weak.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Is reports whether err is of the given kind (a thin alias that reads well at call sites).
 func Is(err, kind error) bool { return errors.Is(err, kind) }
 
-var kinds = []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnavailable, ErrTimeout, ErrCanceled}
+var kinds = []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnavailable, ErrTimeout, ErrCanceled, ErrForbidden}
 
 // Message is err's text for a user. Errors are wrapped with their kind ("...: %w"
 // or "%w: ..."), which puts words like "invalid input" into the text; the HTTP

@@ -18,6 +18,10 @@ var errTooLarge = errors.New("request body too large")
 // a wiring matter, not a kind the host service reports.
 var errNotServed = errors.New("this server does not serve this part of the API")
 
+// errRateLimited marks a request refused for coming too often (429):
+// clients read that status as errdefs.ErrUnavailable, "not now".
+var errRateLimited = errors.New("too many requests")
+
 // StatusCode maps an error to its HTTP status: the one place where error kinds
 // become codes, for direct answers and failed operations alike.
 func StatusCode(err error) int {
@@ -26,8 +30,12 @@ func StatusCode(err error) int {
 		return http.StatusOK
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, errNotServed):
 		return http.StatusNotImplemented
+	case errors.Is(err, errdefs.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errdefs.ErrConflict):

@@ -128,7 +128,7 @@ func TestHintAndKindReachTheClient(t *testing.T) {
 	if !errors.As(err, &ce) || ce.StatusCode != 501 || !strings.Contains(ce.Message, "role Host") || errdefs.Hint(err) != "" {
 		t.Fatalf("HostInfo from a server without the Host role: %v", err)
 	}
-	for _, k := range []error{errdefs.ErrNotFound, errdefs.ErrConflict, errdefs.ErrInvalid, errdefs.ErrUnavailable, errdefs.ErrTimeout, errdefs.ErrCanceled} {
+	for _, k := range []error{errdefs.ErrNotFound, errdefs.ErrConflict, errdefs.ErrInvalid, errdefs.ErrUnavailable, errdefs.ErrTimeout, errdefs.ErrCanceled, errdefs.ErrForbidden} {
 		if errors.Is(err, k) {
 			t.Errorf("501 reads as %q", k)
 		}

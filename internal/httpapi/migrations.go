@@ -57,21 +57,14 @@ func (s *Server) moveVM(w http.ResponseWriter, r *http.Request) {
 	accepted(w, op)
 }
 
-// caller is the name of the host (or client) that made r: the name its
-// certificate was trusted under, or "local" on the unix socket.
-func caller(r *http.Request) string {
-	if id, ok := r.Context().Value(callerKey{}).(string); ok && id != "" {
-		return id
+// callerName is the name of the host (or client) that made r: the name its
+// certificate was trusted under, or "local" on the unix socket. A target
+// keeps each migration to the caller that created it.
+func callerName(r *http.Request) string {
+	if c := caller(r.Context()); c != nil && c.Name != "" {
+		return c.Name
 	}
 	return "local"
-}
-
-// callerKey holds the caller's name in a request's context.
-type callerKey struct{}
-
-// WithCaller returns ctx naming the caller (the authentication layer sets it).
-func WithCaller(ctx context.Context, name string) context.Context {
-	return context.WithValue(ctx, callerKey{}, name)
 }
 
 func (s *Server) createMigration(w http.ResponseWriter, r *http.Request) {
@@ -80,27 +73,27 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	m, err := s.roles.Migrations.CreateMigration(r.Context(), caller(r), req)
+	m, err := s.roles.Migrations.CreateMigration(r.Context(), callerName(r), req)
 	answer(w, m, err)
 }
 
 func (s *Server) getMigration(w http.ResponseWriter, r *http.Request) {
-	m, err := s.roles.Migrations.GetMigration(caller(r), r.PathValue("id"))
+	m, err := s.roles.Migrations.GetMigration(callerName(r), r.PathValue("id"))
 	answer(w, m, err)
 }
 
 func (s *Server) abortMigration(w http.ResponseWriter, r *http.Request) {
-	err := s.roles.Migrations.AbortMigration(r.Context(), caller(r), r.PathValue("id"))
+	err := s.roles.Migrations.AbortMigration(r.Context(), callerName(r), r.PathValue("id"))
 	answer(w, struct{}{}, err)
 }
 
 func (s *Server) putMigrationFile(w http.ResponseWriter, r *http.Request) {
-	err := s.roles.Migrations.PutMigrationFile(r.Context(), caller(r), r.PathValue("id"), r.PathValue("file"), r.Body)
+	err := s.roles.Migrations.PutMigrationFile(r.Context(), callerName(r), r.PathValue("id"), r.PathValue("file"), r.Body)
 	answer(w, struct{}{}, err)
 }
 
 func (s *Server) prepareMigration(w http.ResponseWriter, r *http.Request) {
-	m, err := s.roles.Migrations.PrepareMigration(r.Context(), caller(r), r.PathValue("id"))
+	m, err := s.roles.Migrations.PrepareMigration(r.Context(), callerName(r), r.PathValue("id"))
 	answer(w, m, err)
 }
 
@@ -110,6 +103,6 @@ func (s *Server) commitMigration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	m, err := s.roles.Migrations.CommitMigration(r.Context(), caller(r), r.PathValue("id"), req)
+	m, err := s.roles.Migrations.CommitMigration(r.Context(), callerName(r), r.PathValue("id"), req)
 	answer(w, m, err)
 }

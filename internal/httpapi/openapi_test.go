@@ -188,6 +188,12 @@ var openAPITypes = map[string]any{
 	"ReferencePoint":      api.ReferencePoint{},
 	"ChangeTracking":      api.ChangeTracking{},
 	"TrackedDisk":         api.TrackedDisk{},
+	"TrustedCertificate":  api.TrustedCertificate{},
+	"TokenCreate":         api.TokenCreate{},
+	"Token":               api.Token{},
+	"EnrollRequest":       api.EnrollRequest{},
+	"Peer":                api.Peer{},
+	"PeerAdd":             api.PeerAdd{},
 }
 
 // openAPIEnums are component schemas for string enums, which have no Go struct.
@@ -206,6 +212,7 @@ var openAPIEnums = map[string][]string{
 	"ImportMode":        {api.ImportCopy, api.ImportRegister},
 	// BackupCreate.Consistency, Backup.Consistency, ReferencePoint.Consistency.
 	"Consistency": {api.ConsistencyApplication, api.ConsistencyCrash},
+	"Role":        {api.RoleAdmin, api.RoleReadOnly},
 }
 
 // TestOpenAPISchemas checks that each component schema's properties are exactly

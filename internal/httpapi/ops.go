@@ -18,7 +18,20 @@ import (
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(append([]byte(nil), b...)) }
 
 func (s *Server) listOps(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.ops.List())
+	ops := s.ops.List()
+	for i := range ops {
+		ops[i] = visibleOp(r.Context(), ops[i])
+	}
+	writeJSON(w, http.StatusOK, ops)
+}
+
+// visibleOp hides an operation's result from a read-only client: results
+// hold what admins asked for (an exec's output, a backup's sockets).
+func visibleOp(ctx context.Context, op api.Operation) api.Operation {
+	if readOnlyCaller(ctx) {
+		op.Result = nil
+	}
+	return op
 }
 
 // maxWait bounds ?wait= so a connection is never held forever; clients loop.
@@ -61,7 +74,7 @@ func (s *Server) getOp(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 		}
 	}
-	writeJSON(w, http.StatusOK, op.Snapshot())
+	writeJSON(w, http.StatusOK, visibleOp(r.Context(), op.Snapshot()))
 }
 
 func (s *Server) cancelOp(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +118,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case ev, ok := <-ch:
 			if !ok {
 				return
+			}
+			if op, ok := ev.Metadata.(api.Operation); ok {
+				ev.Metadata = visibleOp(r.Context(), op)
 			}
 			if err := enc.Encode(ev); err != nil {
 				return

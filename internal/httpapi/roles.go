@@ -16,4 +16,6 @@ type Roles struct {
 	Backups     Backups
 	Moves       Moves
 	Migrations  Migrations
+	Trust       Trust
+	Peers       Peers
 }

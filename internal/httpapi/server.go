@@ -9,6 +9,7 @@
 package httpapi
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -107,6 +108,8 @@ func (s *Server) parts() []part {
 		{"Backups", r.Backups != nil, s.backupRoutes()},
 		{"Moves", r.Moves != nil, s.moveRoutes()},
 		{"Migrations", r.Migrations != nil, s.migrationRoutes()},
+		{"Trust", r.Trust != nil, s.trustRoutes()},
+		{"Peers", r.Peers != nil, s.peerRoutes()},
 	}
 }
 
@@ -152,6 +155,17 @@ func (s *Server) HTTPServer() *http.Server {
 	}
 }
 
+// RemoteHTTPServer returns an http.Server for the network API (see Remote),
+// with the same timeouts as HTTPServer and HTTP/1.1 only: consoles and exec
+// sessions take over their connection, which HTTP/2 cannot do. The caller
+// serves it on a TLS listener that asks for client certificates.
+func (s *Server) RemoteHTTPServer(auth Authenticator) *http.Server {
+	srv := s.HTTPServer()
+	srv.Handler = s.Remote(auth)
+	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	return srv
+}
+
 // ServeHTTP logs each request and serves it, bounding its body (see
 // requestBody) and giving each write of the answer a deadline (see
 // statusRecorder). A hijacked connection (console, exec session) has no
@@ -159,13 +173,19 @@ func (s *Server) HTTPServer() *http.Server {
 // stay idle for hours.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	code := s.serve(w, r)
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", code, "duration", time.Since(start))
+}
+
+// serve serves r and returns the answer's code.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	rc := http.NewResponseController(w)
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, rc: rc, timeout: s.Timeouts.Write}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = newRequestBody(w, rc, r.Body, s.Timeouts.Read)
 	}
 	s.mux.ServeHTTP(rec, r)
-	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
+	return rec.code
 }
 
 // statusRecorder records the answer's code, and gives each write its own

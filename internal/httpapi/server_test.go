@@ -267,7 +267,7 @@ func TestConsoleUpgradeCarriesBytes(t *testing.T) {
 func TestStatusCodeMapping(t *testing.T) {
 	for err, want := range map[error]int{
 		nil: 200, errdefs.ErrNotFound: 404, errdefs.ErrConflict: 409, errdefs.ErrInvalid: 400,
-		errdefs.ErrTimeout: 504, errdefs.ErrUnavailable: 503, errdefs.ErrCanceled: 499,
+		errdefs.ErrTimeout: 504, errdefs.ErrUnavailable: 503, errdefs.ErrCanceled: 499, errdefs.ErrForbidden: 403,
 		context.DeadlineExceeded: 504, fmt.Errorf("x: %w", errdefs.ErrNotFound): 404, io.EOF: 500,
 	} {
 		if got := StatusCode(err); got != want {
