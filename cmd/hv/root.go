@@ -94,6 +94,7 @@ data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
 		newEventsCmd(a),
 		newTrustCmd(a),
 		newRemoteCmd(a),
+		newPeerCmd(a),
 		newVersionCmd(a),
 	)
 	markVMArgs(root)

@@ -163,7 +163,8 @@ func run(ctx context.Context, o options) error {
 	bus := events.NewBus(log)
 	ops := operation.NewManager(bus, httpapi.StatusCode)
 	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat,
-		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax)})
+		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax),
+		Peers: migrationPeers{remote.peers}, ListenHost: migrationListenHost(o.listen)})
 	if err != nil {
 		return err
 	}

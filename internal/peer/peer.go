@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -242,4 +243,18 @@ func (p *Peers) nameFree(name string) error {
 			"choose another name, or remove that peer first")
 	}
 	return nil
+}
+
+// Host returns the host part of the peer's address: where this host reaches
+// it, also for the connections its QEMUs make (live migration).
+func (p *Peers) Host(name string) (string, error) {
+	r, err := p.find(name)
+	if err != nil {
+		return "", err
+	}
+	h, _, err := net.SplitHostPort(r.Address)
+	if err != nil {
+		return "", fmt.Errorf("peer %s: address %q: %w", name, r.Address, errdefs.ErrInvalid)
+	}
+	return h, nil
 }
