@@ -114,11 +114,13 @@ type VM struct {
 	MaxMemoryBytes uint64         `json:"max_memory_bytes,omitempty"`
 	DynamicMemory  *DynamicMemory `json:"dynamic_memory,omitempty"`
 	// AssignedMemoryBytes is what the guest has now (startup + hot-added - ballooned).
-	AssignedMemoryBytes uint64            `json:"assigned_memory_bytes,omitempty"`
-	Nested              bool              `json:"nested,omitempty"`
-	NICs                []NIC             `json:"nics"`
-	Guest               *GuestInfo        `json:"guest,omitempty"` // what the guest reports (data exchange)
-	KVP                 map[string]string `json:"kvp,omitempty"`   // host-set pairs the guest can read
+	AssignedMemoryBytes uint64 `json:"assigned_memory_bytes,omitempty"`
+	Nested              bool   `json:"nested,omitempty"`
+	// CPUCompat: processor compatibility, a generic CPU model every host runs.
+	CPUCompat bool              `json:"cpu_compat,omitempty"`
+	NICs      []NIC             `json:"nics"`
+	Guest     *GuestInfo        `json:"guest,omitempty"` // what the guest reports (data exchange)
+	KVP       map[string]string `json:"kvp,omitempty"`   // host-set pairs the guest can read
 	// CheckpointType is what a checkpoint takes when none is named.
 	CheckpointType string `json:"checkpoint_type"`
 }
@@ -283,6 +285,9 @@ type VMCreate struct {
 	// MaxMemory is the hot-add ceiling (generation 2); default 4x memory, at most the host's.
 	MaxMemory string `json:"max_memory,omitempty"`
 	Nested    bool   `json:"nested,omitempty"` // expose VMX/SVM to the guest (needs KVM)
+	// CPUCompat runs the VM on a generic CPU model every host runs, so that it
+	// moves live between hosts with different CPUs (not with nested).
+	CPUCompat bool `json:"cpu_compat,omitempty"`
 }
 
 // VMUpdate is the body of PATCH /1.0/vms/{name}; only the fields given change.
@@ -290,9 +295,10 @@ type VMUpdate struct {
 	CPUs    *int    `json:"cpus,omitempty"`
 	Memory  *string `json:"memory,omitempty"` // while Running (generation 2): hot-add up to max_memory
 	Cmdline *string `json:"cmdline,omitempty"`
-	// MaxMemory, Nested and DynamicMemory change only while Off.
+	// MaxMemory, Nested, CPUCompat and DynamicMemory change only while Off.
 	MaxMemory     *string              `json:"max_memory,omitempty"`
 	Nested        *bool                `json:"nested,omitempty"`
+	CPUCompat     *bool                `json:"cpu_compat,omitempty"`
 	DynamicMemory *DynamicMemoryUpdate `json:"dynamic_memory,omitempty"`
 	// CheckpointType is production (default), production-only, standard or disabled.
 	CheckpointType *string `json:"checkpoint_type,omitempty"`

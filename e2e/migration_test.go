@@ -66,9 +66,15 @@ func TestLiveMigration(t *testing.T) {
 	}
 
 	const vm = "mover"
-	a.must("vm", "create", vm, "--generation", "1", "--memory", "256M", "--image", guest("tiny-bios.qcow2"), "--start")
+	// Processor compatibility: the generic CPU model a VM that moves between
+	// unlike hosts runs with, which the guest sees.
+	a.must("vm", "create", vm, "--generation", "1", "--memory", "256M", "--image", guest("tiny-bios.qcow2"), "--cpu-compat", "--start")
 	a.waitHeartbeat(vm)
 	before := a.vm(vm)
+	if !before.CPUCompat {
+		t.Errorf("hv vm show: cpu_compat false after --cpu-compat")
+	}
+	expect(t, a.exec(vm, "grep -m1 'model name' /proc/cpuinfo"), "QEMU Virtual CPU", "the guest's CPU model with --cpu-compat")
 	a.exec(vm, "(i=0; while :; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done) </dev/null >/dev/null 2>&1 &")
 	a.exec(vm, "echo moved-with-me > /root/marker && sync")
 	repo := t.TempDir()
@@ -93,6 +99,7 @@ func TestLiveMigration(t *testing.T) {
 		t.Errorf("NICs changed in the move: %+v -> %+v", before.NICs, got.NICs)
 	}
 	b.waitHeartbeat(vm)
+	expect(t, b.exec(vm, "grep -m1 'model name' /proc/cpuinfo"), "QEMU Virtual CPU", "the guest's CPU model after the move")
 	if c2 := b.counter(vm); c2 <= c1 {
 		t.Errorf("guest counter %d before the move, %d after: the guest did not go on", c1, c2)
 	}

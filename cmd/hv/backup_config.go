@@ -328,7 +328,7 @@ func configFromAPI(vm api.VM, svcs []api.IntegrationService) vmconfig.Config {
 	cfg := vmconfig.Config{
 		Name: vm.Name, ID: vm.ID, Generation: vm.Generation, SecureBoot: vm.SecureBoot,
 		CPUs: vm.CPUs, MemoryBytes: vm.MemoryBytes, Cmdline: vm.Cmdline, CreatedAt: vm.CreatedAt,
-		MaxMemoryBytes: vm.MaxMemoryBytes, Nested: vm.Nested, CheckpointType: vm.CheckpointType,
+		MaxMemoryBytes: vm.MaxMemoryBytes, Nested: vm.Nested, CPUCompat: vm.CPUCompat, CheckpointType: vm.CheckpointType,
 	}
 	if cfg.MaxMemoryBytes < cfg.MemoryBytes {
 		cfg.MaxMemoryBytes = cfg.MemoryBytes

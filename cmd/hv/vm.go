@@ -114,6 +114,10 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 	if v.Nested {
 		nested = "yes"
 	}
+	compat := ""
+	if v.CPUCompat {
+		compat = "on (a generic CPU model every host runs)"
+	}
 	kv(w,
 		[2]string{"Name", v.Name},
 		[2]string{"ID", v.ID},
@@ -127,6 +131,7 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 		[2]string{"Maximum memory", maxMem},
 		[2]string{"Dynamic memory", dynamicMemoryText(v.DynamicMemory)},
 		[2]string{"Nested virt.", nested},
+		[2]string{"CPU compat.", compat},
 		[2]string{"Accelerator", v.Accelerator},
 		[2]string{"Checkpoint type", v.CheckpointType},
 		[2]string{"Kernel", v.Kernel},

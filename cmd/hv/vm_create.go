@@ -21,7 +21,9 @@ instead of the firmware's boot loader.
 
 --max-memory is the ceiling up to which memory can be added while the VM runs
 (generation 2; default 4x --memory, at most the host's). --nested lets the
-guest run VMs of its own (it needs KVM). Network adapters and data disks are
+guest run VMs of its own (it needs KVM). --cpu-compat (processor
+compatibility) runs the VM on a generic x86-64 CPU model that every host
+runs, so that it can move live to a host with another CPU. Network adapters and data disks are
 added with 'hv vm nic add' and 'hv vm disk add'; dynamic memory is set with
 'hv vm set'.
 
@@ -74,6 +76,7 @@ its progress.`,
 	f.BoolVar(&req.Start, "start", false, "start the VM once created")
 	f.StringVar(&req.MaxMemory, "max-memory", "", "ceiling for memory hot-add, e.g. 16G (default 4x --memory)")
 	f.BoolVar(&req.Nested, "nested", false, "expose virtualization extensions to the guest (needs KVM)")
+	f.BoolVar(&req.CPUCompat, "cpu-compat", false, "processor compatibility: a generic CPU model every host runs, for live moves between unlike hosts")
 	_ = cmd.RegisterFlagCompletionFunc("generation", cobra.FixedCompletions([]string{"1", "2"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }

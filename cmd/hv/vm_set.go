@@ -12,7 +12,7 @@ import (
 func newVMSetCmd(a *app) *cobra.Command {
 	var cpus, buffer int
 	var memory, cmdline, maxMemory, minimum, maximum, checkpointType string
-	var nested, dynamic bool
+	var nested, dynamic, cpuCompat bool
 	cmd := &cobra.Command{
 		Use:   "set NAME",
 		Short: "Change a VM's CPUs, memory, nesting, kernel command line or checkpoint type",
@@ -64,6 +64,9 @@ standard, or disabled (checkpoints refused). It changes in every state.`,
 			if f.Changed("nested") {
 				upd.Nested = &nested
 			}
+			if f.Changed("cpu-compat") {
+				upd.CPUCompat = &cpuCompat
+			}
 			if f.Changed("checkpoint-type") {
 				if !slices.Contains(checkpointSettings(), checkpointType) {
 					return usagef(cmd, "--checkpoint-type %q: use production, production-only, standard or disabled", checkpointType)
@@ -96,6 +99,7 @@ standard, or disabled (checkpoints refused). It changes in every state.`,
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line (direct kernel boot)")
 	f.StringVar(&maxMemory, "max-memory", "", "ceiling for memory hot-add, e.g. 16G")
 	f.BoolVar(&nested, "nested", false, "expose virtualization extensions to the guest (--nested=false hides them)")
+	f.BoolVar(&cpuCompat, "cpu-compat", false, "processor compatibility: a generic CPU model every host runs (--cpu-compat=false: the host's best)")
 	f.BoolVar(&dynamic, "dynamic-memory", false, "enable dynamic memory (--dynamic-memory=false disables it)")
 	f.StringVar(&minimum, "memory-minimum", "", "dynamic memory: the least the guest keeps, e.g. 512M")
 	f.StringVar(&maximum, "memory-maximum", "", "dynamic memory: the most the guest gets, e.g. 8G")

@@ -60,7 +60,7 @@ func (s *Service) planCreate(ctx context.Context, req api.VMCreate) (createPlan,
 	p.cfg = vmconfig.Config{
 		Name: req.Name, ID: vmconfig.NewID(), Generation: gen, SecureBoot: req.SecureBoot, CPUs: cpus,
 		MemoryBytes: mem, Cmdline: req.Cmdline, CreatedAt: time.Now().UTC(), Disks: []vmconfig.Disk{},
-		MaxMemoryBytes: maxMem, Nested: req.Nested,
+		MaxMemoryBytes: maxMem, Nested: req.Nested, CPUCompat: req.CPUCompat,
 	}
 	return p, nil
 }
@@ -108,6 +108,9 @@ func (s *Service) planResources(req api.VMCreate, gen int) (cpus int, mem, maxMe
 	}
 	if req.Nested && !s.nestedPossible() {
 		return 0, 0, 0, s.errNestedNeedsKVM()
+	}
+	if req.Nested && req.CPUCompat {
+		return 0, 0, 0, errNestedCompat()
 	}
 	return cpus, mem, maxMem, nil
 }
@@ -313,7 +316,7 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 			return s.GetVM(ctx, name)
 		}
 	}
-	onlyMemory := req.Memory != nil && req.CPUs == nil && req.Cmdline == nil && req.MaxMemory == nil && req.Nested == nil && req.DynamicMemory == nil
+	onlyMemory := req.Memory != nil && req.CPUs == nil && req.Cmdline == nil && req.MaxMemory == nil && req.Nested == nil && req.CPUCompat == nil && req.DynamicMemory == nil
 	if st := v.snapshotState(); st == api.StateRunning && onlyMemory {
 		if err := s.devs.ResizeMemory(ctx, v, *req.Memory); err != nil {
 			return api.VM{}, err
@@ -358,6 +361,12 @@ func (s *Service) applyUpdate(cfg *vmconfig.Config, req api.VMUpdate) error {
 			return s.errNestedNeedsKVM()
 		}
 		cfg.Nested = *req.Nested
+	}
+	if req.CPUCompat != nil {
+		cfg.CPUCompat = *req.CPUCompat
+	}
+	if cfg.Nested && cfg.CPUCompat {
+		return errNestedCompat()
 	}
 	if req.DynamicMemory != nil {
 		dm, err := devices.PlanDynamicMemory(*cfg, *req.DynamicMemory)
@@ -434,4 +443,10 @@ func (s *Service) errNestedNeedsKVM() error {
 	a := s.currentAccel()
 	return fmt.Errorf("nested: nested virtualization needs KVM with the host's CPU model, and this host runs VMs on %s with CPU model %s (%s); leave --nested out: %w",
 		a.Name, a.CPU, a.Reason, errdefs.ErrInvalid)
+}
+
+// errNestedCompat: the generic CPU model of processor compatibility has no
+// virtualization extensions to give a nested guest.
+func errNestedCompat() error {
+	return fmt.Errorf("cpu_compat: processor compatibility runs the VM on a generic CPU model without virtualization extensions, which nested needs; turn one of them off: %w", errdefs.ErrInvalid)
 }

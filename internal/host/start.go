@@ -130,6 +130,9 @@ func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.S
 		}
 	}
 	v := st.v
+	if cfg.CPUCompat {
+		st.accel.CPU = qemu.CPUModelCompat
+	}
 	if st.incoming {
 		v.mu.Lock()
 		if v.rt.CPUModel != "" {

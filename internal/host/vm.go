@@ -232,7 +232,7 @@ func (v *vm) toAPI(accel string) api.VM {
 	for _, d := range c.Disks {
 		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
 	}
-	out.MaxMemoryBytes, out.Nested, out.Guest = c.MaxMemoryBytes, c.Nested, v.g.Facts()
+	out.MaxMemoryBytes, out.Nested, out.CPUCompat, out.Guest = c.MaxMemoryBytes, c.Nested, c.CPUCompat, v.g.Facts()
 	out.CheckpointType = c.CheckpointType
 	if out.CheckpointType == "" {
 		out.CheckpointType = api.CheckpointProduction

@@ -23,6 +23,12 @@ const (
 // CPUModelTCG is the CPU model under TCG: every feature QEMU can emulate.
 const CPUModelTCG = "max"
 
+// CPUModelCompat is the CPU model of a VM with processor compatibility on:
+// a generic x86-64 CPU that KVM and TCG run alike on any host, so the VM
+// moves live between hosts whose CPUs differ (Hyper-V's processor
+// compatibility mode), at the cost of newer instructions.
+const CPUModelCompat = "qemu64"
+
 // kvmCPUModels are the CPU models tried under KVM, best first: the host's own
 // CPU, then a baseline every x86-64 host can present (a host whose KVM rejects
 // one of its own features, as nested setups sometimes do, may still run it).

@@ -91,9 +91,12 @@ type Config struct {
 	CreatedAt   time.Time `json:"created_at"`
 
 	// Since version 2.
-	MaxMemoryBytes   uint64            `json:"max_memory_bytes"`
-	DynamicMemory    *DynamicMemory    `json:"dynamic_memory,omitempty"`
-	Nested           bool              `json:"nested,omitempty"`
+	MaxMemoryBytes uint64         `json:"max_memory_bytes"`
+	DynamicMemory  *DynamicMemory `json:"dynamic_memory,omitempty"`
+	Nested         bool           `json:"nested,omitempty"`
+	// CPUCompat starts the VM on a generic CPU model (qemu.CPUModelCompat)
+	// that every host runs, so that it moves live between unlike hosts.
+	CPUCompat        bool              `json:"cpu_compat,omitempty"`
 	NICs             []NIC             `json:"nics,omitempty"`
 	KVP              map[string]string `json:"kvp,omitempty"`
 	DisabledServices []string          `json:"disabled_services,omitempty"`

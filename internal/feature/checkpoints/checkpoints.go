@@ -376,7 +376,7 @@ func configFromCheckpoint(v hostvm.VM, t *checkpoint.Tree, c checkpoint.Checkpoi
 			macs[n.Name] = n.MAC
 		}
 		cfg.CPUs, cfg.MemoryBytes, cfg.MaxMemoryBytes, cfg.DynamicMemory = old.CPUs, old.MemoryBytes, old.MaxMemoryBytes, old.DynamicMemory
-		cfg.Kernel, cfg.Initrd, cfg.Cmdline, cfg.Nested, cfg.SecureBoot = old.Kernel, old.Initrd, old.Cmdline, old.Nested, old.SecureBoot
+		cfg.Kernel, cfg.Initrd, cfg.Cmdline, cfg.Nested, cfg.CPUCompat, cfg.SecureBoot = old.Kernel, old.Initrd, old.Cmdline, old.Nested, old.CPUCompat, old.SecureBoot
 		cfg.Disks = slices.Clone(old.Disks)
 		for i, d := range cfg.Disks {
 			if a := t.Active[d.Name]; a != "" {

@@ -38,9 +38,9 @@ func Compatible(req api.MigrationCreate, info api.HostInfo) error {
 	}
 	switch {
 	case req.Live && req.CPUModel == "host" && info.Accelerator != "kvm":
-		return refuse("the VM runs on the host's own CPU model under KVM, and that host has no KVM; give the VM a CPU model both hosts run (cpu compatibility) and restart it")
+		return refuse("the VM runs on the host's own CPU model under KVM, and that host has no KVM; turn on the VM's processor compatibility (cpu_compat) while it is off")
 	case req.Live && req.CPUModel == "max" && info.AcceleratorCPU != "max":
-		return refuse("the VM runs on QEMU's max CPU model, whose features depend on the accelerator, and that host gives VMs %s under %s; give the VM a CPU model both hosts run (cpu compatibility)",
+		return refuse("the VM runs on QEMU's max CPU model, whose features depend on the accelerator, and that host gives VMs %s under %s; turn on the VM's processor compatibility (cpu_compat) while it is off",
 			info.AcceleratorCPU, info.Accelerator)
 	}
 	if cfg.Generation == 2 && info.Firmware.UEFICode == "" {
