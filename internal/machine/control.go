@@ -87,9 +87,16 @@ func (m *Machine) Flush(ctx context.Context) error {
 // "postmigrate": the caller either ends it or lets it run on with Cont.
 // progress, if not nil, is told the bytes written so far and the total.
 func (m *Machine) SaveState(ctx context.Context, path string, progress func(done, total uint64)) error {
+	// A QEMU that arrived by live migration (or whose move failed) keeps that
+	// migration's capabilities: with pause-before-switchover still on, a save
+	// would stop at "pre-switchover" and wait for ever. A save sets its own.
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetCapabilities{Capabilities: saveCapabilities()}); err != nil {
+		return fmt.Errorf("setting the save's capabilities: %w", err)
+	}
 	// QEMU caps migration at 128 MiB/s by default; a save is bounded by the disk only.
 	unlimited := uint64(1) << 40
-	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{MaxBandwidth: &unlimited}); err != nil {
+	off := ""
+	if err := qmp.Do(ctx, m.qmp, qmp.MigrateSetParameters{MaxBandwidth: &unlimited, TLSCreds: &off}); err != nil {
 		return fmt.Errorf("setting the save bandwidth: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)

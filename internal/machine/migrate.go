@@ -89,6 +89,17 @@ func capabilities(autoConverge bool) []qmp.MigrationCapabilityStatus {
 	}
 }
 
+// saveCapabilities are a save's: none of a live migration's. Dirty bitmaps
+// stay in the qcow2 images, where the restored QEMU reads them.
+func saveCapabilities() []qmp.MigrationCapabilityStatus {
+	return []qmp.MigrationCapabilityStatus{
+		{Capability: qmp.CapEvents, State: true},
+		{Capability: qmp.CapDirtyBitmaps, State: false},
+		{Capability: qmp.CapPauseBeforeSwitchover, State: false},
+		{Capability: qmp.CapAutoConverge, State: false},
+	}
+}
+
 // ListenIncoming makes a QEMU started with -incoming defer ready to receive:
 // its TLS credentials, the NBD server with the top images exported
 // writable, and the migration listener. On failure what it did is undone.

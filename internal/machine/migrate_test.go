@@ -224,6 +224,16 @@ func TestMigrateBetweenHosts(t *testing.T) {
 	if err := dst.Cont(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
+	// The VM that arrived can be saved (quick migration's first step): the
+	// live migration's pause-before-switchover must not stop the save.
+	if err := dst.Pause(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	saveCtx, cancel := context.WithTimeout(testCtx(t), 60*time.Second)
+	defer cancel()
+	if err := dst.SaveState(saveCtx, filepath.Join(dstDir, "state.save"), nil); err != nil {
+		t.Fatalf("saving the VM that arrived: %v", err)
+	}
 	src.Quit()
 	dst.Quit()
 	if out := qemuImg(t, "compare", "-f", "qcow2", "-F", "qcow2", filepath.Join(srcDir, "top.qcow2"), filepath.Join(dstDir, "top.qcow2")); !strings.Contains(out, "identical") {

@@ -60,13 +60,13 @@ func (t *Target) PrepareMigration(ctx context.Context, source, id string) (_ api
 	}
 	u.Add("forget the adopted VM", func(ctx context.Context) error { return t.h.Forget(ctx, v, false) })
 	in.vm = v
-	if in.req.Live {
+	if in.req.Live || in.req.Saved {
 		// The machine is built as the source's QEMU was, whatever the
 		// configuration says now (as a restore of a saved state is).
 		r := in.req
 		if err := v.UpdateRuntime(func(rt *vmconfig.Runtime) {
 			rt.BootMemoryBytes, rt.MaxMemoryBytes, rt.HotplugPorts = r.BootMemoryBytes, r.MaxMemoryBytes, r.HotplugPorts
-			rt.MachineType, rt.CPUModel = r.MachineType, r.CPUModel
+			rt.MachineType, rt.CPUModel, rt.SavedPaused = r.MachineType, r.CPUModel, r.SavedPaused
 		}); err != nil {
 			return api.Migration{}, err
 		}
@@ -156,7 +156,7 @@ func (t *Target) hold(ctx context.Context, op *operation.Op, in *incoming, v hos
 	case why := <-in.end:
 		return nil, why
 	case req := <-in.commit:
-		err := t.commit(ctx, in, v, m, req.run)
+		err := t.commit(ctx, op, in, v, m, req.run)
 		req.reply <- err
 		if err != nil {
 			return nil, err
@@ -165,7 +165,6 @@ func (t *Target) hold(ctx context.Context, op *operation.Op, in *incoming, v hos
 		return nil, ctx.Err()
 	}
 	if in.req.Live {
-		m.CloseIncoming(ctx, in.in)
 		_ = os.RemoveAll(v.RunPath(tlsDirName))
 	}
 	return v.Name(), nil
@@ -252,7 +251,7 @@ func (t *Target) CommitMigration(ctx context.Context, source, id string, req api
 }
 
 // commit runs in the operation holding the VM's lock.
-func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m hostvm.Session, run bool) error {
+func (t *Target) commit(ctx context.Context, op *operation.Op, in *incoming, v hostvm.VM, m hostvm.Session, run bool) error {
 	if m != nil {
 		wctx, cancel := context.WithTimeout(ctx, commitTimeout)
 		err := m.WaitIncomingDone(wctx)
@@ -260,6 +259,9 @@ func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m hostvm
 		if err != nil {
 			return err
 		}
+		// Everything has arrived: the writable NBD exports go before the
+		// guest may run, or they would contend with its disks for writing.
+		m.CloseIncoming(ctx, in.in)
 	}
 	in.mu.Lock()
 	in.m.State = api.MigrationCommitted
@@ -275,6 +277,9 @@ func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m hostvm
 	}
 	_ = os.Remove(v.Path(markerFile))
 	t.finish(in, api.MigrationCommitted, nil)
+	if in.req.Saved {
+		return t.arriveSaved(ctx, op, in, v, run)
+	}
 	if m == nil {
 		return nil
 	}
@@ -293,6 +298,23 @@ func (t *Target) commit(ctx context.Context, in *incoming, v hostvm.VM, m hostvm
 	_ = v.UpdateRuntime(func(rt *vmconfig.Runtime) { rt.StartedAt = time.Now().UTC() })
 	if err := v.SetState(state, "arrived from "+in.m.Source); err != nil {
 		t.log.Warn("recording the arrived VM's state", "vm", v.Name(), "err", err)
+	}
+	return nil
+}
+
+// arriveSaved records a VM that came saved as Saved here and, when the
+// source asked (a quick move), restores it. The move is done either way: a
+// restore that fails leaves the VM saved here, for its owner to start.
+func (t *Target) arriveSaved(ctx context.Context, op *operation.Op, in *incoming, v hostvm.VM, run bool) error {
+	if err := v.SetState(api.StateSaved, "arrived saved from "+in.m.Source); err != nil {
+		return fmt.Errorf("recording the arrived VM as saved: %w", err)
+	}
+	if !run {
+		return nil
+	}
+	op.SetStage("restoring the VM that arrived")
+	if err := t.h.Start(ctx, op, v); err != nil {
+		t.log.Error("restoring the VM that arrived saved; it stays saved: start it by hand", "vm", v.Name(), "err", err)
 	}
 	return nil
 }
