@@ -20,6 +20,12 @@ type VMMove struct {
 	// NoAutoConverge keeps a guest that dirties memory faster than it
 	// moves from being slowed down (then the move may never converge).
 	NoAutoConverge bool `json:"no_auto_converge,omitempty"`
+	// Quick moves a running VM by quick migration: saved here, its files
+	// (the saved memory with them) copied over the hosts' API, restored
+	// there. The guest stops for the whole copy, but the move needs no
+	// port but the API's, and it ends even for a guest that dirties memory
+	// faster than the link carries it.
+	Quick bool `json:"quick,omitempty"`
 }
 
 // MoveResult is the result of a move operation.
@@ -27,8 +33,11 @@ type MoveResult struct {
 	VM   string `json:"vm"`
 	To   string `json:"to"`
 	Live bool   `json:"live"`
+	// Quick: the VM was saved, copied and restored (quick migration).
+	Quick bool `json:"quick,omitempty"`
 	// Downtime is the guest's pause at the switch-over as QEMU measured it
-	// (ms); TotalTime the whole move (ms).
+	// (ms), for a quick move the time from the save to the restore on the
+	// target; TotalTime the whole move (ms).
 	Downtime  int64 `json:"downtime_ms"`
 	TotalTime int64 `json:"total_time_ms"`
 	// FileBytes were copied as files (backing chains, states, NVRAM),
@@ -75,6 +84,12 @@ type MigrationCreate struct {
 	// a certificate it signed. Both sides make a fresh one per migration;
 	// the hosts' API connection (mutual TLS) is what vouches for it.
 	CACert string `json:"ca_cert,omitempty"`
+	// Saved: the VM comes saved, its memory in its saved state file (one
+	// of Files); the machine's layout above is the one it was saved with.
+	// The target keeps it Saved, or restores it when the commit says run.
+	// SavedPaused: the guest was paused when saved (it stays paused).
+	Saved       bool `json:"saved,omitempty"`
+	SavedPaused bool `json:"saved_paused,omitempty"`
 }
 
 // MigrationFile is one file of a VM sent to the target.
@@ -129,6 +144,7 @@ type Migration struct {
 // MigrationCommit is the body of POST /1.0/migrations/{id}/commit: the
 // source's QEMU sent everything and is stopped; the target runs the VM.
 type MigrationCommit struct {
-	// Run: the guest was running on the source (not paused).
+	// Run: the guest was running on the source (not paused); for a saved
+	// VM, restore it now (it stays paused if it was saved paused).
 	Run bool `json:"run"`
 }

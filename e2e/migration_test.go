@@ -56,7 +56,8 @@ func (h *host) move(vm, to string, args ...string) api.MoveResult {
 // other over mutual TLS, and back: the guest's processes go on (its counter
 // keeps counting), a file written before the move is on the target's disk,
 // the agent answers there, change tracking comes along (the next backup is
-// incremental), and the source keeps nothing of the VM.
+// incremental), and the source keeps nothing of the VM; then it moves by
+// quick migration (saved, copied, restored).
 func TestLiveMigration(t *testing.T) {
 	a, b := newListeningHost(t), newListeningHost(t)
 	a.peerWith("b", b, "host-a")
@@ -125,4 +126,20 @@ func TestLiveMigration(t *testing.T) {
 	if v := a.vm(vm); v.State != api.StateRunning {
 		t.Errorf("after a refused move: state %s, want Running", v.State)
 	}
+
+	// Quick migration: saved here, copied, restored there; the guest's
+	// processes go on from where they stopped.
+	c5 := a.counter(vm)
+	q := a.move(vm, "b", "--quick")
+	if !q.Quick || q.Live || q.FileBytes < 64<<20 {
+		t.Fatalf("quick move: %+v, want a quick move that copied the saved memory", q)
+	}
+	if got := b.vm(vm); got.State != api.StateRunning {
+		t.Fatalf("after the quick move: state %s on the target, want Running", got.State)
+	}
+	b.waitHeartbeat(vm)
+	if c6 := b.counter(vm); c6 <= c5 {
+		t.Errorf("guest counter %d before the quick move, %d after", c5, c6)
+	}
+	expect(t, b.exec(vm, "cat /root/marker /root/second"), "moved-with-me\nwritten-on-b", "files after the quick move")
 }

@@ -15,7 +15,7 @@ func newVMMoveCmd(a *app) *cobra.Command {
 	var bandwidth string
 	var downtime time.Duration
 	cmd := &cobra.Command{
-		Use:   "move VM --to HOST [--keep-source] [--bandwidth RATE] [--max-downtime D]",
+		Use:   "move VM --to HOST [--quick] [--keep-source] [--bandwidth RATE] [--max-downtime D]",
 		Short: "Move a VM to another host, live if it runs",
 		Long: `Move VM to HOST, a peer host this host trusts (see 'hv peer'), without shared
 storage.
@@ -27,7 +27,14 @@ on, then its memory and devices move; the guest pauses only at the
 switch-over (at most --max-downtime, 300ms by default, if the guest's
 memory lets it converge; a busy guest is slowed down until it does unless
 --no-auto-converge). Its change tracking moves too: the next backup stays
-incremental. A VM that is off moves by copying its files.
+incremental. A VM that is off or saved moves by copying its files (a saved
+VM stays saved on HOST, with its memory).
+
+--quick moves a running VM by quick migration instead: it is saved here,
+its files and saved memory are copied, and HOST restores it. The guest
+stops for the whole copy, but nothing but hvd's API port is needed between
+the hosts, and a guest that dirties memory faster than the link carries it
+moves all the same. If the move fails, the VM is restored here.
 
 Everything travels encrypted and authenticated: the hosts' mutual TLS for
 hvd's calls, and QEMU's TLS, with certificates made for this move alone,
@@ -45,9 +52,10 @@ machine type, CPU model, firmware or QEMU version it lacks, or a VM of the
 same name or ID.`,
 		Example: `  hv vm move web1 --to host2
   hv vm move web1 --to host2 --bandwidth 100M --max-downtime 500ms
-  hv vm move web1 --to host2 --keep-source --async`,
+  hv vm move web1 --to host2 --keep-source --async
+  hv vm move busy-db --to host2 --quick`,
 		Args:              exactArgs(1, "a VM name"),
-		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused),
+		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.To == "" {
 				return usagef(cmd, "--to: give the host to move the VM to (a peer of this host)")
@@ -80,8 +88,11 @@ same name or ID.`,
 				return a.show(res, nil)
 			}
 			how := "off: its files were copied"
-			if res.Live {
+			switch {
+			case res.Live:
 				how = fmt.Sprintf("live: paused %d ms at the switch-over", res.Downtime)
+			case res.Quick:
+				how = fmt.Sprintf("quick: saved, copied and restored, stopped %d ms", res.Downtime)
 			}
 			a.say("Moved VM %s to %s in %s (%s; %s of files, %s of disk, %s of memory)", res.VM, res.To,
 				(time.Duration(res.TotalTime) * time.Millisecond).Round(time.Millisecond), how,
@@ -91,6 +102,7 @@ same name or ID.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.To, "to", "", "the host to move the VM to (a peer of this host)")
+	f.BoolVar(&req.Quick, "quick", false, "save the running VM, copy it and restore it there (quick migration) instead of moving it live")
 	f.BoolVar(&req.KeepSource, "keep-source", false, "keep the VM's files here, as a VM that is off")
 	f.StringVar(&bandwidth, "bandwidth", "", "bytes per second at most, e.g. 100M (default: no bound)")
 	f.DurationVar(&downtime, "max-downtime", 0, "the longest pause of the guest at the switch-over (default 300ms)")

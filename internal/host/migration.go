@@ -61,6 +61,11 @@ func (s *Service) Adopt(ctx context.Context, dir string) (hostvm.VM, error) {
 	return s.VM(vmAPI.Name)
 }
 
+// Save saves a VM for a quick move; the caller's operation holds its lock.
+func (s *Service) Save(ctx context.Context, op *operation.Op, hv hostvm.VM) error {
+	return s.doSave(ctx, op, hv.(*vm))
+}
+
 // Forget removes a VM whose QEMU is gone from the registry, and its files
 // unless keep. The caller holds the VM's lock (or hvd is starting).
 func (s *Service) Forget(ctx context.Context, hv hostvm.VM, keep bool) error {

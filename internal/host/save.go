@@ -43,6 +43,13 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 		_ = s.setState(v, prev, "save failed: "+err.Error())
 	}()
 
+	// A saved state restores only on the machine type it was taken on,
+	// which a newer QEMU (here after an upgrade, or on another host) must
+	// be told by its versioned name.
+	machineType, err := ss.MachineType(ctx)
+	if err != nil {
+		return errWrap(err, "reading VM %s's machine type before the save", v.name)
+	}
 	if !wasPaused {
 		if err := ss.Pause(ctx); err != nil {
 			return errWrap(err, "pausing VM %s before the save", v.name)
@@ -65,6 +72,7 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 	v.mu.Lock()
 	v.rt.UptimeBefore = v.uptimeLocked()
 	v.rt.SavedPaused = wasPaused
+	v.rt.MachineType = machineType
 	v.rt.PID = 0
 	err = v.setStateLocked(api.StateSaved, "")
 	v.mu.Unlock()

@@ -124,15 +124,15 @@ func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.S
 		return err
 	}
 	st.cfg, st.accel = cfg, s.currentAccel()
+	if cfg.CPUCompat {
+		st.accel.CPU = qemu.CPUModelCompat
+	}
 	if st.fromSaved {
 		if err := savedStateRuns(st.v, st.accel); err != nil {
 			return err
 		}
 	}
 	v := st.v
-	if cfg.CPUCompat {
-		st.accel.CPU = qemu.CPUModelCompat
-	}
 	if st.incoming {
 		v.mu.Lock()
 		if v.rt.CPUModel != "" {
@@ -143,8 +143,9 @@ func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.S
 	st.spec = s.spec(st.v, st.accel)
 	st.spec.HotplugPorts = ports
 	v.mu.Lock()
-	if st.incoming {
-		st.spec.IncomingDefer, st.spec.MachineType = true, v.rt.MachineType
+	if st.incoming || st.fromSaved {
+		// Restored state fits only the machine type it was taken on.
+		st.spec.IncomingDefer, st.spec.MachineType = st.incoming, v.rt.MachineType
 	}
 	if (st.fromSaved || st.incoming) && v.rt.BootMemoryBytes != 0 {
 		// The saved state names devices by PCI address: the machine must be built
@@ -155,6 +156,9 @@ func (s *Service) startPlaceDevices(ctx context.Context, st *starting, u *undo.S
 	}
 	v.rt.BootMemoryBytes, v.rt.MaxMemoryBytes, v.rt.HotplugPorts = st.spec.MemoryBytes, st.spec.MaxMemoryBytes, st.spec.HotplugPorts
 	v.rt.Accel, v.rt.CPUModel = st.accel.Name, st.accel.CPU
+	if !st.incoming && !st.fromSaved {
+		v.rt.MachineType = "" // a fresh boot gets this QEMU's newest
+	}
 	v.mu.Unlock()
 	return nil
 }

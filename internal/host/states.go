@@ -32,7 +32,7 @@ var transitions = map[string]transition{
 	"checkpoint-change": {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "apply or delete checkpoints of"},
 	"export":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "export"},
 	"backup":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "back up"},
-	"move":              {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "move"},
+	"move":              {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "move"},
 	// A VM arriving from another host is Off (just registered) until its
 	// QEMU starts waiting for the migration.
 	"migrate-in": {from: []string{api.StateOff}, display: "receive"},

@@ -37,9 +37,9 @@ func Compatible(req api.MigrationCreate, info api.HostInfo) error {
 		return refuse("its QEMU lacks machine type %s", req.MachineType)
 	}
 	switch {
-	case req.Live && req.CPUModel == "host" && info.Accelerator != "kvm":
+	case (req.Live || req.Saved) && req.CPUModel == "host" && info.Accelerator != "kvm":
 		return refuse("the VM runs on the host's own CPU model under KVM, and that host has no KVM; turn on the VM's processor compatibility (cpu_compat) while it is off")
-	case req.Live && req.CPUModel == "max" && info.AcceleratorCPU != "max":
+	case (req.Live || req.Saved) && req.CPUModel == "max" && info.AcceleratorCPU != "max":
 		return refuse("the VM runs on QEMU's max CPU model, whose features depend on the accelerator, and that host gives VMs %s under %s; turn on the VM's processor compatibility (cpu_compat) while it is off",
 			info.AcceleratorCPU, info.Accelerator)
 	}

@@ -73,6 +73,18 @@ func (h *testHost) Forget(ctx context.Context, v hostvm.VM, keep bool) error {
 	return nil
 }
 
+// Save stands for QEMU's save: the memory goes to the saved state file.
+func (h *testHost) Save(ctx context.Context, op *operation.Op, v hostvm.VM) error {
+	h.Hook("save")
+	if err := os.WriteFile(v.Path(hostvm.SavedState), bytes.Repeat([]byte("M"), 4096), 0o600); err != nil {
+		return err
+	}
+	if err := v.UpdateRuntime(func(rt *vmconfig.Runtime) { rt.CPUModel, rt.MachineType = "max", "pc-i440fx-7.2" }); err != nil {
+		return err
+	}
+	return v.SetState(api.StateSaved, "")
+}
+
 func (h *testHost) Info() api.HostInfo {
 	return api.HostInfo{Hostname: h.name, QEMUVersion: "7.2.22", Accelerator: "tcg", AcceleratorCPU: "max",
 		ConfigVersions: []int{vmconfig.CurrentVersion}, Firmware: api.Firmware{UEFICode: "/usr/share/OVMF/OVMF_CODE_4M.fd"}}
@@ -509,6 +521,79 @@ func TestTargetRefusesBadFiles(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Join(p.b.root, "vms"))
 	if len(entries) > 0 {
+		t.Errorf("the target kept %v", entries)
+	}
+}
+
+// A saved VM moves cold with its saved memory and stays saved on the
+// target, with the machine it was saved on.
+func TestSavedMove(t *testing.T) {
+	p := newPair(t)
+	if err := p.a.Save(context.Background(), nil, p.v); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.v.UpdateRuntime(func(rt *vmconfig.Runtime) { rt.SavedPaused = true }); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := p.move(t, api.VMMove{})
+	if err != nil || snap.Status != api.OpSuccess {
+		t.Fatalf("move: %+v %v", snap, err)
+	}
+	if res := snap.Result.(api.MoveResult); res.Live || res.Quick {
+		t.Errorf("result %+v, want a cold move", res)
+	}
+	nv, err := p.b.VM("web")
+	if err != nil || nv.State() != api.StateSaved {
+		t.Fatalf("on the target: %v, want the VM saved", err)
+	}
+	if got, err := os.ReadFile(nv.Path(hostvm.SavedState)); err != nil || !bytes.Equal(got, bytes.Repeat([]byte("M"), 4096)) {
+		t.Errorf("the saved memory on the target: %v", err)
+	}
+	if rt := nv.Runtime(); rt.MachineType != "pc-i440fx-7.2" || rt.CPUModel != "max" || !rt.SavedPaused {
+		t.Errorf("the target's runtime %+v, want the machine the VM was saved on, paused", rt)
+	}
+}
+
+// A quick move saves a running VM, sends it saved and restores it there.
+func TestQuickMove(t *testing.T) {
+	p := newPair(t)
+	if err := p.v.SetState(api.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := p.move(t, api.VMMove{Quick: true})
+	if err != nil || snap.Status != api.OpSuccess {
+		t.Fatalf("move: %+v %v", snap, err)
+	}
+	if res := snap.Result.(api.MoveResult); !res.Quick || res.Live || res.Downtime <= 0 {
+		t.Errorf("result %+v, want a quick move with its downtime", res)
+	}
+	nv, err := p.b.VM("web")
+	if err != nil || nv.State() != api.StateRunning {
+		t.Fatalf("on the target: %v, want the VM restored and running", err)
+	}
+	if _, err := p.a.VM("web"); err == nil {
+		t.Error("the source still has the VM")
+	}
+}
+
+// A quick move that fails after the save restores the VM on the source.
+func TestQuickMoveFailsRestoresHere(t *testing.T) {
+	p := newPair(t)
+	if err := p.v.SetState(api.StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	p.peer.fail["put "+hostvm.SavedState] = 1
+	snap, err := p.move(t, api.VMMove{Quick: true})
+	if err != nil || snap.Status != api.OpFailure {
+		t.Fatalf("move: %+v %v", snap, err)
+	}
+	if p.v.State() != api.StateRunning {
+		t.Errorf("the source's VM is %s after the failed quick move, want Running (restored)", p.v.State())
+	}
+	if _, err := p.b.VM("web"); err == nil {
+		t.Error("the target has the VM")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(p.b.root, "vms")); len(entries) > 0 {
 		t.Errorf("the target kept %v", entries)
 	}
 }

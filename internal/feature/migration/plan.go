@@ -48,12 +48,20 @@ func (s *Source) plan(ctx context.Context, v hostvm.VM, live bool) (*plan, error
 	}
 	rt := v.Runtime()
 	p := &plan{create: api.MigrationCreate{Config: config, Live: live, QEMUVersion: s.h.Info().QEMUVersion}}
-	if live {
+	saved := !live && v.State() == api.StateSaved
+	if saved {
+		p.create.Saved, p.create.SavedPaused = true, rt.SavedPaused
+	}
+	if live || saved {
+		p.create.MachineType = rt.MachineType
 		p.create.CPUModel, p.create.BootMemoryBytes, p.create.MaxMemoryBytes, p.create.HotplugPorts = rt.CPUModel, rt.BootMemoryBytes, rt.MaxMemoryBytes, rt.HotplugPorts
 	}
 	names, err := filesOf(v.Dir(), cfg)
 	if err != nil {
 		return nil, err
+	}
+	if saved {
+		names = append(names, hostvm.SavedState)
 	}
 	if names, err = s.withChains(ctx, v, cfg, names); err != nil {
 		return nil, err
@@ -316,7 +324,8 @@ type journal struct {
 	To    string `json:"to"`
 	Stage string `json:"stage"`
 	Live  bool   `json:"live"`
-	Run   bool   `json:"run"` // the guest ran (not paused) before the move
+	Run   bool   `json:"run"`             // the guest ran (not paused) before the move
+	Quick bool   `json:"quick,omitempty"` // saved for the move: restore it here if the target refuses
 }
 
 const (

@@ -76,7 +76,7 @@ func (s *Source) MoveVM(name string, req api.VMMove) (*operation.Op, error) {
 
 func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req api.VMMove) (_ api.MoveResult, err error) {
 	start := time.Now()
-	live, run, err := moveKind(v)
+	live, run, err := moveKind(v, req.Quick)
 	if err != nil {
 		return api.MoveResult{}, err
 	}
@@ -89,6 +89,16 @@ func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req ap
 	if err != nil {
 		return api.MoveResult{}, fmt.Errorf("host %s does not answer: %w", req.To, err)
 	}
+	var u undo.Stack
+	defer u.OnError(&err, s.log)
+	quick := req.Quick && live
+	stopped := time.Now()
+	if quick {
+		if err := s.saveForQuick(ctx, op, v, &u); err != nil {
+			return api.MoveResult{}, err
+		}
+		live, run = false, true // restored there (paused if it was)
+	}
 	p, err := s.plan(ctx, v, live)
 	if err != nil {
 		return api.MoveResult{}, err
@@ -100,15 +110,13 @@ func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req ap
 	if err != nil {
 		return api.MoveResult{}, err
 	}
-	var u undo.Stack
-	defer u.OnError(&err, s.log)
 	u.Add("abort the migration on "+req.To, func(ctx context.Context) error { return peer.AbortMigration(ctx, m.ID) })
-	j := journal{ID: m.ID, To: req.To, Stage: stageSending, Live: live, Run: run}
+	j := journal{ID: m.ID, To: req.To, Stage: stageSending, Live: live, Run: run, Quick: quick}
 	if err := j.save(v); err != nil {
 		return api.MoveResult{}, err
 	}
 	u.Add("remove the move's journal", func(context.Context) error { return removeJournal(v) })
-	res := api.MoveResult{VM: v.Name(), To: req.To, Live: live, KeptSource: req.KeepSource}
+	res := api.MoveResult{VM: v.Name(), To: req.To, Live: live, Quick: quick, KeptSource: req.KeepSource}
 	if res.FileBytes, err = s.sendFiles(ctx, op, peer, m.ID, p.files, req.Bandwidth); err != nil {
 		return res, err
 	}
@@ -133,24 +141,47 @@ func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req ap
 		return res, err
 	}
 	res.TotalTime = time.Since(start).Milliseconds()
-	s.log.Info("VM moved", "vm", v.Name(), "to", req.To, "live", live, "downtime_ms", res.Downtime, "total_ms", res.TotalTime,
+	if quick {
+		res.Downtime = time.Since(stopped).Milliseconds()
+	}
+	s.log.Info("VM moved", "vm", v.Name(), "to", req.To, "live", live, "quick", quick, "downtime_ms", res.Downtime, "total_ms", res.TotalTime,
 		"file_bytes", res.FileBytes, "disk_bytes", res.DiskBytes, "memory_bytes", res.MemoryBytes)
 	return res, nil
 }
 
+// saveForQuick saves v for a quick move; the undo restores it here.
+func (s *Source) saveForQuick(ctx context.Context, op *operation.Op, v hostvm.VM, u *undo.Stack) error {
+	op.SetStage("saving the VM for a quick move")
+	if err := s.h.Save(ctx, op, v); err != nil {
+		return fmt.Errorf("saving the VM for a quick move: %w", err)
+	}
+	u.Add("restore the VM here", func(ctx context.Context) error { return s.restore(ctx, op, v) })
+	return nil
+}
+
+// restore starts a VM saved for a quick move that did not happen.
+func (s *Source) restore(ctx context.Context, op *operation.Op, v hostvm.VM) error {
+	if err := s.h.Start(context.WithoutCancel(ctx), op, v); err != nil {
+		s.log.Error("restoring the VM after a quick move failed; it stays saved here: start it by hand", "vm", v.Name(), "err", err)
+		return err
+	}
+	return nil
+}
+
 // moveKind says whether v moves live (its QEMU runs) and whether its guest
-// runs (not paused); an off VM moves cold.
-func moveKind(v hostvm.VM) (live, run bool, err error) {
+// runs (not paused); an off or saved VM moves cold, and so, once saved, does
+// a running one moved quick.
+func moveKind(v hostvm.VM, quick bool) (live, run bool, err error) {
 	switch st := v.State(); st {
 	case api.StateRunning:
 		return true, true, nil
 	case api.StatePaused:
 		return true, false, nil
-	case api.StateOff:
+	case api.StateOff, api.StateSaved:
 		return false, false, nil
 	default:
 		return false, false, errdefs.WithHint(fmt.Errorf("VM %s is %s: %w", v.Name(), st, errdefs.ErrConflict),
-			"a VM moves while it runs, is paused or is off; start a saved VM first (then it moves live)")
+			"a VM moves while it runs, is paused, saved or off; wait for the operation it is in to end")
 	}
 }
 
@@ -226,6 +257,11 @@ func (s *Source) settle(ctx context.Context, op *operation.Op, v hostvm.VM, peer
 			}
 		}
 		_ = removeJournal(v)
+		if j.Quick {
+			if err := s.restore(ctx, op, v); err != nil {
+				return fmt.Errorf("%s did not take the VM (%s), and restoring it here failed: it stays saved here: %w", j.To, why, err)
+			}
+		}
 		return fmt.Errorf("%s did not take the VM (%s); it runs here as before: %w", j.To, why, errdefs.ErrUnavailable)
 	}
 	if running && out != nil {

@@ -54,6 +54,9 @@ type Host interface {
 	Forget(ctx context.Context, v hostvm.VM, keep bool) error
 	// Info describes this host (versions, accelerator, firmware).
 	Info() api.HostInfo
+	// Save saves a running VM whose lock the caller holds (its memory to
+	// its saved state file, QEMU ended), for a quick move.
+	Save(ctx context.Context, op *operation.Op, v hostvm.VM) error
 }
 
 // Target holds the incoming migrations of this host.
