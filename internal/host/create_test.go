@@ -13,41 +13,6 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
-// A create request is checked whole before anything is written; each
-// refusal names its field.
-func TestPlanCreateRefuses(t *testing.T) {
-	s := newOfflineService(t)
-	ctx := context.Background()
-	kernel := filepath.Join(t.TempDir(), "vmlinuz")
-	os.WriteFile(kernel, []byte("k"), 0o600)
-	for _, c := range []struct {
-		req  api.VMCreate
-		kind error
-		want string
-	}{
-		{api.VMCreate{Name: "a/b", DiskSize: "1G"}, errdefs.ErrInvalid, "name"},
-		{api.VMCreate{Name: "web", Generation: 3, DiskSize: "1G"}, errdefs.ErrInvalid, "generation:"},
-		{api.VMCreate{Name: "web", Generation: 1, SecureBoot: true, DiskSize: "1G"}, errdefs.ErrInvalid, "secure_boot:"},
-		{api.VMCreate{Name: "web", DiskSize: "1G"}, errdefs.ErrUnavailable, "generation: 2 needs UEFI"}, // no firmware here
-		{api.VMCreate{Name: "web", Generation: 1, CPUs: 4096, DiskSize: "1G"}, errdefs.ErrInvalid, "cpus"},
-		{api.VMCreate{Name: "web", Generation: 1, Memory: "lots", DiskSize: "1G"}, errdefs.ErrInvalid, "memory"},
-		{api.VMCreate{Name: "web", Generation: 1, DiskSize: "10K"}, errdefs.ErrInvalid, "disk_size:"},
-		{api.VMCreate{Name: "web", Generation: 1, Image: "/nonexistent.qcow2"}, errdefs.ErrNotFound, "image"},
-		{api.VMCreate{Name: "web", Generation: 1, Initrd: kernel, DiskSize: "1G"}, errdefs.ErrInvalid, "initrd:"},
-		{api.VMCreate{Name: "web", Generation: 1, Cmdline: "quiet", DiskSize: "1G"}, errdefs.ErrInvalid, "cmdline:"},
-		{api.VMCreate{Name: "web", Generation: 1}, errdefs.ErrInvalid, "image: the VM has nothing to boot"},
-		{api.VMCreate{Name: "web", Generation: 1, DiskSize: "1G", Nested: true}, errdefs.ErrInvalid, "nested:"},
-	} {
-		if _, err := s.planCreate(ctx, c.req); !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%+v: %v, want %v naming %q", c.req, err, c.kind, c.want)
-		}
-	}
-	p, err := s.planCreate(ctx, api.VMCreate{Name: "web", Generation: 1, DiskSize: "8M", Kernel: kernel, Cmdline: "quiet"})
-	if err != nil || p.cfg.CPUs != 1 || p.cfg.MemoryBytes != 512<<20 || p.cfg.MaxMemoryBytes != 512<<20 || p.diskSize != 8<<20 || p.kernel != kernel || p.cfg.ID == "" {
-		t.Fatalf("plan: %+v %v", p, err)
-	}
-}
-
 // A created VM exists whole, registered and on disk; its name then is taken.
 func TestCreateVM(t *testing.T) {
 	s := newOfflineService(t)

@@ -101,7 +101,7 @@ func (s *Service) spec(v *vm, accel qemu.Accel) qemu.Spec {
 	sp := qemu.Spec{
 		Name: c.Name, UUID: c.ID, Generation: c.Generation, SecureBoot: c.SecureBoot,
 		CPUs: c.CPUs, MemoryBytes: c.MemoryBytes, Accel: accel.Name, CPUModel: accel.CPU, Cmdline: c.Cmdline,
-		Firmware: s.fw, QMPSocket: v.runPath(sockQMP), AgentSocket: v.runPath(sockAgent),
+		Firmware: s.env.Firmware, QMPSocket: v.runPath(sockQMP), AgentSocket: v.runPath(sockAgent),
 		ConsoleSocket: v.runPath(sockConsole), ConsoleLog: v.path(fileConsole), PIDFile: v.runPath(filePID),
 		StartPaused: true, Nested: c.Nested,
 	}
@@ -179,7 +179,7 @@ func (s *Service) doStop(ctx context.Context, op *operation.Op, v *vm, req api.V
 	}
 	s.publishVM(v, "state-changed", "")
 
-	way, err := s.askShutdown(ctx, op, v, ss, shutdownWays(ss, v.g, agentOK), timeout)
+	way, err := guest.AskShutdown(ctx, guest.Asking{VM: v.name, Ways: shutdownWays(ss, v.g, agentOK), Exited: ss.exited, Stage: op.SetStage, Log: s.log}, timeout)
 	switch {
 	case err == nil:
 		reason := "stopped by the user (the guest shut down after " + way + ")"

@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
+	"github.com/hvproject/hv/internal/hostenv"
 	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -34,7 +35,7 @@ func newOfflineService(t testing.TB) *Service {
 		ops: operation.NewManager(nil, func(error) int { return 500 }),
 		vms: map[string]*vm{}, stop: make(chan struct{}), store: store.Files{},
 	}
-	s.accel.Store(&qemu.Accel{Name: qemu.AccelTCG, CPU: qemu.CPUModelTCG})
+	s.env = hostenv.Fixed("qemu-system-x86_64", qemu.Firmware{}, qemu.Accel{Name: qemu.AccelTCG, CPU: qemu.CPUModelTCG})
 	for _, d := range []string{s.vmsDir, s.runDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)

@@ -10,12 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/blockops"
@@ -29,11 +25,13 @@ import (
 	"github.com/hvproject/hv/internal/feature/integration"
 	"github.com/hvproject/hv/internal/feature/migration"
 	"github.com/hvproject/hv/internal/feature/transfer"
+	"github.com/hvproject/hv/internal/hostenv"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/store"
 	"github.com/hvproject/hv/internal/vmconfig"
+	"github.com/hvproject/hv/internal/vmplan"
 )
 
 // Version is hv's release version, reported by the API.
@@ -88,12 +86,7 @@ type Service struct {
 	bus      *events.Bus
 	ops      *operation.Manager
 	disk     *disk.Tool
-	qemuBin  string
-	qemuVer  string
-	accel    atomic.Pointer[qemu.Accel] // what VMs start on now; RefreshHost probes again
-	prober   qemu.Prober
-	accelFor string // the mode hvd was started with: auto, kvm or tcg
-	fw       qemu.Firmware
+	env      *hostenv.Env // QEMU, firmware, the accelerator VMs start on
 	hbEvery  time.Duration
 	logMax   int64
 	hooks    Hooks
@@ -105,7 +98,6 @@ type Service struct {
 	ckpts    *checkpoints.Service
 	moves    *migration.Source
 	incoming *migration.Target
-	machines []string // the versioned machine types QEMU runs
 	// The features built on the host (see features.go).
 	transfers *transfer.Service
 	guestAPI  *integration.Service
@@ -158,29 +150,13 @@ func New(ctx context.Context, o Options) (*Service, error) {
 			return nil, fmt.Errorf("root: %w", err)
 		}
 	}
-	if s.qemuBin = o.QEMUBinary; s.qemuBin == "" {
-		if s.qemuBin, err = qemu.FindBinary(); err != nil {
-			return nil, err
-		}
-	}
-	if s.qemuVer, err = qemu.Version(ctx, s.qemuBin); err != nil {
+	if s.env, err = hostenv.New(ctx, hostenv.Options{QEMUBinary: o.QEMUBinary, Accel: o.Accel, Prober: o.Prober, Log: s.log}); err != nil {
 		return nil, err
 	}
 	if s.disk, err = disk.NewTool(); err != nil {
 		return nil, err
 	}
 	s.tracker = blockops.Tracker{Tool: s.disk, Log: s.log}
-	if s.machines, err = qemu.MachineTypes(ctx, s.qemuBin); err != nil {
-		s.log.Warn("listing QEMU's machine types; live migration to this host is refused", "err", err)
-	}
-	if s.prober = o.Prober; s.prober == nil {
-		s.prober = qemu.HostProber{Binary: s.qemuBin}
-	}
-	s.accelFor = o.Accel
-	if _, err := s.probeAccel(ctx); err != nil {
-		return nil, err
-	}
-	s.fw = qemu.FindFirmware()
 	if s.net, err = netdev.NewManager(filepath.Join(root, "net"), s.log); err != nil {
 		return nil, err
 	}
@@ -228,20 +204,9 @@ func (s *Service) hook(point string) {
 
 // Info describes the host.
 func (s *Service) Info() api.HostInfo {
-	hostname, _ := os.Hostname()
-	total, avail := memInfo()
-	a := s.currentAccel()
-	info := api.HostInfo{
-		Version: Version, APIVersion: api.Version, Hostname: hostname,
-		Accelerator: a.Name, AcceleratorWarning: a.Reason, AcceleratorCPU: a.CPU,
-		AcceleratorMode: a.Mode, AcceleratorProbedAt: a.ProbedAt,
-		QEMUVersion: s.qemuVer, QEMUBinary: s.qemuBin,
-		CPUs: numCPU(), MemoryBytes: total, MemoryFreeBytes: avail, Root: s.root,
-		ConfigVersion: vmconfig.CurrentVersion, ConfigVersions: vmconfig.SupportedVersions(),
-		Firmware: api.Firmware{BIOS: s.fw.BIOS, UEFICode: s.fw.UEFICode, UEFIVars: s.fw.UEFIVars,
-			SecureBootCode: s.fw.SecureBootCode, SecureBootVars: s.fw.SecureBootVars},
-		MachineTypes: s.machines,
-	}
+	info := s.env.Info()
+	info.Version, info.APIVersion, info.Root = Version, api.Version, s.root
+	info.ConfigVersion, info.ConfigVersions = vmconfig.CurrentVersion, vmconfig.SupportedVersions()
 	for _, v := range s.list() {
 		info.VMs++
 		if st := v.snapshotState(); st == api.StateRunning || st == api.StatePaused {
@@ -251,30 +216,19 @@ func (s *Service) Info() api.HostInfo {
 	return info
 }
 
-// probeAccel decides the accelerator new VMs start on (see qemu.ChooseAccel)
-// and logs the decision with its reason.
-func (s *Service) probeAccel(ctx context.Context) (qemu.Accel, error) {
-	a, err := qemu.ChooseAccel(ctx, s.accelFor, s.prober)
-	if err != nil {
-		return qemu.Accel{}, err
-	}
-	s.accel.Store(&a)
-	if a.Name == qemu.AccelKVM && a.Reason == "" {
-		s.log.Info("accelerator", "accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode)
-	} else {
-		s.log.Warn("accelerator: "+a.Reason, "accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode)
-	}
-	return a, nil
-}
-
 // currentAccel is the accelerator a VM starting now gets.
-func (s *Service) currentAccel() qemu.Accel { return *s.accel.Load() }
+func (s *Service) currentAccel() qemu.Accel { return s.env.Accel() }
+
+// plan checks VM settings against this host.
+func (s *Service) plan() vmplan.Host {
+	return vmplan.Host{Firmware: s.env.Firmware, Images: s.disk, Accel: s.currentAccel}
+}
 
 // RefreshHost probes the accelerator again (after a module was loaded, nested
 // virtualization enabled, ...): VMs that start from now on get the new result;
 // running VMs keep what they started with.
 func (s *Service) RefreshHost(ctx context.Context) (api.HostInfo, error) {
-	if _, err := s.probeAccel(ctx); err != nil {
+	if _, err := s.env.Probe(ctx); err != nil {
 		return api.HostInfo{}, err
 	}
 	return s.Info(), nil
@@ -372,31 +326,6 @@ func (s *Service) publishVM(v *vm, action, msg string) {
 		return
 	}
 	s.bus.Publish(api.Event{Type: "vm", Resource: "/1.0/vms/" + v.name, Action: action, Message: msg, Metadata: v.toAPI(s.currentAccel().Name)})
-}
-
-func memInfo() (total, avail uint64) {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		var n uint64
-		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &n); err == nil {
-			total = n * 1024
-		}
-		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &n); err == nil {
-			avail = n * 1024
-		}
-	}
-	return total, avail
-}
-
-func numCPU() int {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err == nil {
-		return set.Count()
-	}
-	return 1
 }
 
 // persistEvery is how often states that could not be written are retried.

@@ -213,7 +213,7 @@ func (s *Service) startLaunch(ctx context.Context, st *starting, u *undo.Stack) 
 		extra = []*os.File{st.saved}
 	}
 	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	m, err := machine.Start(lctx, s.machineOptions(v), s.qemuBin, args, extra)
+	m, err := machine.Start(lctx, s.machineOptions(v), s.env.QEMU, args, extra)
 	cancel()
 	if st.saved != nil {
 		st.saved.Close() // QEMU has its own copy now

@@ -205,54 +205,25 @@ func (v *vm) toAPI(accel string) api.VM {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := v.cfg
-	out := api.VM{
-		Name: v.name, ID: c.ID, Generation: c.Generation, SecureBoot: c.SecureBoot,
-		State: v.rt.State, StateReason: v.rt.Reason,
-		ConfigVersion: v.cfgVer, CPUs: c.CPUs, MemoryBytes: c.MemoryBytes,
-		Cmdline: c.Cmdline, Accelerator: accel, UptimeSeconds: v.uptimeLocked().Seconds(),
-		CreatedAt: c.CreatedAt, Directory: v.dir, Disks: []api.Disk{},
-	}
-	if c.Kernel != "" {
-		out.Kernel = v.path(c.Kernel)
-	}
-	if c.Initrd != "" {
-		out.Initrd = v.path(c.Initrd)
-	}
+	out := c.View(v.dir)
+	out.State, out.StateReason, out.ConfigVersion = v.rt.State, v.rt.Reason, v.cfgVer
+	out.Accelerator, out.UptimeSeconds, out.Guest = accel, v.uptimeLocked().Seconds(), v.g.Facts()
 	hb, last := v.g.Heartbeat()
 	out.Heartbeat = hb
 	if !last.IsZero() {
 		out.LastHeartbeat = &last
 	}
+	if !c.ServiceEnabled(api.ServiceHeartbeat) {
+		out.Heartbeat = api.HeartbeatDisabled
+	}
 	if v.sess != nil {
 		out.PID = v.sess.Pid()
+		for i, n := range c.NICs {
+			out.NICs[i].Tap = netdev.TapName(c.ID, n.Name)
+		}
 	}
 	if v.rt.Accel != "" && (v.sess != nil || v.rt.State == api.StateSaved) {
 		out.Accelerator = v.rt.Accel // what it started with, whatever the host would give it now
-	}
-	for _, d := range c.Disks {
-		out.Disks = append(out.Disks, api.Disk{Name: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot})
-	}
-	out.MaxMemoryBytes, out.Nested, out.CPUCompat, out.Guest = c.MaxMemoryBytes, c.Nested, c.CPUCompat, v.g.Facts()
-	out.CheckpointType = c.CheckpointType
-	if out.CheckpointType == "" {
-		out.CheckpointType = api.CheckpointProduction
-	}
-	if dm := c.DynamicMemory; dm != nil {
-		out.DynamicMemory = &api.DynamicMemory{Enabled: dm.Enabled, MinimumBytes: dm.MinimumBytes, MaximumBytes: dm.MaximumBytes, BufferPercent: dm.BufferPercent}
-	}
-	if len(c.KVP) > 0 {
-		out.KVP = maps.Clone(c.KVP)
-	}
-	out.NICs = []api.NIC{}
-	for _, n := range c.NICs {
-		nic := api.NIC{Name: n.Name, Switch: n.Switch, MAC: n.MAC, VLAN: n.VLAN}
-		if v.sess != nil {
-			nic.Tap = netdev.TapName(c.ID, n.Name)
-		}
-		out.NICs = append(out.NICs, nic)
-	}
-	if !c.ServiceEnabled(api.ServiceHeartbeat) {
-		out.Heartbeat = api.HeartbeatDisabled
 	}
 	if v.unsaved != nil {
 		out.StateReason = strings.TrimPrefix(out.StateReason+"; ", "; ") + "hvd could not record this state on disk yet (" +
