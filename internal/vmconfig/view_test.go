@@ -9,7 +9,7 @@ import (
 func TestView(t *testing.T) {
 	c := Config{Name: "web", ID: "id", Generation: 2, CPUs: 2, MemoryBytes: 1 << 30, MaxMemoryBytes: 4 << 30,
 		Kernel: "vmlinuz", Disks: []Disk{{Name: "root", File: "root.qcow2", Format: "qcow2", Boot: true}},
-		NICs: []NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:00:00:01", VLAN: 7}},
+		NICs:          []NIC{{Name: "eth0", Switch: "lan", MAC: "52:54:00:00:00:01", VLAN: 7}},
 		DynamicMemory: &DynamicMemory{Enabled: true, MinimumBytes: 1 << 29, MaximumBytes: 4 << 30, BufferPercent: 20},
 		KVP:           map[string]string{"k": "v"}}
 	v := c.View("/var/lib/hv/vms/web")
