@@ -48,7 +48,7 @@ func (p *plainMigration) move(ctx context.Context, e *env, cl *cleanup) (migRun,
 		dst.kill()
 		return r, fmt.Errorf("plain source: %w", err)
 	}
-	if _, err := dst.qmp.waitStatusNot(ctx, "inmigrate", plainStep); err != nil {
+	if err := dst.waitLoaded(ctx); err != nil {
 		w.finish()
 		return r, fmt.Errorf("plain target: %w", err)
 	}
@@ -262,4 +262,23 @@ func closeTarget(ctx context.Context, q *migQEMU) {
 	_ = q.do(ctx, "nbd-server-stop", nil)
 	_ = q.do(ctx, "migrate-set-parameters", map[string]any{"tls-creds": ""})
 	_ = q.do(ctx, "object-del", map[string]any{"id": plainTLSID})
+}
+
+// waitLoaded polls query-status every plainPoll until the target has loaded the
+// whole stream (it leaves "inmigrate"; with -S it is then "paused").
+func (q *migQEMU) waitLoaded(ctx context.Context) error {
+	deadline := time.Now().Add(plainStep)
+	for {
+		st, err := q.qmp.status(ctx, plainStep)
+		if err != nil {
+			return err
+		}
+		if st != "inmigrate" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("still %q %s after the source completed", st, plainStep)
+		}
+		sleep(ctx, plainPoll)
+	}
 }
