@@ -141,6 +141,7 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 	if _, err := q.waitMigrate(ctx, "pre-switchover"); err != nil {
 		return err
 	}
+	tPre := time.Now()
 	// The guest is stopped: a graceful cancel of the ready mirror completes it.
 	if err := q.do(ctx, "block-job-cancel", map[string]any{"device": plainMirror}); err != nil {
 		return err
@@ -151,6 +152,7 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 	if err := q.do(ctx, "job-dismiss", map[string]any{"id": plainMirror}); err != nil {
 		return err
 	}
+	tMirror := time.Now()
 	if err := q.do(ctx, "migrate-continue", map[string]any{"state": "pre-switchover"}); err != nil {
 		return err
 	}
@@ -158,6 +160,7 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 	if err != nil {
 		return err
 	}
+	r.steps = fmt.Sprintf("pre-switchover: mirror completed in %s, stream completed %s later", ms(tMirror.Sub(tPre)), ms(time.Since(tMirror)))
 	// QEMU says completed a moment before it computes the downtime (0 until then).
 	for i := 0; st.Downtime == 0 && i < 100; i++ {
 		sleep(ctx, plainPoll)

@@ -17,11 +17,11 @@ import (
 // guest stops, then the target's. The largest gap between two lines is the
 // longest time the guest could not run.
 //
-// The guest's own clock cannot measure it: under TCG (and with KVM's kvmclock)
-// QEMU stops the guest's clocks while the VM is paused and migrates them as they
-// were, so /proc/uptime in the guest goes on as if no time had passed. Each line
-// carries the guest's uptime anyway, to show that, and to check that the target
-// runs the same guest on (its uptime goes on from the source's).
+// The host's clock is the reference because the guest's is not: QEMU stops the
+// guest's clocks while the VM is paused, so /proc/uptime in the guest misses the
+// paused part of a gap. Each line carries the guest's uptime anyway, to show
+// how much of a gap the guest saw, and to check that the target runs the same
+// guest on (its uptime goes on from the source's).
 
 // tickPrefix starts each line of the guest's loop.
 const tickPrefix = "hvtick "
