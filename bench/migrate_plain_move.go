@@ -82,10 +82,7 @@ func (p *plainMigration) prepareTarget(ctx context.Context, e *env, cl *cleanup,
 	if err != nil {
 		return nil, err
 	}
-	steps := []struct {
-		cmd  string
-		args any
-	}{
+	err = q.doAll(ctx, []qmpStep{
 		{"object-add", map[string]any{"qom-type": "tls-creds-x509", "id": plainTLSID, "dir": p.tlsDir, "endpoint": "server", "verify-peer": true}},
 		{"migrate-set-capabilities", plainCaps},
 		{"migrate-set-parameters", map[string]any{"tls-creds": plainTLSID, "block-bitmap-mapping": []any{}}},
@@ -93,50 +90,53 @@ func (p *plainMigration) prepareTarget(ctx context.Context, e *env, cl *cleanup,
 			"tls-creds": plainTLSID}},
 		{"block-export-add", map[string]any{"type": "nbd", "id": plainNode, "node-name": plainNode, "writable": true}},
 		{"migrate-incoming", map[string]any{"uri": "tcp:127.0.0.1:" + migPort}},
-	}
-	for _, s := range steps {
-		if err := q.do(ctx, s.cmd, s.args); err != nil {
-			q.kill()
-			return nil, err
-		}
+	})
+	if err != nil {
+		q.kill()
+		return nil, err
 	}
 	return q, nil
+}
+
+// qmpStep is one QMP command of a sequence.
+type qmpStep struct {
+	cmd  string
+	args any
+}
+
+// doAll runs steps in order until one fails.
+func (q *migQEMU) doAll(ctx context.Context, steps []qmpStep) error {
+	for _, s := range steps {
+		if err := q.do(ctx, s.cmd, s.args); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrateSource mirrors the disk, then moves the memory, completing the mirror
 // at the switch-over; it returns once the source's migration completed.
 func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort, migPort string, r *migRun) error {
 	no := false
-	steps := []struct {
-		cmd  string
-		args any
-	}{
+	err := q.doAll(ctx, []qmpStep{
 		{"object-add", map[string]any{"qom-type": "tls-creds-x509", "id": plainTLSID, "dir": p.tlsDir, "endpoint": "client"}},
 		{"blockdev-add", map[string]any{"driver": "nbd", "node-name": plainNBD, "export": plainNode, "tls-creds": plainTLSID,
 			"tls-hostname": plainTLSHost, "open-timeout": 10, "server": map[string]string{"type": "inet", "host": "127.0.0.1", "port": nbdPort}}},
 		{"blockdev-mirror", map[string]any{"job-id": plainMirror, "device": plainNode, "target": plainNBD, "sync": "top", "auto-dismiss": no}},
+	})
+	if err != nil {
+		return err
 	}
-	for _, s := range steps {
-		if err := q.do(ctx, s.cmd, s.args); err != nil {
-			return err
-		}
-	}
-	var err error
 	if r.diskBytes, err = q.waitJob(ctx, "ready"); err != nil {
 		return err
 	}
-	steps = []struct {
-		cmd  string
-		args any
-	}{
+	err = q.doAll(ctx, []qmpStep{
 		{"migrate-set-capabilities", plainCaps},
 		{"migrate-set-parameters", map[string]any{"tls-creds": plainTLSID, "tls-hostname": plainTLSHost, "block-bitmap-mapping": []any{}}},
 		{"migrate", map[string]any{"uri": "tcp:127.0.0.1:" + migPort}},
-	}
-	for _, s := range steps {
-		if err := q.do(ctx, s.cmd, s.args); err != nil {
-			return err
-		}
+	})
+	if err != nil {
+		return err
 	}
 	if _, err := q.waitMigrate(ctx, "pre-switchover"); err != nil {
 		return err
