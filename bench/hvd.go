@@ -37,8 +37,8 @@ type hvd struct {
 // startHVD starts bin/hvd with a fresh root (short path: QEMU's sockets live under it)
 // and waits until it answers. Its stop is registered with cl: the VMs it runs are killed
 // through the API, hvd is stopped, and any QEMU left whose command line names the root
-// is killed by pid.
-func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string) (*hvd, error) {
+// is killed by pid. extra are more flags for hvd (e.g. --listen).
+func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string, extra ...string) (*hvd, error) {
 	root, err := os.MkdirTemp("/tmp", "hvb")
 	if err != nil {
 		return nil, err
@@ -54,6 +54,7 @@ func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string) (*hvd,
 			args = append(args, "--heartbeat-interval", heartbeat)
 		}
 	}
+	args = append(args, extra...)
 	logFile, err := os.Create(h.log)
 	if err != nil {
 		return nil, err

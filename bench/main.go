@@ -2,7 +2,7 @@
 // bench/RESULTS.md. It is a benchmark, not a test: it never fails on speed, only when
 // it cannot measure (a VM that does not boot, hvd that does not answer).
 //
-//	go run ./bench -guest build/guest -bin bin -out bench/RESULTS.md [-runs 10] [-only boot,memory,exec,copy,checkpoint,backup]
+//	go run ./bench -guest build/guest -bin bin -out bench/RESULTS.md [-runs 10] [-only boot,memory,exec,copy,checkpoint,backup,migrate]
 //
 // See bench/README.md for what each benchmark measures and how to read the results.
 package main
@@ -30,6 +30,7 @@ var benchmarks = []struct {
 	{"copy", runCopy},
 	{"checkpoint", runCheckpoint},
 	{"backup", runBackup},
+	{"migrate", runMigrate},
 }
 
 // env is what every benchmark gets: the inputs and the host's description.
@@ -50,7 +51,7 @@ func main() {
 	bin := flag.String("bin", "bin", "directory holding the built hv and hvd (make build)")
 	out := flag.String("out", "bench/RESULTS.md", "results file; only the sections measured in this run are replaced")
 	runs := flag.Int("runs", 10, "measured runs per series of the boot benchmark (one warm-up run more is not counted); exec, copy and checkpoint have fixed counts")
-	only := flag.String("only", "", "comma-separated benchmarks to run (boot, memory, exec, copy, checkpoint, backup); default all")
+	only := flag.String("only", "", "comma-separated benchmarks to run (boot, memory, exec, copy, checkpoint, backup, migrate); default all")
 	verbose := flag.Bool("v", false, "log every step")
 	poll := flag.Duration("poll", 0, "hv side: poll GET /1.0/vms/{name} this often for the heartbeat instead of following hvd's event stream (0)")
 	hb := flag.String("heartbeat-interval", "100ms", "hvd's --heartbeat-interval in the boot benchmark (\"\" for hvd's default)")
@@ -135,7 +136,7 @@ func selectBenchmarks(only string) (map[string]bool, error) {
 			found = found || b.name == n
 		}
 		if !found {
-			return nil, fmt.Errorf("-only: unknown benchmark %q; use one or more of boot, memory, exec, copy, checkpoint", n)
+			return nil, fmt.Errorf("-only: unknown benchmark %q; use one or more of boot, memory, exec, copy, checkpoint, backup, migrate", n)
 		}
 		sel[n] = true
 	}
