@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/validate"
-	"github.com/spf13/cobra"
 )
 
 func newVMMoveCmd(a *app) *cobra.Command {
@@ -96,7 +97,7 @@ same name or ID.`,
 			}
 			a.say("Moved VM %s to %s in %s (%s; %s of files, %s of disk, %s of memory)", res.VM, res.To,
 				(time.Duration(res.TotalTime) * time.Millisecond).Round(time.Millisecond), how,
-				validate.FormatSize(res.FileBytes), validate.FormatSize(res.DiskBytes), validate.FormatSize(res.MemoryBytes))
+				humanBytes(res.FileBytes), humanBytes(res.DiskBytes), humanBytes(res.MemoryBytes))
 			return nil
 		},
 	}

@@ -322,9 +322,18 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	if err := m.waitMigration(ctx, events, qmp.MigrationCompleted, progress); err != nil {
 		return MigrationProgress{}, err
 	}
-	st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
-	if err != nil {
-		return MigrationProgress{}, err
+	// QEMU says "completed" a moment before it fills in the downtime: ask
+	// again, briefly, rather than report a switch-over that took 0 ms.
+	var st qmp.MigrationInfo
+	for try := 0; try < 20; try++ {
+		var err error
+		if st, err = qmp.Run(ctx, m.qmp, qmp.QueryMigrate{}); err != nil {
+			return MigrationProgress{}, err
+		}
+		if st.Downtime > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	return migrationProgress(st), nil
 }
