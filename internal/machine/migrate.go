@@ -166,7 +166,7 @@ func (m *Machine) WaitIncomingDone(ctx context.Context) error {
 			return ctx.Err()
 		case <-m.exited:
 			return fmt.Errorf("QEMU exited while receiving the migration%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond): // the guest waits stopped on both hosts
 		}
 	}
 }
@@ -219,6 +219,12 @@ func (m *Machine) MirrorDisks(ctx context.Context, out Outgoing, progress func(M
 
 // waitMirrors waits until every mirror is ready (synchronised).
 func (m *Machine) waitMirrors(ctx context.Context, nodes []string, progress func(MigrationProgress)) error {
+	// A job's events wake the wait at once (the move's total time counts
+	// every tick slept past the mirrors' readiness); the ticks report progress.
+	events, stop := m.qmp.Subscribe()
+	defer stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		jobs, err := qmp.Run(ctx, m.qmp, qmp.QueryJobs{})
 		if err != nil {
@@ -239,7 +245,8 @@ func (m *Machine) waitMirrors(ctx context.Context, nodes []string, progress func
 			return ctx.Err()
 		case <-m.exited:
 			return fmt.Errorf("QEMU exited while mirroring the disks%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
-		case <-time.After(100 * time.Millisecond):
+		case <-events:
+		case <-tick.C:
 		}
 	}
 }
@@ -421,10 +428,11 @@ func (m *Machine) waitJobGone(ctx context.Context, id string) error {
 			}
 			return nil
 		}
+		// The guest is stopped meanwhile: every millisecond is downtime.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(time.Millisecond):
 		}
 	}
 }
