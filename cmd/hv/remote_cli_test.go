@@ -171,6 +171,13 @@ func TestRemoteAddListSwitch(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "far") {
 		t.Errorf("--remote hv1 vm list: exit %d, %q %q; want the remote's VM", r.code, r.stdout, r.stderr)
 	}
+	r = h.hv(t, dir, "vm", "list", "hv1:")
+	if r.code != 0 || !strings.Contains(r.stdout, "far") || strings.Contains(r.stdout, "near") {
+		t.Errorf("vm list hv1:: exit %d, %q %q; want the remote's VM only", r.code, r.stdout, r.stderr)
+	}
+	if r = h.hv(t, dir, "vm", "list", "hv1"); r.code == 0 || !strings.Contains(r.stderr, "with its colon") {
+		t.Errorf("vm list hv1 (no colon): exit %d, %q; want a usage error", r.code, r.stderr)
+	}
 	r = h.hv(t, dir, "vm", "show", "hv1:far", "-o", "json")
 	if r.code != 0 || !strings.Contains(r.stdout, `"name": "far"`) {
 		t.Errorf("vm show hv1:far: exit %d, %q %q", r.code, r.stdout, r.stderr)

@@ -29,15 +29,20 @@ it works from; from any other hvd refuses with an error naming the current state
 
 func newVMListCmd(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:     "list",
+		Use:     "list [REMOTE:]",
 		Aliases: []string{"ls"},
 		Short:   "List VMs with their state, heartbeat and size",
 		Long: `List every VM of the host, sorted by name, with its state, guest heartbeat
-(OK when the guest agent answers), generation, CPUs, memory and uptime.`,
+(OK when the guest agent answers), generation, CPUs, memory and uptime.
+REMOTE: (with its colon) lists a remote's VMs, as --remote REMOTE does.`,
 		Example: `  hv vm list
+  hv vm list hv1:
   hv vm list -o yaml`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && args[0] != "" {
+				return usagef(cmd, "%q: give a remote with its colon (hv vm list hv1:), or nothing for this host's VMs", args[0])
+			}
 			vms, err := a.client().ListVMs(cmd.Context())
 			if err != nil {
 				return err

@@ -21,7 +21,8 @@ const (
 var vmGroups = []string{"vm", "checkpoint", "backup"}
 
 // markVMArgs marks, under the VM groups, each command whose usage line
-// names a VM first (NAME, VM, [VM]; NAME... for several), so that those
+// names a VM first (NAME, VM, [VM]; NAME... for several; [REMOTE:] for a
+// list of a remote's VMs), so that those
 // arguments may be written REMOTE:VM. vm cp is left out: its VM:PATH
 // arguments have a colon of their own (it takes --remote).
 func markVMArgs(root *cobra.Command) {
@@ -34,7 +35,7 @@ func markVMArgs(root *cobra.Command) {
 			return
 		}
 		switch firstArg(c.Use) {
-		case "NAME", "VM", "[VM]":
+		case "NAME", "VM", "[VM]", "[REMOTE:]":
 			annotate(c, annVMArgs, "first")
 		case "NAME...", "VM...":
 			annotate(c, annVMArgs, "all")

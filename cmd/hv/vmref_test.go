@@ -31,7 +31,7 @@ func TestVMArgsMarked(t *testing.T) {
 		"hv vm nic add": "first", "hv vm disk list": "first", "hv vm kvp set": "first", "hv vm kvp": "first", "hv backup prune": "first",
 		"hv vm export": "first", "hv checkpoint create": "first", "hv checkpoint list": "first",
 		"hv backup create": "first", "hv backup list": "first",
-		"hv vm list": "", "hv vm cp": "", "hv vm import": "", "hv switch show": "", "hv remote show": "",
+		"hv vm list": "first", "hv vm cp": "", "hv vm import": "", "hv switch show": "", "hv remote show": "",
 		"hv trust remove": "", "hv operation show": "", "hv backup restore": "",
 	}
 	for path, w := range want {
