@@ -105,6 +105,11 @@ func pinnedConfig(address string, cert tls.Certificate, fp string) *tls.Config {
 	return cfg
 }
 
+// CloseIdleConnections closes the kept-alive connections, so that the next
+// call dials afresh: after a network fault, an idle connection may be dead
+// without either side knowing, and a request on it hangs until its timeout.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // Remote is the address of the network API this client talks to, "" for
 // a client of the unix socket.
 func (c *Client) Remote() string { return c.remote }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,7 +65,10 @@ type Outgoing struct {
 	// that dirties memory faster than it moves.
 	MaxBandwidth  uint64
 	DowntimeLimit uint64
-	AutoConverge  bool
+	// StallAfter fails the move when the disks or the memory make no
+	// progress for this long (default DefaultStallAfter).
+	StallAfter   time.Duration
+	AutoConverge bool
 }
 
 // MigrationProgress is where a migration stands.
@@ -202,6 +206,9 @@ func (m *Machine) MirrorDisks(ctx context.Context, out Outgoing, progress func(M
 	if err != nil {
 		return err
 	}
+	if err := m.endLeftoverMirrors(ctx, out.Disks); err != nil {
+		return err
+	}
 	no := false
 	for _, node := range out.Disks {
 		if err := qmp.Do(ctx, m.qmp, qmp.BlockdevAdd{Node: qmp.NBDNode{NodeName: nbdTarget + node, Server: qmp.InetSocket(host, port),
@@ -214,17 +221,41 @@ func (m *Machine) MirrorDisks(ctx context.Context, out Outgoing, progress func(M
 			return fmt.Errorf("mirroring disk %s: %w", node, err)
 		}
 	}
-	return m.waitMirrors(ctx, out.Disks, progress)
+	return m.waitMirrors(ctx, out.Disks, stallAfter(out), progress)
+}
+
+// endLeftoverMirrors ends the mirrors an earlier move could not (its target
+// was cut off while QEMU waited on it), or says why it cannot yet.
+func (m *Machine) endLeftoverMirrors(ctx context.Context, nodes []string) error {
+	jobs, err := qmp.Run(ctx, m.qmp, qmp.QueryJobs{})
+	if err != nil {
+		return fmt.Errorf("looking for an earlier move's mirrors: %w", err)
+	}
+	for _, node := range nodes {
+		if !slices.ContainsFunc(jobs, func(j qmp.Job) bool { return j.ID == mirrorJob+node }) {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = qmp.Do(wctx, m.qmp, qmp.BlockJobCancel{Device: mirrorJob + node, Force: true})
+		err := m.waitJobGone(wctx, mirrorJob+node)
+		cancel()
+		if err != nil {
+			return errdefs.WithHint(fmt.Errorf("an earlier move's mirror of disk %s is still ending: %w", node, errdefs.ErrConflict),
+				"it ends once its target's host answers or the connection times out; try again in a few minutes")
+		}
+	}
+	return nil
 }
 
 // waitMirrors waits until every mirror is ready (synchronised).
-func (m *Machine) waitMirrors(ctx context.Context, nodes []string, progress func(MigrationProgress)) error {
+func (m *Machine) waitMirrors(ctx context.Context, nodes []string, stallLimit time.Duration, progress func(MigrationProgress)) error {
 	// A job's events wake the wait at once (the move's total time counts
 	// every tick slept past the mirrors' readiness); the ticks report progress.
 	events, stop := m.qmp.Subscribe()
 	defer stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	stall := newStallWatch(stallLimit)
 	for {
 		jobs, err := qmp.Run(ctx, m.qmp, qmp.QueryJobs{})
 		if err != nil {
@@ -232,6 +263,9 @@ func (m *Machine) waitMirrors(ctx context.Context, nodes []string, progress func
 		}
 		p, ready, err := mirrorState(jobs, nodes)
 		if err != nil {
+			return err
+		}
+		if err := stall.check(p.DiskDone, "", "copying the disks"); err != nil {
 			return err
 		}
 		if progress != nil {
@@ -315,7 +349,7 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	if err := qmp.Do(ctx, m.qmp, qmp.Migrate{URI: "tcp:" + out.Target}); err != nil {
 		return MigrationProgress{}, err
 	}
-	if err := m.waitMigration(ctx, events, qmp.MigrationPreSwitchover, progress); err != nil {
+	if err := m.waitMigration(ctx, events, qmp.MigrationPreSwitchover, stallAfter(out), progress); err != nil {
 		return MigrationProgress{}, err
 	}
 	// The guest is stopped: a graceful cancel of a ready mirror completes
@@ -326,7 +360,7 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	if err := qmp.Do(ctx, m.qmp, qmp.MigrateContinue{State: qmp.MigrationPreSwitchover}); err != nil {
 		return MigrationProgress{}, err
 	}
-	if err := m.waitMigration(ctx, events, qmp.MigrationCompleted, progress); err != nil {
+	if err := m.waitMigration(ctx, events, qmp.MigrationCompleted, stallAfter(out), progress); err != nil {
 		return MigrationProgress{}, err
 	}
 	// QEMU says "completed" a moment before it fills in the downtime: ask
@@ -349,13 +383,21 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 // progress; a failed or cancelled migration is an error. MIGRATION events
 // wake it at once (the guest is stopped at the switch-over: every
 // millisecond counts); query-migrate is the truth.
-func (m *Machine) waitMigration(ctx context.Context, events <-chan qmp.Event, want qmp.MigrationStatus, progress func(MigrationProgress)) error {
+func (m *Machine) waitMigration(ctx context.Context, events <-chan qmp.Event, want qmp.MigrationStatus, stallLimit time.Duration, progress func(MigrationProgress)) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	stall := newStallWatch(stallLimit)
 	for {
 		st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
 		if err != nil {
 			return fmt.Errorf("watching the migration: %w", err)
+		}
+		var sent uint64
+		if st.RAM != nil {
+			sent = st.RAM.Transferred
+		}
+		if err := stall.check(sent, string(st.Status), "sending the memory"); err != nil {
+			return err
 		}
 		if progress != nil {
 			progress(migrationProgress(st))
@@ -454,9 +496,11 @@ func (m *Machine) AbortOutgoing(ctx context.Context, out Outgoing, resume bool) 
 		}
 	}
 	for _, node := range out.Disks {
-		if err := qmp.Do(ctx, m.qmp, qmp.BlockJobCancel{Device: mirrorJob + node, Force: true}); err == nil {
-			_ = m.waitJobGone(ctx, mirrorJob+node)
-		}
+		// A mirror that failed (the target died) is concluded, not
+		// cancellable: it is dismissed all the same, or its ID would refuse
+		// every later move of this VM.
+		_ = qmp.Do(ctx, m.qmp, qmp.BlockJobCancel{Device: mirrorJob + node, Force: true})
+		_ = m.waitJobGone(ctx, mirrorJob+node)
 		_ = qmp.Do(ctx, m.qmp, qmp.BlockdevDel{NodeName: nbdTarget + node})
 	}
 	off := ""
@@ -499,4 +543,42 @@ func (m *Machine) MachineType(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("reading QEMU's machine type: %w", err)
 	}
 	return strings.TrimSuffix(t, "-machine"), nil
+}
+
+// DefaultStallAfter is how long a move's disk or memory stream may make no
+// progress before the move fails: a link that is cut drops packets without
+// an error, and QEMU would wait for TCP to give up (many minutes).
+const DefaultStallAfter = 30 * time.Second
+
+func stallAfter(out Outgoing) time.Duration {
+	if out.StallAfter > 0 {
+		return out.StallAfter
+	}
+	return DefaultStallAfter
+}
+
+// stallWatch fails when neither a counter nor a stage has changed for its
+// limit.
+type stallWatch struct {
+	limit time.Duration
+	last  uint64
+	stage string
+	since time.Time
+}
+
+func newStallWatch(limit time.Duration) *stallWatch {
+	return &stallWatch{limit: limit, since: time.Now()}
+}
+
+func (w *stallWatch) check(n uint64, stage, what string) error {
+	now := time.Now()
+	if n != w.last || stage != w.stage {
+		w.last, w.stage, w.since = n, stage, now
+		return nil
+	}
+	if stalled := now.Sub(w.since); stalled >= w.limit {
+		return fmt.Errorf("%s made no progress for %s (is the link to the target down?): %w",
+			what, stalled.Round(time.Second), errdefs.ErrUnavailable)
+	}
+	return nil
 }

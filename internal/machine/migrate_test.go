@@ -293,3 +293,80 @@ func TestMachineType(t *testing.T) {
 		t.Fatalf("machine type %q, %v", mt, err)
 	}
 }
+
+// A target that dies after the mirrors are ready fails the mirror at the
+// guest's next write; undoing the move leaves no job behind, so the VM can
+// move again (a concluded job's ID used to refuse every later mirror).
+func TestMirrorTargetDies(t *testing.T) {
+	caA, caB := newCA(t, "host-a"), newCA(t, "host-b")
+	srcDir := t.TempDir()
+	base := filepath.Join(srcDir, "base.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", base, "64M")
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", filepath.Join(srcDir, "top.qcow2"))
+	src := startVM(t, srcDir, filepath.Join(srcDir, "top.qcow2"), base)
+	topNode, _ := qemu.ImageNodes("top.qcow2")
+	target := func() (*Machine, Outgoing) {
+		dstDir := t.TempDir()
+		dstBase := filepath.Join(dstDir, "base.qcow2")
+		qemuImg(t, "convert", "-O", "qcow2", base, dstBase)
+		qemuImg(t, "create", "-q", "-f", "qcow2", "-b", dstBase, "-F", "qcow2", filepath.Join(dstDir, "top.qcow2"))
+		dst := startVM(t, dstDir, filepath.Join(dstDir, "top.qcow2"), dstBase, "-incoming", "defer")
+		in := Incoming{TLS: MigrationTLS{Dir: tlsDir(t, caB, "host-b", "server", caA, caB)},
+			Listen: "127.0.0.1:" + freePort(t), NBDListen: "127.0.0.1:" + freePort(t), Disks: []string{topNode}}
+		if err := dst.ListenIncoming(testCtx(t), in, false); err != nil {
+			t.Fatal(err)
+		}
+		return dst, Outgoing{TLS: MigrationTLS{Dir: tlsDir(t, caA, "host-a", "client", caA, caB), Hostname: "host-b"},
+			Target: in.Listen, NBD: in.NBDListen, Disks: []string{topNode}, StallAfter: 5 * time.Second}
+	}
+	dst, out := target()
+	if err := src.MirrorDisks(testCtx(t), out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	hmp(t, src, `qemu-io -d /machine/peripheral/disk0/virtio-backend "write -P 0x11 0 64k"`)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		jobs, err := qmp.Run(testCtx(t), src.QMP(), qmp.QueryJobs{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) == 1 && jobs[0].Status == qmp.JobConcluded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror to a dead target did not fail: %+v", jobs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	src.AbortOutgoing(testCtx(t), out, true)
+	if jobs, _ := qmp.Run(testCtx(t), src.QMP(), qmp.QueryJobs{}); len(jobs) != 0 {
+		t.Fatalf("jobs left after the move was undone: %+v", jobs)
+	}
+	_, out2 := target()
+	if err := src.MirrorDisks(testCtx(t), out2, nil); err != nil {
+		t.Fatalf("mirroring again after a target died: %v", err)
+	}
+	src.AbortOutgoing(testCtx(t), out2, true)
+}
+
+func TestStallWatch(t *testing.T) {
+	w := newStallWatch(50 * time.Millisecond)
+	if err := w.check(0, "", "copying"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := w.check(10, "", "copying"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := w.check(10, "device", "copying"); err != nil { // a new stage is progress
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	if err := w.check(10, "device", "copying the disks"); err == nil || !strings.Contains(err.Error(), "copying the disks made no progress") {
+		t.Fatalf("stalled: %v", err)
+	}
+}

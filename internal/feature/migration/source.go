@@ -126,7 +126,8 @@ func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req ap
 	}
 	var out *machine.Outgoing
 	if live {
-		if out, err = s.migrate(ctx, op, v, p, m, addr, req, &res); err != nil {
+		answers := func(ctx context.Context) error { return targetAnswers(ctx, peer, m.ID, req.To) }
+		if out, err = s.migrate(ctx, op, v, p, m, addr, req, answers, &res); err != nil {
 			return res, err
 		}
 	}
@@ -188,7 +189,8 @@ func moveKind(v hostvm.VM, quick bool) (live, run bool, err error) {
 // migrate mirrors the disks and sends the memory; on return the source's
 // guest is stopped and the target holds the whole VM. On failure the
 // source's QEMU is as before (machine undoes its steps).
-func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *plan, m api.Migration, addr string, req api.VMMove, res *api.MoveResult) (*machine.Outgoing, error) {
+func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *plan, m api.Migration, addr string, req api.VMMove,
+	answers func(context.Context) error, res *api.MoveResult) (*machine.Outgoing, error) {
 	qm, ok := v.Session()
 	if !ok {
 		return nil, fmt.Errorf("VM %s's QEMU is gone: %w", v.Name(), errdefs.ErrConflict)
@@ -218,12 +220,51 @@ func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *
 	if err := qm.MirrorDisks(ctx, *out, progress); err != nil {
 		return nil, err
 	}
+	// The guest will stop at the switch-over until the target commits: a
+	// target that does not answer now would leave it stopped, in doubt.
+	if err := answers(ctx); err != nil {
+		qm.AbortOutgoing(context.WithoutCancel(ctx), *out, true)
+		return nil, err
+	}
 	pr, err := qm.MigrateState(ctx, *out, progress)
 	if err != nil {
 		return nil, err
 	}
 	res.Downtime, res.MemoryBytes = pr.Downtime, pr.RAMDone
 	return out, nil
+}
+
+// idleCloser is a peer whose kept-alive connections can be dropped.
+type idleCloser interface{ CloseIdleConnections() }
+
+// freshConnections makes peer's next call dial afresh, where it can.
+func freshConnections(peer Peer) {
+	if c, ok := peer.(idleCloser); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// answerTimeout bounds asking the target whether it answers before the
+// switch-over.
+const answerTimeout = 5 * time.Second
+
+// targetAnswers asks the target about the migration, once more on a fresh
+// connection if the first ask fails (a connection kept alive across a
+// network fault may be dead).
+func targetAnswers(ctx context.Context, peer Peer, id, to string) error {
+	var err error
+	for try := 0; try < 2; try++ {
+		if try > 0 {
+			freshConnections(peer)
+		}
+		actx, cancel := context.WithTimeout(ctx, answerTimeout)
+		_, err = peer.GetMigration(actx, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s does not answer before the switch-over (%v); the VM runs on here: %w", to, err, errdefs.ErrUnavailable)
 }
 
 // reachable is where this host reaches an address the target gave: its
@@ -297,6 +338,9 @@ func (s *Source) resolve(ctx context.Context, op *operation.Op, peer Peer, j jou
 	ctx = context.WithoutCancel(ctx) // in doubt, a cancel cannot decide for the target
 	wait := s.retry
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			freshConnections(peer)
+		}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		m, err := peer.CommitMigration(cctx, j.ID, api.MigrationCommit{Run: j.Run})
 		if err != nil && attempt > 0 {
