@@ -43,7 +43,8 @@ for the disks and the memory.
 
 Nothing is lost on failure. Before the switch-over, an error or Ctrl-C (or
 'hv operation cancel') leaves the VM running here as it was and nothing of
-it on HOST. Once HOST runs it, the VM's QEMU and files here go, or the files
+it on HOST; so does a link that is cut (the move fails once the disks or
+the memory make no progress for 20 s, and HOST drops what arrived). Once HOST runs it, the VM's QEMU and files here go, or the files
 stay (the VM off) with --keep-source. If HOST cannot be reached right at the
 switch-over, the move is in doubt: the guest stays paused here and hvd asks
 HOST until it answers; the VM never runs on both hosts.

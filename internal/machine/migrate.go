@@ -499,8 +499,13 @@ func (m *Machine) AbortOutgoing(ctx context.Context, out Outgoing, resume bool) 
 		// A mirror that failed (the target died) is concluded, not
 		// cancellable: it is dismissed all the same, or its ID would refuse
 		// every later move of this VM.
+		// A mirror waiting on a cut link ends only when TCP gives up or the
+		// link comes back: it is left ending (the next move ends it first),
+		// and the guest runs on meanwhile.
 		_ = qmp.Do(ctx, m.qmp, qmp.BlockJobCancel{Device: mirrorJob + node, Force: true})
-		_ = m.waitJobGone(ctx, mirrorJob+node)
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = m.waitJobGone(jctx, mirrorJob+node)
+		cancel()
 		_ = qmp.Do(ctx, m.qmp, qmp.BlockdevDel{NodeName: nbdTarget + node})
 	}
 	off := ""
@@ -548,7 +553,7 @@ func (m *Machine) MachineType(ctx context.Context) (string, error) {
 // DefaultStallAfter is how long a move's disk or memory stream may make no
 // progress before the move fails: a link that is cut drops packets without
 // an error, and QEMU would wait for TCP to give up (many minutes).
-const DefaultStallAfter = 30 * time.Second
+const DefaultStallAfter = 20 * time.Second
 
 func stallAfter(out Outgoing) time.Duration {
 	if out.StallAfter > 0 {

@@ -110,7 +110,12 @@ func (s *Source) move(ctx context.Context, op *operation.Op, v hostvm.VM, req ap
 	if err != nil {
 		return api.MoveResult{}, err
 	}
-	u.Add("abort the migration on "+req.To, func(ctx context.Context) error { return peer.AbortMigration(ctx, m.ID) })
+	u.Add("abort the migration on "+req.To, func(ctx context.Context) error {
+		// Bounded: an unreachable target aborts by itself once idle.
+		ctx, cancel := context.WithTimeout(ctx, answerTimeout)
+		defer cancel()
+		return peer.AbortMigration(ctx, m.ID)
+	})
 	j := journal{ID: m.ID, To: req.To, Stage: stageSending, Live: live, Run: run, Quick: quick}
 	if err := j.save(v); err != nil {
 		return api.MoveResult{}, err
