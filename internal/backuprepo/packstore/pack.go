@@ -1,4 +1,4 @@
-package backuprepo
+package packstore
 
 import (
 	"bytes"
@@ -42,6 +42,9 @@ const (
 	indexSuffix  = ".idx"
 	packIDDigits = 16
 
+	// MaxBlockSize is the largest block an index record may hold.
+	MaxBlockSize = 64 << 20
+
 	// DefaultPackSize is the size a writer fills a pack file to: a 100 GiB
 	// disk is about 800 packs, and the last pack of a backup, flushed at
 	// its commit, is written in well under a second on a disk.
@@ -50,20 +53,17 @@ const (
 
 var packIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
-// packEntry is where a pack holds a block: its bytes are Length bytes at Offset.
-type packEntry struct {
-	Hash   blockHash
+// Entry is where a pack holds a block: its bytes are Length bytes at Offset.
+type Entry struct {
+	Hash   Hash
 	Offset int64
 	Length uint32
 }
 
-func (r *Repo) packPath(id string) string  { return filepath.Join(r.dir, packsDir, id+packSuffix) }
-func (r *Repo) indexPath(id string) string { return filepath.Join(r.dir, packsDir, id+indexSuffix) }
-
 // encodeIndex makes the index of a pack of packSize bytes holding es.
-func encodeIndex(packSize int64, es []packEntry) []byte {
+func encodeIndex(packSize int64, es []Entry) []byte {
 	es = slices.Clone(es)
-	slices.SortFunc(es, func(a, b packEntry) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+	slices.SortFunc(es, func(a, b Entry) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
 	out := make([]byte, 0, indexHead+len(es)*indexRecord+sha256.Size)
 	out = append(out, indexMagic...)
 	out = binary.BigEndian.AppendUint64(out, uint64(packSize))
@@ -77,7 +77,7 @@ func encodeIndex(packSize int64, es []packEntry) []byte {
 }
 
 // decodeIndex parses an index. Its error says what is wrong, without the file's name.
-func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
+func decodeIndex(data []byte) (packSize int64, es []Entry, err error) {
 	if len(data) < indexHead+sha256.Size || string(data[:len(indexMagic)]) != indexMagic {
 		return 0, nil, errors.New(`it does not start with the index's magic "HVPIDX1\n"`)
 	}
@@ -93,7 +93,7 @@ func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
 		return 0, nil, fmt.Errorf("it gives the pack a size of %d bytes", size)
 	}
 	recs := body[indexHead:]
-	es = make([]packEntry, len(recs)/indexRecord)
+	es = make([]Entry, len(recs)/indexRecord)
 	for i := range es {
 		rec := recs[i*indexRecord : (i+1)*indexRecord]
 		e := &es[i]
@@ -114,12 +114,12 @@ func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
 	return int64(size), es, nil
 }
 
-// packWriter appends blocks to new pack files, starting the next one when
+// Writer appends blocks to new pack files, starting the next one when
 // the current one is full. Appends run in parallel: each reserves its range
 // under the lock and writes it outside. A full pack is flushed in the
 // background once its last write is done, so that the commit finds most of
 // the data on disk already.
-type packWriter struct {
+type Writer struct {
 	dir    string // packs/
 	target int64
 
@@ -134,7 +134,7 @@ type pack struct {
 	id      string
 	f       *os.File
 	size    int64 // bytes reserved so far
-	entries []packEntry
+	entries []Entry
 	writes  sync.WaitGroup
 	flushed chan struct{} // closed once sealed, written and flushed (or failed)
 
@@ -142,8 +142,14 @@ type pack struct {
 	err error // the first failed write or flush
 }
 
-func newPackWriter(dir string, target int64) *packWriter {
-	return &packWriter{dir: dir, target: target}
+// NewWriter starts a writer of new packs. Only a holder of the repository's
+// write lock may use one: the packs have no index until Commit.
+func (s *Store) NewWriter() *Writer {
+	return newWriter(filepath.Join(s.dir, PacksDir), s.packSize)
+}
+
+func newWriter(dir string, target int64) *Writer {
+	return &Writer{dir: dir, target: target}
 }
 
 func (p *pack) fail(err error) {
@@ -160,8 +166,9 @@ func (p *pack) failed() error {
 	return p.err
 }
 
-// add appends block h, whose bytes are data, to the current pack.
-func (pw *packWriter) add(h blockHash, data []byte) error {
+// Add appends block h, whose bytes are data, to the current pack. It may be
+// called from several goroutines; data is not kept after it returns.
+func (pw *Writer) Add(h Hash, data []byte) error {
 	p, off, err := pw.reserve(h, len(data))
 	if err != nil {
 		return err
@@ -183,7 +190,7 @@ func (pw *packWriter) add(h blockHash, data []byte) error {
 
 // reserve takes the range of the next record, starting a pack if the current
 // one is full. The caller writes the record, then calls p.writes.Done.
-func (pw *packWriter) reserve(h blockHash, n int) (*pack, int64, error) {
+func (pw *Writer) reserve(h Hash, n int) (*pack, int64, error) {
 	rec := int64(packRecHead + n)
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
@@ -205,13 +212,13 @@ func (pw *packWriter) reserve(h blockHash, n int) (*pack, int64, error) {
 	p := pw.cur
 	off := p.size
 	p.size += rec
-	p.entries = append(p.entries, packEntry{Hash: h, Offset: off + packRecHead, Length: uint32(n)})
+	p.entries = append(p.entries, Entry{Hash: h, Offset: off + packRecHead, Length: uint32(n)})
 	p.writes.Add(1)
 	return p, off, nil
 }
 
 // create starts a pack file under a new random id.
-func (pw *packWriter) create() (*pack, error) {
+func (pw *Writer) create() (*pack, error) {
 	for range 10 {
 		id := randHex(packIDDigits / 2)
 		f, err := os.OpenFile(filepath.Join(pw.dir, id+packSuffix), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -232,7 +239,7 @@ func (pw *packWriter) create() (*pack, error) {
 }
 
 // seal flushes p in the background once its writes are done; pw.mu is held.
-func (pw *packWriter) seal(p *pack) {
+func (pw *Writer) seal(p *pack) {
 	go func() {
 		defer close(p.flushed)
 		p.writes.Wait()
@@ -249,7 +256,7 @@ func (pw *packWriter) seal(p *pack) {
 
 // finish seals the last pack and waits until every pack is written and
 // flushed. It returns the packs, and the first error of any.
-func (pw *packWriter) finish() ([]*pack, error) {
+func (pw *Writer) finish() ([]*pack, error) {
 	pw.mu.Lock()
 	if pw.cur != nil {
 		pw.seal(pw.cur)
@@ -268,9 +275,9 @@ func (pw *packWriter) finish() ([]*pack, error) {
 	return packs, errors.Join(errs...)
 }
 
-// remove deletes every pack made, each index first, so that no index ever
+// Remove deletes every pack made, each index first, so that no index ever
 // names a pack that is gone. The caller has no append in flight.
-func (pw *packWriter) remove() error {
+func (pw *Writer) Remove() error {
 	pw.mu.Lock()
 	if pw.cur != nil {
 		pw.seal(pw.cur)
@@ -292,9 +299,31 @@ func (pw *packWriter) remove() error {
 	return errors.Join(errs...)
 }
 
+// Packs are the ids of the packs the writer made, in order.
+func (pw *Writer) Packs() []string {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	ids := make([]string, len(pw.packs))
+	for i, p := range pw.packs {
+		ids[i] = p.id
+	}
+	return ids
+}
+
+// Commit seals the last pack, waits until every pack is written and
+// flushed, then makes them readable: it writes their indexes. It returns how
+// many packs it wrote. On an error the caller calls Remove.
+func (pw *Writer) Commit() (int, error) {
+	packs, err := pw.finish()
+	if err != nil {
+		return 0, err
+	}
+	return len(packs), pw.writeIndexes(packs)
+}
+
 // writeIndexes makes the finished packs readable: the directory entries of
 // the packs on disk first, then each pack's index, written atomically.
-func (pw *packWriter) writeIndexes(packs []*pack) error {
+func (pw *Writer) writeIndexes(packs []*pack) error {
 	if len(packs) == 0 {
 		return nil
 	}
