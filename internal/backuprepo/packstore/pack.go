@@ -116,12 +116,15 @@ func decodeIndex(data []byte) (packSize int64, es []Entry, err error) {
 
 // Writer appends blocks to new pack files, starting the next one when
 // the current one is full. Appends run in parallel: each reserves its range
-// under the lock and writes it outside. A full pack is flushed in the
+// under the lock and copies it into the pack's chunks outside (see
+// chunkFile). A full pack is flushed in the
 // background once its last write is done, so that the commit finds most of
 // the data on disk already.
 type Writer struct {
 	dir    string // packs/
 	target int64
+	chunk  int64      // a pack's unit of writing
+	pool   *sync.Pool // of chunk buffers
 
 	mu     sync.Mutex
 	cur    *pack
@@ -133,7 +136,8 @@ type Writer struct {
 type pack struct {
 	id      string
 	f       *os.File
-	size    int64 // bytes reserved so far
+	cf      *chunkFile // writes f
+	size    int64      // bytes reserved so far
 	entries []Entry
 	writes  sync.WaitGroup
 	flushed chan struct{} // closed once sealed, written and flushed (or failed)
@@ -145,11 +149,11 @@ type pack struct {
 // NewWriter starts a writer of new packs. Only a holder of the repository's
 // write lock may use one: the packs have no index until Commit.
 func (s *Store) NewWriter() *Writer {
-	return newWriter(filepath.Join(s.dir, PacksDir), s.packSize)
+	return newWriter(filepath.Join(s.dir, PacksDir), s.packSize, chunkSize)
 }
 
-func newWriter(dir string, target int64) *Writer {
-	return &Writer{dir: dir, target: target}
+func newWriter(dir string, target, chunk int64) *Writer {
+	return &Writer{dir: dir, target: target, chunk: chunk, pool: newChunkPool(chunk)}
 }
 
 func (p *pack) fail(err error) {
@@ -177,15 +181,14 @@ func (pw *Writer) Add(h Hash, data []byte) error {
 	var head [packRecHead]byte
 	copy(head[:], h[:])
 	binary.BigEndian.PutUint32(head[sha256.Size:], uint32(len(data)))
-	if _, err := p.f.WriteAt(head[:], off); err != nil {
-		p.fail(err)
-		return fmt.Errorf("write %s: %w", p.f.Name(), err)
+	err = p.cf.put(off, head[:])
+	if err == nil {
+		err = p.cf.put(off+packRecHead, data)
 	}
-	if _, err := p.f.WriteAt(data, off+packRecHead); err != nil {
+	if err != nil {
 		p.fail(err)
-		return fmt.Errorf("write %s: %w", p.f.Name(), err)
 	}
-	return nil
+	return err
 }
 
 // reserve takes the range of the next record, starting a pack if the current
@@ -221,28 +224,34 @@ func (pw *Writer) reserve(h Hash, n int) (*pack, int64, error) {
 func (pw *Writer) create() (*pack, error) {
 	for range 10 {
 		id := randHex(packIDDigits / 2)
-		f, err := os.OpenFile(filepath.Join(pw.dir, id+packSuffix), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		cf, err := createChunkFile(filepath.Join(pw.dir, id+packSuffix), pw.chunk, pw.pool)
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create a pack file: %w", err)
 		}
-		if _, err := f.WriteAt([]byte(packMagic), 0); err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			return nil, fmt.Errorf("write %s: %w", f.Name(), err)
+		if err := cf.put(0, []byte(packMagic)); err != nil {
+			cf.f.Close()
+			os.Remove(cf.f.Name())
+			return nil, err
 		}
-		return &pack{id: id, f: f, size: int64(len(packMagic)), flushed: make(chan struct{})}, nil
+		return &pack{id: id, f: cf.f, cf: cf, size: int64(len(packMagic)), flushed: make(chan struct{})}, nil
 	}
 	return nil, fmt.Errorf("cannot find a free pack id in %s", pw.dir)
 }
 
-// seal flushes p in the background once its writes are done; pw.mu is held.
+// seal writes p's last chunk and flushes it in the background once its
+// writes are done; pw.mu is held.
 func (pw *Writer) seal(p *pack) {
 	go func() {
 		defer close(p.flushed)
 		p.writes.Wait()
+		if p.failed() == nil {
+			if err := p.cf.finish(p.size); err != nil {
+				p.fail(err)
+			}
+		}
 		if p.failed() == nil {
 			if err := unix.Fdatasync(int(p.f.Fd())); err != nil {
 				p.fail(fmt.Errorf("flush %s: %w", p.f.Name(), err))

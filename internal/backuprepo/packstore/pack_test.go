@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -56,17 +58,18 @@ func TestIndexRoundTripAndRefusals(t *testing.T) {
 	}
 }
 
-// A pack write that fails (here: the pack file is read-only underneath)
-// fails the PutBlock, and the commit.
+// A pack write that fails (here: the pack file is closed underneath) fails
+// the Add that completes a chunk, and the commit.
 func TestPackWriterErrors(t *testing.T) {
 	t.Parallel()
-	pw := newWriter(t.TempDir(), 1<<20)
+	pw := newWriter(t.TempDir(), 1<<20, dioAlign)
 	h := Hash(sha256.Sum256([]byte("x")))
 	if err := pw.Add(h, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	pw.cur.f.Close() // every write now fails
-	if err := pw.Add(Hash(sha256.Sum256([]byte("y"))), []byte("y")); err == nil {
+	big := bytes.Repeat([]byte("y"), dioAlign)
+	if err := pw.Add(Hash(sha256.Sum256(big)), big); err == nil {
 		t.Fatal("a write to a closed pack succeeded")
 	}
 	if _, err := pw.finish(); err == nil {
@@ -80,6 +83,45 @@ func TestPackWriterErrors(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(pw.dir); len(ents) != 0 {
 		t.Fatalf("remove left %d files", len(ents))
+	}
+}
+
+// Ranges put in any order, from several goroutines, across chunk
+// boundaries, make the file they describe, to the byte and the length.
+func TestChunkFileWritesEveryByteOnce(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int64{5, dioAlign, 3*dioAlign + 100, 10 * dioAlign} {
+		want := make([]byte, size)
+		rng := rand.New(rand.NewPCG(uint64(size), 1))
+		for i := range want {
+			want[i] = byte(rng.Uint32())
+		}
+		path := filepath.Join(t.TempDir(), "f")
+		cf, err := createChunkFile(path, 2*dioAlign, newChunkPool(2*dioAlign))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cuts []int64
+		for off := int64(0); off < size; off += 1 + rng.Int64N(3000) {
+			cuts = append(cuts, off)
+		}
+		cuts = append(cuts, size)
+		var wg sync.WaitGroup
+		for _, i := range rng.Perm(len(cuts) - 1) {
+			wg.Go(func() {
+				if err := cf.put(cuts[i], want[cuts[i]:cuts[i+1]]); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if err := cf.finish(size); err != nil {
+			t.Fatal(err)
+		}
+		cf.f.Close()
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+			t.Fatalf("size %d: the file has %d bytes, not the %d put, or other ones", size, len(got), size)
+		}
 	}
 }
 
