@@ -12,9 +12,9 @@ import (
 
 // A pack is written in aligned chunks with O_DIRECT, past the page cache:
 // buffered writes of a backup cost the writer about ten times the CPU time
-// of direct ones (measured on a 2-core host: 2.5 against 0.25 s per GiB,
-// for the same disk time), and on a host where QEMU, the guest and the
-// hashing share two cores that CPU time is what limits a full backup.
+// of direct ones (measured on a busy 2-core host: 2.5 against 0.25 s for
+// 2 GiB, for the same disk time), and on a host where QEMU, the guest and
+// the hashing share two cores that CPU time is what limits a full backup.
 // Records are copied into the chunks that cover them, in any order and from
 // several goroutines at once; the goroutine that completes a chunk writes
 // it. Where the file system refuses O_DIRECT, the same chunks go through
