@@ -36,8 +36,10 @@ type chunkFile struct {
 	size int64
 	pool *sync.Pool // of size-byte aligned buffers
 
+	opened bool // with O_DIRECT
+
 	mu     sync.Mutex
-	direct bool
+	direct bool             // O_DIRECT is still on
 	chunks map[int64]*chunk // the chunks being filled, by number
 }
 
@@ -63,7 +65,7 @@ func createChunkFile(path string, size int64, pool *sync.Pool) (*chunkFile, erro
 	if err != nil {
 		return nil, err
 	}
-	return &chunkFile{f: f, size: size, pool: pool, direct: direct, chunks: map[int64]*chunk{}}, nil
+	return &chunkFile{f: f, size: size, pool: pool, opened: direct, direct: direct, chunks: map[int64]*chunk{}}, nil
 }
 
 // newChunkPool gives size-byte buffers aligned for direct writes.
@@ -150,13 +152,15 @@ func (cf *chunkFile) finish(size int64) error {
 	return nil
 }
 
-// writeAt writes a chunk; where the file system refuses the direct write
+// writeAt writes a chunk; where the file system refuses a direct write
 // (EINVAL: it wants another alignment), the file is written through the
-// page cache from then on.
+// page cache from then on, this chunk included.
 func (cf *chunkFile) writeAt(b []byte, off int64) error {
 	_, err := cf.f.WriteAt(b, off)
-	if errors.Is(err, unix.EINVAL) && cf.buffered() {
-		_, err = cf.f.WriteAt(b, off)
+	if errors.Is(err, unix.EINVAL) && cf.opened {
+		if err = cf.buffered(); err == nil {
+			_, err = cf.f.WriteAt(b, off)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", cf.f.Name(), err)
@@ -164,20 +168,20 @@ func (cf *chunkFile) writeAt(b []byte, off int64) error {
 	return nil
 }
 
-// buffered turns O_DIRECT off; it reports whether it was on.
-func (cf *chunkFile) buffered() bool {
+// buffered turns O_DIRECT off, unless another write did.
+func (cf *chunkFile) buffered() error {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
 	if !cf.direct {
-		return false
+		return nil
 	}
 	fl, err := unix.FcntlInt(cf.f.Fd(), unix.F_GETFL, 0)
-	if err != nil {
-		return false
+	if err == nil {
+		_, err = unix.FcntlInt(cf.f.Fd(), unix.F_SETFL, fl&^unix.O_DIRECT)
 	}
-	if _, err := unix.FcntlInt(cf.f.Fd(), unix.F_SETFL, fl&^unix.O_DIRECT); err != nil {
-		return false
+	if err != nil {
+		return fmt.Errorf("turn O_DIRECT off on %s: %w", cf.f.Name(), err)
 	}
 	cf.direct = false
-	return true
+	return nil
 }

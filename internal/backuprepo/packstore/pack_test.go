@@ -199,3 +199,30 @@ func TestStoreWriteReadCollectForget(t *testing.T) {
 		t.Fatalf("reading a forgotten block: %v, want ErrDamaged", err)
 	}
 }
+
+// A direct write that the file system refuses (here: from a buffer off
+// alignment) is written through the page cache instead, and so are the
+// file's writes after it.
+func TestChunkFileFallsBackToBuffered(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "f")
+	cf, err := createChunkFile(path, dioAlign, newChunkPool(dioAlign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.f.Close()
+	want := bytes.Repeat([]byte("hv"), dioAlign)
+	if err := cf.writeAt(want[1:dioAlign+1], 0); err != nil { // a Go allocation is never 4096-aligned plus one
+		t.Fatal(err)
+	}
+	if cf.direct {
+		t.Fatal("O_DIRECT is still on after a refused write")
+	}
+	if err := cf.writeAt(want[1:dioAlign+1], dioAlign); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, bytes.Repeat(want[1:dioAlign+1], 2)) {
+		t.Fatalf("the file holds %d bytes, not the two chunks written", len(got))
+	}
+	t.Logf("opened with O_DIRECT: %v", cf.opened)
+}
