@@ -3,30 +3,17 @@ package backuprepo
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
+
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 )
-
-// blockHash is the SHA-256 of a block's content, which names it in the pack
-// indexes (and named its file in version 1). The zero blockHash stands for a
-// block of zeros, which is never stored.
-type blockHash [sha256.Size]byte
-
-// String is the hash in lower-case hex, as version 1 named block files.
-func (h blockHash) String() string { return hex.EncodeToString(h[:]) }
-
-// IsZero reports whether h stands for a block of zeros.
-func (h blockHash) IsZero() bool { return h == blockHash{} }
 
 // entry is one record of a block map: block Index of a disk holds the block Hash.
 type entry struct {
 	Index int64
-	Hash  blockHash
+	Hash  packstore.Hash
 }
 
 // A block map file is mapMagic followed by 40-byte records, each an 8-byte
@@ -77,7 +64,7 @@ func decodeMap(data []byte, nblocks int64) ([]entry, error) {
 
 // sortedEntries turns a writer's or a merge's index→hash map into map records;
 // base drops zero blocks, which a disk's base implies.
-func sortedEntries(m map[int64]blockHash, base bool) []entry {
+func sortedEntries(m map[int64]packstore.Hash, base bool) []entry {
 	es := make([]entry, 0, len(m))
 	for i, h := range m {
 		if base && h.IsZero() {
@@ -95,35 +82,6 @@ func sortedEntries(m map[int64]blockHash, base bool) []entry {
 		return 0
 	})
 	return es
-}
-
-// blockPath is the file of a block stored by version 1: blocks/ab/abcdef...
-func (r *Repo) blockPath(h blockHash) string {
-	s := h.String()
-	return filepath.Join(r.dir, blocksDir, s[:2], s)
-}
-
-// hasBlockFile reports whether version 1 left a file of n bytes for block h.
-func (r *Repo) hasBlockFile(h blockHash, n int) bool {
-	fi, err := os.Lstat(r.blockPath(h))
-	return err == nil && fi.Mode().IsRegular() && fi.Size() == int64(n)
-}
-
-// readBlockFile reads a block that version 1 stored in a file of its own, and
-// checks it against its name.
-func (r *Repo) readBlockFile(h blockHash) ([]byte, error) {
-	path := r.blockPath(h)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, damaged("block %s is missing (no pack index names it, and there is no %s)", h, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read block %s: %w", path, err)
-	}
-	if got := blockHash(sha256.Sum256(data)); got != h {
-		return nil, damaged("block %s is damaged: its content hashes to %s (%s)", h, got, path)
-	}
-	return data, nil
 }
 
 func allZero(b []byte) bool {

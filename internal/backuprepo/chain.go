@@ -3,6 +3,7 @@ package backuprepo
 import (
 	"fmt"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
@@ -62,8 +63,8 @@ func (r *Repo) chain(b *Backup) ([]*Backup, error) {
 // resolve returns the blocks of disk name as of chain[0]: index → hash, from
 // the newest backup that names the index, down to the disk's base. An index
 // absent from the result reads as zeros.
-func (r *Repo) resolve(chain []*Backup, name string) (map[int64]blockHash, error) {
-	res := map[int64]blockHash{}
+func (r *Repo) resolve(chain []*Backup, name string) (map[int64]packstore.Hash, error) {
+	res := map[int64]packstore.Hash{}
 	for _, c := range chain {
 		d := c.Disk(name)
 		if d == nil { // chain checked it; a guard against misuse

@@ -17,6 +17,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 )
 
 // testdata/v1-repository.tar.gz is a repository of version 1 (one file per
@@ -152,7 +154,7 @@ func TestVersion1Repository(t *testing.T) {
 	checkRestores(t, r, b.ID, db.snapshot())
 	mustVerify(t, r)
 	checkGarbage(t, r, true)
-	if !r.hasBlockFiles() {
+	if !r.store.HasBlockFiles() {
 		t.Fatal("prune removed blocks/ while kept backups name block files in it")
 	}
 
@@ -169,7 +171,7 @@ func TestVersion1Repository(t *testing.T) {
 	if _, err := r.Prune(context.Background(), Policy{KeepLast: 1}, t0.Add(51*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if r.hasBlockFiles() {
+	if r.store.HasBlockFiles() {
 		t.Fatal("blocks/ is still there though no backup names a block file")
 	}
 	checkRestores(t, r, lastWeb.ID, web.snapshot())
@@ -186,8 +188,8 @@ func TestVersion1TornBlockFileIsNotReused(t *testing.T) {
 	r, expect := openV1(t)
 	fresh := make([]byte, 4<<10)
 	fillRandom(randFor(t), fresh)
-	h := blockHash(sha256.Sum256(fresh))
-	if err := os.WriteFile(r.blockPath(h), make([]byte, len(fresh)), 0o600); err != nil {
+	h := packstore.Hash(sha256.Sum256(fresh))
+	if err := os.WriteFile(r.store.BlockPath(h), make([]byte, len(fresh)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	v := &vm{name: "db", disks: []*vdisk{{name: "system", bs: 4 << 10, data: slices.Concat(fresh, make([]byte, 4<<10)), dirty: map[int64]bool{}}}}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
@@ -48,7 +49,7 @@ func TestInterruptedBackupIsDiscarded(t *testing.T) {
 	}
 	// Power cut: its pack reached the disk with its size but not its bytes
 	// (they were not flushed yet).
-	pack := w.packs.packs[0].f.Name()
+	pack := r.store.PackPath(w.packs.Packs()[0])
 	fi, _ := os.Stat(pack)
 	if err := os.WriteFile(pack, make([]byte, fi.Size()), 0o600); err != nil {
 		t.Fatal(err)
@@ -216,7 +217,7 @@ func TestDiscardWaitsForAReadableRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	crash(w)
-	leftover := w.packs.packs[0].id
+	leftover := w.packs.Packs()[0]
 
 	manifest := filepath.Join(r.backupDir(other.ID), manifestFile)
 	good, _ := os.ReadFile(manifest)
@@ -227,14 +228,14 @@ func TestDiscardWaitsForAReadableRepository(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(r.dir, stagingDir)); len(ents) != 1 {
 		t.Fatalf("staging/ holds %d entries; the leftovers must wait for a successful collection", len(ents))
 	}
-	if _, err := os.Stat(r.indexPath(leftover)); err != nil {
+	if _, err := os.Stat(r.store.IndexPath(leftover)); err != nil {
 		t.Fatalf("the leftover pack went before its garbage could be told: %v", err)
 	}
 	os.WriteFile(manifest, good, 0o600)
 	copy(v.disks[0].block(0), fresh)
 	v.disks[0].dirty[0] = true
 	inc := v.backup(t, r, Incremental, full.ID, t0.Add(3*time.Hour))
-	if _, err := os.Stat(r.packPath(leftover)); !os.IsNotExist(err) {
+	if _, err := os.Stat(r.store.PackPath(leftover)); !os.IsNotExist(err) {
 		t.Fatalf("the leftover pack is still there: %v", err)
 	}
 	checkRestores(t, r, inc.ID, v.snapshot())
@@ -262,7 +263,7 @@ func TestPackWithoutIndexIsNotReused(t *testing.T) {
 	if err := w.PutBlock("system", 0, fresh); err != nil {
 		t.Fatal(err)
 	}
-	pack := w.packs.packs[0].f.Name()
+	pack := r.store.PackPath(w.packs.Packs()[0])
 	fi, _ := os.Stat(pack)
 	os.WriteFile(pack, make([]byte, fi.Size()), 0o600) // torn
 	crash(w)
@@ -286,7 +287,7 @@ func TestPackWithoutIndexIsNotReused(t *testing.T) {
 	// A block that a committed pack holds is reused without being read: its
 	// index was written once it was on disk (a damaged one is verify's to
 	// report, and repair's to forget).
-	h := blockHash(sha256.Sum256(fresh))
+	h := packstore.Hash(sha256.Sum256(fresh))
 	damageBlock(t, r, h)
 	again := v.backup(t, r, Full, "", t0.Add(3*time.Hour))
 	if again.Stats.NewBlocks != 0 {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 )
 
 // t0 is the fake clock's start: a Monday, 00:00 UTC.
@@ -199,13 +201,13 @@ func firstDiff(a, b []byte) int {
 // the pack indexes, and in version 1's block files.
 func storedBlocks(t *testing.T, r *Repo) map[string]int64 {
 	t.Helper()
-	idx, err := r.loadIndex()
+	idx, err := r.store.LoadIndex()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]int64{}
-	for _, p := range idx.packs {
-		for _, e := range p.entries {
+	for _, p := range idx.Packs {
+		for _, e := range p.Entries {
 			out[e.Hash.String()] = int64(e.Length)
 		}
 	}
@@ -246,7 +248,7 @@ func packFiles(t *testing.T, r *Repo) []string {
 // checkGarbage checks that what the repository stores is what its backups
 // name, give or take the garbage prune leaves on purpose: every named block
 // is stored; every block file is named; every pack holds a named block, and
-// at most maxGarbage percent of the packs' bytes are garbage when compacted
+// at most packstore.MaxGarbage percent of the packs' bytes are garbage when compacted
 // (after a prune); no pack lacks its index.
 func checkGarbage(t *testing.T, r *Repo, compacted bool) {
 	t.Helper()
@@ -257,17 +259,17 @@ func checkGarbage(t *testing.T, r *Repo, compacted bool) {
 			t.Fatalf("block %s is named but not stored: GC removed a live block", name)
 		}
 	}
-	idx, err := r.loadIndex()
+	idx, err := r.store.LoadIndex()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(idx.partial) > 0 || len(idx.bad) > 0 {
-		t.Fatalf("packs without an index %v, bad indexes %v", idx.partial, idx.bad)
+	if len(idx.Partial) > 0 || len(idx.Bad) > 0 {
+		t.Fatalf("packs without an index %v, bad indexes %v", idx.Partial, idx.Bad)
 	}
 	var total, waste int64
-	for _, p := range idx.packs {
+	for _, p := range idx.Packs {
 		var live, dead int64
-		for _, e := range p.entries {
+		for _, e := range p.Entries {
 			if refd[e.Hash.String()] {
 				live += int64(e.Length)
 			} else {
@@ -275,12 +277,12 @@ func checkGarbage(t *testing.T, r *Repo, compacted bool) {
 			}
 		}
 		if live == 0 {
-			t.Fatalf("pack %s holds only garbage (%d bytes): GC left it", p.id, dead)
+			t.Fatalf("pack %s holds only garbage (%d bytes): GC left it", p.ID, dead)
 		}
 		total, waste = total+live+dead, waste+dead
 	}
-	if compacted && waste*100 > total*maxGarbage {
-		t.Fatalf("the packs hold %d bytes of garbage in %d: prune left more than %d%%", waste, total, maxGarbage)
+	if compacted && waste*100 > total*packstore.MaxGarbage {
+		t.Fatalf("the packs hold %d bytes of garbage in %d: prune left more than %d%%", waste, total, packstore.MaxGarbage)
 	}
 	_ = filepath.WalkDir(filepath.Join(r.dir, blocksDir), func(p string, e fs.DirEntry, err error) error {
 		if err == nil && !e.IsDir() && !refd[e.Name()] {
@@ -291,24 +293,24 @@ func checkGarbage(t *testing.T, r *Repo, compacted bool) {
 }
 
 // blockAt returns the file holding stored block h and the offset of its bytes.
-func blockAt(t *testing.T, r *Repo, h blockHash) (string, int64, int) {
+func blockAt(t *testing.T, r *Repo, h packstore.Hash) (string, int64, int) {
 	t.Helper()
-	idx, err := r.loadIndex()
+	idx, err := r.store.LoadIndex()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, ok := idx.loc[h]; ok {
-		return r.packPath(idx.packs[l.pack].id), l.offset, int(l.length)
+	if l, ok := idx.Locate(h); ok {
+		return r.store.PackPath(idx.Packs[l.Pack].ID), l.Offset, int(l.Length)
 	}
-	fi, err := os.Stat(r.blockPath(h))
+	fi, err := os.Stat(r.store.BlockPath(h))
 	if err != nil {
 		t.Fatalf("block %s is not stored: %v", h, err)
 	}
-	return r.blockPath(h), 0, int(fi.Size())
+	return r.store.BlockPath(h), 0, int(fi.Size())
 }
 
 // damageBlock flips a byte in the middle of stored block h, in place.
-func damageBlock(t *testing.T, r *Repo, h blockHash) {
+func damageBlock(t *testing.T, r *Repo, h packstore.Hash) {
 	t.Helper()
 	path, off, n := blockAt(t, r, h)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -333,7 +335,7 @@ func referencedBlocks(t *testing.T, r *Repo) map[string]bool {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	set := blockSet{}
+	set := packstore.Set{}
 	for _, b := range all {
 		if err := r.addMaps(set, b); err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/sealed"
 )
@@ -149,7 +150,7 @@ func TestDamagedManifestNamesTheFileAndTheFix(t *testing.T) {
 
 func TestBlockMapFormat(t *testing.T) {
 	t.Parallel()
-	es := []entry{{0, blockHash{1}}, {7, blockHash{}}, {9, blockHash{0xff, 2}}}
+	es := []entry{{0, packstore.Hash{1}}, {7, packstore.Hash{}}, {9, packstore.Hash{0xff, 2}}}
 	data := encodeMap(es)
 	if len(data) != 8+3*40 || string(data[:8]) != "HVBMAP1\n" || data[8+7] != 0 || data[8+8] != 1 || data[8+40+7] != 7 {
 		t.Fatalf("encoding: % x", data[:56])
@@ -161,8 +162,8 @@ func TestBlockMapFormat(t *testing.T) {
 	for name, bad := range map[string][]byte{
 		"no magic":       data[1:],
 		"partial record": data[:len(data)-1],
-		"past the end":   encodeMap([]entry{{10, blockHash{1}}}),
-		"not increasing": encodeMap([]entry{{3, blockHash{1}}, {3, blockHash{2}}}),
+		"past the end":   encodeMap([]entry{{10, packstore.Hash{1}}}),
+		"not increasing": encodeMap([]entry{{3, packstore.Hash{1}}, {3, packstore.Hash{2}}}),
 	} {
 		if _, err := decodeMap(bad, 10); err == nil {
 			t.Errorf("%s: decoded", name)
@@ -252,7 +253,7 @@ func fuzzSeedBackups(f *testing.F, r *Repo, v *vm) (string, string) {
 // FuzzDecodeMap: a block map either decodes to strictly increasing indexes
 // inside the disk, which encode back to the same bytes, or is refused.
 func FuzzDecodeMap(f *testing.F) {
-	f.Add(encodeMap([]entry{{0, blockHash{1}}, {5, blockHash{}}, {99, blockHash{0xaa}}}), int64(100))
+	f.Add(encodeMap([]entry{{0, packstore.Hash{1}}, {5, packstore.Hash{}}, {99, packstore.Hash{0xaa}}}), int64(100))
 	f.Add([]byte(mapMagic), int64(1))
 	f.Add([]byte("HVBMAP1"), int64(0))
 	f.Fuzz(func(t *testing.T, data []byte, nblocks int64) {

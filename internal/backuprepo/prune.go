@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
 )
@@ -36,10 +37,10 @@ type PruneResult struct {
 }
 
 // Prune removes the backups policy does not keep and the blocks no remaining
-// backup names, rewriting packs while more than maxGarbage percent of their
-// bytes is such garbage (see gcPacks). A kept incremental never loses its chain: if its parent goes,
-// the blocks of the removed ancestors it reads through are folded into its
-// own maps, which only rewrites its manifest (blocks are shared by hash), so
+// backup names, rewriting packs while more than packstore.MaxGarbage percent
+// of their bytes is such garbage (see packstore.Store.Collect). A kept
+// incremental never loses its chain: if its parent goes, the blocks of the
+// removed ancestors it reads through are folded into its own maps, which only rewrites its manifest (blocks are shared by hash), so
 // it rests on the nearest kept ancestor or becomes a full backup. Days are
 // calendar days in now's location. Prune needs both locks: it fails with
 // errdefs.ErrConflict while a backup is written, restored or verified.
@@ -89,7 +90,7 @@ func (r *Repo) Prune(ctx context.Context, p Policy, now time.Time) (*PruneResult
 			return res, err
 		}
 	}
-	g, err := r.collectGarbage(final, keep, gcMode{compact: true, dry: p.DryRun})
+	g, err := r.collectGarbage(final, keep, packstore.GCMode{Compact: true, Dry: p.DryRun})
 	if err != nil {
 		return res, err
 	}
@@ -100,7 +101,7 @@ func (r *Repo) Prune(ctx context.Context, p Policy, now time.Time) (*PruneResult
 			return res, err
 		}
 	}
-	res.FreedBlocks, res.FreedBytes = g.blocks, g.bytes
+	res.FreedBlocks, res.FreedBytes = g.Blocks, g.Bytes
 	r.log.Info("prune", "repo", r.dir, "dry_run", p.DryRun, "kept", len(res.Kept), "removed", len(res.Removed),
 		"rebased", len(res.Rebased), "freed_bytes", res.FreedBytes)
 	return res, nil
@@ -128,9 +129,9 @@ func (plan *prunePlan) result(vm string) *PruneResult {
 
 // finalBlocks is what is left once plan is done (rebased backups with their
 // new maps, which a dry run has only in memory), and the blocks it names.
-func (r *Repo) finalBlocks(plan *prunePlan) ([]*Backup, blockSet, error) {
+func (r *Repo) finalBlocks(plan *prunePlan) ([]*Backup, packstore.Set, error) {
 	var final []*Backup
-	keep := blockSet{}
+	keep := packstore.Set{}
 	for _, b := range plan.remaining {
 		rb := plan.rebaseOf(b.ID)
 		if rb != nil {
@@ -295,7 +296,7 @@ func (r *Repo) planRebase(b *Backup, byID map[string]*Backup, kept map[string]bo
 		if err != nil {
 			return nil, err
 		}
-		merged := make(map[int64]blockHash, len(es))
+		merged := make(map[int64]packstore.Hash, len(es))
 		for _, e := range es {
 			merged[e.Index] = e.Hash
 		}

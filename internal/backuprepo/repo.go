@@ -1,8 +1,10 @@
 // Package backuprepo is the on-disk repository of hv's backup tool: full and
-// incremental backups of the disks of several VMs in one directory, each block
-// stored once under its SHA-256 (appended to pack files, found through their
-// indexes), one manifest per backup. It knows nothing of QEMU or NBD: the
-// caller reads the disks and hands the blocks in.
+// incremental backups of the disks of several VMs in one directory, one
+// manifest and one block map per disk per backup, chains of incrementals,
+// prune, verify and restore, and the locks that let them share the
+// directory. The blocks themselves, each stored once under its SHA-256 in
+// pack files, are its block store's (package packstore). It knows nothing of
+// QEMU or NBD: the caller reads the disks and hands the blocks in.
 //
 // Repositories of version 1 (one file per block) stay readable: their block
 // files are read where no pack holds the block, and the first backup written
@@ -27,6 +29,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/sealed"
@@ -48,14 +51,14 @@ const (
 	DefaultBlockSize = 256 << 10
 	// MinBlockSize and MaxBlockSize bound a disk's block size (a power of two).
 	MinBlockSize = 4 << 10
-	MaxBlockSize = 64 << 20
+	MaxBlockSize = packstore.MaxBlockSize
 )
 
 // Names inside the repository directory.
 const (
 	headerFile    = "repository.json"
-	blocksDir     = "blocks" // version 1's block files, read where no pack holds a block
-	packsDir      = "packs"
+	blocksDir     = packstore.BlocksDir // version 1's block files, read where no pack holds a block
+	packsDir      = packstore.PacksDir
 	backupsDir    = "backups"
 	stagingDir    = "staging"
 	writeLockFile = "write.lock"
@@ -70,8 +73,9 @@ var (
 )
 
 // ErrDamaged marks a repository whose files are missing, or do not match their
-// checksums or each other. It comes wrapped with errdefs.ErrInvalid.
-var ErrDamaged = errors.New("backup repository damaged")
+// checksums or each other. It comes wrapped with errdefs.ErrInvalid. It is
+// the block store's error, so that a damaged block is one too.
+var ErrDamaged = packstore.ErrDamaged
 
 // Options tune a Repo; the zero value is ready to use.
 type Options struct {
@@ -79,7 +83,7 @@ type Options struct {
 	// Workers is how many goroutines read blocks in Restore and Verify (default 4).
 	Workers int
 	// PackSize is the size a writer fills a pack file to before it starts
-	// the next one (default DefaultPackSize). A block larger than it gets a
+	// the next one (default packstore.DefaultPackSize). A block larger than it gets a
 	// pack of its own.
 	PackSize int64
 	// Now is the clock for commit times and for backups given no time (default time.Now).
@@ -90,12 +94,12 @@ type Options struct {
 // verify and prune takes the locks it needs for as long as it runs, so a Repo
 // may be shared by goroutines.
 type Repo struct {
-	dir      string
-	id       string
-	log      *slog.Logger
-	workers  int
-	packSize int64
-	now      func() time.Time
+	dir     string
+	id      string
+	log     *slog.Logger
+	workers int
+	store   *packstore.Store // the blocks
+	now     func() time.Time
 }
 
 // header is the body of repository.json.
@@ -111,9 +115,6 @@ func (o Options) fill() Options {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 4
-	}
-	if o.PackSize <= 0 {
-		o.PackSize = DefaultPackSize
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -211,7 +212,7 @@ func Open(dir string, o Options) (*Repo, error) {
 			return nil, damaged("%s: the directory %s/ is missing; the repository is incomplete: copy it from a copy of this repository", dir, d)
 		}
 	}
-	return &Repo{dir: dir, id: h.ID, log: o.Log, workers: o.Workers, packSize: o.PackSize, now: o.Now}, nil
+	return &Repo{dir: dir, id: h.ID, log: o.Log, workers: o.Workers, now: o.Now, store: packstore.New(dir, o.PackSize, o.Log)}, nil
 }
 
 // Version reads the repository's format version from its header: 1 or 2.

@@ -49,12 +49,12 @@ func (r *Repo) Restore(ctx context.Context, id, disk string, w io.WriterAt, o Re
 	if err != nil {
 		return err
 	}
-	idx, err := r.loadIndex()
+	idx, err := r.store.LoadIndex()
 	if err != nil {
 		return err
 	}
-	br := r.newBlockReader(idx)
-	defer br.close()
+	br := r.store.NewReader(idx)
+	defer br.Close()
 	m := newMeter(o.Progress, d.Size)
 	zeros := make([]byte, d.BlockSize)
 	err = parallel(ctx, r.workers, d.NumBlocks(), func(i int64) error {
@@ -69,7 +69,7 @@ func (r *Repo) Restore(ctx context.Context, id, disk string, w io.WriterAt, o Re
 			data = zeros[:n]
 		default:
 			var err error
-			if data, err = br.read(h, nil); err != nil {
+			if data, err = br.Read(h, nil); err != nil {
 				return fmt.Errorf("restore backup %s disk %s block %d: %w", id, disk, i, err)
 			}
 			if len(data) != n {

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/fsutil"
 )
 
 // Report is what Verify checked and found.
@@ -49,7 +49,7 @@ func (r *Repo) Verify(ctx context.Context, id string, progress Progress) (*Repor
 		return nil, err
 	}
 	defer rl.Close()
-	v := &verifier{r: r, rep: &Report{}, damaged: blockSet{}}
+	v := &verifier{r: r, rep: &Report{}, damaged: packstore.Set{}}
 	return v.run(ctx, id, progress)
 }
 
@@ -58,7 +58,7 @@ type verifier struct {
 	r       *Repo
 	mu      sync.Mutex
 	rep     *Report
-	damaged blockSet // blocks that are stored, but not whole
+	damaged packstore.Set // blocks that are stored, but not whole
 }
 
 func (v *verifier) problem(backup string, err error) {
@@ -113,8 +113,8 @@ func (v *verifier) backups(id string) ([]*Backup, error) {
 
 // uses checks each backup's configuration and chain, and lists every block
 // its restore reads, with its first use for messages.
-func (v *verifier) uses(ctx context.Context, bs []*Backup) (map[blockHash]use, error) {
-	uses := map[blockHash]use{}
+func (v *verifier) uses(ctx context.Context, bs []*Backup) (map[packstore.Hash]use, error) {
+	uses := map[packstore.Hash]use{}
 	for _, b := range bs {
 		if err := ctx.Err(); err != nil {
 			return nil, ctxErr(err)
@@ -145,24 +145,24 @@ func (v *verifier) uses(ctx context.Context, bs []*Backup) (map[blockHash]use, e
 }
 
 // blocks reads and hashes every block used, in the order they lie on disk.
-func (v *verifier) blocks(ctx context.Context, uses map[blockHash]use, progress Progress) error {
-	idx, err := v.r.loadIndex()
+func (v *verifier) blocks(ctx context.Context, uses map[packstore.Hash]use, progress Progress) error {
+	idx, err := v.r.store.LoadIndex()
 	if err != nil {
 		return err
 	}
-	for _, err := range idx.bad {
+	for _, err := range idx.Bad {
 		v.problem("", err)
 	}
-	br := v.r.newBlockReader(idx)
-	defer br.close()
-	items, total, err := v.items(br, uses)
+	br := v.r.store.NewReader(idx)
+	defer br.Close()
+	items, total, err := v.items(idx, br, uses)
 	if err != nil {
 		return err
 	}
 	m := newMeter(progress, total)
 	return parallel(ctx, v.r.workers, int64(len(items)), func(i int64) error {
 		it := items[i]
-		if _, err := br.read(it.h, nil); err != nil {
+		if _, err := br.Read(it.h, nil); err != nil {
 			if !errors.Is(err, ErrDamaged) {
 				return err
 			}
@@ -199,70 +199,39 @@ func (r *Repo) Repair(ctx context.Context, progress Progress) (*Report, error) {
 		return nil, err
 	}
 	defer rl.Close()
-	v := &verifier{r: r, rep: &Report{}, damaged: blockSet{}}
+	v := &verifier{r: r, rep: &Report{}, damaged: packstore.Set{}}
 	rep, verr := v.run(ctx, "", progress)
 	if verr != nil && !errors.Is(verr, ErrDamaged) {
 		return rep, verr
 	}
-	if err := r.forget(v.damaged, rep); err != nil {
+	forgotten, err := r.store.Forget(v.damaged)
+	rep.Repaired = append(rep.Repaired, forgotten...)
+	if err != nil {
 		return rep, err
 	}
+	if len(forgotten) > 0 {
+		r.log.Warn("damaged blocks forgotten; the next backup that reads the same data stores them again", "repo", r.dir, "blocks", len(forgotten))
+	}
 	return rep, verr
-}
-
-// forget drops the blocks bad from the pack indexes and block files.
-func (r *Repo) forget(bad blockSet, rep *Report) error {
-	if len(bad) == 0 {
-		return nil
-	}
-	idx, err := r.loadIndex()
-	if err != nil {
-		return err
-	}
-	byPack := map[int32]blockSet{}
-	for h := range bad {
-		l, ok := idx.loc[h]
-		if !ok {
-			if err := remove(r.blockPath(h)); err != nil {
-				return err
-			}
-		} else {
-			if byPack[l.pack] == nil {
-				byPack[l.pack] = blockSet{}
-			}
-			byPack[l.pack][h] = struct{}{}
-		}
-		rep.Repaired = append(rep.Repaired, h.String())
-	}
-	for n, hs := range byPack {
-		p := idx.packs[n]
-		es := slices.DeleteFunc(slices.Clone(p.entries), func(e packEntry) bool { _, ok := hs[e.Hash]; return ok })
-		if err := fsutil.WriteFileAtomic(r.indexPath(p.id), encodeIndex(p.size, es), 0o600); err != nil {
-			return fmt.Errorf("%w: repair: %w; check the repository's space and permissions", errdefs.ErrUnavailable, err)
-		}
-	}
-	slices.Sort(rep.Repaired)
-	r.log.Warn("damaged blocks forgotten; the next backup that reads the same data stores them again", "repo", r.dir, "blocks", len(rep.Repaired))
-	return nil
 }
 
 // repairFix is what to do about a damaged or missing block.
 const repairFix = "run hv backup verify --repair, which forgets the damaged blocks so that the next backup that reads the same data stores them again"
 
 type verifyItem struct {
-	h    blockHash
+	h    packstore.Hash
 	u    use
 	size int64
-	loc  blockLoc
+	loc  packstore.Loc
 }
 
 // items lists the blocks to read, in the order they lie on disk (pack by
 // pack, then version 1's files), and reports those that are missing.
-func (v *verifier) items(br *blockReader, uses map[blockHash]use) ([]verifyItem, int64, error) {
+func (v *verifier) items(idx *packstore.Index, br *packstore.Reader, uses map[packstore.Hash]use) ([]verifyItem, int64, error) {
 	var items []verifyItem
 	var total int64
 	for h, u := range uses {
-		size, ok, err := br.size(h)
+		size, ok, err := br.Size(h)
 		if err != nil {
 			return nil, 0, fmt.Errorf("verify: %w", err)
 		}
@@ -271,18 +240,18 @@ func (v *verifier) items(br *blockReader, uses map[blockHash]use) ([]verifyItem,
 				"the next backup that reads the same data stores it again"))
 			continue
 		}
-		l, inPack := br.idx.loc[h]
+		l, inPack := idx.Locate(h)
 		if !inPack {
-			l.pack = math.MaxInt32
+			l.Pack = math.MaxInt32
 		}
 		items = append(items, verifyItem{h, u, size, l})
 		total += size
 	}
 	slices.SortFunc(items, func(a, b verifyItem) int {
-		if c := cmp.Compare(a.loc.pack, b.loc.pack); c != 0 {
+		if c := cmp.Compare(a.loc.Pack, b.loc.Pack); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(a.loc.offset, b.loc.offset); c != 0 {
+		if c := cmp.Compare(a.loc.Offset, b.loc.Offset); c != 0 {
 			return c
 		}
 		return bytes.Compare(a.h[:], b.h[:])
@@ -290,7 +259,7 @@ func (v *verifier) items(br *blockReader, uses map[blockHash]use) ([]verifyItem,
 	return items, total, nil
 }
 
-func blockProblem(h blockHash, u use, what, fix string) error {
+func blockProblem(h packstore.Hash, u use, what, fix string) error {
 	return fmt.Errorf("block %s %s; backup %s needs it for disk %s block %d, so it and the backups that share the block cannot be restored: %s, and take a full backup of the VM",
 		h, what, u.backup, u.disk, u.index, fix)
 }

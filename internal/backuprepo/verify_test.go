@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 )
 
@@ -30,7 +31,7 @@ func chainRepo(t *testing.T) (*Repo, *vm, []*Backup) {
 }
 
 // blockOf returns a block that backup b's own map names, and its index.
-func blockOf(t *testing.T, r *Repo, b *Backup) (blockHash, int64) {
+func blockOf(t *testing.T, r *Repo, b *Backup) (packstore.Hash, int64) {
 	t.Helper()
 	es, err := r.readMap(b, &b.Disks[0])
 	if err != nil {
@@ -42,7 +43,7 @@ func blockOf(t *testing.T, r *Repo, b *Backup) (blockHash, int64) {
 		}
 	}
 	t.Fatal("no data block")
-	return blockHash{}, 0
+	return packstore.Hash{}, 0
 }
 
 // verifyFails runs Verify and checks that it reports a problem whose message
@@ -141,9 +142,9 @@ func TestVerifyFindsADamagedIndex(t *testing.T) {
 	r, _, bs := chainRepo(t)
 	h, _ := blockOf(t, r, bs[2])
 	path, _, _ := blockAt(t, r, h)
-	index := strings.TrimSuffix(path, packSuffix) + indexSuffix
+	index := strings.TrimSuffix(path, ".pack") + ".idx"
 	data, _ := os.ReadFile(index)
-	data[indexHead] ^= 1
+	data[16] ^= 1 // the first record, after the magic and the pack's size
 	os.WriteFile(index, data, 0o600)
 	verifyFails(t, r, "", index, "is not a valid pack index", "checksum")
 	verifyFails(t, r, "", "block "+h.String(), "is missing")

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hvproject/hv/internal/backuprepo/packstore"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/validate"
@@ -57,8 +58,8 @@ type Writer struct {
 
 	// idx holds the blocks of the committed packs, loaded at Begin: each
 	// was flushed before its index was written, so it is reused as it is.
-	idx   *blockIndex
-	packs *packWriter
+	idx   *packstore.Index
+	packs *packstore.Writer
 	// files: the repository has version 1's block files (it was upgraded).
 	files bool
 
@@ -66,7 +67,7 @@ type Writer struct {
 	state     writerState
 	config    []byte
 	hasConfig bool
-	created   map[blockHash]int64 // blocks this writer appended to its packs, and their sizes
+	created   map[packstore.Hash]int64 // blocks this writer appended to its packs, and their sizes
 
 	// known holds the version 1 block files it may reuse without reading
 	// them: those that committed backups name (read from their maps at the
@@ -75,7 +76,7 @@ type Writer struct {
 	// pack instead.
 	knownOnce sync.Once
 	knownMu   sync.Mutex
-	known     blockSet
+	known     packstore.Set
 }
 
 type writerState int
@@ -88,7 +89,7 @@ const (
 
 type wdisk struct {
 	d      *Disk
-	blocks map[int64]blockHash // what the writer was given; zero hash: zeros
+	blocks map[int64]packstore.Hash // what the writer was given; zero hash: zeros
 }
 
 // Begin starts a backup, holding the repository's write lock until Commit or
@@ -217,10 +218,10 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 		stage := filepath.Join(r.dir, stagingDir, b.ID)
 		if _, err := os.Stat(r.backupDir(b.ID)); errors.Is(err, fs.ErrNotExist) {
 			if err := os.Mkdir(stage, 0o700); err == nil {
-				w := &Writer{r: r, lock: lock, stage: stage, b: b, disks: map[string]*wdisk{}, created: map[blockHash]int64{}, known: blockSet{},
-					idx: idx, packs: newPackWriter(filepath.Join(r.dir, packsDir), r.packSize), files: r.hasBlockFiles()}
+				w := &Writer{r: r, lock: lock, stage: stage, b: b, disks: map[string]*wdisk{}, created: map[packstore.Hash]int64{}, known: packstore.Set{},
+					idx: idx, packs: r.store.NewWriter(), files: r.store.HasBlockFiles()}
 				for i := range w.b.Disks {
-					w.disks[w.b.Disks[i].Name] = &wdisk{d: &w.b.Disks[i], blocks: map[int64]blockHash{}}
+					w.disks[w.b.Disks[i].Name] = &wdisk{d: &w.b.Disks[i], blocks: map[int64]packstore.Hash{}}
 				}
 				return w, nil
 			} else if !errors.Is(err, fs.ErrExist) {
@@ -235,19 +236,19 @@ func (r *Repo) begin(meta BackupMeta, lock *os.File) (*Writer, error) {
 
 // prepareWrite readies the repository for a writer: upgraded to this
 // version, what an interrupted writer left discarded, the index loaded.
-func (r *Repo) prepareWrite() (*blockIndex, error) {
+func (r *Repo) prepareWrite() (*packstore.Index, error) {
 	if err := r.upgrade(); err != nil {
 		return nil, err
 	}
 	if err := r.recover(); err != nil {
 		return nil, err
 	}
-	idx, err := r.loadIndex()
+	idx, err := r.store.LoadIndex()
 	if err != nil {
 		return nil, err
 	}
-	if len(idx.bad) > 0 {
-		r.log.Warn("some pack indexes cannot be read; the blocks they list are stored again", "repo", r.dir, "err", errors.Join(idx.bad...))
+	if len(idx.Bad) > 0 {
+		r.log.Warn("some pack indexes cannot be read; the blocks they list are stored again", "repo", r.dir, "err", errors.Join(idx.Bad...))
 	}
 	return idx, nil
 }
@@ -259,7 +260,7 @@ func (r *Repo) prepareWrite() (*blockIndex, error) {
 // and only then empties staging/, so that a failure here is retried by the
 // next writer. Only a holder of the write lock may call it.
 func (r *Repo) recover() error {
-	if err := r.removePartialPacks(); err != nil {
+	if err := r.store.RemovePartialPacks(); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(filepath.Join(r.dir, stagingDir))
@@ -269,7 +270,7 @@ func (r *Repo) recover() error {
 	if len(ents) == 0 {
 		return nil
 	}
-	if _, err := r.collectGarbage(nil, nil, gcMode{}); err != nil {
+	if _, err := r.collectGarbage(nil, nil, packstore.GCMode{}); err != nil {
 		return fmt.Errorf("discarding an interrupted backup: %w", err)
 	}
 	_, err = r.discardStaging()
@@ -333,7 +334,7 @@ func (w *Writer) PutBlock(disk string, index int64, data []byte) error {
 		return fmt.Errorf("%w: data: block %d of disk %s is %d bytes, not %d (block size %d, disk size %d); give the whole block",
 			errdefs.ErrInvalid, index, disk, len(data), want, d.d.BlockSize, d.d.Size)
 	}
-	var h blockHash
+	var h packstore.Hash
 	if !allZero(data) {
 		h = sha256.Sum256(data)
 		if err := w.store(h, data); err != nil {
@@ -348,8 +349,8 @@ func (w *Writer) PutBlock(disk string, index int64, data []byte) error {
 // file of version 1 that a committed backup names (flushed before that
 // backup's manifest was written). A block file that no backup names may be
 // a crashed writer's leftover, torn by a power cut: it is never reused.
-func (w *Writer) store(h blockHash, data []byte) error {
-	if w.idx.has(h) || w.files && w.r.hasBlockFile(h, len(data)) && w.isKnown(h) {
+func (w *Writer) store(h packstore.Hash, data []byte) error {
+	if w.idx.Has(h) || w.files && w.r.store.HasBlockFile(h, len(data)) && w.isKnown(h) {
 		return nil
 	}
 	w.mu.Lock()
@@ -359,13 +360,13 @@ func (w *Writer) store(h blockHash, data []byte) error {
 	}
 	w.created[h] = int64(len(data)) // even if the write fails: the backup fails with it
 	w.mu.Unlock()
-	return w.packs.add(h, data)
+	return w.packs.Add(h, data)
 }
 
 // isKnown reports whether a block file of version 1 may be reused without
 // reading it. The first call reads the maps of every committed backup: about
 // 40 bytes per block of each, a small fraction of reading the blocks.
-func (w *Writer) isKnown(h blockHash) bool {
+func (w *Writer) isKnown(h packstore.Hash) bool {
 	w.knownOnce.Do(w.loadKnown)
 	w.knownMu.Lock()
 	defer w.knownMu.Unlock()
@@ -377,7 +378,7 @@ func (w *Writer) isKnown(h blockHash) bool {
 // manifest or map it cannot read only means more blocks are compared before
 // reuse, so it is logged, not fatal (verify reports it).
 func (w *Writer) loadKnown() {
-	set := blockSet{}
+	set := packstore.Set{}
 	all, errs := w.r.loadAll()
 	for _, b := range all {
 		if err := w.r.addMaps(set, b); err != nil {
@@ -402,10 +403,10 @@ func (w *Writer) ZeroBlock(disk string, index int64) error {
 	if err != nil {
 		return err
 	}
-	return w.record(d, index, blockHash{})
+	return w.record(d, index, packstore.Hash{})
 }
 
-func (w *Writer) record(d *wdisk, index int64, h blockHash) error {
+func (w *Writer) record(d *wdisk, index int64, h packstore.Hash) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.state != open {
@@ -488,11 +489,7 @@ func (w *Writer) Commit() (*Backup, error) {
 // everything into the staging directory, the manifest last: a staged
 // manifest is a complete backup that only needs publish.
 func (w *Writer) prepare() error {
-	packs, err := w.packs.finish()
-	if err != nil {
-		return err
-	}
-	if err := w.packs.writeIndexes(packs); err != nil {
+	if _, err := w.packs.Commit(); err != nil {
 		return err
 	}
 	for i := range w.b.Disks {
@@ -555,7 +552,7 @@ func (w *Writer) discard() error {
 
 func (w *Writer) discardLocked() error {
 	var errs []error
-	if err := w.packs.remove(); err != nil {
+	if err := w.packs.Remove(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(w.stage); err != nil {

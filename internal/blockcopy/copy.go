@@ -54,7 +54,10 @@ type Options struct {
 	// read together up to it (default DefaultReadSize; at least one block).
 	ReadSize int
 	// Workers is how many goroutines hand blocks to the sinks (default
-	// GOMAXPROCS, at least 2): for a repository, they hash and write.
+	// twice GOMAXPROCS, at least 4): for a repository, they hash and write,
+	// and a worker waiting for the disk leaves its CPU to another that
+	// hashes (with 2 CPUs, 4 workers copied 2 GiB into a repository in
+	// 4.2 s, 2 workers in 5.9 s).
 	Workers int
 	// Memory bounds the bytes of the buffers in flight, read and not yet
 	// put (default DefaultMemory), but leaves a buffer to each reader and
@@ -92,7 +95,7 @@ func (o Options) fill(maxBlock int64) Options {
 	}
 	o.ReadSize = int(max(int64(o.ReadSize), maxBlock))
 	if o.Workers <= 0 {
-		o.Workers = max(runtime.GOMAXPROCS(0), 2)
+		o.Workers = max(2*runtime.GOMAXPROCS(0), 4)
 	}
 	if o.Memory <= 0 {
 		o.Memory = DefaultMemory

@@ -1,4 +1,4 @@
-package backuprepo
+package packstore
 
 import (
 	"bytes"
@@ -42,6 +42,9 @@ const (
 	indexSuffix  = ".idx"
 	packIDDigits = 16
 
+	// MaxBlockSize is the largest block an index record may hold.
+	MaxBlockSize = 64 << 20
+
 	// DefaultPackSize is the size a writer fills a pack file to: a 100 GiB
 	// disk is about 800 packs, and the last pack of a backup, flushed at
 	// its commit, is written in well under a second on a disk.
@@ -50,20 +53,17 @@ const (
 
 var packIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
-// packEntry is where a pack holds a block: its bytes are Length bytes at Offset.
-type packEntry struct {
-	Hash   blockHash
+// Entry is where a pack holds a block: its bytes are Length bytes at Offset.
+type Entry struct {
+	Hash   Hash
 	Offset int64
 	Length uint32
 }
 
-func (r *Repo) packPath(id string) string  { return filepath.Join(r.dir, packsDir, id+packSuffix) }
-func (r *Repo) indexPath(id string) string { return filepath.Join(r.dir, packsDir, id+indexSuffix) }
-
 // encodeIndex makes the index of a pack of packSize bytes holding es.
-func encodeIndex(packSize int64, es []packEntry) []byte {
+func encodeIndex(packSize int64, es []Entry) []byte {
 	es = slices.Clone(es)
-	slices.SortFunc(es, func(a, b packEntry) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+	slices.SortFunc(es, func(a, b Entry) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
 	out := make([]byte, 0, indexHead+len(es)*indexRecord+sha256.Size)
 	out = append(out, indexMagic...)
 	out = binary.BigEndian.AppendUint64(out, uint64(packSize))
@@ -77,7 +77,7 @@ func encodeIndex(packSize int64, es []packEntry) []byte {
 }
 
 // decodeIndex parses an index. Its error says what is wrong, without the file's name.
-func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
+func decodeIndex(data []byte) (packSize int64, es []Entry, err error) {
 	if len(data) < indexHead+sha256.Size || string(data[:len(indexMagic)]) != indexMagic {
 		return 0, nil, errors.New(`it does not start with the index's magic "HVPIDX1\n"`)
 	}
@@ -93,7 +93,7 @@ func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
 		return 0, nil, fmt.Errorf("it gives the pack a size of %d bytes", size)
 	}
 	recs := body[indexHead:]
-	es = make([]packEntry, len(recs)/indexRecord)
+	es = make([]Entry, len(recs)/indexRecord)
 	for i := range es {
 		rec := recs[i*indexRecord : (i+1)*indexRecord]
 		e := &es[i]
@@ -114,14 +114,17 @@ func decodeIndex(data []byte) (packSize int64, es []packEntry, err error) {
 	return int64(size), es, nil
 }
 
-// packWriter appends blocks to new pack files, starting the next one when
+// Writer appends blocks to new pack files, starting the next one when
 // the current one is full. Appends run in parallel: each reserves its range
-// under the lock and writes it outside. A full pack is flushed in the
+// under the lock and copies it into the pack's chunks outside (see
+// chunkFile). A full pack is flushed in the
 // background once its last write is done, so that the commit finds most of
 // the data on disk already.
-type packWriter struct {
+type Writer struct {
 	dir    string // packs/
 	target int64
+	chunk  int64      // a pack's unit of writing
+	pool   *sync.Pool // of chunk buffers
 
 	mu     sync.Mutex
 	cur    *pack
@@ -133,8 +136,9 @@ type packWriter struct {
 type pack struct {
 	id      string
 	f       *os.File
-	size    int64 // bytes reserved so far
-	entries []packEntry
+	cf      *chunkFile // writes f
+	size    int64      // bytes reserved so far
+	entries []Entry
 	writes  sync.WaitGroup
 	flushed chan struct{} // closed once sealed, written and flushed (or failed)
 
@@ -142,8 +146,14 @@ type pack struct {
 	err error // the first failed write or flush
 }
 
-func newPackWriter(dir string, target int64) *packWriter {
-	return &packWriter{dir: dir, target: target}
+// NewWriter starts a writer of new packs. Only a holder of the repository's
+// write lock may use one: the packs have no index until Commit.
+func (s *Store) NewWriter() *Writer {
+	return newWriter(filepath.Join(s.dir, PacksDir), s.packSize, chunkSize)
+}
+
+func newWriter(dir string, target, chunk int64) *Writer {
+	return &Writer{dir: dir, target: target, chunk: chunk, pool: newChunkPool(chunk)}
 }
 
 func (p *pack) fail(err error) {
@@ -160,8 +170,9 @@ func (p *pack) failed() error {
 	return p.err
 }
 
-// add appends block h, whose bytes are data, to the current pack.
-func (pw *packWriter) add(h blockHash, data []byte) error {
+// Add appends block h, whose bytes are data, to the current pack. It may be
+// called from several goroutines; data is not kept after it returns.
+func (pw *Writer) Add(h Hash, data []byte) error {
 	p, off, err := pw.reserve(h, len(data))
 	if err != nil {
 		return err
@@ -170,20 +181,19 @@ func (pw *packWriter) add(h blockHash, data []byte) error {
 	var head [packRecHead]byte
 	copy(head[:], h[:])
 	binary.BigEndian.PutUint32(head[sha256.Size:], uint32(len(data)))
-	if _, err := p.f.WriteAt(head[:], off); err != nil {
-		p.fail(err)
-		return fmt.Errorf("write %s: %w", p.f.Name(), err)
+	err = p.cf.put(off, head[:])
+	if err == nil {
+		err = p.cf.put(off+packRecHead, data)
 	}
-	if _, err := p.f.WriteAt(data, off+packRecHead); err != nil {
+	if err != nil {
 		p.fail(err)
-		return fmt.Errorf("write %s: %w", p.f.Name(), err)
 	}
-	return nil
+	return err
 }
 
 // reserve takes the range of the next record, starting a pack if the current
 // one is full. The caller writes the record, then calls p.writes.Done.
-func (pw *packWriter) reserve(h blockHash, n int) (*pack, int64, error) {
+func (pw *Writer) reserve(h Hash, n int) (*pack, int64, error) {
 	rec := int64(packRecHead + n)
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
@@ -205,37 +215,43 @@ func (pw *packWriter) reserve(h blockHash, n int) (*pack, int64, error) {
 	p := pw.cur
 	off := p.size
 	p.size += rec
-	p.entries = append(p.entries, packEntry{Hash: h, Offset: off + packRecHead, Length: uint32(n)})
+	p.entries = append(p.entries, Entry{Hash: h, Offset: off + packRecHead, Length: uint32(n)})
 	p.writes.Add(1)
 	return p, off, nil
 }
 
 // create starts a pack file under a new random id.
-func (pw *packWriter) create() (*pack, error) {
+func (pw *Writer) create() (*pack, error) {
 	for range 10 {
 		id := randHex(packIDDigits / 2)
-		f, err := os.OpenFile(filepath.Join(pw.dir, id+packSuffix), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		cf, err := createChunkFile(filepath.Join(pw.dir, id+packSuffix), pw.chunk, pw.pool)
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create a pack file: %w", err)
 		}
-		if _, err := f.WriteAt([]byte(packMagic), 0); err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			return nil, fmt.Errorf("write %s: %w", f.Name(), err)
+		if err := cf.put(0, []byte(packMagic)); err != nil {
+			cf.f.Close()
+			os.Remove(cf.f.Name())
+			return nil, err
 		}
-		return &pack{id: id, f: f, size: int64(len(packMagic)), flushed: make(chan struct{})}, nil
+		return &pack{id: id, f: cf.f, cf: cf, size: int64(len(packMagic)), flushed: make(chan struct{})}, nil
 	}
 	return nil, fmt.Errorf("cannot find a free pack id in %s", pw.dir)
 }
 
-// seal flushes p in the background once its writes are done; pw.mu is held.
-func (pw *packWriter) seal(p *pack) {
+// seal writes p's last chunk and flushes it in the background once its
+// writes are done; pw.mu is held.
+func (pw *Writer) seal(p *pack) {
 	go func() {
 		defer close(p.flushed)
 		p.writes.Wait()
+		if p.failed() == nil {
+			if err := p.cf.finish(p.size); err != nil {
+				p.fail(err)
+			}
+		}
 		if p.failed() == nil {
 			if err := unix.Fdatasync(int(p.f.Fd())); err != nil {
 				p.fail(fmt.Errorf("flush %s: %w", p.f.Name(), err))
@@ -249,7 +265,7 @@ func (pw *packWriter) seal(p *pack) {
 
 // finish seals the last pack and waits until every pack is written and
 // flushed. It returns the packs, and the first error of any.
-func (pw *packWriter) finish() ([]*pack, error) {
+func (pw *Writer) finish() ([]*pack, error) {
 	pw.mu.Lock()
 	if pw.cur != nil {
 		pw.seal(pw.cur)
@@ -268,9 +284,9 @@ func (pw *packWriter) finish() ([]*pack, error) {
 	return packs, errors.Join(errs...)
 }
 
-// remove deletes every pack made, each index first, so that no index ever
+// Remove deletes every pack made, each index first, so that no index ever
 // names a pack that is gone. The caller has no append in flight.
-func (pw *packWriter) remove() error {
+func (pw *Writer) Remove() error {
 	pw.mu.Lock()
 	if pw.cur != nil {
 		pw.seal(pw.cur)
@@ -292,9 +308,31 @@ func (pw *packWriter) remove() error {
 	return errors.Join(errs...)
 }
 
+// Packs are the ids of the packs the writer made, in order.
+func (pw *Writer) Packs() []string {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	ids := make([]string, len(pw.packs))
+	for i, p := range pw.packs {
+		ids[i] = p.id
+	}
+	return ids
+}
+
+// Commit seals the last pack, waits until every pack is written and
+// flushed, then makes them readable: it writes their indexes. It returns how
+// many packs it wrote. On an error the caller calls Remove.
+func (pw *Writer) Commit() (int, error) {
+	packs, err := pw.finish()
+	if err != nil {
+		return 0, err
+	}
+	return len(packs), pw.writeIndexes(packs)
+}
+
 // writeIndexes makes the finished packs readable: the directory entries of
 // the packs on disk first, then each pack's index, written atomically.
-func (pw *packWriter) writeIndexes(packs []*pack) error {
+func (pw *Writer) writeIndexes(packs []*pack) error {
 	if len(packs) == 0 {
 		return nil
 	}
