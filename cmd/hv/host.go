@@ -75,6 +75,8 @@ func hostTable(w io.Writer, h api.HostInfo) {
 		[2]string{"CPUs", fmt.Sprint(h.CPUs)},
 		[2]string{"Memory", fmt.Sprintf("%s (%s available)", humanBytes(h.MemoryBytes), humanBytes(h.MemoryFreeBytes))},
 		[2]string{"Root", h.Root},
+		[2]string{"Network API", listenLine(h)},
+		[2]string{"Fingerprint", dash(h.TLSFingerprint)},
 		[2]string{"VMs", fmt.Sprintf("%d (%d running)", h.VMs, h.VMsRunning)},
 		[2]string{"Config version", config},
 		[2]string{"BIOS", h.Firmware.BIOS},
@@ -83,4 +85,12 @@ func hostTable(w io.Writer, h api.HostInfo) {
 		[2]string{"Secure Boot code", h.Firmware.SecureBootCode},
 		[2]string{"Secure Boot vars", h.Firmware.SecureBootVars},
 	)
+}
+
+// listenLine is where hvd serves the API over TLS, or why it does not.
+func listenLine(h api.HostInfo) string {
+	if len(h.Listen) == 0 {
+		return "none (unix socket only; start hvd with --listen ADDR:PORT)"
+	}
+	return strings.Join(h.Listen, ", ")
 }
