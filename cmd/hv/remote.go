@@ -238,7 +238,14 @@ func (a *app) probe(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	h, err := a.cl.HostInfo(ctx)
-	if err != nil {
+	var answered *client.Error
+	var impostor *client.FingerprintError
+	switch {
+	case errors.As(err, &answered):
+		return "answers, but refuses this client: " + a.describe(err)
+	case errors.As(err, &impostor):
+		return "refused: another certificate answers there: " + a.describe(err)
+	case err != nil:
 		return "unreachable: " + a.describe(err)
 	}
 	return fmt.Sprintf("online (host %s, hv %s)", h.Hostname, h.Version)

@@ -257,5 +257,9 @@ func TestRemoteRefusals(t *testing.T) {
 		wantOK(t, h.hv(t, t.TempDir(), "--socket", h.socket, "trust", "remove", "laptop"), "trust remove")
 		r := h.hv(t, dir, "--remote", "hv1", "vm", "list")
 		wantFail(t, r, "a client no longer trusted", "not trust")
+		// The host answers: remote show says it refuses, not that it is unreachable.
+		if r = h.hv(t, dir, "remote", "show", "hv1"); !strings.Contains(r.stdout, "answers, but refuses this client") {
+			t.Errorf("remote show of a host that no longer trusts the client: %q %q", r.stdout, r.stderr)
+		}
 	})
 }
