@@ -4,17 +4,19 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hvproject/hv/internal/qemu"
 )
 
-// brokenKVM is a /dev/kvm that opens and runs no guest code.
-type brokenKVM struct{ probes int }
+// brokenKVM is a /dev/kvm that opens and runs no guest code. The probes
+// of several CPU models run at once.
+type brokenKVM struct{ probes atomic.Int32 }
 
 func (b *brokenKVM) OpenDevice() error { return nil }
 func (b *brokenKVM) RunGuest(ctx context.Context, accel, cpu string) error {
-	b.probes++
+	b.probes.Add(1)
 	return errors.New("kvm-pvm: INTERNAL_ERROR in batch emul")
 }
 
@@ -28,17 +30,17 @@ func TestNewProbesTheAccelerator(t *testing.T) {
 		t.Fatalf("%v (the hostenv tests need QEMU)", err)
 	}
 	a := e.Accel()
-	if a.Name != qemu.AccelTCG || !strings.Contains(a.Reason, "INTERNAL_ERROR") || p.probes == 0 {
-		t.Errorf("accelerator %+v after %d probes, want TCG with KVM's reason", a, p.probes)
+	if a.Name != qemu.AccelTCG || !strings.Contains(a.Reason, "INTERNAL_ERROR") || p.probes.Load() == 0 {
+		t.Errorf("accelerator %+v after %d probes, want TCG with KVM's reason", a, p.probes.Load())
 	}
 	info := e.Info()
 	if info.Accelerator != qemu.AccelTCG || info.AcceleratorWarning == "" || info.QEMUVersion == "" ||
 		info.CPUs < 1 || info.MemoryBytes == 0 || info.MemoryFreeBytes > info.MemoryBytes || len(info.MachineTypes) == 0 {
 		t.Errorf("info: %+v", info)
 	}
-	before := p.probes
-	if _, err := e.Probe(ctx); err != nil || p.probes == before {
-		t.Errorf("probe again: %v, %d probes", err, p.probes-before)
+	before := p.probes.Load()
+	if _, err := e.Probe(ctx); err != nil || p.probes.Load() == before {
+		t.Errorf("probe again: %v, %d probes", err, p.probes.Load()-before)
 	}
 	if _, err := New(ctx, Options{Prober: &brokenKVM{}, Accel: qemu.AccelKVM}); err == nil || !strings.Contains(err.Error(), "INTERNAL_ERROR") {
 		t.Errorf("--accel kvm on a broken KVM: %v, want a refusal with the reason", err)
