@@ -12,7 +12,8 @@ type VMMove struct {
 	// KeepSource keeps the VM's files on this host, as a VM that is off,
 	// instead of removing them once the target runs it.
 	KeepSource bool `json:"keep_source,omitempty"`
-	// Bandwidth bounds the transfer in bytes per second; 0: no bound.
+	// Bandwidth bounds the files' copy and the memory stream in bytes per
+	// second; 0: files unbounded, memory at QEMU's default (128 MiB/s).
 	Bandwidth uint64 `json:"bandwidth,omitempty"`
 	// MaxDowntime is the longest pause of the guest at the switch-over, in
 	// milliseconds (QEMU's downtime-limit); 0: 300.

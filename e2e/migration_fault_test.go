@@ -30,6 +30,8 @@ type moveFault struct {
 	strike func(t *testing.T, lab *hostlab.Lab, src, dst int, op string)
 	// want is text the failed move's error must hold.
 	want string
+	// at is the stage the fault waits for (default: the disks' mirror).
+	at string
 }
 
 // TestMigrationFaults breaks moves in the middle, each a different way,
@@ -49,7 +51,12 @@ func TestMigrationFaults(t *testing.T) {
 	h[0].exec(faultVM, "echo written-before > /root/marker && sync")
 
 	faults := []moveFault{
-		{name: "cancel", bandwidth: "2M", strike: cancelMove, want: "cancel"},
+		// The link is slowed so that the cancel lands while the disks mirror,
+		// however fast this host copies 27 MiB.
+		{name: "cancel", slow: 16 << 20, strike: cancelMove, want: "cancel"},
+		// --bandwidth bounds the memory stream: the cancel lands during it, and
+		// the next move must neither inherit its bandwidth nor hurt the guest.
+		{name: "cancel-memory", bandwidth: "2M", at: "moving the memory", strike: cancelMove, want: "cancel"},
 		{name: "target-killed", slow: 16 << 20, strike: killTargetDuringMove},
 		{name: "source-hvd-killed", slow: 16 << 20, strike: killSourceHVDDuringMove},
 	}
@@ -59,7 +66,9 @@ func TestMigrationFaults(t *testing.T) {
 			hs, hd := h[src].as(t), h[dst].as(t)
 			if !runFault(t, lab, hs, hd, src, dst, f) {
 				// The VM moves for real now, the roles swap for the next fault.
-				hs.move(faultVM, lab.Host(dst).Name)
+				if r := hs.move(faultVM, lab.Host(dst).Name); r.TotalTime > 60000 {
+					t.Errorf("the move after the fault took %d ms: did it inherit the failed move's bandwidth?", r.TotalTime)
+				}
 				hd.waitHeartbeat(faultVM)
 			}
 			expect(t, hd.exec(faultVM, "cat /root/marker"), "written-before", "the marker after a good move")
@@ -111,7 +120,11 @@ func runFault(t *testing.T, lab *hostlab.Lab, hs, hd *host, src, dst int, f move
 		args = append(args, "--bandwidth", f.bandwidth)
 	}
 	op := opID(t, hs.must(args...))
-	waitStage(t, hs, op, "mirroring", 60*time.Second)
+	at := f.at
+	if at == "" {
+		at = "mirroring"
+	}
+	waitStage(t, hs, op, at, 60*time.Second)
 	f.strike(t, lab, src, dst, op)
 	end := waitOpEnd(t, hs, op, 2*time.Minute)
 	t.Logf("the move ended %s: %s", end.Status, end.Error)

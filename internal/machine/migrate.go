@@ -53,6 +53,13 @@ type Incoming struct {
 	Bitmaps []qmp.BitmapMigrationNode
 }
 
+// QEMU's own defaults, which a move without --bandwidth or --max-downtime
+// gets.
+const (
+	DefaultMaxBandwidth  = 128 << 20 // bytes/s
+	DefaultDowntimeLimit = 300       // ms
+)
+
 // Outgoing is the source side of a migration.
 type Outgoing struct {
 	TLS MigrationTLS
@@ -61,7 +68,7 @@ type Outgoing struct {
 	Disks       []string // the top images' format nodes, as on the target
 	Bitmaps     []qmp.BitmapMigrationNode
 	// MaxBandwidth (bytes/s) and DowntimeLimit (ms) bound the memory
-	// transfer; 0 keeps QEMU's defaults. AutoConverge throttles a guest
+	// transfer; 0 means QEMU's defaults. AutoConverge throttles a guest
 	// that dirties memory faster than it moves.
 	MaxBandwidth  uint64
 	DowntimeLimit uint64
@@ -332,12 +339,17 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	}
 	creds, host := migrateTLS, out.TLS.Hostname
 	params := qmp.MigrateSetParameters{TLSCreds: &creds, TLSHostname: &host, BlockBitmapMapping: bitmapsOrNone(out.Bitmaps)}
-	if out.MaxBandwidth > 0 {
-		params.MaxBandwidth = &out.MaxBandwidth
+	// Both are set on every move: QEMU keeps parameters from one migration
+	// to the next, and a move cancelled at --bandwidth 2M would otherwise
+	// slow every later move of the VM to 2 MB/s.
+	bw, downtime := out.MaxBandwidth, out.DowntimeLimit
+	if bw == 0 {
+		bw = DefaultMaxBandwidth
 	}
-	if out.DowntimeLimit > 0 {
-		params.DowntimeLimit = &out.DowntimeLimit
+	if downtime == 0 {
+		downtime = DefaultDowntimeLimit
 	}
+	params.MaxBandwidth, params.DowntimeLimit = &bw, &downtime
 	if err := qmp.Do(ctx, m.qmp, params); err != nil {
 		return MigrationProgress{}, err
 	}
