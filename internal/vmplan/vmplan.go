@@ -12,8 +12,8 @@ import (
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
-	"github.com/hvproject/hv/internal/feature/devices"
 	"github.com/hvproject/hv/internal/hostenv"
+	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/validate"
 	"github.com/hvproject/hv/internal/vmconfig"
@@ -231,7 +231,7 @@ func (h Host) Update(cfg *vmconfig.Config, req api.VMUpdate) error {
 		return errNestedCompat()
 	}
 	if req.DynamicMemory != nil {
-		dm, err := devices.PlanDynamicMemory(*cfg, *req.DynamicMemory)
+		dm, err := DynamicMemory(*cfg, *req.DynamicMemory)
 		if err != nil {
 			return err
 		}
@@ -311,4 +311,41 @@ func (h Host) errNestedNeedsKVM() error {
 // virtualization extensions to give a nested guest.
 func errNestedCompat() error {
 	return fmt.Errorf("cpu_compat: processor compatibility runs the VM on a generic CPU model without virtualization extensions, which nested needs; turn one of them off: %w", errdefs.ErrInvalid)
+}
+
+// DynamicMemory checks a dynamic memory setting against the VM's
+// configuration; nil is dynamic memory off.
+func DynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfig.DynamicMemory, error) {
+	if !u.Enabled {
+		return nil, nil
+	}
+	if cfg.Generation != 2 {
+		return nil, fmt.Errorf("dynamic_memory: needs generation 2 (memory hot-add): %w", errdefs.ErrInvalid)
+	}
+	dm := &vmconfig.DynamicMemory{Enabled: true, MinimumBytes: cfg.MemoryBytes, MaximumBytes: cfg.MaxMemoryBytes, BufferPercent: 20}
+	var err error
+	if u.Minimum != "" {
+		if dm.MinimumBytes, err = validate.ParseSize("dynamic_memory.minimum", u.Minimum); err != nil {
+			return nil, err
+		}
+	}
+	if u.Maximum != "" {
+		if dm.MaximumBytes, err = validate.ParseSize("dynamic_memory.maximum", u.Maximum); err != nil {
+			return nil, err
+		}
+	}
+	if u.BufferPercent != 0 {
+		dm.BufferPercent = u.BufferPercent
+	}
+	switch {
+	case dm.MinimumBytes < 64<<20 || dm.MinimumBytes > cfg.MemoryBytes:
+		return nil, fmt.Errorf("dynamic_memory.minimum: give 64M up to the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
+	case dm.MaximumBytes < cfg.MemoryBytes:
+		return nil, fmt.Errorf("dynamic_memory.maximum: give at least the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
+	case (dm.MaximumBytes-cfg.MemoryBytes)%machine.MemBlock != 0:
+		return nil, fmt.Errorf("dynamic_memory.maximum: maximum - startup memory must be a multiple of 2M: %w", errdefs.ErrInvalid)
+	case dm.BufferPercent < 5 || dm.BufferPercent > 2000:
+		return nil, fmt.Errorf("dynamic_memory.buffer_percent: %d; give 5 to 2000 (Hyper-V's default is 20): %w", dm.BufferPercent, errdefs.ErrInvalid)
+	}
+	return dm, nil
 }

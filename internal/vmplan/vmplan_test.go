@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/disk"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // fakeImages says every image is a 64 MiB qcow2.
@@ -116,5 +117,31 @@ func TestUpdate(t *testing.T) {
 	}
 	if err := h.Update(&c3, api.VMUpdate{Memory: str("5G")}); err != nil || c3.MemoryBytes != 5<<30 || c3.MaxMemoryBytes != 8<<30 {
 		t.Errorf("memory 5G: %d/%d %v", c3.MemoryBytes, c3.MaxMemoryBytes, err)
+	}
+}
+
+func TestDynamicMemory(t *testing.T) {
+	cfg := vmconfig.Config{Generation: 2, MemoryBytes: 1 << 30, MaxMemoryBytes: 4 << 30}
+	dm, err := DynamicMemory(cfg, api.DynamicMemoryUpdate{Enabled: true})
+	if err != nil || dm.MinimumBytes != 1<<30 || dm.MaximumBytes != 4<<30 || dm.BufferPercent != 20 {
+		t.Fatalf("defaults: %+v %v", dm, err)
+	}
+	if dm, err := DynamicMemory(cfg, api.DynamicMemoryUpdate{}); dm != nil || err != nil {
+		t.Fatalf("off: %+v %v", dm, err)
+	}
+	for _, c := range []struct {
+		cfg  vmconfig.Config
+		u    api.DynamicMemoryUpdate
+		want string
+	}{
+		{vmconfig.Config{Generation: 1, MemoryBytes: 1 << 30}, api.DynamicMemoryUpdate{Enabled: true}, "dynamic_memory:"},
+		{cfg, api.DynamicMemoryUpdate{Enabled: true, Minimum: "32M"}, "dynamic_memory.minimum:"},
+		{cfg, api.DynamicMemoryUpdate{Enabled: true, Maximum: "512M"}, "dynamic_memory.maximum:"},
+		{cfg, api.DynamicMemoryUpdate{Enabled: true, Maximum: "2049M"}, "dynamic_memory.maximum:"},
+		{cfg, api.DynamicMemoryUpdate{Enabled: true, BufferPercent: 1}, "dynamic_memory.buffer_percent:"},
+	} {
+		if _, err := DynamicMemory(c.cfg, c.u); !errors.Is(err, errdefs.ErrInvalid) || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.u, err, c.want)
+		}
 	}
 }

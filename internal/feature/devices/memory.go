@@ -65,43 +65,6 @@ func checkResize(v hostvm.VM, target uint64, want string) error {
 	return nil
 }
 
-// PlanDynamicMemory checks a dynamic memory setting against the VM's
-// configuration; nil is dynamic memory off.
-func PlanDynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfig.DynamicMemory, error) {
-	if !u.Enabled {
-		return nil, nil
-	}
-	if cfg.Generation != 2 {
-		return nil, fmt.Errorf("dynamic_memory: needs generation 2 (memory hot-add): %w", errdefs.ErrInvalid)
-	}
-	dm := &vmconfig.DynamicMemory{Enabled: true, MinimumBytes: cfg.MemoryBytes, MaximumBytes: cfg.MaxMemoryBytes, BufferPercent: 20}
-	var err error
-	if u.Minimum != "" {
-		if dm.MinimumBytes, err = validate.ParseSize("dynamic_memory.minimum", u.Minimum); err != nil {
-			return nil, err
-		}
-	}
-	if u.Maximum != "" {
-		if dm.MaximumBytes, err = validate.ParseSize("dynamic_memory.maximum", u.Maximum); err != nil {
-			return nil, err
-		}
-	}
-	if u.BufferPercent != 0 {
-		dm.BufferPercent = u.BufferPercent
-	}
-	switch {
-	case dm.MinimumBytes < 64<<20 || dm.MinimumBytes > cfg.MemoryBytes:
-		return nil, fmt.Errorf("dynamic_memory.minimum: give 64M up to the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
-	case dm.MaximumBytes < cfg.MemoryBytes:
-		return nil, fmt.Errorf("dynamic_memory.maximum: give at least the startup memory (%s): %w", validate.FormatSize(cfg.MemoryBytes), errdefs.ErrInvalid)
-	case (dm.MaximumBytes-cfg.MemoryBytes)%machine.MemBlock != 0:
-		return nil, fmt.Errorf("dynamic_memory.maximum: maximum - startup memory must be a multiple of 2M: %w", errdefs.ErrInvalid)
-	case dm.BufferPercent < 5 || dm.BufferPercent > 2000:
-		return nil, fmt.Errorf("dynamic_memory.buffer_percent: %d; give 5 to 2000 (Hyper-V's default is 20): %w", dm.BufferPercent, errdefs.ErrInvalid)
-	}
-	return dm, nil
-}
-
 // Balance is Hyper-V's memory balancer for one running VM, until ctx ends
 // (its QEMU is gone): every second it reads the guest's demand from the
 // balloon's statistics, grows the guest by hot-add when demand plus buffer

@@ -55,32 +55,6 @@ func TestResizeMemory(t *testing.T) {
 	}
 }
 
-func TestPlanDynamicMemory(t *testing.T) {
-	cfg := vmconfig.Config{Generation: 2, MemoryBytes: 1 << 30, MaxMemoryBytes: 4 << 30}
-	dm, err := PlanDynamicMemory(cfg, api.DynamicMemoryUpdate{Enabled: true})
-	if err != nil || dm.MinimumBytes != 1<<30 || dm.MaximumBytes != 4<<30 || dm.BufferPercent != 20 {
-		t.Fatalf("defaults: %+v %v", dm, err)
-	}
-	if dm, err := PlanDynamicMemory(cfg, api.DynamicMemoryUpdate{}); dm != nil || err != nil {
-		t.Fatalf("off: %+v %v", dm, err)
-	}
-	for _, c := range []struct {
-		cfg  vmconfig.Config
-		u    api.DynamicMemoryUpdate
-		want string
-	}{
-		{vmconfig.Config{Generation: 1, MemoryBytes: 1 << 30}, api.DynamicMemoryUpdate{Enabled: true}, "dynamic_memory:"},
-		{cfg, api.DynamicMemoryUpdate{Enabled: true, Minimum: "32M"}, "dynamic_memory.minimum:"},
-		{cfg, api.DynamicMemoryUpdate{Enabled: true, Maximum: "512M"}, "dynamic_memory.maximum:"},
-		{cfg, api.DynamicMemoryUpdate{Enabled: true, Maximum: "2049M"}, "dynamic_memory.maximum:"},
-		{cfg, api.DynamicMemoryUpdate{Enabled: true, BufferPercent: 1}, "dynamic_memory.buffer_percent:"},
-	} {
-		if _, err := PlanDynamicMemory(c.cfg, c.u); !errors.Is(err, errdefs.ErrInvalid) || !strings.HasPrefix(err.Error(), c.want) {
-			t.Errorf("%+v: %v, want %q", c.u, err, c.want)
-		}
-	}
-}
-
 // The balancer grows a guest short of memory at once, by hot-add once the
 // balloon gives back all it holds, and takes memory back from an idle one
 // with the balloon, in small steps, never below the minimum.
