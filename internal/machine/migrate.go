@@ -161,6 +161,7 @@ func bitmapsOrNone(b []qmp.BitmapMigrationNode) []qmp.BitmapMigrationNode {
 // WaitIncomingDone waits until the migration stream has arrived whole; the
 // guest stays paused until the caller lets it run (Cont).
 func (m *Machine) WaitIncomingDone(ctx context.Context) error {
+	wait := time.Millisecond
 	for {
 		st, err := qmp.Run(ctx, m.qmp, qmp.QueryMigrate{})
 		if err != nil {
@@ -177,8 +178,9 @@ func (m *Machine) WaitIncomingDone(ctx context.Context) error {
 			return ctx.Err()
 		case <-m.exited:
 			return fmt.Errorf("QEMU exited while receiving the migration%s: %w", LastWords(m.o.LogPath), errdefs.ErrUnavailable)
-		case <-time.After(2 * time.Millisecond): // the guest waits stopped on both hosts
+		case <-time.After(wait): // the guest waits stopped on both hosts: quick first
 		}
+		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 
@@ -461,6 +463,7 @@ func (m *Machine) completeMirrors(ctx context.Context, nodes []string) error {
 
 // waitJobGone waits for a job to conclude, dismisses it, and returns its error.
 func (m *Machine) waitJobGone(ctx context.Context, id string) error {
+	wait := time.Millisecond
 	for {
 		jobs, err := qmp.Run(ctx, m.qmp, qmp.QueryJobs{})
 		if err != nil {
@@ -482,12 +485,14 @@ func (m *Machine) waitJobGone(ctx context.Context, id string) error {
 			}
 			return nil
 		}
-		// The guest is stopped meanwhile: every millisecond is downtime.
+		// The guest is stopped meanwhile: every millisecond is downtime, so
+		// the first asks come quick; a job that takes long is asked less.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 
