@@ -599,8 +599,9 @@ func (w *stallWatch) check(n uint64, stage, what string) error {
 		return nil
 	}
 	if stalled := now.Sub(w.since); stalled >= w.limit {
-		return fmt.Errorf("%s made no progress for %s (is the link to the target down?): %w",
-			what, stalled.Round(time.Second), errdefs.ErrUnavailable)
+		return errdefs.WithHint(fmt.Errorf("%s made no progress for %s (is the link to the target down?): %w",
+			what, stalled.Round(time.Second), errdefs.ErrUnavailable),
+			"the VM runs on here; check the network between the hosts and move it again")
 	}
 	return nil
 }

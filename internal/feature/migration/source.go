@@ -269,7 +269,8 @@ func targetAnswers(ctx context.Context, peer Peer, id, to string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s does not answer before the switch-over (%v); the VM runs on here: %w", to, err, errdefs.ErrUnavailable)
+	return errdefs.WithHint(fmt.Errorf("%s does not answer before the switch-over (%v); the VM runs on here: %w", to, err, errdefs.ErrUnavailable),
+		"check that "+to+"'s hvd runs and is reachable from this host, then move the VM again")
 }
 
 // reachable is where this host reaches an address the target gave: its
