@@ -121,7 +121,7 @@ func (m *Machine) SaveState(ctx context.Context, path string, progress func(done
 		}
 		switch st.Status {
 		case qmp.MigrationCompleted:
-			return nil
+			return m.waitMigrationFinalized(ctx)
 		case qmp.MigrationFailed, qmp.MigrationCancelled:
 			return fmt.Errorf("QEMU could not write the state: %s (is the disk full?): %w", st.ErrorDesc, errdefs.ErrUnavailable)
 		}
@@ -130,6 +130,33 @@ func (m *Machine) SaveState(ctx context.Context, path string, progress func(done
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// waitMigrationFinalized waits for QEMU to leave "finish-migrate" once a
+// migration says "completed": the migration thread sets the run state a
+// moment later, and a cont in between is refused ("Migration is not
+// finalized yet"), which left a checkpointed guest paused.
+func (m *Machine) waitMigrationFinalized(ctx context.Context) error {
+	wait := time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := m.qmp.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("reading QEMU's state after the migration: %w", err)
+		}
+		if st.Status != "finish-migrate" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("QEMU still finishes the migration after 10 s: %w", errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 

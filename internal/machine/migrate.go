@@ -377,6 +377,9 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	if err := m.waitMigration(ctx, events, qmp.MigrationCompleted, stallAfter(out), progress); err != nil {
 		return MigrationProgress{}, err
 	}
+	if err := m.waitMigrationFinalized(ctx); err != nil {
+		return MigrationProgress{}, err
+	}
 	// QEMU says "completed" a moment before it fills in the downtime: ask
 	// again, briefly, rather than report a switch-over that took 0 ms.
 	var st qmp.MigrationInfo
