@@ -9,7 +9,15 @@ const (
 	// RoleReadOnly may read the host's state (GET routes and the event
 	// stream), never consoles, exec, guest files or anything that changes state.
 	RoleReadOnly = "read-only"
+	// RolePeer is another hv host: it may read this host's description and
+	// move VMs here (the migration routes), nothing else: no VM list, no
+	// exec, no console, no trust store. A host's certificate is root on
+	// that host, not on this one.
+	RolePeer = "peer"
 )
+
+// Roles lists the roles a token may give, for messages and completion.
+var Roles = []string{RoleAdmin, RoleReadOnly, RolePeer}
 
 // TrustedCertificate is a client certificate hvd trusts on its network API
 // (GET /1.0/trust/certificates).

@@ -16,11 +16,12 @@ func newListeningHost(t *testing.T) *host {
 }
 
 // peerWith makes to a peer of h named name: to trusts h's hvd with a
-// one-time token, and h pins to's certificate.
+// one-time token of role peer (h may move VMs to it, nothing else), and h
+// pins to's certificate.
 func (h *host) peerWith(name string, to *host, trustedAs string) {
 	h.t.Helper()
 	var tok api.Token
-	out := to.must("trust", "add", trustedAs, "-o", "json")
+	out := to.must("trust", "add", trustedAs, "--role", "peer", "-o", "json")
 	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
 		h.t.Fatalf("hv trust add -o json: %v\n%s", err, out)
 	}

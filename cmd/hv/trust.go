@@ -49,12 +49,13 @@ the client needs nothing else. It works once and expires after --expires;
 'hv trust remove NAME' revokes it before it is used.`,
 		Example: `  hv trust add laptop
   hv trust add monitoring --role read-only --expires 24h
+  hv trust add host2 --role peer      # then on host2: hv peer add host1 --token TOKEN
   hv trust add ci -o json | jq -r .token`,
 		Args: exactArgs(1, "the name the client will have on this host"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
-			if req.Role != api.RoleAdmin && req.Role != api.RoleReadOnly {
-				return usagef(cmd, "--role %q: use %s or %s", req.Role, api.RoleAdmin, api.RoleReadOnly)
+			if !slices.Contains(api.Roles, req.Role) {
+				return usagef(cmd, "--role %q: use %s", req.Role, strings.Join(api.Roles, ", "))
 			}
 			tok, err := a.client().CreateToken(cmd.Context(), req)
 			if err != nil {
@@ -71,10 +72,10 @@ the client needs nothing else. It works once and expires after --expires;
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Role, "role", api.RoleAdmin, "what the client may do: admin or read-only")
+	f.StringVar(&req.Role, "role", api.RoleAdmin, "what the client may do: admin, read-only, or peer (another hv host: it may move VMs here, nothing else)")
 	f.StringVar(&req.Expires, "expires", "", "how long the token is valid, e.g. 30m or 24h (default 1h, at most 168h)")
 	_ = cmd.RegisterFlagCompletionFunc("role", cobra.FixedCompletions(
-		[]string{api.RoleAdmin, api.RoleReadOnly}, cobra.ShellCompDirectiveNoFileComp))
+		api.Roles, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

@@ -226,11 +226,12 @@ func (h *Host) HV(ctx context.Context, args ...string) (string, error) {
 }
 
 // Peer makes b a peer of a: b trusts a (a one-time token from b, named
-// a.Name there) and a pins b's certificate as peer b.Name. For moves both
+// a.Name there, of role peer: a may move VMs to b, nothing else) and a pins
+// b's certificate as peer b.Name. For moves both
 // ways, call Peer(b, a) too.
 func (l *Lab) Peer(ctx context.Context, a, b int) error {
 	ha, hb := l.hosts[a], l.hosts[b]
-	out, err := hb.HV(ctx, "trust", "add", ha.Name, "-o", "json")
+	out, err := hb.HV(ctx, "trust", "add", ha.Name, "--role", "peer", "-o", "json")
 	if err != nil {
 		return fmt.Errorf("a token on %s for %s: %w", hb.Name, ha.Name, err)
 	}

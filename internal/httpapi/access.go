@@ -28,7 +28,16 @@ const (
 	readOnly
 	// anyCertificate: any client certificate, trusted or not. Enrollment only.
 	anyCertificate
+	// hostPeer: certificates of role admin or peer (another hv host moving
+	// a VM here). The migration routes; a migration is seen only by the
+	// host that started it.
+	hostPeer
 )
+
+// peerReads are the routes other than hostPeer ones a peer host may call:
+// what it asks before a move (this host's versions, machine types and
+// firmware) and the catch-all that answers 404.
+var peerReads = map[string]bool{"GET /1.0": true, "GET /1.0/host": true, notFoundPattern: true}
 
 // routeAccess classifies every route, in one table to review. A route
 // missing here is admin only, and TestRouteAccess fails until it is listed.
@@ -110,12 +119,12 @@ var routeAccess = map[string]access{
 	"DELETE /1.0/peers/{name}":              adminOnly,
 
 	"POST /1.0/vms/{name}/move":             adminOnly,
-	"POST /1.0/migrations":                  adminOnly, // a peer host moving a VM here
-	"GET /1.0/migrations/{id}":              adminOnly,
-	"DELETE /1.0/migrations/{id}":           adminOnly,
-	"PUT /1.0/migrations/{id}/files/{file}": adminOnly,
-	"POST /1.0/migrations/{id}/prepare":     adminOnly,
-	"POST /1.0/migrations/{id}/commit":      adminOnly,
+	"POST /1.0/migrations":                  hostPeer, // a peer host moving a VM here
+	"GET /1.0/migrations/{id}":              hostPeer,
+	"DELETE /1.0/migrations/{id}":           hostPeer,
+	"PUT /1.0/migrations/{id}/files/{file}": hostPeer,
+	"POST /1.0/migrations/{id}/prepare":     hostPeer,
+	"POST /1.0/migrations/{id}/commit":      hostPeer,
 }
 
 // notFoundPattern is the mux's catch-all, which only answers 404.
@@ -221,10 +230,24 @@ func (h *remote) authorize(r *http.Request, cert *x509.Certificate) (api.Trusted
 	if err != nil {
 		return who, err
 	}
-	if acc == adminOnly && who.Role != api.RoleAdmin {
+	if !allowed(who.Role, acc, pattern) {
 		return who, errdefs.WithHint(fmt.Errorf("certificate %s has the role %s, which may not %s %s: %w",
 			who.Name, who.Role, r.Method, r.URL.Path, errdefs.ErrForbidden),
 			"use a certificate of role admin, or ask an admin of this host to do it")
 	}
 	return who, nil
+}
+
+// allowed says whether a trusted certificate of role may call a route of
+// class acc (pattern is the route, for a peer's few reads).
+func allowed(role string, acc access, pattern string) bool {
+	switch role {
+	case api.RoleAdmin:
+		return true
+	case api.RoleReadOnly:
+		return acc == readOnly
+	case api.RolePeer:
+		return acc == hostPeer || peerReads[pattern]
+	}
+	return false
 }

@@ -50,6 +50,10 @@ func TestRouteAccess(t *testing.T) {
 			if k != "POST /1.0/trust/enroll" {
 				t.Errorf("route %s is open to untrusted certificates; only enrollment may be", k)
 			}
+		case hostPeer:
+			if !strings.HasPrefix(r.path, "/1.0/migrations") {
+				t.Errorf("route %s is open to peer hosts; only the migration routes may be", k)
+			}
 		case adminOnly:
 		default:
 			t.Errorf("route %s: unknown access class %d", k, a)
@@ -118,12 +122,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type remoteFixture struct {
-	url                      string
-	admin, reader, stranger  *http.Client
-	adminID, readerID, strID *tlsid.Identity
-	logs                     *syncBuffer
-	ops                      *operation.Manager
-	enroll                   *enrollOnly
+	url                              string
+	admin, reader, stranger, peer    *http.Client
+	adminID, readerID, strID, peerID *tlsid.Identity
+	logs                             *syncBuffer
+	ops                              *operation.Manager
+	enroll                           *enrollOnly
 }
 
 func newRemoteFixture(t *testing.T) *remoteFixture {
@@ -134,9 +138,11 @@ func newRemoteFixture(t *testing.T) *remoteFixture {
 	f.ops = operation.NewManager(bus, StatusCode)
 	s := New(Roles{Switches: &switchesOnly{switches: map[string]api.Switch{}}, Trust: f.enroll}, f.ops, bus, log)
 	f.adminID, f.readerID, f.strID = newIdentity(t, "admin"), newIdentity(t, "reader"), newIdentity(t, "stranger")
+	f.peerID = newIdentity(t, "host2")
 	auth := fakeAuth{
 		f.adminID.Fingerprint:  {Name: "boss", Fingerprint: f.adminID.Fingerprint, Role: api.RoleAdmin},
 		f.readerID.Fingerprint: {Name: "viewer", Fingerprint: f.readerID.Fingerprint, Role: api.RoleReadOnly},
+		f.peerID.Fingerprint:   {Name: "host2", Fingerprint: f.peerID.Fingerprint, Role: api.RolePeer},
 	}
 	srv := httptest.NewUnstartedServer(s.Remote(auth))
 	srv.TLS = tlsid.ServerConfig(newIdentity(t, "server"))
@@ -147,7 +153,7 @@ func newRemoteFixture(t *testing.T) *remoteFixture {
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
 			InsecureSkipVerify: true, Certificates: []tls.Certificate{id.Cert}, MinVersion: tls.VersionTLS13}}}
 	}
-	f.admin, f.reader, f.stranger = client(f.adminID), client(f.readerID), client(f.strID)
+	f.admin, f.reader, f.stranger, f.peer = client(f.adminID), client(f.readerID), client(f.strID), client(f.peerID)
 	return f
 }
 
@@ -187,6 +193,17 @@ func TestRemoteEnforcesRoles(t *testing.T) {
 		{"read-only", f.reader, "GET", "/1.0/vms/web/files?path=/etc/shadow", "", 403, "may not GET"},
 		{"read-only", f.reader, "GET", "/1.0/trust/certificates", "", 403, "may not GET"},
 		{"read-only", f.reader, "GET", "/1.0/nowhere", "", 404, "no such API path"},
+		// A peer host may ask what this host runs and move VMs in (no
+		// migration role here: 501), nothing else, not even a list.
+		{"peer", f.peer, "GET", "/1.0", "", 200, ""},
+		{"peer", f.peer, "POST", "/1.0/migrations", `{}`, 501, ""},
+		{"peer", f.peer, "POST", "/1.0/migrations/x/commit", `{}`, 501, ""},
+		{"peer", f.peer, "GET", "/1.0/switches", "", 403, "certificate host2 has the role peer, which may not GET /1.0/switches"},
+		{"peer", f.peer, "GET", "/1.0/vms", "", 403, "may not GET"},
+		{"peer", f.peer, "POST", "/1.0/vms/web/exec", `{}`, 403, "may not POST"},
+		{"peer", f.peer, "POST", "/1.0/trust/tokens", `{}`, 403, "may not POST"},
+		{"peer", f.peer, "GET", "/1.0/nowhere", "", 404, "no such API path"},
+		{"read-only", f.reader, "POST", "/1.0/migrations", `{}`, 403, "may not POST"},
 		{"untrusted", f.stranger, "GET", "/1.0/switches", "", 403, "does not trust client certificate " + f.strID.Fingerprint},
 		{"untrusted", f.stranger, "GET", "/1.0", "", 403, "does not trust"},
 		{"untrusted", f.stranger, "GET", "/1.0/nowhere", "", 403, "does not trust"},

@@ -130,8 +130,8 @@ func (s state) check() error {
 }
 
 func checkRole(role string) error {
-	if role != api.RoleAdmin && role != api.RoleReadOnly {
-		return fmt.Errorf("role: %q is no role; use %s or %s: %w", role, api.RoleAdmin, api.RoleReadOnly, errdefs.ErrInvalid)
+	if !slices.Contains(api.Roles, role) {
+		return fmt.Errorf("role: %q is no role; use %s: %w", role, strings.Join(api.Roles, ", "), errdefs.ErrInvalid)
 	}
 	return nil
 }

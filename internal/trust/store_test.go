@@ -111,7 +111,7 @@ func TestTokenRefusals(t *testing.T) {
 	_, _, err = s.AddToken("ro", api.RoleAdmin, time.Hour)
 	wantErr(t, "a second pending token of the same name", err, errdefs.ErrConflict, "pending")
 	_, _, err = s.AddToken("x", "root", time.Hour)
-	wantErr(t, "unknown role", err, errdefs.ErrInvalid, "use admin or read-only")
+	wantErr(t, "unknown role", err, errdefs.ErrInvalid, "use admin, read-only, peer")
 	_, _, err = s.AddToken("../x", "", time.Hour)
 	wantErr(t, "bad name", err, errdefs.ErrInvalid, "name")
 	_, _, err = s.AddToken("x", "", 8*24*time.Hour)
