@@ -1,4 +1,4 @@
-package main
+package rawagent
 
 import (
 	"bufio"
@@ -128,27 +128,27 @@ func TestRawAgent(t *testing.T) {
 	sock := serveFakeAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err := dialRawAgent(ctx, sock, time.Second)
+	a, err := Dial(ctx, sock, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if err := a.call(ctx, time.Second, "guest-ping", nil, nil); err != nil {
+	if err := a.Call(ctx, time.Second, "guest-ping", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.call(ctx, time.Second, "guest-nonsense", nil, nil); err == nil {
+	if err := a.Call(ctx, time.Second, "guest-nonsense", nil, nil); err == nil {
 		t.Error("an error answer must be an error")
 	}
-	st, err := a.run(ctx, time.Second, "sha256sum", "/x")
+	st, err := a.Run(ctx, time.Second, "sha256sum", "/x")
 	if err != nil || !st.Exited {
 		t.Fatalf("run: %+v, %v", st, err)
 	}
-	if out, _ := base64.StdEncoding.DecodeString(st.OutData); firstField(out) != "abc" {
+	if out, _ := base64.StdEncoding.DecodeString(st.OutData); string(out) != "abc  /x\n" {
 		t.Errorf("run output %q", out)
 	}
 
 	data := bytes.Repeat([]byte("0123456789"), 250_001) // not a multiple of the chunk
-	if err := a.writeFile(ctx, time.Second, "/tmp/f", data, 1<<20); err != nil {
+	if err := a.WriteFile(ctx, time.Second, "/tmp/f", data, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	out, err := os.Create(filepath.Join(t.TempDir(), "f"))
@@ -156,28 +156,12 @@ func TestRawAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	n, err := a.readFile(ctx, time.Second, "/tmp/f", out, 1<<20)
+	n, err := a.ReadFile(ctx, time.Second, "/tmp/f", out, 1<<20)
 	if err != nil || n != int64(len(data)) {
 		t.Fatalf("readFile: %d bytes, %v", n, err)
 	}
 	got, _ := os.ReadFile(out.Name())
 	if !bytes.Equal(got, data) {
 		t.Error("the file read back differs from the one written")
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	var d []time.Duration
-	for i := 1; i <= 50; i++ {
-		d = append(d, time.Duration(51-i)*time.Millisecond)
-	}
-	if got := p90(d); got != 45*time.Millisecond {
-		t.Errorf("p90 of 1..50 ms = %v, want 45ms", got)
-	}
-	if got := percentile([]time.Duration{7}, 90); got != 7 {
-		t.Errorf("p90 of one value = %v", got)
-	}
-	if percentile(nil, 90) != 0 {
-		t.Error("p90 of nothing must be 0")
 	}
 }

@@ -1,4 +1,7 @@
-package main
+// Package hvside is the hv side of the benchmarks: a private hvd started from
+// -bin, its VMs created, started and killed through the Go client, and commands
+// run in them as `hv vm exec` does.
+package hvside
 
 import (
 	"bytes"
@@ -8,25 +11,29 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
 	"github.com/hvproject/hv/client"
 )
 
-// hvd is one hvd process with a private root under /tmp, driven through the Go client.
-type hvd struct {
-	root string
-	cmd  *exec.Cmd
-	c    *client.Client
-	log  string
-	done chan struct{} // closed when the process has exited
-	// heartbeat is the --heartbeat-interval given, "" for hvd's default.
-	heartbeat string
+// killLimit is how long a VM's kill may take, until hvd says it is Off.
+const killLimit = 60 * time.Second
+
+// HVD is one hvd process with a private root under /tmp, driven through the Go client.
+type HVD struct {
+	Root   string // its --root; the VMs' directories are under it
+	cmd    *exec.Cmd
+	Client *client.Client // on its socket
+	log    string
+	done   chan struct{} // closed when the process has exited
+	// Heartbeat is the --heartbeat-interval given, "" for hvd's default.
+	Heartbeat string
 	// events receives hvd's VM events from one stream opened at start; live is set
 	// once the first event arrived (the stream is then surely subscribed).
 	events   chan api.Event
@@ -34,22 +41,22 @@ type hvd struct {
 	stopping atomic.Bool
 }
 
-// startHVD starts bin/hvd with a fresh root (short path: QEMU's sockets live under it)
+// StartHVD starts bin/hvd with a fresh root (short path: QEMU's sockets live under it)
 // and waits until it answers. Its stop is registered with cl: the VMs it runs are killed
 // through the API, hvd is stopped, and any QEMU left whose command line names the root
 // is killed by pid. extra are more flags for hvd (e.g. --listen).
-func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string, extra ...string) (*hvd, error) {
+func StartHVD(ctx context.Context, e *harness.Env, cl *harness.Cleanup, heartbeat string, extra ...string) (*HVD, error) {
 	root, err := os.MkdirTemp("/tmp", "hvb")
 	if err != nil {
 		return nil, err
 	}
-	h := &hvd{root: root, log: filepath.Join(root, "hvd.log"), done: make(chan struct{}), heartbeat: heartbeat}
-	cl.add(func() { os.RemoveAll(root) })
+	h := &HVD{Root: root, log: filepath.Join(root, "hvd.log"), done: make(chan struct{}), Heartbeat: heartbeat}
+	cl.Add(func() { os.RemoveAll(root) })
 	args := []string{"--root", root, "--socket", filepath.Join(root, "hvd.sock")}
 	if heartbeat != "" {
-		if !hvdHasFlag(e.bin, "--heartbeat-interval") {
-			logf("NOTE: this hvd has no --heartbeat-interval flag; using its default")
-			h.heartbeat = ""
+		if !hvdHasFlag(e.Bin, "--heartbeat-interval") {
+			harness.Logf("NOTE: this hvd has no --heartbeat-interval flag; using its default")
+			h.Heartbeat = ""
 		} else {
 			args = append(args, "--heartbeat-interval", heartbeat)
 		}
@@ -60,7 +67,7 @@ func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string, extra 
 		return nil, err
 	}
 	defer logFile.Close()
-	h.cmd = exec.Command(filepath.Join(e.bin, "hvd"), args...)
+	h.cmd = exec.Command(filepath.Join(e.Bin, "hvd"), args...)
 	h.cmd.Stdout, h.cmd.Stderr = logFile, logFile
 	// Its own process group: a Ctrl-C on the terminal reaches only bench, which then
 	// kills the VMs through hvd before stopping it.
@@ -69,13 +76,13 @@ func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string, extra 
 		return nil, fmt.Errorf("starting hvd: %w", err)
 	}
 	go func() { h.cmd.Wait(); close(h.done) }()
-	cl.add(h.stop)
-	logf("hvd pid %d, root %s %s", h.cmd.Process.Pid, root, strings.Join(args[4:], " "))
+	cl.Add(h.stop)
+	harness.Logf("hvd pid %d, root %s %s", h.cmd.Process.Pid, root, strings.Join(args[4:], " "))
 
-	h.c = client.New(filepath.Join(root, "hvd.sock"))
+	h.Client = client.New(filepath.Join(root, "hvd.sock"))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := h.c.HostInfo(ctx)
+		_, err := h.Client.HostInfo(ctx)
 		if err == nil {
 			h.events = make(chan api.Event, 4096)
 			go h.watchEvents(ctx)
@@ -83,20 +90,26 @@ func startHVD(ctx context.Context, e *env, cl *cleanup, heartbeat string, extra 
 		}
 		select {
 		case <-h.done:
-			return nil, fmt.Errorf("hvd exited at start: %s", tail(h.log))
+			return nil, fmt.Errorf("hvd exited at start: %s", harness.Tail(h.log))
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("hvd did not answer within 30s: %v; %s", err, tail(h.log))
+			return nil, fmt.Errorf("hvd did not answer within 30s: %v; %s", err, harness.Tail(h.log))
 		}
 	}
 }
 
+// PID is hvd's process id.
+func (h *HVD) PID() int { return h.cmd.Process.Pid }
+
+// EventsLive says whether hvd's event stream is open and has delivered an event.
+func (h *HVD) EventsLive() bool { return h.live.Load() }
+
 // watchEvents forwards hvd's VM events to h.events until ctx ends or hvd goes away.
-func (h *hvd) watchEvents(ctx context.Context) {
-	err := h.c.Events(ctx, []string{"vm"}, func(ev api.Event) error {
+func (h *HVD) watchEvents(ctx context.Context) {
+	err := h.Client.Events(ctx, []string{"vm"}, func(ev api.Event) error {
 		h.live.Store(true)
 		select {
 		case h.events <- ev:
@@ -106,7 +119,7 @@ func (h *hvd) watchEvents(ctx context.Context) {
 	})
 	h.live.Store(false)
 	if err != nil && ctx.Err() == nil && !h.stopping.Load() {
-		logf("hvd event stream ended: %v", err)
+		harness.Logf("hvd event stream ended: %v", err)
 	}
 }
 
@@ -116,17 +129,17 @@ func hvdHasFlag(bin, flag string) bool {
 }
 
 // stop kills every VM through hvd, stops hvd, and kills any QEMU of this root left.
-func (h *hvd) stop() {
+func (h *HVD) stop() {
 	h.stopping.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	select {
 	case <-h.done:
 	default:
-		if vms, err := h.c.ListVMs(ctx); err == nil {
+		if vms, err := h.Client.ListVMs(ctx); err == nil {
 			for _, vm := range vms {
 				if vm.State != api.StateOff && vm.State != api.StateSaved {
-					_ = h.kill(ctx, vm.Name)
+					_ = h.Kill(ctx, vm.Name)
 				}
 			}
 		}
@@ -140,35 +153,35 @@ func (h *hvd) stop() {
 	}
 	// QEMU runs daemonized (it outlives hvd by design): whatever still names our
 	// private root in its command line is one of ours.
-	for _, pid := range pidsMentioning(h.root) {
-		logf("killing leftover process %d (its command line names %s)", pid, h.root)
+	for _, pid := range harness.PidsMentioning(h.Root) {
+		harness.Logf("killing leftover process %d (its command line names %s)", pid, h.Root)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
-// create makes a VM and waits for the operation.
-func (h *hvd) create(ctx context.Context, req api.VMCreate) error {
-	op, err := h.c.CreateVM(ctx, req)
+// Create makes a VM and waits for the operation.
+func (h *HVD) Create(ctx context.Context, req api.VMCreate) error {
+	op, err := h.Client.CreateVM(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", req.Name, err)
 	}
-	if _, err := h.c.WaitOperation(ctx, op.ID, nil); err != nil {
+	if _, err := h.Client.WaitOperation(ctx, op.ID, nil); err != nil {
 		return fmt.Errorf("create %s: %w", req.Name, err)
 	}
 	return nil
 }
 
-// kill turns a VM off (action kill) and waits until hvd says it is Off.
-func (h *hvd) kill(ctx context.Context, name string) error {
-	op, err := h.c.ChangeState(ctx, name, api.VMStatePut{Action: api.ActionKill})
+// Kill turns a VM off (action kill) and waits until hvd says it is Off.
+func (h *HVD) Kill(ctx context.Context, name string) error {
+	op, err := h.Client.ChangeState(ctx, name, api.VMStatePut{Action: api.ActionKill})
 	if err != nil {
 		return fmt.Errorf("kill %s: %w", name, err)
 	}
-	if _, err := h.c.WaitOperation(ctx, op.ID, nil); err != nil {
+	if _, err := h.Client.WaitOperation(ctx, op.ID, nil); err != nil {
 		return fmt.Errorf("kill %s: %w", name, err)
 	}
 	for {
-		vm, err := h.c.GetVM(ctx, name)
+		vm, err := h.Client.GetVM(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -183,23 +196,23 @@ func (h *hvd) kill(ctx context.Context, name string) error {
 	}
 }
 
-// startAndWaitHeartbeat sends the start request and polls the VM every poll until its
+// StartAndWaitHeartbeat sends the start request and polls the VM every poll until its
 // heartbeat is OK. It returns the time from just before the request to the first poll
 // that saw OK.
 //
 // It also notes when the guest prints its ready line on the console (the VM's
 // console.log), to tell guest boot time from agent detection time.
-func (h *hvd) startAndWaitHeartbeat(ctx context.Context, name string, poll, limit time.Duration) (bootTimes, api.VM, error) {
-	var bt bootTimes
+func (h *HVD) StartAndWaitHeartbeat(ctx context.Context, name string, poll, limit time.Duration) (guest.BootTimes, api.VM, error) {
+	var bt guest.BootTimes
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	before, err := h.c.GetVM(ctx, name)
+	before, err := h.Client.GetVM(ctx, name)
 	if err != nil {
 		return bt, before, fmt.Errorf("start %s: %w", name, err)
 	}
-	var watch *consoleWatch
+	var watch *guest.ConsoleWatch
 	if before.Directory != "" {
-		watch = newConsoleWatch(filepath.Join(before.Directory, "console.log"))
+		watch = guest.NewConsoleWatch(filepath.Join(before.Directory, "console.log"))
 	}
 	if poll == 0 {
 		if !h.live.Load() {
@@ -208,28 +221,28 @@ func (h *hvd) startAndWaitHeartbeat(ctx context.Context, name string, poll, limi
 		return h.startAndAwaitEvent(ctx, name, watch, limit)
 	}
 	t0 := time.Now()
-	op, err := h.c.ChangeState(ctx, name, api.VMStatePut{Action: api.ActionStart})
+	op, err := h.Client.ChangeState(ctx, name, api.VMStatePut{Action: api.ActionStart})
 	if err != nil {
 		return bt, before, fmt.Errorf("start %s: %w", name, err)
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for i := 0; ; i++ {
-		vm, err := h.c.GetVM(ctx, name)
+		vm, err := h.Client.GetVM(ctx, name)
 		if err != nil {
 			return bt, vm, fmt.Errorf("start %s: %w", name, err)
 		}
 		// LastHeartbeat after t0 guards against a stale OK from a previous run.
 		if vm.Heartbeat == api.HeartbeatOK && vm.LastHeartbeat != nil && vm.LastHeartbeat.After(t0) {
-			bt.heartbeat = time.Since(t0)
-			watch.poll(t0)
-			bt.ready = watch.at
+			bt.Heartbeat = time.Since(t0)
+			watch.Poll(t0)
+			bt.Ready = watch.At
 			return bt, vm, nil
 		}
-		watch.poll(t0)
+		watch.Poll(t0)
 		// Every ~0.5s look at the start operation, so a failed start ends the wait.
 		if i%25 == 24 {
-			o, err := h.c.GetOperation(ctx, op.ID)
+			o, err := h.Client.GetOperation(ctx, op.ID)
 			if err == nil && client.Finished(o) {
 				if err := client.OperationError(o); err != nil {
 					return bt, vm, fmt.Errorf("start %s: %w", name, err)
@@ -248,12 +261,12 @@ func (h *hvd) startAndWaitHeartbeat(ctx context.Context, name string, poll, limi
 	}
 }
 
-// startAndAwaitEvent is startAndWaitHeartbeat driven by hvd's event stream: t1 is the
+// startAndAwaitEvent is StartAndWaitHeartbeat driven by hvd's event stream: t1 is the
 // arrival of the VM's "heartbeat-changed" event to OK. Nothing is polled while the guest
 // boots (GET /1.0/vms/{name} is not free: hvd runs qemu-img info per disk for it); the
 // start operation is looked at once a second so that a failed start ends the wait.
-func (h *hvd) startAndAwaitEvent(ctx context.Context, name string, watch *consoleWatch, limit time.Duration) (bootTimes, api.VM, error) {
-	var bt bootTimes
+func (h *HVD) startAndAwaitEvent(ctx context.Context, name string, watch *guest.ConsoleWatch, limit time.Duration) (guest.BootTimes, api.VM, error) {
+	var bt guest.BootTimes
 	for drained := false; !drained; { // events of earlier runs
 		select {
 		case <-h.events:
@@ -263,7 +276,7 @@ func (h *hvd) startAndAwaitEvent(ctx context.Context, name string, watch *consol
 	}
 	resource := "/1.0/vms/" + name
 	t0 := time.Now()
-	op, err := h.c.ChangeState(ctx, name, api.VMStatePut{Action: api.ActionStart})
+	op, err := h.Client.ChangeState(ctx, name, api.VMStatePut{Action: api.ActionStart})
 	if err != nil {
 		return bt, api.VM{}, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -278,24 +291,24 @@ func (h *hvd) startAndAwaitEvent(ctx context.Context, name string, watch *consol
 				continue
 			}
 			if ev.Action == "heartbeat-changed" && ev.Message == api.HeartbeatOK {
-				bt.heartbeat = time.Since(t0)
-				watch.poll(t0)
-				bt.ready = watch.at
-				vm, err := h.c.GetVM(ctx, name)
+				bt.Heartbeat = time.Since(t0)
+				watch.Poll(t0)
+				bt.Ready = watch.At
+				vm, err := h.Client.GetVM(ctx, name)
 				return bt, vm, err
 			}
 			if ev.Action == "state-changed" && vmState(ev) != api.StateOff {
 				started = true // an Off after this is this run's, not the last kill's
 			}
 			if ev.Action == "state-changed" && vmState(ev) == api.StateOff && started {
-				vm, _ := h.c.GetVM(ctx, name)
+				vm, _ := h.Client.GetVM(ctx, name)
 				return bt, vm, fmt.Errorf("start %s: the VM went Off (%s); see %s", name, vm.StateReason, vm.Directory)
 			}
 		case <-tick.C:
-			watch.poll(t0)
+			watch.Poll(t0)
 			if time.Now().After(checkOp) {
 				checkOp = time.Now().Add(time.Second)
-				if o, err := h.c.GetOperation(ctx, op.ID); err == nil && client.Finished(o) {
+				if o, err := h.Client.GetOperation(ctx, op.ID); err == nil && client.Finished(o) {
 					if err := client.OperationError(o); err != nil {
 						return bt, api.VM{}, fmt.Errorf("start %s: %w", name, err)
 					}
@@ -305,7 +318,7 @@ func (h *hvd) startAndAwaitEvent(ctx context.Context, name string, watch *consol
 				}
 			}
 		case <-ctx.Done():
-			vm, _ := h.c.GetVM(context.Background(), name)
+			vm, _ := h.Client.GetVM(context.Background(), name)
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return bt, vm, fmt.Errorf("start %s: %w", name, ctx.Err())
 			}
@@ -325,80 +338,23 @@ func vmState(ev api.Event) string {
 	return st
 }
 
-// bootTimes of one run, both from t0: the agent's first answer (the measure) and the
-// guest's ready line on its console (0 when not seen).
-type bootTimes struct{ heartbeat, ready time.Duration }
-
-func (b bootTimes) String() string {
-	if b.ready == 0 {
-		return ms(b.heartbeat) + " (ready line not seen)"
-	}
-	return fmt.Sprintf("%s (console ready at %s)", ms(b.heartbeat), ms(b.ready))
-}
-
-func heartbeats(b []bootTimes) []time.Duration {
-	var d []time.Duration
-	for _, x := range b {
-		d = append(d, x.heartbeat)
-	}
-	return d
-}
-
-func readies(b []bootTimes) []time.Duration {
-	var d []time.Duration
-	for _, x := range b {
-		if x.ready > 0 {
-			d = append(d, x.ready)
+// WaitState polls the VM (every 50 ms) until it is in state want.
+func (h *HVD) WaitState(ctx context.Context, name, want string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		vm, err := h.Client.GetVM(ctx, name)
+		if err != nil {
+			return err
+		}
+		if vm.State == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is still %s after %s, waiting for %s", name, vm.State, limit, want)
+		}
+		harness.Sleep(ctx, 50*time.Millisecond)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
-	return d
-}
-
-// rss is the resident set size of a process in bytes (VmRSS of /proc/PID/status).
-func rss(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v) // "12345 kB"
-			if len(f) != 2 || f[1] != "kB" {
-				break
-			}
-			kb, err := strconv.ParseUint(f[0], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("pid %d: no VmRSS in /proc/%d/status", pid, pid)
-}
-
-// pidsMentioning lists the processes whose command line contains s.
-func pidsMentioning(s string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && bytes.Contains(b, []byte(s)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// tail is the end of a log file, for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	b = bytes.TrimSpace(b)
-	if len(b) > 1500 {
-		b = b[len(b)-1500:]
-	}
-	return fmt.Sprintf("last lines of %s:\n%s", path, b)
 }

@@ -1,4 +1,4 @@
-package main
+package migrate
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // plainCaps are the migration capabilities hv sets on both sides.
@@ -21,7 +24,7 @@ var plainCaps = map[string]any{"capabilities": []map[string]any{
 // move migrates the plain VM to the other directory and measures it as the hv
 // side is measured: t0 before anything is done for the move, t1 once the target
 // runs the guest and the source's QEMU and disk are gone.
-func (p *plainMigration) move(ctx context.Context, e *env, cl *cleanup) (migRun, error) {
+func (p *plainMigration) move(ctx context.Context, e *harness.Env, cl *harness.Cleanup) (migRun, error) {
 	var r migRun
 	src, dstDir := p.cur, p.dirs[1-p.at]
 	for _, n := range []string{"root.qcow2", "console.log"} { // what the last move away left
@@ -36,7 +39,7 @@ func (p *plainMigration) move(ctx context.Context, e *env, cl *cleanup) (migRun,
 		return r, err
 	}
 	w := watchTicks(src.console(), filepath.Join(dstDir, "console.log"))
-	sleep(ctx, tickLead)
+	harness.Sleep(ctx, tickLead)
 	t0 := time.Now()
 	dst, err := p.prepareTarget(ctx, e, cl, dstDir, nbdPort, migPort)
 	if err != nil {
@@ -63,7 +66,7 @@ func (p *plainMigration) move(ctx context.Context, e *env, cl *cleanup) (migRun,
 	}
 	r.total = time.Since(t0)
 	closeTarget(ctx, dst)
-	sleep(ctx, tickTrail)
+	harness.Sleep(ctx, tickTrail)
 	if r.gaps, err = analyzeTicks(w.finish(), 0, 1); err != nil {
 		return r, fmt.Errorf("plain: %w", err)
 	}
@@ -73,7 +76,7 @@ func (p *plainMigration) move(ctx context.Context, e *env, cl *cleanup) (migRun,
 // prepareTarget is what hv's target does: an empty top image of the disk's
 // size, QEMU with -incoming defer, TLS credentials, the capabilities, the NBD
 // server with the disk exported writable, the migration listener.
-func (p *plainMigration) prepareTarget(ctx context.Context, e *env, cl *cleanup, dir, nbdPort, migPort string) (*migQEMU, error) {
+func (p *plainMigration) prepareTarget(ctx context.Context, e *harness.Env, cl *harness.Cleanup, dir, nbdPort, migPort string) (*migQEMU, error) {
 	disk := filepath.Join(dir, "root.qcow2")
 	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", disk, strconv.FormatInt(p.diskSize, 10)).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("qemu-img create: %v: %s", err, out)
@@ -160,11 +163,11 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 	if err != nil {
 		return err
 	}
-	r.steps = fmt.Sprintf("pre-switchover: mirror completed in %s, stream completed %s later", ms(tMirror.Sub(tPre)), ms(time.Since(tMirror)))
+	r.steps = fmt.Sprintf("pre-switchover: mirror completed in %s, stream completed %s later", stats.Ms(tMirror.Sub(tPre)), stats.Ms(time.Since(tMirror)))
 	// QEMU says completed a moment before it computes the downtime (0 until then).
 	for i := 0; st.Downtime == 0 && i < 100; i++ {
-		sleep(ctx, plainPoll)
-		if err := q.qmp.call(ctx, plainStep, "query-migrate", nil, &st); err != nil {
+		harness.Sleep(ctx, plainPoll)
+		if err := q.qmp.Call(ctx, plainStep, "query-migrate", nil, &st); err != nil {
 			return err
 		}
 	}
@@ -187,7 +190,7 @@ func (q *migQEMU) waitMigrate(ctx context.Context, want string) (plainMigrateInf
 	deadline := time.Now().Add(plainMoveBy)
 	for {
 		var st plainMigrateInfo
-		if err := q.qmp.call(ctx, plainStep, "query-migrate", nil, &st); err != nil {
+		if err := q.qmp.Call(ctx, plainStep, "query-migrate", nil, &st); err != nil {
 			return st, err
 		}
 		switch st.Status {
@@ -199,7 +202,7 @@ func (q *migQEMU) waitMigrate(ctx context.Context, want string) (plainMigrateInf
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return st, fmt.Errorf("migration still %q after %s, waiting for %q", st.Status, plainMoveBy, want)
 		}
-		sleep(ctx, plainPoll)
+		harness.Sleep(ctx, plainPoll)
 	}
 }
 
@@ -214,7 +217,7 @@ func (q *migQEMU) waitJob(ctx context.Context, want string) (uint64, error) {
 			Error    string `json:"error"`
 			Progress uint64 `json:"current-progress"`
 		}
-		if err := q.qmp.call(ctx, plainStep, "query-jobs", nil, &jobs); err != nil {
+		if err := q.qmp.Call(ctx, plainStep, "query-jobs", nil, &jobs); err != nil {
 			return 0, err
 		}
 		found := false
@@ -239,7 +242,7 @@ func (q *migQEMU) waitJob(ctx context.Context, want string) (uint64, error) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return 0, fmt.Errorf("mirror not %s after %s", want, plainMoveBy)
 		}
-		sleep(ctx, plainPoll)
+		harness.Sleep(ctx, plainPoll)
 	}
 }
 
@@ -272,7 +275,7 @@ func closeTarget(ctx context.Context, q *migQEMU) {
 func (q *migQEMU) waitLoaded(ctx context.Context) error {
 	deadline := time.Now().Add(plainStep)
 	for {
-		st, err := q.qmp.status(ctx, plainStep)
+		st, err := q.qmp.Status(ctx, plainStep)
 		if err != nil {
 			return err
 		}
@@ -282,6 +285,6 @@ func (q *migQEMU) waitLoaded(ctx context.Context) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("still %q %s after the source completed", st, plainStep)
 		}
-		sleep(ctx, plainPoll)
+		harness.Sleep(ctx, plainPoll)
 	}
 }

@@ -1,10 +1,15 @@
-package main
+package migrate
 
 import (
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/results"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // Goals from the issue.
@@ -34,7 +39,7 @@ var migMeasures = []struct {
 }
 
 func medMinMax(d []time.Duration) string {
-	return fmt.Sprintf("%s (%s–%s)", ms(median(d)), ms(minDur(d)), ms(maxDur(d)))
+	return fmt.Sprintf("%s (%s–%s)", stats.Ms(stats.Median(d)), stats.Ms(stats.Min(d)), stats.Ms(stats.Max(d)))
 }
 
 func metText(ok bool) string {
@@ -44,13 +49,13 @@ func metText(ok bool) string {
 	return "**not met**"
 }
 
-func migrateSection(e *env, r *migResult) string {
+func migrateSection(e *harness.Env, r *migResult) string {
 	var b strings.Builder
 	b.WriteString("## Live migration: `hv vm move` vs the same migration by hand on plain QEMU\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s. %d moves per side and scenario after one warm-up move per side (not counted), alternating hv and plain (which goes first alternates too); "+
 		"the side not being measured is paused. Guest: the tiny test guest from `%s` (copied, not a backing file), generation 1, "+
 		"%d MiB, %d vCPU, on loopback between two \"hosts\" of the same machine. Medians, with min–max.\n\n",
-		e.host.date, e.host.short(), migRuns, migImage, agentMemMiB, agentCPUs)
+		e.Host.Date, e.Host.Short(), migRuns, migImage, guest.AgentMemMiB, guest.AgentCPUs)
 	migMethod(&b)
 	for _, sc := range migScenarios {
 		migTable(&b, r, sc)
@@ -65,7 +70,7 @@ func migrateSection(e *env, r *migResult) string {
 		"QEMU's TLS certificates for the migration and NBD streams (`migrate_tls_x509_cert_dir`/`default_tls_x509_cert_dir` " +
 		"in `qemu.conf`), and a way for the source daemon to reach the target's (peer-to-peer over its unix socket). " +
 		"That was not quick, so it was left out of this change; the plain QEMU side is the floor libvirt would be compared with.\n")
-	return wrapSection("migrate", b.String())
+	return results.Wrap("migrate", b.String())
 }
 
 func migMethod(b *strings.Builder) {
@@ -102,12 +107,12 @@ func migTable(b *strings.Builder, r *migResult, sc string) {
 	b.WriteString("| measure | hv | plain | hv / plain |\n|---|---:|---:|---:|\n")
 	for _, m := range migMeasures {
 		h, p := pick(hv, m.f), pick(pl, m.f)
-		fmt.Fprintf(b, "| %s | %s | %s | %.2f |\n", m.name, medMinMax(h), medMinMax(p), ratio(median(h), median(p)))
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f |\n", m.name, medMinMax(h), medMinMax(p), stats.Ratio(stats.Median(h), stats.Median(p)))
 	}
 	hd := pick(hv, func(r migRun) time.Duration { return r.hvdTotal })
 	fmt.Fprintf(b, "| hvd's own total (`total_time_ms`) | %s | | |\n", medMinMax(hd))
 	fmt.Fprintf(b, "| memory sent, median | %s | %s | |\n| disk mirrored, median | %s | %s | |\n\n",
-		mib(medianBytes(hv, false)), mib(medianBytes(pl, false)), mib(medianBytes(hv, true)), mib(medianBytes(pl, true)))
+		stats.MiB(medianBytes(hv, false)), stats.MiB(medianBytes(pl, false)), stats.MiB(medianBytes(hv, true)), stats.MiB(medianBytes(pl, true)))
 }
 
 func medianBytes(runs []migRun, disk bool) uint64 {
@@ -134,19 +139,19 @@ func migGoals(b *strings.Builder, r *migResult) {
 	for _, sc := range migScenarios {
 		hv, pl := r.hv.runs[sc], r.plain.runs[sc]
 		for _, m := range []int{1, 2} { // QEMU downtime, guest-visible downtime
-			h, p := median(pick(hv, migMeasures[m].f)), median(pick(pl, migMeasures[m].f))
-			rt := ratio(h, p)
+			h, p := stats.Median(pick(hv, migMeasures[m].f)), stats.Median(pick(pl, migMeasures[m].f))
+			rt := stats.Ratio(h, p)
 			fmt.Fprintf(b, "- %s guest, %s within 10%% of plain's: hv %s, plain %s, hv / plain %.2f: %s\n",
-				sc, migMeasures[m].name, ms(h), ms(p), rt, metText(p > 0 && rt <= migGoalRatio))
+				sc, migMeasures[m].name, stats.Ms(h), stats.Ms(p), rt, metText(p > 0 && rt <= migGoalRatio))
 		}
-		h, p := median(pick(hv, migMeasures[0].f)), median(pick(pl, migMeasures[0].f))
+		h, p := stats.Median(pick(hv, migMeasures[0].f)), stats.Median(pick(pl, migMeasures[0].f))
 		fmt.Fprintf(b, "- %s guest, total time within 10%% of plain's: hv %s, plain %s, hv / plain %.2f: %s\n",
-			sc, ms(h), ms(p), ratio(h, p), metText(p > 0 && ratio(h, p) <= migGoalRatio))
+			sc, stats.Ms(h), stats.Ms(p), stats.Ratio(h, p), metText(p > 0 && stats.Ratio(h, p) <= migGoalRatio))
 	}
 	idle := r.hv.runs["idle"]
 	for _, m := range []int{1, 2} {
-		h := median(pick(idle, migMeasures[m].f))
-		fmt.Fprintf(b, "- idle guest, hv's %s at most 300 ms: %s: %s\n", migMeasures[m].name, ms(h), metText(h <= migGoalDowntime))
+		h := stats.Median(pick(idle, migMeasures[m].f))
+		fmt.Fprintf(b, "- idle guest, hv's %s at most 300 ms: %s: %s\n", migMeasures[m].name, stats.Ms(h), metText(h <= migGoalDowntime))
 	}
 	b.WriteString("\n")
 }

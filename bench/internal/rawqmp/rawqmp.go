@@ -1,4 +1,6 @@
-package main
+// Package rawqmp is the baseline's QEMU monitor (QMP) client, written for the
+// benchmark so that the plain side shares no code with hv (internal/qmp).
+package rawqmp
 
 import (
 	"bufio"
@@ -9,14 +11,16 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/harness"
 )
 
-// rawQMP is the baseline's QEMU monitor client: a unix socket, JSON lines written and
-// read by hand. Like rawAgent it is written here on purpose, not taken from hv's
+// Client is the baseline's QEMU monitor client: a unix socket, JSON lines written and
+// read by hand. Like package rawagent it is written here on purpose, not taken from hv's
 // internal/qmp, so that the plain side of the checkpoint benchmark does not depend on
 // hv's code. The greeting and qmp_capabilities when connecting, then strictly one
 // command, one answer; asynchronous events in between are skipped.
-type rawQMP struct {
+type Client struct {
 	conn net.Conn
 	br   *bufio.Reader
 }
@@ -29,15 +33,15 @@ type qmpError struct {
 
 func (e *qmpError) Error() string { return e.Class + ": " + e.Desc }
 
-// dialRawQMP connects to a QMP socket, reads the greeting and leaves capabilities
+// Dial connects to a QMP socket, reads the greeting and leaves capabilities
 // negotiation mode; each step must be done within limit.
-func dialRawQMP(ctx context.Context, socket string, limit time.Duration) (*rawQMP, error) {
+func Dial(ctx context.Context, socket string, limit time.Duration) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
 		return nil, err
 	}
-	q := &rawQMP{conn: conn, br: bufio.NewReaderSize(conn, 1<<16)}
+	q := &Client{conn: conn, br: bufio.NewReaderSize(conn, 1<<16)}
 	q.setDeadline(ctx, limit)
 	var greeting struct {
 		QMP *json.RawMessage `json:"QMP"`
@@ -54,16 +58,16 @@ func dialRawQMP(ctx context.Context, socket string, limit time.Duration) (*rawQM
 		conn.Close()
 		return nil, fmt.Errorf("QMP greeting: %w", err)
 	}
-	if err := q.call(ctx, limit, "qmp_capabilities", nil, nil); err != nil {
+	if err := q.Call(ctx, limit, "qmp_capabilities", nil, nil); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return q, nil
 }
 
-func (q *rawQMP) Close() error { return q.conn.Close() }
+func (q *Client) Close() error { return q.conn.Close() }
 
-func (q *rawQMP) setDeadline(ctx context.Context, limit time.Duration) {
+func (q *Client) setDeadline(ctx context.Context, limit time.Duration) {
 	dl := time.Now().Add(limit)
 	if cd, ok := ctx.Deadline(); ok && cd.Before(dl) {
 		dl = cd
@@ -72,7 +76,7 @@ func (q *rawQMP) setDeadline(ctx context.Context, limit time.Duration) {
 }
 
 // readLine is the next non-blank line.
-func (q *rawQMP) readLine() ([]byte, error) {
+func (q *Client) readLine() ([]byte, error) {
 	for {
 		line, err := q.br.ReadBytes('\n')
 		if err != nil {
@@ -84,16 +88,16 @@ func (q *rawQMP) readLine() ([]byte, error) {
 	}
 }
 
-// call sends {"execute": command, "arguments": args} and decodes "return" into result
+// Call sends {"execute": command, "arguments": args} and decodes "return" into result
 // (when not nil). Events that arrive before the answer are skipped. The answer must
 // come within limit.
-func (q *rawQMP) call(ctx context.Context, limit time.Duration, command string, args, result any) error {
-	return q.callFD(ctx, limit, command, args, result, -1)
+func (q *Client) Call(ctx context.Context, limit time.Duration, command string, args, result any) error {
+	return q.CallFD(ctx, limit, command, args, result, -1)
 }
 
-// callFD is call, with the file descriptor fd (when not -1) passed along with the
+// CallFD is call, with the file descriptor fd (when not -1) passed along with the
 // command (SCM_RIGHTS), as getfd wants it.
-func (q *rawQMP) callFD(ctx context.Context, limit time.Duration, command string, args, result any, fd int) error {
+func (q *Client) CallFD(ctx context.Context, limit time.Duration, command string, args, result any, fd int) error {
 	req := map[string]any{"execute": command}
 	if args != nil {
 		req["arguments"] = args
@@ -145,18 +149,18 @@ func (q *rawQMP) callFD(ctx context.Context, limit time.Duration, command string
 	}
 }
 
-// status is query-status's "status" (running, paused, postmigrate, inmigrate, ...).
-func (q *rawQMP) status(ctx context.Context, limit time.Duration) (string, error) {
+// Status is query-status's "status" (running, paused, postmigrate, inmigrate, ...).
+func (q *Client) Status(ctx context.Context, limit time.Duration) (string, error) {
 	var st struct {
 		Status string `json:"status"`
 	}
-	err := q.call(ctx, limit, "query-status", nil, &st)
+	err := q.Call(ctx, limit, "query-status", nil, &st)
 	return st.Status, err
 }
 
-// waitMigration polls query-migrate (at once, then every 10 ms doubling up to 100 ms)
+// WaitMigration polls query-migrate (at once, then every 10 ms doubling up to 100 ms)
 // until the migration completed; failed or cancelled is an error.
-func (q *rawQMP) waitMigration(ctx context.Context, limit time.Duration) error {
+func (q *Client) WaitMigration(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	wait := 10 * time.Millisecond
 	for {
@@ -164,7 +168,7 @@ func (q *rawQMP) waitMigration(ctx context.Context, limit time.Duration) error {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
-		if err := q.call(ctx, limit, "query-migrate", nil, &m); err != nil {
+		if err := q.Call(ctx, limit, "query-migrate", nil, &m); err != nil {
 			return err
 		}
 		switch m.Status {
@@ -176,7 +180,7 @@ func (q *rawQMP) waitMigration(ctx context.Context, limit time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("migration still %q after %s", m.Status, limit)
 		}
-		sleep(ctx, wait)
+		harness.Sleep(ctx, wait)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -184,20 +188,20 @@ func (q *rawQMP) waitMigration(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// waitStatusNot polls query-status (as waitStatus) until it says something other than
+// WaitStatusNot polls query-status (as waitStatus) until it says something other than
 // not, and returns that.
-func (q *rawQMP) waitStatusNot(ctx context.Context, not string, limit time.Duration) (string, error) {
+func (q *Client) WaitStatusNot(ctx context.Context, not string, limit time.Duration) (string, error) {
 	deadline := time.Now().Add(limit)
 	wait := 10 * time.Millisecond
 	for {
-		st, err := q.status(ctx, limit)
+		st, err := q.Status(ctx, limit)
 		if err != nil || st != not {
 			return st, err
 		}
 		if time.Now().After(deadline) {
 			return st, fmt.Errorf("QEMU still %q after %s", st, limit)
 		}
-		sleep(ctx, wait)
+		harness.Sleep(ctx, wait)
 		if ctx.Err() != nil {
 			return st, ctx.Err()
 		}
@@ -205,13 +209,13 @@ func (q *rawQMP) waitStatusNot(ctx context.Context, not string, limit time.Durat
 	}
 }
 
-// waitStatus polls query-status (at once, then every 10 ms doubling up to 100 ms) until
+// WaitStatus polls query-status (at once, then every 10 ms doubling up to 100 ms) until
 // it says want.
-func (q *rawQMP) waitStatus(ctx context.Context, want string, limit time.Duration) error {
+func (q *Client) WaitStatus(ctx context.Context, want string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	wait := 10 * time.Millisecond
 	for {
-		st, err := q.status(ctx, limit)
+		st, err := q.Status(ctx, limit)
 		if err != nil {
 			return err
 		}
@@ -221,7 +225,7 @@ func (q *rawQMP) waitStatus(ctx context.Context, want string, limit time.Duratio
 		if time.Now().After(deadline) {
 			return fmt.Errorf("QEMU still %q after %s, waiting for %q", st, limit, want)
 		}
-		sleep(ctx, wait)
+		harness.Sleep(ctx, wait)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

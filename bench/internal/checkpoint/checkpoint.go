@@ -1,4 +1,7 @@
-package main
+// Package checkpoint is the checkpoint benchmark: `hv checkpoint create/apply`
+// against libvirt's snapshots and the same steps by hand on plain QEMU (see
+// bench/README.md).
+package checkpoint
 
 import (
 	"bytes"
@@ -16,6 +19,15 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/hvside"
+	"github.com/hvproject/hv/bench/internal/libvirt"
+	"github.com/hvproject/hv/bench/internal/plain"
+	"github.com/hvproject/hv/bench/internal/rawagent"
+	"github.com/hvproject/hv/bench/internal/rawqmp"
+	"github.com/hvproject/hv/bench/internal/results"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // Checkpoint benchmark settings. One guest for every side: generation 2 (q35, OVMF)
@@ -44,10 +56,6 @@ var ckFillScript = fmt.Sprintf("mount -o remount,size=%dm /dev/shm && "+
 // ckFilledScript checks, after a standard checkpoint was applied, that the guest's RAM
 // came back: the file in /dev/shm (tmpfs) is there only if it did.
 var ckFilledScript = fmt.Sprintf("test \"$(stat -c %%s /dev/shm/fill)\" -eq %d", ckFillMiB<<20)
-
-// settle writes back what earlier runs left dirty in the host's page cache (sync(2)),
-// outside the timing, so that a run does not pay for the one before it.
-func settle() { syscall.Sync() }
 
 // ckSide is what one side (hv, libvirt, plain QEMU) measured.
 type ckSide struct {
@@ -83,38 +91,38 @@ type ckResult struct {
 	load          [2]string
 }
 
-// runCheckpoint measures checkpoint create and apply of hv against libvirt's
+// Run measures checkpoint create and apply of hv against libvirt's
 // snapshot-create-as and against the same steps done by hand on plain QEMU (QMP +
 // guest agent), one VM at a time: hv, libvirt, plain. The disk's write bandwidth is
 // measured before and after, in the same directory.
-func runCheckpoint(ctx context.Context, e *env) (string, error) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func Run(ctx context.Context, e *harness.Env) (string, error) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 
 	work, err := os.MkdirTemp("/tmp", "hvbck")
 	if err != nil {
 		return "", err
 	}
-	cl.add(func() { os.RemoveAll(work) })
-	r := &ckResult{load: [2]string{loadAvg()}, fs: fsOf(work)}
-	image := filepath.Join(e.guest, ckImage)
+	cl.Add(func() { os.RemoveAll(work) })
+	r := &ckResult{load: [2]string{results.LoadAvg()}, fs: results.FSOf(work)}
+	image := filepath.Join(e.Guest, ckImage)
 
 	bw, err := measureDisk(filepath.Join(work, "disk-test"))
 	if err != nil {
 		return "", fmt.Errorf("disk bandwidth: %w", err)
 	}
-	logf("disk under %s: %.0f MiB/s buffered + fdatasync, %s O_DIRECT", work, bw.synced, mibs(bw.direct))
+	harness.Logf("disk under %s: %.0f MiB/s buffered + fdatasync, %s O_DIRECT", work, bw.synced, stats.MiBs(bw.direct))
 	r.disk = append(r.disk, bw)
 
-	load := loadAvg()
-	logf("-- hv (load average %s)", load)
+	load := results.LoadAvg()
+	harness.Logf("-- hv (load average %s)", load)
 	r.hv = ckHV(ctx, e, image)
-	r.hv.load, load = load, loadAvg()
-	logf("-- libvirt (load average %s)", load)
+	r.hv.load, load = load, results.LoadAvg()
+	harness.Logf("-- libvirt (load average %s)", load)
 	r.lv = ckLibvirt(ctx, e, filepath.Join(work, "libvirt"), image, &r.libvirt)
-	r.lv.load, load = load, loadAvg()
-	logf("-- plain QEMU (load average %s)", load)
+	r.lv.load, load = load, results.LoadAvg()
+	harness.Logf("-- plain QEMU (load average %s)", load)
 	r.plain = ckPlain(ctx, e, filepath.Join(work, "plain"), image)
 	r.plain.load = load
 	if ctx.Err() != nil {
@@ -124,9 +132,9 @@ func runCheckpoint(ctx context.Context, e *env) (string, error) {
 	if bw, err = measureDisk(filepath.Join(work, "disk-test")); err != nil {
 		return "", fmt.Errorf("disk bandwidth: %w", err)
 	}
-	logf("disk under %s: %.0f MiB/s buffered + fdatasync, %s O_DIRECT", work, bw.synced, mibs(bw.direct))
+	harness.Logf("disk under %s: %.0f MiB/s buffered + fdatasync, %s O_DIRECT", work, bw.synced, stats.MiBs(bw.direct))
 	r.disk = append(r.disk, bw)
-	r.load[1] = loadAvg()
+	r.load[1] = results.LoadAvg()
 
 	if !r.hv.measured() && !r.lv.measured() && !r.plain.measured() {
 		return "", fmt.Errorf("nothing measured: hv: %v; libvirt: %v; plain: %v", r.hv.err, r.lv.err, r.plain.err)
@@ -137,41 +145,41 @@ func runCheckpoint(ctx context.Context, e *env) (string, error) {
 // sideFail records why a side stopped and logs it.
 func sideFail(s *ckSide, side, step string, err error) {
 	s.err = fmt.Errorf("%s: %w", step, err)
-	logf("%s: %v", side, s.err)
+	harness.Logf("%s: %v", side, s.err)
 }
 
 // hv side: hvd through its CLI (hv checkpoint create/apply), as a user would.
 
-func ckHV(ctx context.Context, e *env, image string) (s ckSide) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func ckHV(ctx context.Context, e *harness.Env, image string) (s ckSide) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 	fail := func(step string, err error) ckSide { sideFail(&s, "hv", step, err); return s }
 
-	hvBin := filepath.Join(e.bin, "hv")
+	hvBin := filepath.Join(e.Bin, "hv")
 	if _, err := os.Stat(hvBin); err != nil {
-		return fail("hv CLI", fmt.Errorf("missing in %s; run make build", e.bin))
+		return fail("hv CLI", fmt.Errorf("missing in %s; run make build", e.Bin))
 	}
-	h, err := startHVD(ctx, e, cl, "")
+	h, err := hvside.StartHVD(ctx, e, cl, "")
 	if err != nil {
 		return fail("hvd", err)
 	}
 	const name = "ckpt"
-	bt, poll, err := h.createAndBoot(ctx, e, api.VMCreate{Name: name, Generation: 2, CPUs: ckCPUs,
+	bt, poll, err := h.CreateAndBoot(ctx, e, api.VMCreate{Name: name, Generation: 2, CPUs: ckCPUs,
 		Memory: fmt.Sprintf("%dM", ckMemMiB), Image: image})
 	if err != nil {
 		return fail("boot", err)
 	}
-	s.boot = bt.heartbeat
+	s.boot = bt.Heartbeat
 	t0 := time.Now()
-	if _, err := hvExecLimit(ctx, h.c, name, ckFillLimit, "/bin/sh", "-c", ckFillScript); err != nil {
+	if _, err := hvside.ExecLimit(ctx, h.Client, name, ckFillLimit, "/bin/sh", "-c", ckFillScript); err != nil {
 		return fail("fill the guest's RAM", err)
 	}
 	s.fill = time.Since(t0)
-	logf("hv: 1 GiB written into the guest's /dev/shm in %s", ms(s.fill))
+	harness.Logf("hv: 1 GiB written into the guest's /dev/shm in %s", stats.Ms(s.fill))
 
 	cli := func(args ...string) ([]byte, time.Duration, error) {
-		cmd := exec.CommandContext(ctx, hvBin, append([]string{"--socket", h.c.Socket(), "-q"}, args...)...)
+		cmd := exec.CommandContext(ctx, hvBin, append([]string{"--socket", h.Client.Socket(), "-q"}, args...)...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		t0 := time.Now()
@@ -196,7 +204,7 @@ func ckHV(ctx context.Context, e *env, image string) (s ckSide) {
 	}
 
 	for i := 1; i <= ckRuns; i++ {
-		settle()
+		harness.Settle()
 		c, d, err := create(fmt.Sprintf("prod%d", i), api.CheckpointProduction)
 		if err != nil {
 			return fail("production checkpoint", err)
@@ -206,12 +214,12 @@ func ckHV(ctx context.Context, e *env, image string) (s ckSide) {
 		}
 		frozen := time.Duration(c.FrozenSeconds * float64(time.Second))
 		s.prod, s.frozen = append(s.prod, d), append(s.frozen, frozen)
-		logf("hv production %d/%d: %s, frozen %s", i, ckRuns, ms(d), ms(frozen))
+		harness.Logf("hv production %d/%d: %s, frozen %s", i, ckRuns, stats.Ms(d), stats.Ms(frozen))
 	}
 	lastStd := ""
 	for i := 1; i <= ckRuns; i++ {
 		lastStd = fmt.Sprintf("std%d", i)
-		settle()
+		harness.Settle()
 		c, d, err := create(lastStd, api.CheckpointStandard)
 		if err != nil {
 			return fail("standard checkpoint", err)
@@ -220,41 +228,41 @@ func ckHV(ctx context.Context, e *env, image string) (s ckSide) {
 			return fail("standard checkpoint", fmt.Errorf("%s holds no memory (has_memory false)", c.Name))
 		}
 		s.std, s.stdBytes = append(s.std, d), append(s.stdBytes, int64(c.SizeBytes))
-		logf("hv standard %d/%d: %s, %s, %s", i, ckRuns, ms(d), mib(c.SizeBytes), mibs(throughput(int64(c.SizeBytes), d)))
+		harness.Logf("hv standard %d/%d: %s, %s, %s", i, ckRuns, stats.Ms(d), stats.MiB(c.SizeBytes), stats.MiBs(stats.Throughput(int64(c.SizeBytes), d)))
 	}
 
 	for i := 1; i <= ckApplyRuns; i++ {
-		settle()
+		harness.Settle()
 		t0 := time.Now()
 		if _, _, err := cli("checkpoint", "apply", name, lastStd); err != nil {
 			return fail("apply standard", err)
 		}
-		if err := h.waitState(ctx, name, api.StateRunning, ckOpLimit); err != nil {
+		if err := h.WaitState(ctx, name, api.StateRunning, ckOpLimit); err != nil {
 			return fail("apply standard", err)
 		}
 		d := time.Since(t0)
 		s.applyStd = append(s.applyStd, d)
-		logf("hv apply standard %d/%d: Running after %s", i, ckApplyRuns, ms(d))
-		if _, err := hvExecLimit(ctx, h.c, name, time.Minute, "/bin/sh", "-c", ckFilledScript); err != nil {
+		harness.Logf("hv apply standard %d/%d: Running after %s", i, ckApplyRuns, stats.Ms(d))
+		if _, err := hvside.ExecLimit(ctx, h.Client, name, time.Minute, "/bin/sh", "-c", ckFilledScript); err != nil {
 			return fail("apply standard", fmt.Errorf("the guest's RAM did not come back: %w", err))
 		}
 	}
 	for i := 1; i <= ckApplyRuns; i++ {
-		settle()
+		harness.Settle()
 		t0 := time.Now()
 		if _, _, err := cli("checkpoint", "apply", name, "prod1"); err != nil {
 			return fail("apply production", err)
 		}
-		if err := h.waitState(ctx, name, api.StateOff, ckOpLimit); err != nil {
+		if err := h.WaitState(ctx, name, api.StateOff, ckOpLimit); err != nil {
 			return fail("apply production", err)
 		}
 		d := time.Since(t0)
-		bt, _, err := h.startAndWaitHeartbeat(ctx, name, poll, agentLimit)
+		bt, _, err := h.StartAndWaitHeartbeat(ctx, name, poll, guest.AgentLimit)
 		if err != nil {
 			return fail("start after apply production", err)
 		}
-		s.applyProdOff, s.applyProdHB = append(s.applyProdOff, d), append(s.applyProdHB, bt.heartbeat)
-		logf("hv apply production %d/%d: Off after %s, start to heartbeat %s", i, ckApplyRuns, ms(d), ms(bt.heartbeat))
+		s.applyProdOff, s.applyProdHB = append(s.applyProdOff, d), append(s.applyProdHB, bt.Heartbeat)
+		harness.Logf("hv apply production %d/%d: Off after %s, start to heartbeat %s", i, ckApplyRuns, stats.Ms(d), stats.Ms(bt.Heartbeat))
 	}
 	return s
 }
@@ -283,90 +291,69 @@ func hvCheckpoint(out []byte, name string, list func() ([]byte, error)) (api.Che
 	return c, fmt.Errorf("checkpoint %s is not in hv checkpoint list", name)
 }
 
-// waitState polls the VM (every 50 ms) until it is in state want.
-func (h *hvd) waitState(ctx context.Context, name, want string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		vm, err := h.c.GetVM(ctx, name)
-		if err != nil {
-			return err
-		}
-		if vm.State == want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s is still %s after %s, waiting for %s", name, vm.State, limit, want)
-		}
-		sleep(ctx, 50*time.Millisecond)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-}
+// libvirt side: a private libvirtd (package libvirt) and virsh snapshot-create-as.
 
-// libvirt side: a private libvirtd (libvirt.go) and virsh snapshot-create-as.
-
-func ckLibvirt(ctx context.Context, e *env, dir, image string, version *string) (s ckSide) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func ckLibvirt(ctx context.Context, e *harness.Env, dir, image string, version *string) (s ckSide) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 	fail := func(step string, err error) ckSide { sideFail(&s, "libvirt", step, err); return s }
 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail("setup", err)
 	}
-	l, err := startLibvirtd(ctx, cl, dir)
+	l, err := libvirt.Start(ctx, cl, dir)
 	if err != nil {
 		return fail("libvirtd", err)
 	}
-	*version = l.version
-	d := libvirtDomain{name: "hvbench-ckpt", disk: filepath.Join(dir, "disk.qcow2"), vars: filepath.Join(dir, "vars.fd"),
-		serial: filepath.Join(dir, "serial.log"), memMiB: ckMemMiB, cpus: ckCPUs, accel: e.host.accel}
-	if err := copyFile(image, d.disk); err != nil {
+	*version = l.Version
+	d := libvirt.Domain{Name: "hvbench-ckpt", Disk: filepath.Join(dir, "disk.qcow2"), Vars: filepath.Join(dir, "vars.fd"),
+		Serial: filepath.Join(dir, "serial.log"), MemMiB: ckMemMiB, CPUs: ckCPUs, Accel: e.Host.Accel}
+	if err := harness.CopyFile(image, d.Disk); err != nil {
 		return fail("disk copy", err)
 	}
-	if err := copyFile(ovmfVars, d.vars); err != nil {
+	if err := harness.CopyFile(guest.OVMFVars, d.Vars); err != nil {
 		return fail("OVMF VARS copy", err)
 	}
 	xmlPath := filepath.Join(dir, "domain.xml")
-	if err := os.WriteFile(xmlPath, []byte(d.xml()), 0o644); err != nil {
+	if err := os.WriteFile(xmlPath, []byte(d.XML()), 0o644); err != nil {
 		return fail("domain XML", err)
 	}
 	t0 := time.Now()
-	if _, err := l.virsh(ctx, time.Minute, "create", xmlPath); err != nil {
+	if _, err := l.Virsh(ctx, time.Minute, "create", xmlPath); err != nil {
 		return fail("virsh create", err)
 	}
-	if _, err := l.waitAgent(ctx, d.name, agentLimit); err != nil {
-		return fail("boot", fmt.Errorf("%w; %s", err, tail(d.serial)))
+	if _, err := l.WaitAgent(ctx, d.Name, guest.AgentLimit); err != nil {
+		return fail("boot", fmt.Errorf("%w; %s", err, harness.Tail(d.Serial)))
 	}
 	s.boot = time.Since(t0)
-	logf("libvirt domain %s: agent answered after %s", d.name, ms(s.boot))
+	harness.Logf("libvirt domain %s: agent answered after %s", d.Name, stats.Ms(s.boot))
 	t0 = time.Now()
-	if err := l.agentRun(ctx, d.name, ckFillLimit, "/bin/sh", "-c", ckFillScript); err != nil {
+	if err := l.AgentRun(ctx, d.Name, ckFillLimit, "/bin/sh", "-c", ckFillScript); err != nil {
 		return fail("fill the guest's RAM", err)
 	}
 	s.fill = time.Since(t0)
-	logf("libvirt: 1 GiB written into the guest's /dev/shm in %s", ms(s.fill))
+	harness.Logf("libvirt: 1 GiB written into the guest's /dev/shm in %s", stats.Ms(s.fill))
 
 	for i := 1; i <= ckRuns; i++ {
 		name := fmt.Sprintf("prod%d", i)
-		settle()
+		harness.Settle()
 		t0 := time.Now()
-		if _, err := l.virsh(ctx, ckOpLimit, "snapshot-create-as", d.name, name,
+		if _, err := l.Virsh(ctx, ckOpLimit, "snapshot-create-as", d.Name, name,
 			"--disk-only", "--quiesce", "--atomic", "--no-metadata",
 			"--diskspec", "vda,snapshot=external,file="+filepath.Join(dir, name+".qcow2")); err != nil {
 			return fail("disk-only quiesced snapshot", err)
 		}
 		d := time.Since(t0)
 		s.prod = append(s.prod, d)
-		logf("libvirt disk-only quiesced %d/%d: %s", i, ckRuns, ms(d))
+		harness.Logf("libvirt disk-only quiesced %d/%d: %s", i, ckRuns, stats.Ms(d))
 	}
 	for i := 1; i <= ckRuns; i++ {
 		name := fmt.Sprintf("std%d", i)
 		mem := filepath.Join(dir, name+".mem")
-		settle()
+		harness.Settle()
 		t0 := time.Now()
-		if _, err := l.virsh(ctx, ckOpLimit, "snapshot-create-as", d.name, name,
+		if _, err := l.Virsh(ctx, ckOpLimit, "snapshot-create-as", d.Name, name,
 			"--memspec", "file="+mem+",snapshot=external",
 			"--diskspec", "vda,snapshot=external,file="+filepath.Join(dir, name+".qcow2"),
 			"--atomic", "--no-metadata"); err != nil {
@@ -379,72 +366,72 @@ func ckLibvirt(ctx context.Context, e *env, dir, image string, version *string) 
 		}
 		os.Remove(mem) // 1.2 GB; not needed again
 		s.std, s.stdBytes = append(s.std, d), append(s.stdBytes, fi.Size())
-		logf("libvirt with memory %d/%d: %s, %s, %s", i, ckRuns, ms(d), mib(uint64(fi.Size())), mibs(throughput(fi.Size(), d)))
+		harness.Logf("libvirt with memory %d/%d: %s, %s, %s", i, ckRuns, stats.Ms(d), stats.MiB(uint64(fi.Size())), stats.MiBs(stats.Throughput(fi.Size(), d)))
 	}
 
 	// Apply: libvirt reverts external snapshots only from 9.7 on (snapshot-revert).
 	// Whether this one can is asked with one more disk-only snapshot, with metadata.
-	if _, err := l.virsh(ctx, ckOpLimit, "snapshot-create-as", d.name, "revert-probe", "--disk-only", "--atomic",
+	if _, err := l.Virsh(ctx, ckOpLimit, "snapshot-create-as", d.Name, "revert-probe", "--disk-only", "--atomic",
 		"--diskspec", "vda,snapshot=external,file="+filepath.Join(dir, "revert-probe.qcow2")); err != nil {
 		s.applyNA = "the snapshot to try snapshot-revert on failed: " + err.Error()
-	} else if _, err := l.virsh(ctx, ckOpLimit, "snapshot-revert", d.name, "revert-probe", "--running"); err != nil {
-		s.applyNA = "`virsh snapshot-revert` refuses external snapshots here: " + lastLine(err.Error())
+	} else if _, err := l.Virsh(ctx, ckOpLimit, "snapshot-revert", d.Name, "revert-probe", "--running"); err != nil {
+		s.applyNA = "`virsh snapshot-revert` refuses external snapshots here: " + results.LastLine(err.Error())
 	} else {
 		s.applyNA = "`virsh snapshot-revert` of an external snapshot works with this libvirt, but is not measured yet"
 	}
-	logf("libvirt apply: %s", s.applyNA)
+	harness.Logf("libvirt apply: %s", s.applyNA)
 	return s
 }
 
 // plain side: the same steps by hand, raw QMP and raw guest agent.
 
-func ckPlain(ctx context.Context, e *env, dir, image string) (s ckSide) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func ckPlain(ctx context.Context, e *harness.Env, dir, image string) (s ckSide) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 	fail := func(step string, err error) ckSide { sideFail(&s, "plain", step, err); return s }
 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail("setup", err)
 	}
 	base := filepath.Join(dir, "disk.qcow2")
-	if err := copyFile(image, base); err != nil {
+	if err := harness.CopyFile(image, base); err != nil {
 		return fail("disk copy", err)
 	}
-	p, err := newPlainVM(ctx, dir, 2, base, ckMemMiB, ckCPUs)
+	p, err := plain.NewVM(ctx, dir, 2, base, ckMemMiB, ckCPUs)
 	if err != nil {
 		return fail("setup", err)
 	}
-	p.accel, p.withQMP = e.host.accel, true
-	v, err := startPlainAgentVM(ctx, e, cl, p, agentLimit)
+	p.Accel, p.WithQMP = e.Host.Accel, true
+	v, err := plain.StartAgentVM(ctx, e, cl, p, guest.AgentLimit)
 	if err != nil {
 		return fail("boot", err)
 	}
-	stopVM := v.stop
-	s.boot = v.boot
-	logf("plain VM: agent answered after %s", ms(s.boot))
-	q, err := dialRawQMP(ctx, p.qmpSocket(), 10*time.Second)
+	stopVM := v.Stop
+	s.boot = v.Boot
+	harness.Logf("plain VM: agent answered after %s", stats.Ms(s.boot))
+	q, err := rawqmp.Dial(ctx, p.QMPSocket(), 10*time.Second)
 	if err != nil {
 		return fail("QMP", err)
 	}
 	t0 := time.Now()
-	if st, err := v.agent.run(ctx, ckFillLimit, "/bin/sh", "-c", ckFillScript); err != nil {
+	if st, err := v.Agent.Run(ctx, ckFillLimit, "/bin/sh", "-c", ckFillScript); err != nil {
 		return fail("fill the guest's RAM", err)
 	} else if st.ExitCode != 0 || st.Signal != 0 {
 		errOut, _ := base64.StdEncoding.DecodeString(st.ErrData)
 		return fail("fill the guest's RAM", fmt.Errorf("exit code %d, signal %d: %s", st.ExitCode, st.Signal, errOut))
 	}
 	s.fill = time.Since(t0)
-	logf("plain: 1 GiB written into the guest's /dev/shm in %s", ms(s.fill))
+	harness.Logf("plain: 1 GiB written into the guest's /dev/shm in %s", stats.Ms(s.fill))
 	// As libvirt does for a save: no bandwidth limit on the migration stream.
-	if err := q.call(ctx, time.Minute, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+	if err := q.Call(ctx, time.Minute, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
 		return fail("migrate-set-parameters", err)
 	}
 
-	active := p.overlay // the disk image QEMU writes to
+	active := p.Overlay // the disk image QEMU writes to
 	snapshot := func(name string) error {
 		next := filepath.Join(dir, name+".qcow2")
-		err := q.call(ctx, ckOpLimit, "blockdev-snapshot-sync",
+		err := q.Call(ctx, ckOpLimit, "blockdev-snapshot-sync",
 			map[string]any{"device": "d0", "snapshot-file": next, "format": "qcow2"}, nil)
 		if err == nil {
 			active = next
@@ -452,15 +439,15 @@ func ckPlain(ctx context.Context, e *env, dir, image string) (s ckSide) {
 		return err
 	}
 	for i := 1; i <= ckRuns; i++ {
-		settle()
+		harness.Settle()
 		t0 := time.Now()
 		var n int
-		if err := v.agent.call(ctx, time.Minute, "guest-fsfreeze-freeze", nil, &n); err != nil {
+		if err := v.Agent.Call(ctx, time.Minute, "guest-fsfreeze-freeze", nil, &n); err != nil {
 			return fail("guest-fsfreeze-freeze", err)
 		}
 		frozenAt := time.Now()
 		serr := snapshot(fmt.Sprintf("prod%d", i))
-		terr := v.agent.call(ctx, time.Minute, "guest-fsfreeze-thaw", nil, nil)
+		terr := v.Agent.Call(ctx, time.Minute, "guest-fsfreeze-thaw", nil, nil)
 		d, frozen := time.Since(t0), time.Since(frozenAt)
 		if err := errors.Join(serr, terr); err != nil {
 			return fail("freeze, snapshot, thaw", err)
@@ -469,7 +456,7 @@ func ckPlain(ctx context.Context, e *env, dir, image string) (s ckSide) {
 			return fail("guest-fsfreeze-freeze", errors.New("froze no file system"))
 		}
 		s.prod, s.frozen = append(s.prod, d), append(s.frozen, frozen)
-		logf("plain freeze + blockdev-snapshot-sync + thaw %d/%d: %s, frozen %s (%d file systems)", i, ckRuns, ms(d), ms(frozen), n)
+		harness.Logf("plain freeze + blockdev-snapshot-sync + thaw %d/%d: %s, frozen %s (%d file systems)", i, ckRuns, stats.Ms(d), stats.Ms(frozen), n)
 	}
 	var mem, memDisk string // the last memory checkpoint: its state file and disk
 	for i := 1; i <= ckRuns; i++ {
@@ -478,14 +465,14 @@ func ckPlain(ctx context.Context, e *env, dir, image string) (s ckSide) {
 			os.Remove(mem) // only the last one is applied
 		}
 		mem, memDisk = filepath.Join(dir, name+".mem"), active
-		settle()
+		harness.Settle()
 		run, d, size, err := plainMemoryCheckpoint(ctx, q, mem, func() error { return snapshot(name) })
 		if err != nil {
 			return fail("stop, migrate to file, snapshot, cont", err)
 		}
 		s.std, s.stdRunning, s.stdBytes = append(s.std, d), append(s.stdRunning, run), append(s.stdBytes, size)
-		logf("plain stop + migrate to file + snapshot + cont %d/%d: running after %s, synced after %s, %s, %s",
-			i, ckRuns, ms(run), ms(d), mib(uint64(size)), mibs(throughput(size, d)))
+		harness.Logf("plain stop + migrate to file + snapshot + cont %d/%d: running after %s, synced after %s, %s, %s",
+			i, ckRuns, stats.Ms(run), stats.Ms(d), stats.MiB(uint64(size)), stats.MiBs(stats.Throughput(size, d)))
 	}
 	q.Close()
 
@@ -493,28 +480,28 @@ func ckPlain(ctx context.Context, e *env, dir, image string) (s ckSide) {
 	// a new QEMU with -incoming defer, the state file through getfd + migrate-incoming,
 	// until query-status says running (QEMU starts the guest by itself when the state
 	// is in).
-	p.incoming = true
+	p.Incoming = true
 	for i := 1; i <= ckApplyRuns; i++ {
-		settle()
+		harness.Settle()
 		t0 := time.Now()
 		stopVM()
-		p.overlay = filepath.Join(dir, fmt.Sprintf("apply%d.qcow2", i))
-		out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", memDisk, p.overlay).CombinedOutput()
+		p.Overlay = filepath.Join(dir, fmt.Sprintf("apply%d.qcow2", i))
+		out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", memDisk, p.Overlay).CombinedOutput()
 		if err != nil {
 			return fail("apply: qemu-img create", fmt.Errorf("%v: %s", err, out))
 		}
-		p.reset()
-		pp, err := startPlainQEMU(e, cl, p)
+		p.Reset()
+		pp, err := plain.StartQEMU(e, cl, p)
 		if err != nil {
 			return fail("apply: start QEMU", err)
 		}
-		stopVM = pp.kill
+		stopVM = pp.Kill
 		if err := plainIncoming(ctx, p, pp, mem); err != nil {
 			return fail("apply", err)
 		}
 		d := time.Since(t0)
 		s.applyStd = append(s.applyStd, d)
-		logf("plain apply (kill, overlay, QEMU -incoming, state in) %d/%d: running after %s", i, ckApplyRuns, ms(d))
+		harness.Logf("plain apply (kill, overlay, QEMU -incoming, state in) %d/%d: running after %s", i, ckApplyRuns, stats.Ms(d))
 		if err := plainFilled(ctx, p); err != nil {
 			return fail("apply", fmt.Errorf("the guest's RAM did not come back: %w", err))
 		}
@@ -527,29 +514,29 @@ func ckPlain(ctx context.Context, e *env, dir, image string) (s ckSide) {
 // written by hand: stop, migrate into a file (fd passed with getfd), the disk
 // snapshot, cont; then fdatasync of the state file. It returns the time until cont
 // answered, the time until the file was synced, and the file's size.
-func plainMemoryCheckpoint(ctx context.Context, q *rawQMP, path string, diskSnapshot func() error) (time.Duration, time.Duration, int64, error) {
+func plainMemoryCheckpoint(ctx context.Context, q *rawqmp.Client, path string, diskSnapshot func() error) (time.Duration, time.Duration, int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	defer f.Close()
 	t0 := time.Now()
-	if err := q.call(ctx, time.Minute, "stop", nil, nil); err != nil {
+	if err := q.Call(ctx, time.Minute, "stop", nil, nil); err != nil {
 		return 0, 0, 0, err
 	}
-	if err := q.callFD(ctx, time.Minute, "getfd", map[string]any{"fdname": "ckpt"}, nil, int(f.Fd())); err != nil {
+	if err := q.CallFD(ctx, time.Minute, "getfd", map[string]any{"fdname": "ckpt"}, nil, int(f.Fd())); err != nil {
 		return 0, 0, 0, err
 	}
-	if err := q.call(ctx, time.Minute, "migrate", map[string]any{"uri": "fd:ckpt"}, nil); err != nil {
+	if err := q.Call(ctx, time.Minute, "migrate", map[string]any{"uri": "fd:ckpt"}, nil); err != nil {
 		return 0, 0, 0, err
 	}
-	if err := q.waitMigration(ctx, ckOpLimit); err != nil {
+	if err := q.WaitMigration(ctx, ckOpLimit); err != nil {
 		return 0, 0, 0, err
 	}
 	if err := diskSnapshot(); err != nil {
 		return 0, 0, 0, err
 	}
-	if err := q.call(ctx, time.Minute, "cont", nil, nil); err != nil {
+	if err := q.Call(ctx, time.Minute, "cont", nil, nil); err != nil {
 		return 0, 0, 0, err
 	}
 	running := time.Since(t0)
@@ -565,13 +552,13 @@ func plainMemoryCheckpoint(ctx context.Context, q *rawQMP, path string, diskSnap
 }
 
 // plainFilled runs ckFilledScript through the raw agent of the QEMU p runs.
-func plainFilled(ctx context.Context, p *plainVM) error {
-	a, err := dialRawAgent(ctx, p.agentSocket(), 30*time.Second)
+func plainFilled(ctx context.Context, p *plain.VM) error {
+	a, err := rawagent.Dial(ctx, p.AgentSocket(), 30*time.Second)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	st, err := a.run(ctx, time.Minute, "/bin/sh", "-c", ckFilledScript)
+	st, err := a.Run(ctx, time.Minute, "/bin/sh", "-c", ckFilledScript)
 	if err == nil && (st.ExitCode != 0 || st.Signal != 0) {
 		err = fmt.Errorf("%s: exit code %d, signal %d", ckFilledScript, st.ExitCode, st.Signal)
 	}
@@ -580,22 +567,22 @@ func plainFilled(ctx context.Context, p *plainVM) error {
 
 // plainIncoming connects to the new QEMU's QMP socket (retried until it is there),
 // feeds it the state file and waits until the guest runs.
-func plainIncoming(ctx context.Context, p *plainVM, pp *plainProc, mem string) error {
-	var q *rawQMP
+func plainIncoming(ctx context.Context, p *plain.VM, pp *plain.Proc, mem string) error {
+	var q *rawqmp.Client
 	var err error
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		if q, err = dialRawQMP(ctx, p.qmpSocket(), 5*time.Second); err == nil {
+		if q, err = rawqmp.Dial(ctx, p.QMPSocket(), 5*time.Second); err == nil {
 			break
 		}
 		select {
-		case <-pp.exited:
-			return fmt.Errorf("QEMU exited: %s", tail(pp.logPath))
+		case <-pp.Exited:
+			return fmt.Errorf("QEMU exited: %s", harness.Tail(pp.LogPath))
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("QMP: %w", err)
 		}
-		sleep(ctx, 5*time.Millisecond)
+		harness.Sleep(ctx, 5*time.Millisecond)
 	}
 	defer q.Close()
 	f, err := os.Open(mem)
@@ -603,25 +590,25 @@ func plainIncoming(ctx context.Context, p *plainVM, pp *plainProc, mem string) e
 		return err
 	}
 	defer f.Close()
-	if err := q.callFD(ctx, time.Minute, "getfd", map[string]any{"fdname": "ckpt"}, nil, int(f.Fd())); err != nil {
+	if err := q.CallFD(ctx, time.Minute, "getfd", map[string]any{"fdname": "ckpt"}, nil, int(f.Fd())); err != nil {
 		return err
 	}
-	if err := q.call(ctx, time.Minute, "migrate-incoming", map[string]any{"uri": "fd:ckpt"}, nil); err != nil {
+	if err := q.Call(ctx, time.Minute, "migrate-incoming", map[string]any{"uri": "fd:ckpt"}, nil); err != nil {
 		return err
 	}
 	// The state was saved from a stopped guest, so QEMU ends the incoming migration
 	// paused (the source's run state travels with it) and needs cont.
-	st, err := q.waitStatusNot(ctx, "inmigrate", ckOpLimit)
+	st, err := q.WaitStatusNot(ctx, "inmigrate", ckOpLimit)
 	if err != nil {
-		return fmt.Errorf("%w; %s", err, tail(pp.logPath))
+		return fmt.Errorf("%w; %s", err, harness.Tail(pp.LogPath))
 	}
 	if st == "paused" {
-		if err := q.call(ctx, time.Minute, "cont", nil, nil); err != nil {
+		if err := q.Call(ctx, time.Minute, "cont", nil, nil); err != nil {
 			return err
 		}
 	}
-	if err := q.waitStatus(ctx, "running", time.Minute); err != nil {
-		return fmt.Errorf("%w; %s", err, tail(pp.logPath))
+	if err := q.WaitStatus(ctx, "running", time.Minute); err != nil {
+		return fmt.Errorf("%w; %s", err, harness.Tail(pp.LogPath))
 	}
 	return nil
 }
@@ -660,102 +647,22 @@ func measureDisk(path string) (diskBW, error) {
 		}
 		return float64(ckDiskBytes) / (1 << 20) / time.Since(t0).Seconds(), nil
 	}
-	settle()
+	harness.Settle()
 	if bw.synced, err = write(0); err != nil {
 		return bw, err
 	}
 	os.Remove(path)
-	settle()
+	harness.Settle()
 	if bw.direct, err = write(syscall.O_DIRECT); err != nil {
-		logf("O_DIRECT write into %s: %v; not measured", filepath.Dir(path), err)
+		harness.Logf("O_DIRECT write into %s: %v; not measured", filepath.Dir(path), err)
 		bw.direct = 0
 	}
 	return bw, nil
 }
 
-// fsOf names the file system dir is on: "ext4 on /dev/vda (/)", from /proc/self/mountinfo.
-func fsOf(dir string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "unknown file system"
-	}
-	best, what := -1, "unknown file system"
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 2 {
-			continue
-		}
-		mp := f[4]
-		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > best {
-			best, what = len(mp), fmt.Sprintf("%s on %s (%s)", g[0], g[1], mp)
-		}
-	}
-	return what
-}
-
-func throughput(bytes int64, d time.Duration) float64 {
-	if d <= 0 {
-		return 0
-	}
-	return float64(bytes) / (1 << 20) / d.Seconds()
-}
-
-func mibs(v float64) string {
-	if v <= 0 {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.0f MiB/s", v)
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndex(s, "\n"); i >= 0 {
-		return s[i+1:]
-	}
-	return s
-}
-
 // Results.
 
-// medianThroughput is the throughput of each run (bytes[i] / d[i]), median.
-func medianThroughput(bytes []int64, d []time.Duration) float64 {
-	var v []time.Duration // reuse median: MiB/s scaled into a Duration
-	for i := range d {
-		if i < len(bytes) {
-			v = append(v, time.Duration(throughput(bytes[i], d[i])*1e6))
-		}
-	}
-	return float64(median(v)) / 1e6
-}
-
-func medianSize(b []int64) int64 {
-	var v []time.Duration
-	for _, x := range b {
-		v = append(v, time.Duration(x))
-	}
-	return int64(median(v))
-}
-
-// cell is a series' median with its range, or why there is none.
-func cell(d []time.Duration, f func(time.Duration) string) string {
-	if len(d) == 0 {
-		return "—"
-	}
-	if len(d) == 1 {
-		return f(d[0])
-	}
-	return fmt.Sprintf("%s (%s–%s)", f(median(d)), f(minDur(d)), f(maxDur(d)))
-}
-
-func ratioCell(a, b []time.Duration) string {
-	if len(a) == 0 || len(b) == 0 {
-		return "—"
-	}
-	return fmt.Sprintf("**%.2f**", ratio(median(a), median(b)))
-}
-
-func ckSection(e *env, r *ckResult) string {
+func ckSection(e *harness.Env, r *ckResult) string {
 	var b strings.Builder
 	b.WriteString("## Checkpoints: `hv checkpoint` vs libvirt `virsh snapshot-create-as` vs plain QEMU\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s; load average %s at the start, %s at the end (when each side started: hv %s, libvirt %s, plain %s). "+
@@ -763,7 +670,7 @@ func ckSection(e *env, r *ckResult) string {
 		"written into its `/dev/shm` before the checkpoints (dirty RAM). One VM at a time: hv, then libvirt, then plain QEMU; "+
 		"%d runs of each create series (no warm-up: each run adds a checkpoint), %d of each apply series; median (min–max). "+
 		"The host's dirty pages are written back (sync) before each run, outside the timing.\n\n",
-		e.host.date, e.host.short(), r.load[0], r.load[1], r.hv.load, r.lv.load, r.plain.load, ckImage, ckMemMiB, ckCPUs, ckFillMiB, ckRuns, ckApplyRuns)
+		e.Host.Date, e.Host.Short(), r.load[0], r.load[1], r.hv.load, r.lv.load, r.plain.load, ckImage, ckMemMiB, ckCPUs, ckFillMiB, ckRuns, ckApplyRuns)
 	if r.libvirt != "" {
 		fmt.Fprintf(&b, "libvirt: %s (a private libvirtd started by the benchmark).\n\n", r.libvirt)
 	}
@@ -771,14 +678,14 @@ func ckSection(e *env, r *ckResult) string {
 	var dw []string
 	var all []time.Duration // MiB/s scaled, for median
 	for _, d := range r.disk {
-		dw = append(dw, fmt.Sprintf("%.0f MiB/s buffered + fdatasync, %s O_DIRECT", d.synced, mibs(d.direct)))
+		dw = append(dw, fmt.Sprintf("%.0f MiB/s buffered + fdatasync, %s O_DIRECT", d.synced, stats.MiBs(d.direct)))
 		for _, v := range []float64{d.synced, d.direct} {
 			if v > 0 {
 				all = append(all, time.Duration(v*1e6))
 			}
 		}
 	}
-	diskRef := float64(median(all)) / 1e6
+	diskRef := float64(stats.Median(all)) / 1e6
 	fmt.Fprintf(&b, "Disk write bandwidth where the VM files live (%s), 1 GiB of random data in 1 MiB writes, "+
 		"before / after the VMs: %s. Reference below: the median of these, **%.0f MiB/s**.\n\n",
 		r.fs, strings.Join(dw, " / "), diskRef)
@@ -787,24 +694,24 @@ func ckSection(e *env, r *ckResult) string {
 	b.WriteString("### Create\n\n")
 	b.WriteString("| | hv | libvirt | plain QEMU | hv / libvirt | hv / plain |\n|---|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| production: checkpoint time (disk-only, quiesced) | %s | %s | %s | %s | %s |\n",
-		cell(hv.prod, ms), cell(lv.prod, ms), cell(pl.prod, ms), ratioCell(hv.prod, lv.prod), ratioCell(hv.prod, pl.prod))
+		stats.Cell(hv.prod, stats.Ms), stats.Cell(lv.prod, stats.Ms), stats.Cell(pl.prod, stats.Ms), stats.RatioCell(hv.prod, lv.prod), stats.RatioCell(hv.prod, pl.prod))
 	fmt.Fprintf(&b, "| production: guest frozen | %s | %s | %s | | %s |\n",
-		cell(hv.frozen, ms), naIf(lv.prod, "not reported"), cell(pl.frozen, ms), ratioCell(hv.frozen, pl.frozen))
+		stats.Cell(hv.frozen, stats.Ms), naIf(lv.prod, "not reported"), stats.Cell(pl.frozen, stats.Ms), stats.RatioCell(hv.frozen, pl.frozen))
 	fmt.Fprintf(&b, "| standard: checkpoint time (memory + disks) | %s | %s | %s | %s | %s |\n",
-		cell(hv.std, secs), cell(lv.std, secs), cell(pl.std, secs), ratioCell(hv.std, lv.std), ratioCell(hv.std, pl.std))
+		stats.Cell(hv.std, stats.Secs), stats.Cell(lv.std, stats.Secs), stats.Cell(pl.std, stats.Secs), stats.RatioCell(hv.std, lv.std), stats.RatioCell(hv.std, pl.std))
 	sizeCell := func(s *ckSide) string {
 		if len(s.stdBytes) == 0 {
 			return "—"
 		}
-		return mib(uint64(medianSize(s.stdBytes)))
+		return stats.MiB(uint64(stats.MedianSize(s.stdBytes)))
 	}
 	fmt.Fprintf(&b, "| standard: bytes saved | %s | %s | %s | | |\n", sizeCell(hv), sizeCell(lv), sizeCell(pl))
-	tp := func(s *ckSide) float64 { return medianThroughput(s.stdBytes, s.std) }
+	tp := func(s *ckSide) float64 { return stats.MedianThroughput(s.stdBytes, s.std) }
 	tpCell := func(s *ckSide) string {
 		if len(s.std) == 0 {
 			return "—"
 		}
-		return mibs(tp(s))
+		return stats.MiBs(tp(s))
 	}
 	tpRatio := func(a, c *ckSide) string {
 		if len(a.std) == 0 || len(c.std) == 0 || tp(c) == 0 {
@@ -823,7 +730,7 @@ func ckSection(e *env, r *ckResult) string {
 	fmt.Fprintf(&b, "| standard: save throughput / disk bandwidth | %s | %s | %s | | |\n\n", pct(hv), pct(lv), pct(pl))
 	if len(pl.stdRunning) > 0 {
 		fmt.Fprintf(&b, "Plain QEMU's standard time includes the fdatasync of its state file after `cont`; its guest ran again after %s. "+
-			"hv's and libvirt's are until their command returned.\n\n", cell(pl.stdRunning, secs))
+			"hv's and libvirt's are until their command returned.\n\n", stats.Cell(pl.stdRunning, stats.Secs))
 	}
 
 	b.WriteString("### Apply\n\n")
@@ -833,9 +740,9 @@ func ckSection(e *env, r *ckResult) string {
 		lvApply = "not measured¹"
 	}
 	fmt.Fprintf(&b, "| standard: until Running | %s | %s | %s | %s |\n",
-		cell(hv.applyStd, secs), lvApply, cell(pl.applyStd, secs), ratioCell(hv.applyStd, pl.applyStd))
-	fmt.Fprintf(&b, "| production: until Off | %s | %s | — | |\n", cell(hv.applyProdOff, secs), lvApply)
-	fmt.Fprintf(&b, "| production: then start until heartbeat | %s | — | — | |\n\n", cell(hv.applyProdHB, secs))
+		stats.Cell(hv.applyStd, stats.Secs), lvApply, stats.Cell(pl.applyStd, stats.Secs), stats.RatioCell(hv.applyStd, pl.applyStd))
+	fmt.Fprintf(&b, "| production: until Off | %s | %s | — | |\n", stats.Cell(hv.applyProdOff, stats.Secs), lvApply)
+	fmt.Fprintf(&b, "| production: then start until heartbeat | %s | — | — | |\n\n", stats.Cell(hv.applyProdHB, stats.Secs))
 	if lv.applyNA != "" {
 		fmt.Fprintf(&b, "¹ libvirt: %s\n\n", lv.applyNA)
 	}
@@ -846,9 +753,9 @@ func ckSection(e *env, r *ckResult) string {
 	}{{"hv", "not measured", hv}, {"libvirt", "not available", lv}, {"plain", "not measured", pl}} {
 		switch {
 		case x.s.err != nil && !x.s.measured():
-			fmt.Fprintf(&b, "- **%s: %s**: %s\n", x.name, x.verb, oneLine(x.s.err.Error()))
+			fmt.Fprintf(&b, "- **%s: %s**: %s\n", x.name, x.verb, results.OneLine(x.s.err.Error()))
 		case x.s.err != nil:
-			fmt.Fprintf(&b, "- **%s: stopped early**: %s\n", x.name, oneLine(x.s.err.Error()))
+			fmt.Fprintf(&b, "- **%s: stopped early**: %s\n", x.name, results.OneLine(x.s.err.Error()))
 		}
 	}
 	b.WriteString("\nTargets (from the issue): hv at least as fast as libvirt (hv / libvirt at most 1.00 for times); " +
@@ -862,7 +769,7 @@ func ckSection(e *env, r *ckResult) string {
 		"**plain** raw agent + raw QMP: `guest-fsfreeze-freeze`, `blockdev-snapshot-sync`, `guest-fsfreeze-thaw` (frozen: from the " +
 		"freeze's answer to the thaw's); `stop`, `migrate` to a file (`getfd`, no bandwidth limit), `blockdev-snapshot-sync`, `cont`, then fdatasync of the " +
 		"file; apply: kill, a new overlay, QEMU `-incoming defer`, `migrate-incoming` from the file, `cont`, until `query-status` says running.\n")
-	return wrapSection("checkpoint", b.String())
+	return results.Wrap("checkpoint", b.String())
 }
 
 func naIf(d []time.Duration, text string) string {
@@ -870,12 +777,4 @@ func naIf(d []time.Duration, text string) string {
 		return "—"
 	}
 	return text
-}
-
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 600 {
-		s = s[:600] + "…"
-	}
-	return strings.ReplaceAll(s, "|", "\\|")
 }

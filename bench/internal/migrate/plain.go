@@ -1,4 +1,4 @@
-package main
+package migrate
 
 import (
 	"context"
@@ -12,6 +12,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/rawagent"
+	"github.com/hvproject/hv/bench/internal/rawqmp"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // The plain side of the migration benchmark: the same VM on the command line hvd
@@ -50,7 +56,7 @@ type plainMigration struct {
 // migQEMU is one plain QEMU of the migration benchmark.
 type migQEMU struct {
 	dir    string
-	qmp    *rawQMP
+	qmp    *rawqmp.Client
 	exited chan struct{}
 	kill   func()
 }
@@ -63,8 +69,8 @@ func (q *migQEMU) console() string { return filepath.Join(q.dir, "console.log") 
 func migArgs(accel, dir, machine string, incoming bool) []string {
 	sock := func(n string) string { return filepath.Join(dir, n) }
 	a := []string{"-name", "guest=plainmig,debug-threads=on", "-nodefaults", "-no-user-config", "-display", "none",
-		"-msg", "timestamp=on", "-S", "-accel", accel, "-machine", machine, "-cpu", "max", "-smp", strconv.Itoa(agentCPUs),
-		"-m", fmt.Sprintf("size=%dM", agentMemMiB),
+		"-msg", "timestamp=on", "-S", "-accel", accel, "-machine", machine, "-cpu", "max", "-smp", strconv.Itoa(guest.AgentCPUs),
+		"-m", fmt.Sprintf("size=%dM", guest.AgentMemMiB),
 		"-chardev", "socket,id=qmp0,path=" + sock("qmp.sock") + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control",
 		"-chardev", "socket,id=console0,path=" + sock("console.sock") + ",server=on,wait=off,logfile=" + sock("console.log") + ",logappend=on",
 		"-serial", "chardev:console0",
@@ -87,7 +93,7 @@ func migArgs(accel, dir, machine string, incoming bool) []string {
 }
 
 // startMigQEMU starts a plain QEMU in dir and connects to its QMP socket.
-func startMigQEMU(ctx context.Context, e *env, cl *cleanup, dir, machine string, incoming bool) (*migQEMU, error) {
+func startMigQEMU(ctx context.Context, e *harness.Env, cl *harness.Cleanup, dir, machine string, incoming bool) (*migQEMU, error) {
 	q := &migQEMU{dir: dir, exited: make(chan struct{})}
 	for _, n := range []string{"qmp.sock", "agent.sock", "console.sock"} {
 		os.Remove(filepath.Join(dir, n))
@@ -97,11 +103,11 @@ func startMigQEMU(ctx context.Context, e *env, cl *cleanup, dir, machine string,
 		return nil, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(e.qemu, migArgs(e.host.accel, dir, machine, incoming)...)
+	cmd := exec.Command(e.QEMU, migArgs(e.Host.Accel, dir, machine, incoming)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", e.qemu, err)
+		return nil, fmt.Errorf("starting %s: %w", e.QEMU, err)
 	}
 	go func() { cmd.Wait(); close(q.exited) }()
 	q.kill = func() {
@@ -115,33 +121,33 @@ func startMigQEMU(ctx context.Context, e *env, cl *cleanup, dir, machine string,
 			<-q.exited
 		}
 	}
-	cl.add(q.kill)
+	cl.Add(q.kill)
 	deadline := time.Now().Add(plainStep)
 	for {
-		if q.qmp, err = dialRawQMP(ctx, filepath.Join(dir, "qmp.sock"), plainStep); err == nil {
+		if q.qmp, err = rawqmp.Dial(ctx, filepath.Join(dir, "qmp.sock"), plainStep); err == nil {
 			return q, nil
 		}
 		select {
 		case <-q.exited:
-			return nil, fmt.Errorf("plain QEMU exited at start: %s", tail(filepath.Join(dir, "qemu.log")))
+			return nil, fmt.Errorf("plain QEMU exited at start: %s", harness.Tail(filepath.Join(dir, "qemu.log")))
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			q.kill()
 			return nil, fmt.Errorf("plain QEMU's QMP socket: %w", err)
 		}
-		sleep(ctx, 10*time.Millisecond)
+		harness.Sleep(ctx, 10*time.Millisecond)
 	}
 }
 
 // do is one QMP command that must succeed.
 func (q *migQEMU) do(ctx context.Context, command string, args any) error {
-	return q.qmp.call(ctx, plainStep, command, args, nil)
+	return q.qmp.Call(ctx, plainStep, command, args, nil)
 }
 
 // setupPlainMigration boots the plain VM in work/plain-a from a copy of image
 // (as hvd copies it) and starts the guest's timestamp loop.
-func setupPlainMigration(ctx context.Context, e *env, cl *cleanup, work, image string) (*plainMigration, error) {
+func setupPlainMigration(ctx context.Context, e *harness.Env, cl *harness.Cleanup, work, image string) (*plainMigration, error) {
 	p := &plainMigration{dirs: [2]string{filepath.Join(work, "plain-a"), filepath.Join(work, "plain-b")}, tlsDir: filepath.Join(work, "plain-tls")}
 	for _, d := range p.dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -152,7 +158,7 @@ func setupPlainMigration(ctx context.Context, e *env, cl *cleanup, work, image s
 		return nil, err
 	}
 	disk := filepath.Join(p.dirs[0], "root.qcow2")
-	if err := copyFile(image, disk); err != nil {
+	if err := harness.CopyFile(image, disk); err != nil {
 		return nil, err
 	}
 	var err error
@@ -164,7 +170,7 @@ func setupPlainMigration(ctx context.Context, e *env, cl *cleanup, work, image s
 		return nil, err
 	}
 	var mt string
-	if err := p.cur.qmp.call(ctx, plainStep, "qom-get", map[string]string{"path": "/machine", "property": "type"}, &mt); err != nil {
+	if err := p.cur.qmp.Call(ctx, plainStep, "qom-get", map[string]string{"path": "/machine", "property": "type"}, &mt); err != nil {
 		return nil, err
 	}
 	p.machine = strings.TrimSuffix(mt, "-machine")
@@ -174,19 +180,19 @@ func setupPlainMigration(ctx context.Context, e *env, cl *cleanup, work, image s
 	if err := p.guestRun(ctx, tickLoopScript); err != nil {
 		return nil, fmt.Errorf("plain VM: starting the timestamp loop: %w", err)
 	}
-	logf("plain VM (%s): agent answered after %s; timestamp loop started", p.machine, ms(time.Since(t0)))
+	harness.Logf("plain VM (%s): agent answered after %s; timestamp loop started", p.machine, stats.Ms(time.Since(t0)))
 	return p, nil
 }
 
 // guestRun runs a shell script in the guest through the agent (raw client),
-// waiting up to agentLimit for the agent to answer.
+// waiting up to guest.AgentLimit for the agent to answer.
 func (p *plainMigration) guestRun(ctx context.Context, script string) error {
 	sock := filepath.Join(p.cur.dir, "agent.sock")
-	deadline := time.Now().Add(agentLimit)
+	deadline := time.Now().Add(guest.AgentLimit)
 	for {
-		a, err := dialRawAgent(ctx, sock, time.Second)
+		a, err := rawagent.Dial(ctx, sock, time.Second)
 		if err == nil {
-			st, err := a.run(ctx, agentCallWait, "sh", "-c", script)
+			st, err := a.Run(ctx, guest.AgentCallWait, "sh", "-c", script)
 			a.Close()
 			if err == nil && (st.ExitCode != 0 || st.Signal != 0) {
 				err = fmt.Errorf("exit code %d, signal %d", st.ExitCode, st.Signal)
@@ -194,9 +200,9 @@ func (p *plainMigration) guestRun(ctx context.Context, script string) error {
 			return err
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the agent did not answer within %s: %w; %s", agentLimit, err, tail(p.cur.console()))
+			return fmt.Errorf("the agent did not answer within %s: %w; %s", guest.AgentLimit, err, harness.Tail(p.cur.console()))
 		}
-		sleep(ctx, 100*time.Millisecond)
+		harness.Sleep(ctx, 100*time.Millisecond)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package rawqmp
 
 import (
 	"bufio"
@@ -104,20 +104,20 @@ func serveFakeQMP(t *testing.T) (string, *fakeQMP) {
 func TestRawQMP(t *testing.T) {
 	sock, f := serveFakeQMP(t)
 	ctx := context.Background()
-	q, err := dialRawQMP(ctx, sock, 5*time.Second)
+	q, err := Dial(ctx, sock, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
 
-	if err := q.call(ctx, time.Second, "stop", nil, nil); err != nil {
+	if err := q.Call(ctx, time.Second, "stop", nil, nil); err != nil {
 		t.Fatalf("stop (an event comes first): %v", err)
 	}
 	var qe *qmpError
-	if err := q.call(ctx, time.Second, "nonsense", nil, nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
+	if err := q.Call(ctx, time.Second, "nonsense", nil, nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
 		t.Fatalf("nonsense: want a CommandNotFound qmpError, got %v", err)
 	}
-	if err := q.call(ctx, time.Second, "getfd", map[string]any{"fdname": "x"}, nil); err == nil {
+	if err := q.Call(ctx, time.Second, "getfd", map[string]any{"fdname": "x"}, nil); err == nil {
 		t.Fatal("getfd without a descriptor: want an error")
 	}
 
@@ -126,7 +126,7 @@ func TestRawQMP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	if err := q.callFD(ctx, time.Second, "getfd", map[string]any{"fdname": "x"}, nil, int(file.Fd())); err != nil {
+	if err := q.CallFD(ctx, time.Second, "getfd", map[string]any{"fdname": "x"}, nil, int(file.Fd())); err != nil {
 		t.Fatalf("getfd: %v", err)
 	}
 	got := <-f.gotFD
@@ -138,13 +138,13 @@ func TestRawQMP(t *testing.T) {
 		t.Fatalf("the passed descriptor is not the file: it wrote %q", b)
 	}
 
-	if err := q.waitMigration(ctx, 5*time.Second); err != nil {
+	if err := q.WaitMigration(ctx, 5*time.Second); err != nil {
 		t.Fatalf("waitMigration: %v", err)
 	}
-	if st, err := q.waitStatusNot(ctx, "inmigrate", time.Second); err != nil || st != "paused" {
+	if st, err := q.WaitStatusNot(ctx, "inmigrate", time.Second); err != nil || st != "paused" {
 		t.Fatalf("waitStatusNot: %q, %v", st, err)
 	}
-	if err := q.waitStatus(ctx, "running", 50*time.Millisecond); err == nil {
+	if err := q.WaitStatus(ctx, "running", 50*time.Millisecond); err == nil {
 		t.Fatal("waitStatus running: want a timeout error, the fake stays paused")
 	}
 }
@@ -168,7 +168,7 @@ func TestRawQMPNoGreeting(t *testing.T) {
 		w.Flush()
 		time.Sleep(time.Second)
 	}()
-	if _, err := dialRawQMP(context.Background(), sock, time.Second); err == nil {
+	if _, err := Dial(context.Background(), sock, time.Second); err == nil {
 		t.Fatal("want an error for a socket that sends no greeting")
 	}
 }

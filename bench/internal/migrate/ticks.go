@@ -1,4 +1,4 @@
-package main
+package migrate
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // The guest-visible downtime of a live migration is measured with a loop in the
@@ -199,6 +201,6 @@ func analyzeTicks(ticks []tick, src, dst int) (tickGaps, error) {
 			ticks[lastSrc].uptime, ticks[firstDst].uptime)
 	}
 	g.switchover = ticks[firstDst].at.Sub(ticks[lastSrc].at)
-	g.typical = median(steps)
+	g.typical = stats.Median(steps)
 	return g, nil
 }

@@ -1,4 +1,4 @@
-package main
+package migrate
 
 import (
 	"context"
@@ -10,13 +10,17 @@ import (
 	"time"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/hvside"
+	"github.com/hvproject/hv/bench/internal/stats"
 	"github.com/hvproject/hv/client"
 )
 
 // hvMigration is the hv side: two hvds on loopback that trust each other (as
 // e2e/migration_test.go peers them) and the VM, which moves back and forth.
 type hvMigration struct {
-	hosts [2]*hvd
+	hosts [2]*hvside.HVD
 	peers [2]string // the other host's name, as each host knows it
 	at    int       // the host running the VM
 	hv    string    // bin/hv
@@ -29,14 +33,14 @@ const hvMigVM = "mig1"
 // setupHVMigration starts two hvds listening on loopback, peers them, creates
 // the VM from image on the first and boots it to its heartbeat, and starts the
 // guest's timestamp loop.
-func setupHVMigration(ctx context.Context, e *env, cl *cleanup, image string) (*hvMigration, error) {
-	m := &hvMigration{peers: [2]string{"b", "a"}, hv: filepath.Join(e.bin, "hv"), name: hvMigVM}
+func setupHVMigration(ctx context.Context, e *harness.Env, cl *harness.Cleanup, image string) (*hvMigration, error) {
+	m := &hvMigration{peers: [2]string{"b", "a"}, hv: filepath.Join(e.Bin, "hv"), name: hvMigVM}
 	for i := range m.hosts {
 		port, err := freeLoopbackPort()
 		if err != nil {
 			return nil, err
 		}
-		if m.hosts[i], err = startHVD(ctx, e, cl, "", "--listen", "127.0.0.1:"+port); err != nil {
+		if m.hosts[i], err = hvside.StartHVD(ctx, e, cl, "", "--listen", "127.0.0.1:"+port); err != nil {
 			return nil, err
 		}
 	}
@@ -46,15 +50,15 @@ func setupHVMigration(ctx context.Context, e *env, cl *cleanup, image string) (*
 	if err := m.peer(ctx, 1, 0, "host-b"); err != nil {
 		return nil, err
 	}
-	bt, _, err := m.hosts[0].createAndBoot(ctx, e, api.VMCreate{Name: m.name, Generation: 1, CPUs: agentCPUs,
-		Memory: fmt.Sprintf("%dM", agentMemMiB), Image: image})
+	bt, _, err := m.hosts[0].CreateAndBoot(ctx, e, api.VMCreate{Name: m.name, Generation: 1, CPUs: guest.AgentCPUs,
+		Memory: fmt.Sprintf("%dM", guest.AgentMemMiB), Image: image})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := hvExec(ctx, m.hosts[0].c, m.name, "sh", "-c", tickLoopScript); err != nil {
+	if _, err := hvside.Exec(ctx, m.hosts[0].Client, m.name, "sh", "-c", tickLoopScript); err != nil {
 		return nil, fmt.Errorf("hv VM: starting the timestamp loop: %w", err)
 	}
-	logf("hv VM %s: heartbeat OK after %s; timestamp loop started", m.name, ms(bt.heartbeat))
+	harness.Logf("hv VM %s: heartbeat OK after %s; timestamp loop started", m.name, stats.Ms(bt.Heartbeat))
 	return m, nil
 }
 
@@ -75,7 +79,7 @@ func (m *hvMigration) peer(ctx context.Context, from, to int, trustedAs string) 
 
 // cli runs bin/hv against host i's socket.
 func (m *hvMigration) cli(ctx context.Context, i int, args ...string) ([]byte, error) {
-	args = append([]string{"--socket", m.hosts[i].c.Socket()}, args...)
+	args = append([]string{"--socket", m.hosts[i].Client.Socket()}, args...)
 	cmd := exec.CommandContext(ctx, m.hv, args...)
 	out, err := cmd.Output()
 	if err != nil {
@@ -88,11 +92,11 @@ func (m *hvMigration) cli(ctx context.Context, i int, args ...string) ([]byte, e
 	return out, nil
 }
 
-func (m *hvMigration) client() *client.Client { return m.hosts[m.at].c }
+func (m *hvMigration) client() *client.Client { return m.hosts[m.at].Client }
 
 // guestRun runs a shell script in the guest through hv's exec API.
 func (m *hvMigration) guestRun(ctx context.Context, script string) error {
-	_, err := hvExec(ctx, m.client(), m.name, "sh", "-c", script)
+	_, err := hvside.Exec(ctx, m.client(), m.name, "sh", "-c", script)
 	return err
 }
 
@@ -120,9 +124,9 @@ func (m *hvMigration) move(ctx context.Context) (migRun, error) {
 	if err != nil {
 		return r, err
 	}
-	dstConsole := filepath.Join(m.hosts[dst].root, "vms", m.name, "console.log")
+	dstConsole := filepath.Join(m.hosts[dst].Root, "vms", m.name, "console.log")
 	w := watchTicks(filepath.Join(vm.Directory, "console.log"), dstConsole)
-	sleep(ctx, tickLead)
+	harness.Sleep(ctx, tickLead)
 	t0 := time.Now()
 	out, err := m.cli(ctx, src, "vm", "move", m.name, "--to", m.peers[src], "-o", "json")
 	r.total = time.Since(t0)
@@ -143,7 +147,7 @@ func (m *hvMigration) move(ctx context.Context) (migRun, error) {
 	r.downtime = time.Duration(res.Downtime) * time.Millisecond
 	r.hvdTotal = time.Duration(res.TotalTime) * time.Millisecond
 	r.memBytes, r.diskBytes = res.MemoryBytes, res.DiskBytes
-	sleep(ctx, tickTrail)
+	harness.Sleep(ctx, tickTrail)
 	if r.gaps, err = analyzeTicks(w.finish(), 0, 1); err != nil {
 		return r, fmt.Errorf("hv: %w", err)
 	}

@@ -1,4 +1,7 @@
-package main
+// Package migrate is the migration benchmark: `hv vm move` between two hvds
+// against the same live migration done by hand between two plain QEMUs (see
+// bench/README.md).
+package migrate
 
 import (
 	"context"
@@ -6,6 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/results"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // Migration benchmark settings: the tiny guest from its disk image, 256 MiB,
@@ -56,24 +63,24 @@ type migResult struct {
 	load      [2]string
 }
 
-// runMigrate moves a running VM live between two hvds (hv vm move) and between
+// Run moves a running VM live between two hvds (hv vm move) and between
 // two plain QEMUs by hand with the same settings, alternating, for an idle guest
 // and one dirtying its memory. The side not being measured is paused, so that
 // each move has the host to itself.
-func runMigrate(ctx context.Context, e *env) (string, error) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
-	if _, err := os.Stat(filepath.Join(e.bin, "hv")); err != nil {
-		return "", fmt.Errorf("-bin: hv is missing in %s; run make build", e.bin)
+func Run(ctx context.Context, e *harness.Env) (string, error) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
+	if _, err := os.Stat(filepath.Join(e.Bin, "hv")); err != nil {
+		return "", fmt.Errorf("-bin: hv is missing in %s; run make build", e.Bin)
 	}
 	work, err := os.MkdirTemp("/tmp", "hvbmig")
 	if err != nil {
 		return "", err
 	}
-	cl.add(func() { os.RemoveAll(work) })
-	image := filepath.Join(e.guest, migImage)
-	r := &migResult{load: [2]string{loadAvg()}}
+	cl.Add(func() { os.RemoveAll(work) })
+	image := filepath.Join(e.Guest, migImage)
+	r := &migResult{load: [2]string{results.LoadAvg()}}
 
 	hm, err := setupHVMigration(ctx, e, cl, image)
 	if err != nil {
@@ -110,7 +117,7 @@ func runMigrate(ctx context.Context, e *env) (string, error) {
 			}
 		}
 	}
-	r.load[1] = loadAvg()
+	r.load[1] = results.LoadAvg()
 	return migrateSection(e, r), nil
 }
 
@@ -127,17 +134,17 @@ func migOne(ctx context.Context, s *migSide, scenario string, i int) error {
 		}
 		s.dirty, wait = true, dirtyWarm
 	}
-	sleep(ctx, wait)
+	harness.Sleep(ctx, wait)
 	run, err := s.move(ctx)
 	if err != nil {
 		return err
 	}
 	s.runs[scenario] = append(s.runs[scenario], run)
-	logf("migrate %s %s %d/%d: total %s, QEMU downtime %s, guest gap %s (switch-over %s, guest clock %s), memory %s",
-		scenario, s.name, i, migRuns, ms(run.total), ms(run.downtime), ms(run.gaps.largest), ms(run.gaps.switchover),
-		ms(run.gaps.guest), mib(run.memBytes))
+	harness.Logf("migrate %s %s %d/%d: total %s, QEMU downtime %s, guest gap %s (switch-over %s, guest clock %s), memory %s",
+		scenario, s.name, i, migRuns, stats.Ms(run.total), stats.Ms(run.downtime), stats.Ms(run.gaps.largest), stats.Ms(run.gaps.switchover),
+		stats.Ms(run.gaps.guest), stats.MiB(run.memBytes))
 	if run.steps != "" {
-		logf("migrate %s %s %d/%d: %s", scenario, s.name, i, migRuns, run.steps)
+		harness.Logf("migrate %s %s %d/%d: %s", scenario, s.name, i, migRuns, run.steps)
 	}
 	return s.pause(ctx)
 }

@@ -1,7 +1,9 @@
-package main
+// Package backup is the backup benchmark: full and incremental backups by hv (CLI
+// and API), libvirt and plain QEMU tools, against the disk's own read bandwidth
+// (see bench/README.md).
+package backup
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +23,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hvproject/hv/api"
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/hvside"
+	"github.com/hvproject/hv/bench/internal/libvirt"
+	"github.com/hvproject/hv/bench/internal/results"
+	"github.com/hvproject/hv/bench/internal/stats"
 	"github.com/hvproject/hv/client"
 	"github.com/hvproject/hv/internal/backuprepo"
 	"github.com/hvproject/hv/internal/nbd"
@@ -129,21 +137,21 @@ type bkResult struct {
 	frozen  []time.Duration // hv API: how long the guest's file systems were frozen
 }
 
-// runBackup measures full and incremental backups, hv against libvirt and plain
+// Run measures full and incremental backups, hv against libvirt and plain
 // QEMU, with the disk's read bandwidth measured before and after. The plain tools
 // run before the VMs start; hv's VM and libvirt's domain then run side by side and
 // take turns.
-func runBackup(ctx context.Context, e *env) (string, error) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func Run(ctx context.Context, e *harness.Env) (string, error) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 
 	work, err := os.MkdirTemp("/tmp", "hvbbk")
 	if err != nil {
 		return "", err
 	}
-	cl.add(func() { os.RemoveAll(work) })
-	r := &bkResult{fs: fsOf(work), load: [2]string{loadAvg()}, changed: map[int][]int64{},
+	cl.Add(func() { os.RemoveAll(work) })
+	r := &bkResult{fs: results.FSOf(work), load: [2]string{results.LoadAvg()}, changed: map[int][]int64{},
 		writeHV: map[int][]time.Duration{}, writeLV: map[int][]time.Duration{}}
 	r.hvCLI.incr, r.hvAPI.incr, r.lv.incr = map[int][]bkRun{}, map[int][]bkRun{}, map[int][]bkRun{}
 
@@ -163,7 +171,7 @@ func runBackup(ctx context.Context, e *env) (string, error) {
 		return "", fmt.Errorf("qemu-img convert of the data disk: %v: %s", err, out)
 	}
 	r.dataPrep = time.Since(t0)
-	logf("data disk: %s of random data, raw and qcow2, made in %s", mib(bkDiskBytes), ms(r.dataPrep))
+	harness.Logf("data disk: %s of random data, raw and qcow2, made in %s", stats.MiB(bkDiskBytes), stats.Ms(r.dataPrep))
 
 	if err := bkDiskReads(r, lvDisk, "before"); err != nil {
 		return "", err
@@ -176,9 +184,9 @@ func runBackup(ctx context.Context, e *env) (string, error) {
 	// Both VMs run side by side, idle while the other is measured, and the runs
 	// alternate (hv API, hv CLI, libvirt), so that a change in the host's load
 	// hits every side alike.
-	logf("-- starting the VMs (load average %s)", loadAvg())
-	vms := &cleanup{}
-	e.cleanup.add(vms.run)
+	harness.Logf("-- starting the VMs (load average %s)", results.LoadAvg())
+	vms := &harness.Cleanup{}
+	e.Cleanup.Add(vms.Run)
 	hv, err := bkStartHV(ctx, e, vms, r, raw, work)
 	if err != nil {
 		hv.fail("setup", err)
@@ -191,7 +199,7 @@ func runBackup(ctx context.Context, e *env) (string, error) {
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
-	logf("-- full backups (load average %s)", loadAvg())
+	harness.Logf("-- full backups (load average %s)", results.LoadAvg())
 	for i := 1; i <= bkRuns && ctx.Err() == nil; i++ {
 		if hv.alive() {
 			hv.full(ctx, i)
@@ -203,7 +211,7 @@ func runBackup(ctx context.Context, e *env) (string, error) {
 	if hv.alive() {
 		hv.startIncrementals(ctx)
 	}
-	logf("-- incremental backups (load average %s)", loadAvg())
+	harness.Logf("-- incremental backups (load average %s)", results.LoadAvg())
 	for round := 1; round <= bkRounds && ctx.Err() == nil; round++ {
 		for _, pct := range bkPercents {
 			if hv.alive() {
@@ -220,7 +228,7 @@ func runBackup(ctx context.Context, e *env) (string, error) {
 			}
 		}
 	}
-	vms.run() // the VMs, hvd and libvirtd go before the last disk reads
+	vms.Run() // the VMs, hvd and libvirtd go before the last disk reads
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
@@ -228,7 +236,7 @@ func runBackup(ctx context.Context, e *env) (string, error) {
 	if err := bkDiskReads(r, lvDisk, "after"); err != nil {
 		return "", err
 	}
-	r.load[1] = loadAvg()
+	r.load[1] = results.LoadAvg()
 	if !r.hvCLI.measured() && !r.hvAPI.measured() && !r.lv.measured() {
 		return "", fmt.Errorf("nothing measured: hv CLI: %v; hv API: %v; libvirt: %v", r.hvCLI.err, r.hvAPI.err, r.lv.err)
 	}
@@ -259,7 +267,7 @@ func bkMakeData(path string, size int64) error {
 // bkDrop writes the host's dirty pages back and drops its page cache, or, where
 // /proc/sys/vm/drop_caches is refused, the cached pages of files. It returns how.
 func bkDrop(files ...string) string {
-	settle()
+	harness.Settle()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err == nil {
 		return "drop_caches"
 	}
@@ -273,7 +281,7 @@ func bkDrop(files ...string) string {
 }
 
 func (r *bkResult) dropped(how string) {
-	if l, err := strconv.ParseFloat(loadAvg(), 64); err == nil {
+	if l, err := strconv.ParseFloat(results.LoadAvg(), 64); err == nil {
 		r.loads = append(r.loads, l)
 	}
 	switch {
@@ -295,14 +303,14 @@ func bkDiskReads(r *bkResult, path, when string) error {
 		}
 		n, d, err := bkReadFile(path, flags)
 		if err != nil && direct {
-			logf("O_DIRECT read of %s: %v; not measured", path, err)
+			harness.Logf("O_DIRECT read of %s: %v; not measured", path, err)
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("disk read bandwidth: %w", err)
 		}
 		r.disk = append(r.disk, bkRead{what: what, d: d, bytes: n})
-		logf("disk read %s: %s in %s, %s", what, mib(uint64(n)), ms(d), mibs(throughput(n, d)))
+		harness.Logf("disk read %s: %s in %s, %s", what, stats.MiB(uint64(n)), stats.Ms(d), stats.MiBs(stats.Throughput(n, d)))
 	}
 	return nil
 }
@@ -341,7 +349,7 @@ func bkReadFile(path string, flags int) (int64, time.Duration, error) {
 func bkPlain(ctx context.Context, r *bkResult, disk, dst string) {
 	fail := func(step string, err error) {
 		r.plainErr = fmt.Errorf("%s: %w", step, err)
-		logf("plain: %v", r.plainErr)
+		harness.Logf("plain: %v", r.plainErr)
 	}
 	for i := 1; i <= bkRuns; i++ {
 		r.dropped(bkDrop(disk))
@@ -354,7 +362,7 @@ func bkPlain(ctx context.Context, r *bkResult, disk, dst string) {
 		}
 		d := time.Since(t0)
 		r.bench = append(r.bench, bkRun{d: d, bytes: bkDiskBytes})
-		logf("plain qemu-img bench %d/%d: %s, %s", i, bkRuns, ms(d), mibs(throughput(bkDiskBytes, d)))
+		harness.Logf("plain qemu-img bench %d/%d: %s, %s", i, bkRuns, stats.Ms(d), stats.MiBs(stats.Throughput(bkDiskBytes, d)))
 	}
 	for i := 1; i <= bkRuns; i++ {
 		os.Remove(dst)
@@ -372,7 +380,7 @@ func bkPlain(ctx context.Context, r *bkResult, disk, dst string) {
 		}
 		ds := time.Since(t0)
 		r.convert = append(r.convert, bkRun{d: d, sync: ds, bytes: bkDiskBytes})
-		logf("plain qemu-img convert %d/%d: %s (fdatasynced after %s), %s", i, bkRuns, ms(d), ms(ds), mibs(throughput(bkDiskBytes, d)))
+		harness.Logf("plain qemu-img convert %d/%d: %s (fdatasynced after %s), %s", i, bkRuns, stats.Ms(d), stats.Ms(ds), stats.MiBs(stats.Throughput(bkDiskBytes, d)))
 	}
 	os.Remove(dst)
 }
@@ -410,7 +418,7 @@ var bkCheckScript = fmt.Sprintf("test \"$(blockdev --getsize64 /dev/vdb)\" -eq %
 
 type bkHVSide struct {
 	r      *bkResult
-	h      *hvd
+	h      *hvside.HVD
 	hvBin  string
 	work   string
 	images []string // the VM's disk images, whose cached pages are dropped
@@ -433,35 +441,35 @@ func (s *bkHVSide) fail(step string, err error) {
 	if s.r.hvAPI.err == nil {
 		s.r.hvAPI.err = err
 	}
-	logf("hv: %v", err)
+	harness.Logf("hv: %v", err)
 }
 
 // bkStartHV starts hvd, creates the VM from the boot image and the data disk from
 // raw (hvd converts it into the VM's directory), boots it and checks its disks.
-func bkStartHV(ctx context.Context, e *env, cl *cleanup, r *bkResult, raw, work string) (*bkHVSide, error) {
-	s := &bkHVSide{r: r, hvBin: filepath.Join(e.bin, "hv"), work: work}
+func bkStartHV(ctx context.Context, e *harness.Env, cl *harness.Cleanup, r *bkResult, raw, work string) (*bkHVSide, error) {
+	s := &bkHVSide{r: r, hvBin: filepath.Join(e.Bin, "hv"), work: work}
 	if help, err := exec.CommandContext(ctx, s.hvBin, "backup", "create", "--help").CombinedOutput(); err != nil || !strings.Contains(string(help), "--full") {
 		r.hvCLI.na = fmt.Sprintf("`%s backup create --help` does not offer --full (this hv has no built-in backup yet)", s.hvBin)
-		logf("hv CLI: not measured: %s", r.hvCLI.na)
+		harness.Logf("hv CLI: not measured: %s", r.hvCLI.na)
 	}
 	s.useCLI = r.hvCLI.na == ""
 	var err error
-	if s.h, err = startHVD(ctx, e, cl, ""); err != nil {
+	if s.h, err = hvside.StartHVD(ctx, e, cl, ""); err != nil {
 		return s, fmt.Errorf("hvd: %w", err)
 	}
-	if err := s.h.create(ctx, api.VMCreate{Name: bkVM, Generation: 1, CPUs: bkCPUs, Memory: fmt.Sprintf("%dM", bkMemMiB),
-		Image: filepath.Join(e.guest, bkBootImage)}); err != nil {
+	if err := s.h.Create(ctx, api.VMCreate{Name: bkVM, Generation: 1, CPUs: bkCPUs, Memory: fmt.Sprintf("%dM", bkMemMiB),
+		Image: filepath.Join(e.Guest, bkBootImage)}); err != nil {
 		return s, err
 	}
 	t0 := time.Now()
-	op, err := s.h.c.AddDisk(ctx, bkVM, api.DiskAdd{Name: bkDiskName, Path: raw})
+	op, err := s.h.Client.AddDisk(ctx, bkVM, api.DiskAdd{Name: bkDiskName, Path: raw})
 	if err == nil {
-		_, err = s.h.c.WaitOperation(ctx, op.ID, nil)
+		_, err = s.h.Client.WaitOperation(ctx, op.ID, nil)
 	}
 	if err != nil {
 		return s, fmt.Errorf("add the data disk: %w", err)
 	}
-	vm, err := s.h.c.GetVM(ctx, bkVM)
+	vm, err := s.h.Client.GetVM(ctx, bkVM)
 	if err != nil {
 		return s, err
 	}
@@ -475,22 +483,22 @@ func bkStartHV(ctx context.Context, e *env, cl *cleanup, r *bkResult, raw, work 
 	if data == "" || len(vm.Disks) != 2 {
 		return s, fmt.Errorf("the VM's disks are %+v; want the boot disk and %s", vm.Disks, bkDiskName)
 	}
-	logf("hv: data disk imported into %s in %s", data, ms(time.Since(t0)))
+	harness.Logf("hv: data disk imported into %s in %s", data, stats.Ms(time.Since(t0)))
 
-	poll := e.poll
-	for deadline := time.Now().Add(10 * time.Second); poll == 0 && !s.h.live.Load(); {
+	poll := e.Poll
+	for deadline := time.Now().Add(10 * time.Second); poll == 0 && !s.h.EventsLive(); {
 		if time.Now().After(deadline) {
 			poll = 100 * time.Millisecond
 			break
 		}
-		sleep(ctx, 20*time.Millisecond)
+		harness.Sleep(ctx, 20*time.Millisecond)
 	}
-	bt, _, err := s.h.startAndWaitHeartbeat(ctx, bkVM, poll, agentLimit)
+	bt, _, err := s.h.StartAndWaitHeartbeat(ctx, bkVM, poll, guest.AgentLimit)
 	if err != nil {
 		return s, fmt.Errorf("boot: %w", err)
 	}
-	logf("hv VM %s: heartbeat OK after %s", bkVM, ms(bt.heartbeat))
-	if _, err := hvExecLimit(ctx, s.h.c, bkVM, time.Minute, "/bin/sh", "-c", bkCheckScript); err != nil {
+	harness.Logf("hv VM %s: heartbeat OK after %s", bkVM, stats.Ms(bt.Heartbeat))
+	if _, err := hvside.ExecLimit(ctx, s.h.Client, bkVM, time.Minute, "/bin/sh", "-c", bkCheckScript); err != nil {
 		return s, fmt.Errorf("disks in the guest: %w", err)
 	}
 	return s, nil
@@ -500,7 +508,7 @@ func bkStartHV(ctx context.Context, e *env, cl *cleanup, r *bkResult, raw, work 
 // t1 when it exited.
 func (s *bkHVSide) cli(ctx context.Context, repo string, full bool) (bkRun, bkCLIReport, error) {
 	var rep bkCLIReport
-	args := []string{"--socket", s.h.c.Socket(), "-q", "-o", "json", "backup", "create", bkVM, "--repo", repo}
+	args := []string{"--socket", s.h.Client.Socket(), "-q", "-o", "json", "backup", "create", bkVM, "--repo", repo}
 	if full {
 		args = append(args, "--full")
 	}
@@ -548,7 +556,7 @@ func (s *bkHVSide) api(ctx context.Context, incremental bool) (bkRun, api.Backup
 		since = s.ref
 	}
 	finish := !s.useCLI || s.r.hvCLI.err != nil
-	run, b, err := bkAPIBackup(ctx, s.h.c, bkVM, since, finish)
+	run, b, err := bkAPIBackup(ctx, s.h.Client, bkVM, since, finish)
 	if err != nil {
 		return run, b, err
 	}
@@ -578,10 +586,10 @@ func (s *bkHVSide) full(ctx context.Context, i int) {
 		run, _, err := s.api(ctx, false)
 		if err != nil {
 			a.err = fmt.Errorf("full backup: %w", err)
-			logf("hv API: %v", a.err)
+			harness.Logf("hv API: %v", a.err)
 		} else {
 			a.full = append(a.full, run)
-			logf("hv API full %d/%d: %s (open after %s), %s read, %s", i, bkRuns, ms(run.d), ms(run.open), mib(uint64(run.bytes)), mibs(throughput(run.bytes, run.d)))
+			harness.Logf("hv API full %d/%d: %s (open after %s), %s read, %s", i, bkRuns, stats.Ms(run.d), stats.Ms(run.open), stats.MiB(uint64(run.bytes)), stats.MiBs(stats.Throughput(run.bytes, run.d)))
 		}
 	}
 	c := &s.r.hvCLI
@@ -596,19 +604,19 @@ func (s *bkHVSide) full(ctx context.Context, i int) {
 	run, rep, err := s.cli(ctx, s.repo, true)
 	if err != nil {
 		c.err = fmt.Errorf("full backup: %w", err)
-		logf("hv CLI: %v", c.err)
+		harness.Logf("hv CLI: %v", c.err)
 		return
 	}
 	s.ref = rep.Reference
 	c.full = append(c.full, run)
-	logf("hv CLI full %d/%d: %s, %s read, %s", i, bkRuns, ms(run.d), mib(uint64(run.bytes)), mibs(throughput(run.bytes, run.d)))
+	harness.Logf("hv CLI full %d/%d: %s, %s read, %s", i, bkRuns, stats.Ms(run.d), stats.MiB(uint64(run.bytes)), stats.MiBs(stats.Throughput(run.bytes, run.d)))
 }
 
 // startIncrementals makes sure there is a reference point to start from: without a
 // CLI full, one more API full, finished, not counted.
 func (s *bkHVSide) startIncrementals(ctx context.Context) {
 	if s.ref == "" && s.r.hvAPI.err == nil {
-		if _, b, err := bkAPIBackup(ctx, s.h.c, bkVM, "", true); err == nil {
+		if _, b, err := bkAPIBackup(ctx, s.h.Client, bkVM, "", true); err == nil {
 			s.ref = b.ID
 		}
 	}
@@ -620,7 +628,7 @@ func (s *bkHVSide) startIncrementals(ctx context.Context) {
 // write changes pct% of the data disk in the guest (not timed in the backups).
 func (s *bkHVSide) write(ctx context.Context, round, pct int) {
 	t0 := time.Now()
-	if _, err := hvExecLimit(ctx, s.h.c, bkVM, bkWriteLimit, "/bin/sh", "-c", bkChangeScript(round, pct)); err != nil {
+	if _, err := hvside.ExecLimit(ctx, s.h.Client, bkVM, bkWriteLimit, "/bin/sh", "-c", bkChangeScript(round, pct)); err != nil {
 		s.fail(fmt.Sprintf("writing %d%% of the data disk in the guest", pct), err)
 		return
 	}
@@ -634,7 +642,7 @@ func (s *bkHVSide) incremental(ctx context.Context, round, pct int) {
 		run, b, err := s.api(ctx, true)
 		if err != nil {
 			a.err = fmt.Errorf("incremental backup (%d%%): %w", pct, err)
-			logf("hv API: %v", a.err)
+			harness.Logf("hv API: %v", a.err)
 		} else {
 			var changed int64
 			for _, d := range b.Disks {
@@ -642,8 +650,8 @@ func (s *bkHVSide) incremental(ctx context.Context, round, pct int) {
 			}
 			s.r.changed[pct] = append(s.r.changed[pct], changed)
 			a.incr[pct] = append(a.incr[pct], run)
-			logf("hv API incremental round %d, %d%%: %s (open after %s), changed %s, %s read, %s",
-				round, pct, ms(run.d), ms(run.open), mib(uint64(changed)), mib(uint64(run.bytes)), mibs(throughput(run.bytes, run.d)))
+			harness.Logf("hv API incremental round %d, %d%%: %s (open after %s), changed %s, %s read, %s",
+				round, pct, stats.Ms(run.d), stats.Ms(run.open), stats.MiB(uint64(changed)), stats.MiB(uint64(run.bytes)), stats.MiBs(stats.Throughput(run.bytes, run.d)))
 		}
 	}
 	c := &s.r.hvCLI
@@ -654,12 +662,12 @@ func (s *bkHVSide) incremental(ctx context.Context, round, pct int) {
 	run, rep, err := s.cli(ctx, s.repo, false)
 	if err != nil {
 		c.err = fmt.Errorf("incremental backup (%d%%): %w", pct, err)
-		logf("hv CLI: %v", c.err)
+		harness.Logf("hv CLI: %v", c.err)
 		return
 	}
 	s.ref = rep.Reference
 	c.incr[pct] = append(c.incr[pct], run)
-	logf("hv CLI incremental round %d, %d%%: %s, %s read, %s", round, pct, ms(run.d), mib(uint64(run.bytes)), mibs(throughput(run.bytes, run.d)))
+	harness.Logf("hv CLI incremental round %d, %d%%: %s, %s read, %s", round, pct, stats.Ms(run.d), stats.MiB(uint64(run.bytes)), stats.MiBs(stats.Throughput(run.bytes, run.d)))
 }
 
 // bkCLIReport is the part of `hv backup create -o json` the benchmark reads.
@@ -809,15 +817,15 @@ func bkReadExport(ctx context.Context, d api.BackupDisk) (int64, error) {
 	return total, firstErr
 }
 
-// libvirt side: a private libvirtd (libvirt.go), the same guest as a transient
+// libvirt side: a private libvirtd (package libvirt), the same guest as a transient
 // domain, virsh backup-begin in push mode into a new qcow2 file per backup.
 
 // bkDomainXML is the hv VM's machine for libvirt: generation 1 (pc, SeaBIOS) booting
 // from boot (virtio vda), the data disk as virtio vdb, the agent channel, no USB, no
 // balloon.
-func bkDomainXML(e *env, boot, data, serial string) string {
+func bkDomainXML(e *harness.Env, boot, data, serial string) string {
 	typ, cpu := "qemu", "<cpu mode='maximum'/>"
-	if e.host.accel == "kvm" {
+	if e.Host.Accel == "kvm" {
 		typ, cpu = "kvm", "<cpu mode='host-passthrough'/>"
 	}
 	esc := html.EscapeString
@@ -881,43 +889,12 @@ func bkCheckpointXML(name string) string {
 `, html.EscapeString(name))
 }
 
-// lvJobs follows `virsh event --event job-completed --loop` for the domain.
-type lvJobs struct {
-	cmd  *exec.Cmd
-	done chan string // one line per job-completed event (with its details)
-}
-
-func (l *libvirtd) watchJobs(ctx context.Context, cl *cleanup) (*lvJobs, error) {
-	j := &lvJobs{done: make(chan string, 16)}
-	j.cmd = exec.CommandContext(ctx, "virsh", "-q", "-c", l.uri, "event", "--domain", bkDomain, "--event", "job-completed", "--loop")
-	out, err := j.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := j.cmd.Start(); err != nil {
-		return nil, err
-	}
-	cl.add(func() { _ = j.cmd.Process.Kill(); _ = j.cmd.Wait() })
-	go func() {
-		// An event is one line naming it, then its details on indented lines; the
-		// job's outcome is read with domjobinfo --completed afterwards.
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if line := strings.TrimSpace(sc.Text()); strings.Contains(line, "job-completed") {
-				j.done <- line
-			}
-		}
-		close(j.done)
-	}()
-	return j, nil
-}
-
 // bkLVSide is libvirt's domain and how to back it up.
 type bkLVSide struct {
 	r          *bkResult
-	e          *env
-	l          *libvirtd
-	jobs       *lvJobs
+	e          *harness.Env
+	l          *libvirt.Daemon
+	jobs       *libvirt.Jobs
 	dir        string
 	boot, data string
 	prev       string // the newest checkpoint, the incrementals' <incremental>
@@ -928,20 +905,20 @@ func (s *bkLVSide) alive() bool { return s.r.lv.err == nil }
 
 func (s *bkLVSide) fail(step string, err error) {
 	s.r.lv.err = fmt.Errorf("%s: %w", step, err)
-	logf("libvirt: %v", s.r.lv.err)
+	harness.Logf("libvirt: %v", s.r.lv.err)
 }
 
 // bkStartLibvirt starts the private libvirtd and the domain (a copy of the boot
 // image and data, the qcow2 data disk), checks its disks, follows its job events
 // and makes the checkpoint the first incremental starts from (not timed).
-func bkStartLibvirt(ctx context.Context, e *env, cl *cleanup, r *bkResult, dir, data string) (*bkLVSide, error) {
+func bkStartLibvirt(ctx context.Context, e *harness.Env, cl *harness.Cleanup, r *bkResult, dir, data string) (*bkLVSide, error) {
 	s := &bkLVSide{r: r, e: e, dir: dir, data: data, boot: filepath.Join(dir, "boot.qcow2")}
 	var err error
-	if s.l, err = startLibvirtd(ctx, cl, dir); err != nil {
+	if s.l, err = libvirt.Start(ctx, cl, dir); err != nil {
 		return s, fmt.Errorf("libvirtd: %w", err)
 	}
-	r.libvirt = s.l.version
-	if err := copyFile(filepath.Join(e.guest, bkBootImage), s.boot); err != nil {
+	r.libvirt = s.l.Version
+	if err := harness.CopyFile(filepath.Join(e.Guest, bkBootImage), s.boot); err != nil {
 		return s, fmt.Errorf("boot disk copy: %w", err)
 	}
 	serial := filepath.Join(dir, "serial.log")
@@ -950,21 +927,21 @@ func bkStartLibvirt(ctx context.Context, e *env, cl *cleanup, r *bkResult, dir, 
 		return s, err
 	}
 	t0 := time.Now()
-	if _, err := s.l.virsh(ctx, time.Minute, "create", xmlPath); err != nil {
+	if _, err := s.l.Virsh(ctx, time.Minute, "create", xmlPath); err != nil {
 		return s, err
 	}
-	if _, err := s.l.waitAgent(ctx, bkDomain, agentLimit); err != nil {
-		return s, fmt.Errorf("boot: %w; %s", err, tail(serial))
+	if _, err := s.l.WaitAgent(ctx, bkDomain, guest.AgentLimit); err != nil {
+		return s, fmt.Errorf("boot: %w; %s", err, harness.Tail(serial))
 	}
-	logf("libvirt domain %s: agent answered after %s", bkDomain, ms(time.Since(t0)))
-	if err := s.l.agentRun(ctx, bkDomain, time.Minute, "/bin/sh", "-c", bkCheckScript); err != nil {
+	harness.Logf("libvirt domain %s: agent answered after %s", bkDomain, stats.Ms(time.Since(t0)))
+	if err := s.l.AgentRun(ctx, bkDomain, time.Minute, "/bin/sh", "-c", bkCheckScript); err != nil {
 		return s, fmt.Errorf("disks in the guest: %w", err)
 	}
-	if s.jobs, err = s.l.watchJobs(ctx, cl); err != nil {
+	if s.jobs, err = s.l.WatchJobs(ctx, cl, bkDomain); err != nil {
 		return s, fmt.Errorf("virsh event: %w", err)
 	}
-	sleep(ctx, time.Second) // let virsh event register before the first job
-	if _, err := s.l.virsh(ctx, time.Minute, "checkpoint-create-as", bkDomain, "--name", "cp0",
+	harness.Sleep(ctx, time.Second) // let virsh event register before the first job
+	if _, err := s.l.Virsh(ctx, time.Minute, "checkpoint-create-as", bkDomain, "--name", "cp0",
 		"--diskspec", "vda,checkpoint=bitmap", "--diskspec", "vdb,checkpoint=bitmap"); err != nil {
 		return s, err
 	}
@@ -992,19 +969,19 @@ func (s *bkLVSide) backup(ctx context.Context, name, since, cp string) (bkRun, e
 	}
 	for drained := false; !drained; {
 		select {
-		case <-s.jobs.done:
+		case <-s.jobs.Done:
 		default:
 			drained = true
 		}
 	}
 	s.r.dropped(bkDrop(s.boot, s.data))
 	t0 := time.Now()
-	if _, err := s.l.virsh(ctx, time.Minute, args...); err != nil {
+	if _, err := s.l.Virsh(ctx, time.Minute, args...); err != nil {
 		return bkRun{}, err
 	}
 	var ev string
 	select {
-	case ev = <-s.jobs.done:
+	case ev = <-s.jobs.Done:
 		if ev == "" {
 			return bkRun{}, errors.New("virsh event ended before the job completed")
 		}
@@ -1020,13 +997,13 @@ func (s *bkLVSide) backup(ctx context.Context, name, since, cp string) (bkRun, e
 		}
 	}
 	ds := time.Since(t0)
-	info, _ := s.l.virsh(ctx, time.Minute, "domjobinfo", bkDomain, "--completed", "--keep-completed")
+	info, _ := s.l.Virsh(ctx, time.Minute, "domjobinfo", bkDomain, "--completed", "--keep-completed")
 	if !strings.Contains(info, "Completed") {
 		return bkRun{}, fmt.Errorf("the backup job did not complete: %s; event: %s", strings.Join(strings.Fields(info), " "), ev)
 	}
-	raw, _ := s.l.virsh(ctx, time.Minute, "domjobinfo", bkDomain, "--completed", "--rawstats")
-	if s.e.verbose {
-		logf("libvirt domjobinfo --completed --rawstats: %s", strings.Join(strings.Fields(raw), " "))
+	raw, _ := s.l.Virsh(ctx, time.Minute, "domjobinfo", bkDomain, "--completed", "--rawstats")
+	if s.e.Verbose {
+		harness.Logf("libvirt domjobinfo --completed --rawstats: %s", strings.Join(strings.Fields(raw), " "))
 	}
 	for _, t := range targets {
 		os.Remove(t)
@@ -1048,7 +1025,7 @@ func (s *bkLVSide) full(ctx context.Context, i int) {
 	case len(s.r.hvAPI.full) > 0:
 		if run.bytes != 0 {
 			s.r.lv.note("a full backup's job reports %s processed (both disks whole, unallocated space included); "+
-				"its data read is counted as hv's (the disks' allocated data)", mib(uint64(run.bytes)))
+				"its data read is counted as hv's (the disks' allocated data)", stats.MiB(uint64(run.bytes)))
 		}
 		run.bytes = bkBytes(s.r.hvAPI.full)
 	case run.bytes == 0:
@@ -1056,13 +1033,13 @@ func (s *bkLVSide) full(ctx context.Context, i int) {
 		s.r.lv.note("libvirt did not report the bytes its job read (disk_processed); data read counted as the data disk's size")
 	}
 	s.r.lv.full = append(s.r.lv.full, run)
-	logf("libvirt full %d/%d: %s (targets fdatasynced after %s), %s", i, bkRuns, ms(run.d), ms(run.sync), mibs(throughput(run.bytes, run.d)))
+	harness.Logf("libvirt full %d/%d: %s (targets fdatasynced after %s), %s", i, bkRuns, stats.Ms(run.d), stats.Ms(run.sync), stats.MiBs(stats.Throughput(run.bytes, run.d)))
 }
 
 // write changes pct% of the data disk in the guest (not timed in the backups).
 func (s *bkLVSide) write(ctx context.Context, round, pct int) {
 	t0 := time.Now()
-	if err := s.l.agentRun(ctx, bkDomain, bkWriteLimit, "/bin/sh", "-c", bkChangeScript(round, pct)); err != nil {
+	if err := s.l.AgentRun(ctx, bkDomain, bkWriteLimit, "/bin/sh", "-c", bkChangeScript(round, pct)); err != nil {
 		s.fail(fmt.Sprintf("writing %d%% of the data disk in the guest", pct), err)
 		return
 	}
@@ -1085,10 +1062,10 @@ func (s *bkLVSide) incremental(ctx context.Context, round, pct int) {
 		s.r.lv.note("libvirt did not report the bytes its job read (disk_processed); data read counted as the chunks the guest changed")
 	}
 	s.r.lv.incr[pct] = append(s.r.lv.incr[pct], run)
-	logf("libvirt incremental round %d, %d%%: %s (targets fdatasynced after %s), %s read, %s",
-		round, pct, ms(run.d), ms(run.sync), mib(uint64(run.bytes)), mibs(throughput(run.bytes, run.d)))
-	if _, err := s.l.virsh(ctx, time.Minute, "checkpoint-delete", bkDomain, s.prev); err != nil {
-		s.r.lv.note("checkpoint-delete %s: %s", s.prev, lastLine(err.Error()))
+	harness.Logf("libvirt incremental round %d, %d%%: %s (targets fdatasynced after %s), %s read, %s",
+		round, pct, stats.Ms(run.d), stats.Ms(run.sync), stats.MiB(uint64(run.bytes)), stats.MiBs(stats.Throughput(run.bytes, run.d)))
+	if _, err := s.l.Virsh(ctx, time.Minute, "checkpoint-delete", bkDomain, s.prev); err != nil {
+		s.r.lv.note("checkpoint-delete %s: %s", s.prev, results.LastLine(err.Error()))
 	}
 	s.prev = cp
 }
@@ -1160,7 +1137,7 @@ func bkTP(runs []bkRun) float64 {
 	for _, r := range runs {
 		b, d = append(b, r.bytes), append(d, r.d)
 	}
-	return medianThroughput(b, d)
+	return stats.MedianThroughput(b, d)
 }
 
 func bkBytes(runs []bkRun) int64 {
@@ -1168,7 +1145,7 @@ func bkBytes(runs []bkRun) int64 {
 	for _, r := range runs {
 		b = append(b, r.bytes)
 	}
-	return medianSize(b)
+	return stats.MedianSize(b)
 }
 
 // diskRef is the disk read bandwidth the throughputs are compared with: the median
@@ -1176,12 +1153,12 @@ func bkBytes(runs []bkRun) int64 {
 func (r *bkResult) diskRef() float64 {
 	var all []time.Duration
 	for _, x := range r.disk {
-		all = append(all, time.Duration(throughput(x.bytes, x.d)*1e6))
+		all = append(all, time.Duration(stats.Throughput(x.bytes, x.d)*1e6))
 	}
-	return float64(median(all)) / 1e6
+	return float64(stats.Median(all)) / 1e6
 }
 
-func bkSection(e *env, r *bkResult) string {
+func bkSection(e *harness.Env, r *bkResult) string {
 	var b strings.Builder
 	b.WriteString("## Backups: `hv backup create` vs libvirt `virsh backup-begin` vs plain QEMU\n\n")
 	drop := map[string]string{"drop_caches": "`sync` and `echo 3 > /proc/sys/vm/drop_caches`",
@@ -1193,7 +1170,7 @@ func bkSection(e *env, r *bkResult) string {
 		for _, l := range r.loads {
 			v = append(v, time.Duration(l*1000))
 		}
-		loads = fmt.Sprintf("%.2f (%.2f–%.2f)", float64(median(v))/1000, float64(minDur(v))/1000, float64(maxDur(v))/1000)
+		loads = fmt.Sprintf("%.2f (%.2f–%.2f)", float64(stats.Median(v))/1000, float64(stats.Min(v))/1000, float64(stats.Max(v))/1000)
 	}
 	fmt.Fprintf(&b, "Measured %s on %s; load average %s at the start, %s at the end, %s before the timed runs (2 cores; the benchmark's "+
 		"own VMs count in it). "+
@@ -1206,8 +1183,8 @@ func bkSection(e *env, r *bkResult) string {
 		"changed (by both guests, before the round's backups). Before every timed "+
 		"run the host's page cache is written back and dropped (%s), so that every run reads the disk: QEMU reads images through the page "+
 		"cache, and this host's RAM would hold 4 GiB.\n\n",
-		e.host.date, e.host.short(), r.load[0], r.load[1], loads, bkMemMiB, bkCPUs, bkBootImage,
-		bkDiskBytes>>20, bkDiskBytes>>20, ms(r.dataPrep), bkRuns, bkRounds, drop)
+		e.Host.Date, e.Host.Short(), r.load[0], r.load[1], loads, bkMemMiB, bkCPUs, bkBootImage,
+		bkDiskBytes>>20, bkDiskBytes>>20, stats.Ms(r.dataPrep), bkRuns, bkRounds, drop)
 	if r.libvirt != "" {
 		fmt.Fprintf(&b, "libvirt: %s (a private libvirtd started by the benchmark, as in the checkpoint benchmark).\n\n", r.libvirt)
 	}
@@ -1219,10 +1196,10 @@ func bkSection(e *env, r *bkResult) string {
 
 	ref := r.diskRef()
 	b.WriteString("### The disk, and plain QEMU reading the whole disk\n\n")
-	fmt.Fprintf(&b, "Where the images live: %s. Whole-image reads of the qcow2 data disk (%s, 1 MiB reads, one at a time, page cache dropped first):\n\n", r.fs, mib(uint64(bkDiskBytes)))
+	fmt.Fprintf(&b, "Where the images live: %s. Whole-image reads of the qcow2 data disk (%s, 1 MiB reads, one at a time, page cache dropped first):\n\n", r.fs, stats.MiB(uint64(bkDiskBytes)))
 	b.WriteString("| read | time | throughput |\n|---|---:|---:|\n")
 	for _, x := range r.disk {
-		fmt.Fprintf(&b, "| disk: %s | %s | %s |\n", x.what, secs(x.d), mibs(throughput(x.bytes, x.d)))
+		fmt.Fprintf(&b, "| disk: %s | %s | %s |\n", x.what, stats.Secs(x.d), stats.MiBs(stats.Throughput(x.bytes, x.d)))
 	}
 	fmt.Fprintf(&b, "\n**Disk read bandwidth** (reference below): the median of these, **%.0f MiB/s**.\n\n", ref)
 
@@ -1236,9 +1213,9 @@ func bkSection(e *env, r *bkResult) string {
 		if len(runs) == 0 {
 			return "—"
 		}
-		return mibs(bkTP(runs))
+		return stats.MiBs(bkTP(runs))
 	}
-	ratio2 := func(a, c []bkRun) string { return ratioCell(bkDur(a), bkDur(c)) }
+	ratio2 := func(a, c []bkRun) string { return stats.RatioCell(bkDur(a), bkDur(c)) }
 
 	b.WriteString("### Full backup (the whole disk)\n\n")
 	b.WriteString("| | time | data read | throughput | / disk read bandwidth | hv CLI / this | hv API / this |\n|---|---:|---:|---:|---:|---:|---:|\n")
@@ -1262,23 +1239,23 @@ func bkSection(e *env, r *bkResult) string {
 		}
 		data := "—"
 		if len(x.runs) > 0 {
-			data = mib(uint64(bkBytes(x.runs)))
+			data = stats.MiB(uint64(bkBytes(x.runs)))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", x.name, cell(bkDur(x.runs), secs), data, tpCell(x.runs), pct(bkTP(x.runs)), rc, ra)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", x.name, stats.Cell(bkDur(x.runs), stats.Secs), data, tpCell(x.runs), pct(bkTP(x.runs)), rc, ra)
 	}
 	b.WriteString("\n")
 	if o := bkField(r.hvAPI.full, func(x bkRun) time.Duration { return x.open }); len(o) > 0 {
-		fmt.Fprintf(&b, "hv API: the point-in-time view was open (POST …/backups until its operation succeeded) after %s; the rest is reading. ", cell(o, secs))
+		fmt.Fprintf(&b, "hv API: the point-in-time view was open (POST …/backups until its operation succeeded) after %s; the rest is reading. ", stats.Cell(o, stats.Secs))
 		if len(r.frozen) > 0 {
 			fmt.Fprintf(&b, "hv freezes the guest's file systems for its point in time (application consistency, the default of both hv paths; "+
-				"libvirt's push backups do not freeze): frozen %s over all hv API backups. ", cell(r.frozen, ms))
+				"libvirt's push backups do not freeze): frozen %s over all hv API backups. ", stats.Cell(r.frozen, stats.Ms))
 		}
 	}
 	if s := bkField(r.lv.full, func(x bkRun) time.Duration { return x.sync }); len(s) > 0 {
-		fmt.Fprintf(&b, "libvirt: until the target files were also fdatasynced %s. ", cell(s, secs))
+		fmt.Fprintf(&b, "libvirt: until the target files were also fdatasynced %s. ", stats.Cell(s, stats.Secs))
 	}
 	if s := bkField(r.convert, func(x bkRun) time.Duration { return x.sync }); len(s) > 0 {
-		fmt.Fprintf(&b, "qemu-img convert: until its copy was also fdatasynced %s.", cell(s, secs))
+		fmt.Fprintf(&b, "qemu-img convert: until its copy was also fdatasynced %s.", stats.Cell(s, stats.Secs))
 	}
 	b.WriteString("\n\n")
 
@@ -1288,16 +1265,16 @@ func bkSection(e *env, r *bkResult) string {
 		if len(inc) == 0 || len(full) == 0 {
 			return "—"
 		}
-		return fmt.Sprintf("%.3f", ratio(median(bkDur(inc)), median(bkDur(full))))
+		return fmt.Sprintf("%.3f", stats.Ratio(stats.Median(bkDur(inc)), stats.Median(bkDur(full))))
 	}
 	for _, p := range bkPercents {
 		ch := fmt.Sprintf("%d%% (%d × 1 MiB", p, bkChunks(p))
 		if c := r.changed[p]; len(c) > 0 {
-			ch += fmt.Sprintf("; hvd: %s changed", mib(uint64(medianSize(c))))
+			ch += fmt.Sprintf("; hvd: %s changed", stats.MiB(uint64(stats.MedianSize(c))))
 		}
 		ch += ")"
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", ch,
-			cell(bkDur(r.hvCLI.incr[p]), secs), cell(bkDur(r.hvAPI.incr[p]), secs), cell(bkDur(r.lv.incr[p]), secs),
+			stats.Cell(bkDur(r.hvCLI.incr[p]), stats.Secs), stats.Cell(bkDur(r.hvAPI.incr[p]), stats.Secs), stats.Cell(bkDur(r.lv.incr[p]), stats.Secs),
 			ratio2(r.hvCLI.incr[p], r.lv.incr[p]), ratio2(r.hvAPI.incr[p], r.lv.incr[p]),
 			frac(r.hvCLI.incr[p], r.hvCLI.full), frac(r.lv.incr[p], r.lv.full))
 	}
@@ -1317,7 +1294,7 @@ func bkSection(e *env, r *bkResult) string {
 	fmt.Fprintf(&b, " rate %d%% → %d%% / disk read bandwidth | fixed cost |\n|---|---:|", lo, hi)
 	b.WriteString(strings.Repeat("---:|", len(bkPercents)-1) + "---:|---:|\n")
 	rateOf := func(a, c []bkRun) float64 {
-		ta, tc := median(bkDur(a)), median(bkDur(c))
+		ta, tc := stats.Median(bkDur(a)), stats.Median(bkDur(c))
 		ba, bc := bkBytes(a), bkBytes(c)
 		if tc <= ta || bc <= ba {
 			return 0
@@ -1337,22 +1314,22 @@ func bkSection(e *env, r *bkResult) string {
 			continue
 		}
 		first, last := x.s.incr[lo], x.s.incr[hi]
-		fmt.Fprintf(&b, "| %s | %.1f |", x.name, ratio(median(bkDur(last)), median(bkDur(first))))
+		fmt.Fprintf(&b, "| %s | %.1f |", x.name, stats.Ratio(stats.Median(bkDur(last)), stats.Median(bkDur(first))))
 		for i := 1; i < len(bkPercents); i++ {
-			fmt.Fprintf(&b, " %s |", mibs(rateOf(x.s.incr[bkPercents[i-1]], x.s.incr[bkPercents[i]])))
+			fmt.Fprintf(&b, " %s |", stats.MiBs(rateOf(x.s.incr[bkPercents[i-1]], x.s.incr[bkPercents[i]])))
 		}
 		fixed := "—"
 		if rate := rateOf(first, last); rate > 0 {
-			f := median(bkDur(first)) - time.Duration(float64(bkBytes(first))/(1<<20)/rate*float64(time.Second))
-			fixed = secs(max(f, 0))
+			f := stats.Median(bkDur(first)) - time.Duration(float64(bkBytes(first))/(1<<20)/rate*float64(time.Second))
+			fixed = stats.Secs(max(f, 0))
 		}
 		fmt.Fprintf(&b, " %s | %s |\n", pct(rateOf(first, last)), fixed)
 	}
 	b.WriteString("\n")
 	var wh, wl []string
 	for _, p := range bkPercents {
-		wh = append(wh, fmt.Sprintf("%d%% %s", p, cell(r.writeHV[p], secs)))
-		wl = append(wl, fmt.Sprintf("%d%% %s", p, cell(r.writeLV[p], secs)))
+		wh = append(wh, fmt.Sprintf("%d%% %s", p, stats.Cell(r.writeHV[p], stats.Secs)))
+		wl = append(wl, fmt.Sprintf("%d%% %s", p, stats.Cell(r.writeLV[p], stats.Secs)))
 	}
 	fmt.Fprintf(&b, "The guest wrote the changes (not timed in the backups) in: hv %s; libvirt %s.\n\n", strings.Join(wh, ", "), strings.Join(wl, ", "))
 
@@ -1362,18 +1339,18 @@ func bkSection(e *env, r *bkResult) string {
 	}{{"hv CLI", &r.hvCLI}, {"hv API", &r.hvAPI}, {"libvirt", &r.lv}} {
 		switch {
 		case x.s.na != "":
-			fmt.Fprintf(&b, "- **%s: not measured**: %s\n", x.name, oneLine(x.s.na))
+			fmt.Fprintf(&b, "- **%s: not measured**: %s\n", x.name, results.OneLine(x.s.na))
 		case x.s.err != nil && !x.s.measured():
-			fmt.Fprintf(&b, "- **%s: not measured**: %s\n", x.name, oneLine(x.s.err.Error()))
+			fmt.Fprintf(&b, "- **%s: not measured**: %s\n", x.name, results.OneLine(x.s.err.Error()))
 		case x.s.err != nil:
-			fmt.Fprintf(&b, "- **%s: stopped early**: %s\n", x.name, oneLine(x.s.err.Error()))
+			fmt.Fprintf(&b, "- **%s: stopped early**: %s\n", x.name, results.OneLine(x.s.err.Error()))
 		}
 		for _, n := range x.s.notes {
-			fmt.Fprintf(&b, "- %s: %s\n", x.name, oneLine(n))
+			fmt.Fprintf(&b, "- %s: %s\n", x.name, results.OneLine(n))
 		}
 	}
 	if r.plainErr != nil {
-		fmt.Fprintf(&b, "- **plain: stopped early**: %s\n", oneLine(r.plainErr.Error()))
+		fmt.Fprintf(&b, "- **plain: stopped early**: %s\n", results.OneLine(r.plainErr.Error()))
 	}
 
 	b.WriteString("\nTargets (from the issue): incremental time proportional to the changed data; backup throughput at 50% or more of the " +
@@ -1390,5 +1367,5 @@ func bkSection(e *env, r *bkResult) string {
 		"and the targets removed afterwards; data read = the job's `disk_processed` (`domjobinfo --completed --rawstats`). **plain** `qemu-img bench -f qcow2 -c %d -s %d` and "+
 		"`qemu-img convert -f qcow2 -O qcow2` of the data disk with no VM running. Throughput = data read / time, per run, median.\n",
 		bkVM, bkReadSize>>10, bkReaders, bkVM, bkReaders, bkReadSize>>10, bkDiskBytes/bkChunk, bkChunk)
-	return wrapSection("backup", b.String())
+	return results.Wrap("backup", b.String())
 }

@@ -1,4 +1,4 @@
-package main
+package migrate
 
 import (
 	"crypto/x509"
@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/results"
 )
 
 func ticksAt(t0 time.Time, file int, msOffsets ...int) []tick {
@@ -148,7 +151,7 @@ func TestMigrateSection(t *testing.T) {
 		hv:    &migSide{name: "hv", runs: map[string][]migRun{"idle": {run(2000, 100, 250)}, "dirty": {run(4000, 200, 500)}}},
 		plain: &migSide{name: "plain", runs: map[string][]migRun{"idle": {run(1900, 100, 240)}, "dirty": {run(3000, 150, 400)}}},
 	}
-	sec := migrateSection(&env{host: hostInfo{cpu: "x", date: "d"}}, r)
+	sec := migrateSection(&harness.Env{Host: results.Host{CPU: "x", Date: "d"}}, r)
 	for _, want := range []string{
 		"<!-- bench:migrate -->",
 		"idle guest, total time within 10% of plain's: hv 2s, plain 1.9s, hv / plain 1.05: **met**",

@@ -1,6 +1,9 @@
-package main
+// Package libvirt runs the private libvirtd that the checkpoint and backup
+// benchmarks compare hv with, and drives it and its domains through virsh.
+package libvirt
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,11 +17,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/rawagent"
 )
 
-// The checkpoint benchmark compares hv with libvirt. It runs a private libvirtd of its
-// own, so that it needs no init system, changes no host configuration and leaves
-// nothing running:
+// Daemon is a private libvirtd, run by the benchmark so that it needs no init
+// system, changes no host configuration and leaves nothing running:
 //
 //   - libvirtd runs in a mount namespace of its own (unshare --mount) where the
 //     benchmark's directories are bind-mounted over /etc/libvirt (a qemu.conf that
@@ -33,10 +39,10 @@ import (
 //   - virsh reaches it at qemu:///system?socket=DIR/run/libvirt-sock.
 //
 // It needs root (hv does too) and the packages in scripts/deps-bench.txt.
-type libvirtd struct {
+type Daemon struct {
 	dir     string // etc, run, lib, log, cache, libvirtd.log
 	uri     string
-	version string // virsh version: library and hypervisor lines
+	Version string // virsh version: library and hypervisor lines
 	cmd     *exec.Cmd
 	done    chan struct{}
 	log     string
@@ -53,7 +59,7 @@ var libvirtDirs = []struct{ sub, host string }{
 	{"cache", "/var/cache/libvirt"},
 }
 
-const libvirtQEMUConf = `# hv bench: private libvirtd (bench/libvirt.go)
+const libvirtQEMUConf = `# hv bench: private libvirtd (bench/internal/libvirt)
 user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -63,7 +69,7 @@ stdio_handler = "file"
 cgroup_controllers = [ ]
 `
 
-const libvirtdConf = `# hv bench: private libvirtd (bench/libvirt.go)
+const libvirtdConf = `# hv bench: private libvirtd (bench/internal/libvirt)
 log_outputs = "3:stderr"
 `
 
@@ -81,11 +87,11 @@ if [ -f "$d/group" ]; then mount --bind "$d/group" /etc/group; fi
 exec libvirtd --pid-file "$d/libvirtd.pid"
 `
 
-// startLibvirtd starts the private libvirtd with its state under dir and waits until
+// Start starts the private libvirtd with its state under dir and waits until
 // virsh reaches it. Its stop (destroy every domain, stop libvirtd, kill any process
 // whose command line names dir) is registered with cl: keep the domains' files (disks)
 // under dir too. An error says why libvirt is not available here.
-func startLibvirtd(ctx context.Context, cl *cleanup, dir string) (*libvirtd, error) {
+func Start(ctx context.Context, cl *harness.Cleanup, dir string) (*Daemon, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the private libvirtd needs root (a mount namespace of its own)")
 	}
@@ -94,7 +100,7 @@ func startLibvirtd(ctx context.Context, cl *cleanup, dir string) (*libvirtd, err
 			return nil, fmt.Errorf("%s not found; install scripts/deps-bench.txt (scripts/install-deps.sh bench)", bin)
 		}
 	}
-	l := &libvirtd{dir: dir, log: filepath.Join(dir, "libvirtd.log"), done: make(chan struct{}),
+	l := &Daemon{dir: dir, log: filepath.Join(dir, "libvirtd.log"), done: make(chan struct{}),
 		uri: "qemu:///system?socket=" + filepath.Join(dir, "run", "libvirt-sock")}
 	for _, d := range libvirtDirs {
 		if err := os.MkdirAll(filepath.Join(dir, d.sub), 0o755); err != nil {
@@ -107,7 +113,7 @@ func startLibvirtd(ctx context.Context, cl *cleanup, dir string) (*libvirtd, err
 			l.made = append(l.made, d.host)
 		}
 	}
-	cl.add(l.removeMountPoints)
+	cl.Add(l.removeMountPoints)
 	if err := os.WriteFile(filepath.Join(dir, "etc", "qemu.conf"), []byte(libvirtQEMUConf), 0o644); err != nil {
 		return nil, err
 	}
@@ -129,12 +135,12 @@ func startLibvirtd(ctx context.Context, cl *cleanup, dir string) (*libvirtd, err
 		return nil, fmt.Errorf("starting libvirtd: %w", err)
 	}
 	go func() { l.cmd.Wait(); close(l.done) }()
-	cl.add(l.stop)
-	logf("libvirtd pid %d, state in %s", l.cmd.Process.Pid, dir)
+	cl.Add(l.stop)
+	harness.Logf("libvirtd pid %d, state in %s", l.cmd.Process.Pid, dir)
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out, err := l.virsh(ctx, 10*time.Second, "version")
+		out, err := l.Virsh(ctx, 10*time.Second, "version")
 		if err == nil {
 			var lines []string
 			for _, line := range strings.Split(out, "\n") {
@@ -142,18 +148,18 @@ func startLibvirtd(ctx context.Context, cl *cleanup, dir string) (*libvirtd, err
 					lines = append(lines, line)
 				}
 			}
-			l.version = strings.Join(lines, "; ")
+			l.Version = strings.Join(lines, "; ")
 			return l, nil
 		}
 		select {
 		case <-l.done:
-			return nil, fmt.Errorf("libvirtd exited at start: %s", tail(l.log))
+			return nil, fmt.Errorf("libvirtd exited at start: %s", harness.Tail(l.log))
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("libvirtd did not answer within 60s: %v; %s", err, tail(l.log))
+			return nil, fmt.Errorf("libvirtd did not answer within 60s: %v; %s", err, harness.Tail(l.log))
 		}
 	}
 }
@@ -185,8 +191,8 @@ func addQEMUUser(dir string) error {
 	return nil
 }
 
-// virsh runs virsh against the private libvirtd; its output, or an error with it.
-func (l *libvirtd) virsh(ctx context.Context, limit time.Duration, args ...string) (string, error) {
+// Virsh runs virsh against the private libvirtd; its output, or an error with it.
+func (l *Daemon) Virsh(ctx context.Context, limit time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "virsh", append([]string{"-q", "-c", l.uri}, args...)...)
@@ -199,14 +205,14 @@ func (l *libvirtd) virsh(ctx context.Context, limit time.Duration, args ...strin
 
 // stop destroys the domains, stops libvirtd, and kills any process left whose
 // command line names l.dir (QEMU outlives libvirtd).
-func (l *libvirtd) stop() {
+func (l *Daemon) stop() {
 	select {
 	case <-l.done:
 	default:
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if out, err := l.virsh(ctx, 10*time.Second, "list", "--name"); err == nil {
+		if out, err := l.Virsh(ctx, 10*time.Second, "list", "--name"); err == nil {
 			for _, dom := range strings.Fields(out) {
-				_, _ = l.virsh(ctx, 10*time.Second, "destroy", dom)
+				_, _ = l.Virsh(ctx, 10*time.Second, "destroy", dom)
 			}
 		}
 		cancel()
@@ -218,31 +224,31 @@ func (l *libvirtd) stop() {
 			<-l.done
 		}
 	}
-	for _, pid := range pidsMentioning(l.dir) {
-		logf("killing leftover process %d (its command line names %s)", pid, l.dir)
+	for _, pid := range harness.PidsMentioning(l.dir) {
+		harness.Logf("killing leftover process %d (its command line names %s)", pid, l.dir)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
 // removeMountPoints removes the empty directories startLibvirtd made on the host.
-func (l *libvirtd) removeMountPoints() {
+func (l *Daemon) removeMountPoints() {
 	for i := len(l.made) - 1; i >= 0; i-- {
 		_ = os.Remove(l.made[i]) // only when empty
 	}
 	l.made = nil
 }
 
-// libvirtDomain is a transient domain: the same VM as plainVM's generation 2 command
+// Domain is a transient domain: the same VM as the plain package's generation 2 command
 // line (q35, OVMF with its own VARS copy, -cpu max, virtio-blk, the agent channel).
-type libvirtDomain struct {
-	name, disk, vars, serial string
-	memMiB, cpus             int
-	accel                    string
+type Domain struct {
+	Name, Disk, Vars, Serial string
+	MemMiB, CPUs             int
+	Accel                    string
 }
 
-func (d libvirtDomain) xml() string {
+func (d Domain) XML() string {
 	typ, cpu := "qemu", "<cpu mode='maximum'/>"
-	if d.accel == "kvm" {
+	if d.Accel == "kvm" {
 		typ, cpu = "kvm", "<cpu mode='host-passthrough'/>"
 	}
 	esc := html.EscapeString
@@ -273,12 +279,12 @@ func (d libvirtDomain) xml() string {
     <memballoon model='none'/>
   </devices>
 </domain>
-`, typ, esc(d.name), d.memMiB, d.cpus, esc(ovmfCode), esc(d.vars), cpu, esc(d.disk), esc(d.serial))
+`, typ, esc(d.Name), d.MemMiB, d.CPUs, esc(guest.OVMFCode), esc(d.Vars), cpu, esc(d.Disk), esc(d.Serial))
 }
 
 // agent sends one command to the domain's guest agent through libvirt
 // (virsh qemu-agent-command) and decodes "return" into result when not nil.
-func (l *libvirtd) agent(ctx context.Context, dom string, limit time.Duration, command string, args, result any) error {
+func (l *Daemon) agent(ctx context.Context, dom string, limit time.Duration, command string, args, result any) error {
 	req := map[string]any{"execute": command}
 	if args != nil {
 		req["arguments"] = args
@@ -288,7 +294,7 @@ func (l *libvirtd) agent(ctx context.Context, dom string, limit time.Duration, c
 		return err
 	}
 	secs := max(int(limit/time.Second), 1)
-	out, err := l.virsh(ctx, limit+10*time.Second, "qemu-agent-command", dom, string(b), "--timeout", fmt.Sprint(secs))
+	out, err := l.Virsh(ctx, limit+10*time.Second, "qemu-agent-command", dom, string(b), "--timeout", fmt.Sprint(secs))
 	if err != nil {
 		return err
 	}
@@ -304,9 +310,9 @@ func (l *libvirtd) agent(ctx context.Context, dom string, limit time.Duration, c
 	return nil
 }
 
-// agentRun is guest-exec through libvirt, then guest-exec-status every 500 ms until
+// AgentRun is guest-exec through libvirt, then guest-exec-status every 500 ms until
 // the process exited; a non-zero exit is an error with its output.
-func (l *libvirtd) agentRun(ctx context.Context, dom string, limit time.Duration, path string, args ...string) error {
+func (l *Daemon) AgentRun(ctx context.Context, dom string, limit time.Duration, path string, args ...string) error {
 	var started struct {
 		PID int `json:"pid"`
 	}
@@ -316,7 +322,7 @@ func (l *libvirtd) agentRun(ctx context.Context, dom string, limit time.Duration
 	}
 	deadline := time.Now().Add(limit)
 	for {
-		var st rawExecStatus
+		var st rawagent.ExecStatus
 		if err := l.agent(ctx, dom, 30*time.Second, "guest-exec-status", map[string]int{"pid": started.PID}, &st); err != nil {
 			return err
 		}
@@ -331,15 +337,15 @@ func (l *libvirtd) agentRun(ctx context.Context, dom string, limit time.Duration
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s (pid %d) still running after %s", path, started.PID, limit)
 		}
-		sleep(ctx, 500*time.Millisecond)
+		harness.Sleep(ctx, 500*time.Millisecond)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
 }
 
-// waitAgent pings the domain's agent through libvirt until it answers.
-func (l *libvirtd) waitAgent(ctx context.Context, dom string, limit time.Duration) (time.Duration, error) {
+// WaitAgent pings the domain's agent through libvirt until it answers.
+func (l *Daemon) WaitAgent(ctx context.Context, dom string, limit time.Duration) (time.Duration, error) {
 	t0 := time.Now()
 	var err error
 	for time.Since(t0) < limit {
@@ -349,7 +355,38 @@ func (l *libvirtd) waitAgent(ctx context.Context, dom string, limit time.Duratio
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		sleep(ctx, 500*time.Millisecond)
+		harness.Sleep(ctx, 500*time.Millisecond)
 	}
 	return 0, fmt.Errorf("agent of %s did not answer within %s: %v", dom, limit, err)
+}
+
+// Jobs follows `virsh event --event job-completed --loop` for one domain.
+type Jobs struct {
+	cmd  *exec.Cmd
+	Done chan string // one line per job-completed event (with its details)
+}
+
+func (l *Daemon) WatchJobs(ctx context.Context, cl *harness.Cleanup, dom string) (*Jobs, error) {
+	j := &Jobs{Done: make(chan string, 16)}
+	j.cmd = exec.CommandContext(ctx, "virsh", "-q", "-c", l.uri, "event", "--domain", dom, "--event", "job-completed", "--loop")
+	out, err := j.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := j.cmd.Start(); err != nil {
+		return nil, err
+	}
+	cl.Add(func() { _ = j.cmd.Process.Kill(); _ = j.cmd.Wait() })
+	go func() {
+		// An event is one line naming it, then its details on indented lines; the
+		// job's outcome is read with domjobinfo --completed afterwards.
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); strings.Contains(line, "job-completed") {
+				j.Done <- line
+			}
+		}
+		close(j.Done)
+	}()
+	return j, nil
 }
