@@ -12,6 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/hvside"
+	"github.com/hvproject/hv/bench/internal/plain"
+	"github.com/hvproject/hv/bench/internal/results"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // Copy benchmark settings.
@@ -45,22 +52,22 @@ type copySide struct {
 // hv (client.UploadFile / DownloadFile, what `hv vm cp` does) and through plain
 // guest-file-* calls on the agent socket of a QEMU started by hand. Every copy is
 // verified by SHA-256, on the guest with sha256sum, on the host by hashing.
-func runCopy(ctx context.Context, e *env) (string, error) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func runCopy(ctx context.Context, e *harness.Env) (string, error) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 
 	const name = "copy1"
-	h, _, err := startHVAgentVM(ctx, e, cl, name)
+	h, _, err := hvside.StartAgentVM(ctx, e, cl, name)
 	if err != nil {
 		return "", err
 	}
-	r := copyResult{heartbeat: h.heartbeat, load: [2]string{loadAvg()}}
-	src := filepath.Join(h.root, "copy-src")
+	r := copyResult{heartbeat: h.Heartbeat, load: [2]string{results.LoadAvg()}}
+	src := filepath.Join(h.Root, "copy-src")
 	if r.sum, err = writeRandomFile(src, copySize); err != nil {
 		return "", err
 	}
-	dst := filepath.Join(h.root, "copy-dst")
+	dst := filepath.Join(h.Root, "copy-dst")
 
 	hv := copySide{name: "hv", up: &r.hvUp, down: &r.hvDown, warmUp: &r.warmHVUp, wd: &r.warmHVDown,
 		upload: func(ctx context.Context, src string) error {
@@ -73,7 +80,7 @@ func runCopy(ctx context.Context, e *env) (string, error) {
 			if err != nil {
 				return err
 			}
-			_, err = h.c.UploadFile(ctx, name, copyGuestPath, 0o644, f, st.Size(), nil)
+			_, err = h.Client.UploadFile(ctx, name, copyGuestPath, 0o644, f, st.Size(), nil)
 			return err
 		},
 		download: func(ctx context.Context, dst string) error {
@@ -81,14 +88,14 @@ func runCopy(ctx context.Context, e *env) (string, error) {
 			if err != nil {
 				return err
 			}
-			if _, err := h.c.DownloadFile(ctx, name, copyGuestPath, f, nil); err != nil {
+			if _, err := h.Client.DownloadFile(ctx, name, copyGuestPath, f, nil); err != nil {
 				f.Close()
 				return err
 			}
 			return f.Close()
 		},
 		guestSum: func(ctx context.Context) (string, error) {
-			res, err := hvExec(ctx, h.c, name, "sha256sum", copyGuestPath)
+			res, err := hvside.Exec(ctx, h.Client, name, "sha256sum", copyGuestPath)
 			if err != nil {
 				return "", err
 			}
@@ -98,36 +105,36 @@ func runCopy(ctx context.Context, e *env) (string, error) {
 	if err := copySeries(ctx, hv, src, dst, r.sum); err != nil {
 		return "", err
 	}
-	if err := stopHVAgentVM(ctx, h, name); err != nil {
+	if err := hvside.StopAgentVM(ctx, h, name); err != nil {
 		return "", err
 	}
 
-	v, err := startPlainKernelVM(ctx, e, cl, filepath.Join(h.root, "plain-copy"))
+	v, err := plain.StartKernelVM(ctx, e, cl, filepath.Join(h.Root, "plain-copy"))
 	if err != nil {
 		return "", err
 	}
-	defer v.stop()
+	defer v.Stop()
 	plain := copySide{name: "plain", up: &r.plainUp, down: &r.plainDown, warmUp: &r.warmPlUp, wd: &r.warmPlDn,
 		upload: func(ctx context.Context, src string) error {
 			data, err := os.ReadFile(src)
 			if err != nil {
 				return err
 			}
-			return v.agent.writeFile(ctx, agentCallWait, copyGuestPath, data, copyChunk)
+			return v.Agent.WriteFile(ctx, guest.AgentCallWait, copyGuestPath, data, copyChunk)
 		},
 		download: func(ctx context.Context, dst string) error {
 			f, err := os.Create(dst)
 			if err != nil {
 				return err
 			}
-			if _, err := v.agent.readFile(ctx, agentCallWait, copyGuestPath, f, copyChunk); err != nil {
+			if _, err := v.Agent.ReadFile(ctx, guest.AgentCallWait, copyGuestPath, f, copyChunk); err != nil {
 				f.Close()
 				return err
 			}
 			return f.Close()
 		},
 		guestSum: func(ctx context.Context) (string, error) {
-			st, err := v.agent.run(ctx, agentCallWait, "sha256sum", copyGuestPath)
+			st, err := v.Agent.Run(ctx, guest.AgentCallWait, "sha256sum", copyGuestPath)
 			if err != nil {
 				return "", err
 			}
@@ -142,7 +149,7 @@ func runCopy(ctx context.Context, e *env) (string, error) {
 	if err := copySeries(ctx, plain, src, dst, r.sum); err != nil {
 		return "", err
 	}
-	r.load[1] = loadAvg()
+	r.load[1] = results.LoadAvg()
 	return copySection(e, r), nil
 }
 
@@ -192,13 +199,13 @@ func copySeries(ctx context.Context, s copySide, src, dst, want string) error {
 		} else {
 			*s.up, *s.down = append(*s.up, up), append(*s.down, down)
 		}
-		logf("copy %s %s: upload %s (%s), download %s (%s), SHA-256 verified", s.name, run,
-			secs(up), mibps(copySize, up), secs(down), mibps(copySize, down))
+		harness.Logf("copy %s %s: upload %s (%s), download %s (%s), SHA-256 verified", s.name, run,
+			stats.Secs(up), mibps(copySize, up), stats.Secs(down), mibps(copySize, down))
 	}
 	return nil
 }
 
-func copySection(e *env, r copyResult) string {
+func copySection(e *harness.Env, r copyResult) string {
 	var b strings.Builder
 	hb := "hvd's default heartbeat interval"
 	if r.heartbeat != "" {
@@ -209,7 +216,7 @@ func copySection(e *env, r copyResult) string {
 	fmt.Fprintf(&b, "Measured %s on %s. A %s file of random bytes, copied into the guest's `%s` (tmpfs) and back; "+
 		"%d runs of each direction and side after one warm-up round (not counted); each run uploads, then downloads. %s "+
 		"One VM at a time: first hv's (all hv runs), then the plain one.\n\n",
-		e.host.date, e.host.short(), size, copyGuestPath, copyRuns, agentGuestText())
+		e.Host.Date, e.Host.Short(), size, copyGuestPath, copyRuns, guest.AgentText())
 	b.WriteString("- **hv**: hvd with a fresh root (" + hb + "); the Go client's `UploadFile` (from the host file, mode 0644) " +
 		"and `DownloadFile` (into a host file), what `hv vm cp` does. t0 just before the call, t1 when it returned. " +
 		"hvd moves the data with guest-file-open/write/close and open/seek/read/close, 1 MiB a call, and after an upload " +
@@ -229,9 +236,9 @@ func copySection(e *env, r copyResult) string {
 	}{{"upload (host → guest)", r.hvUp, r.plainUp}, {"download (guest → host)", r.hvDown, r.plainDown}} {
 		// Throughput is size / time, so the fastest run is the shortest time.
 		fmt.Fprintf(&b, "| %s | %s | %s – %s | %s | %s – %s | **%.2f** |\n", d.name,
-			mibps(copySize, median(d.hv)), mibps(copySize, maxDur(d.hv)), mibps(copySize, minDur(d.hv)),
-			mibps(copySize, median(d.plain)), mibps(copySize, maxDur(d.plain)), mibps(copySize, minDur(d.plain)),
-			ratio(median(d.plain), median(d.hv)))
+			mibps(copySize, stats.Median(d.hv)), mibps(copySize, stats.Max(d.hv)), mibps(copySize, stats.Min(d.hv)),
+			mibps(copySize, stats.Median(d.plain)), mibps(copySize, stats.Max(d.plain)), mibps(copySize, stats.Min(d.plain)),
+			stats.Ratio(stats.Median(d.plain), stats.Median(d.hv)))
 	}
 	b.WriteString("\n`hv / plain` is hv's median throughput over plain's (below 1: hv is slower). " +
 		"Both sides are bound by the agent (base64 JSON over virtio-serial, and under TCG a slow guest); " +
@@ -239,15 +246,15 @@ func copySection(e *env, r copyResult) string {
 		"and its heartbeat pings, which take turns with the transfer on the one agent connection. " +
 		"Host load average (1 min) when the runs began / ended: " + r.load[0] + " / " + r.load[1] + " (2 cores; the benchmark's own VM and processes count in it).\n\n")
 	b.WriteString("Every run, seconds, upload / download:\n\n")
-	fmt.Fprintf(&b, "- hv: warm-up %s / %s; runs %s\n", secs(r.warmHVUp), secs(r.warmHVDown), pairs(r.hvUp, r.hvDown))
-	fmt.Fprintf(&b, "- plain: warm-up %s / %s; runs %s\n", secs(r.warmPlUp), secs(r.warmPlDn), pairs(r.plainUp, r.plainDown))
-	return wrapSection("copy", b.String())
+	fmt.Fprintf(&b, "- hv: warm-up %s / %s; runs %s\n", stats.Secs(r.warmHVUp), stats.Secs(r.warmHVDown), pairs(r.hvUp, r.hvDown))
+	fmt.Fprintf(&b, "- plain: warm-up %s / %s; runs %s\n", stats.Secs(r.warmPlUp), stats.Secs(r.warmPlDn), pairs(r.plainUp, r.plainDown))
+	return results.Wrap("copy", b.String())
 }
 
 func pairs(a, b []time.Duration) string {
 	var s []string
 	for i := range a {
-		s = append(s, secs(a[i])+" / "+secs(b[i]))
+		s = append(s, stats.Secs(a[i])+" / "+stats.Secs(b[i]))
 	}
 	return strings.Join(s, ", ")
 }

@@ -8,6 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/guest"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/hvside"
+	"github.com/hvproject/hv/bench/internal/plain"
+	"github.com/hvproject/hv/bench/internal/results"
+	"github.com/hvproject/hv/bench/internal/stats"
 )
 
 // Exec benchmark settings: the issue asks for the median of 50.
@@ -27,27 +34,27 @@ type execResult struct {
 // runExec measures the latency of running `true` in a guest: through hv (the Go client
 // as `hv vm exec` uses it, and the hv CLI process itself) and through plain guest-exec +
 // guest-exec-status on the agent socket of a QEMU started by hand.
-func runExec(ctx context.Context, e *env) (string, error) {
-	cl := &cleanup{}
-	e.cleanup.add(cl.run)
-	defer cl.run()
+func runExec(ctx context.Context, e *harness.Env) (string, error) {
+	cl := &harness.Cleanup{}
+	e.Cleanup.Add(cl.Run)
+	defer cl.Run()
 
-	hvBin := filepath.Join(e.bin, "hv")
+	hvBin := filepath.Join(e.Bin, "hv")
 	if _, err := os.Stat(hvBin); err != nil {
-		return "", fmt.Errorf("-bin: hv is missing in %s; run make build", e.bin)
+		return "", fmt.Errorf("-bin: hv is missing in %s; run make build", e.Bin)
 	}
 	const name = "exec1"
-	h, bt, err := startHVAgentVM(ctx, e, cl, name)
+	h, bt, err := hvside.StartAgentVM(ctx, e, cl, name)
 	if err != nil {
 		return "", err
 	}
-	r := execResult{hvBoot: bt.heartbeat, heartbeat: h.heartbeat, load: [2]string{loadAvg()}}
+	r := execResult{hvBoot: bt.Heartbeat, heartbeat: h.Heartbeat, load: [2]string{results.LoadAvg()}}
 	apiRun := func() (time.Duration, error) {
 		t0 := time.Now()
-		_, err := hvExec(ctx, h.c, name, "true")
+		_, err := hvside.Exec(ctx, h.Client, name, "true")
 		return time.Since(t0), err
 	}
-	sock := h.c.Socket()
+	sock := h.Client.Socket()
 	cliRun := func() (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, hvBin, "--socket", sock, "vm", "exec", name, "--", "true")
 		t0 := time.Now()
@@ -71,23 +78,23 @@ func runExec(ctx context.Context, e *env) (string, error) {
 		if i > 0 {
 			r.api, r.cli = append(r.api, da), append(r.cli, dc)
 		}
-		if e.verbose || i%10 == 0 {
-			logf("exec run %2d/%d: hv API %s, hv CLI %s", i, execRuns, ms(da), ms(dc))
+		if e.Verbose || i%10 == 0 {
+			harness.Logf("exec run %2d/%d: hv API %s, hv CLI %s", i, execRuns, stats.Ms(da), stats.Ms(dc))
 		}
 	}
-	if err := stopHVAgentVM(ctx, h, name); err != nil {
+	if err := hvside.StopAgentVM(ctx, h, name); err != nil {
 		return "", err
 	}
 
-	v, err := startPlainKernelVM(ctx, e, cl, filepath.Join(h.root, "plain-exec"))
+	v, err := plain.StartKernelVM(ctx, e, cl, filepath.Join(h.Root, "plain-exec"))
 	if err != nil {
 		return "", err
 	}
-	defer v.stop()
-	r.plainBoot = v.boot
+	defer v.Stop()
+	r.plainBoot = v.Boot
 	for i := -execWarmup + 1; i <= execRuns; i++ {
 		t0 := time.Now()
-		st, err := v.agent.run(ctx, agentCallWait, "true")
+		st, err := v.Agent.Run(ctx, guest.AgentCallWait, "true")
 		d := time.Since(t0)
 		if err == nil && (st.ExitCode != 0 || st.Signal != 0) {
 			err = fmt.Errorf("true in the guest: exit code %d, signal %d", st.ExitCode, st.Signal)
@@ -98,15 +105,15 @@ func runExec(ctx context.Context, e *env) (string, error) {
 		if i > 0 {
 			r.plain = append(r.plain, d)
 		}
-		if e.verbose || i%10 == 0 {
-			logf("exec run %2d/%d: plain %s", i, execRuns, ms(d))
+		if e.Verbose || i%10 == 0 {
+			harness.Logf("exec run %2d/%d: plain %s", i, execRuns, stats.Ms(d))
 		}
 	}
-	r.load[1] = loadAvg()
+	r.load[1] = results.LoadAvg()
 	return execSection(e, r), nil
 }
 
-func execSection(e *env, r execResult) string {
+func execSection(e *harness.Env, r execResult) string {
 	var b strings.Builder
 	hb := "hvd's default heartbeat interval"
 	if r.heartbeat != "" {
@@ -115,7 +122,7 @@ func execSection(e *env, r execResult) string {
 	fmt.Fprintf(&b, "## Exec latency: `hv vm exec NAME -- true` vs plain guest-exec\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s. %d runs of each series after %d warm-up runs (not counted). %s "+
 		"One VM at a time: first hv's (all hv runs), then the plain one.\n\n",
-		e.host.date, e.host.short(), execRuns, execWarmup, agentGuestText())
+		e.Host.Date, e.Host.Short(), execRuns, execWarmup, guest.AgentText())
 	b.WriteString("- **hv API**: hvd with a fresh root (" + hb + "); t0 just before `POST /1.0/vms/{name}/exec` " +
 		"with `[\"true\"]` (Go client `Exec`), t1 when `WaitOperation` returned the finished operation and its result " +
 		"(exit code 0) was decoded: what `hv vm exec` does inside.\n")
@@ -135,18 +142,18 @@ func execSection(e *env, r execResult) string {
 		{"hv CLI (`hv vm exec` process)", r.cli},
 		{"plain (guest-exec + guest-exec-status)", r.plain},
 	} {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", s.name, msec(median(s.d)), msec(p90(s.d)), msec(minDur(s.d)), msec(maxDur(s.d)))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", s.name, msec(stats.Median(s.d)), msec(stats.P90(s.d)), msec(stats.Min(s.d)), msec(stats.Max(s.d)))
 	}
-	ra, rc := ratio(median(r.api), median(r.plain)), ratio(median(r.cli), median(r.plain))
+	ra, rc := stats.Ratio(stats.Median(r.api), stats.Median(r.plain)), stats.Ratio(stats.Median(r.cli), stats.Median(r.plain))
 	fmt.Fprintf(&b, "\n**hv API / plain: %.2f** (%+.1f ms); **hv CLI / plain: %.2f** (%+.1f ms), ratios of the medians.\n\n",
-		ra, msDiff(median(r.api), median(r.plain)), rc, msDiff(median(r.cli), median(r.plain)))
+		ra, msDiff(stats.Median(r.api), stats.Median(r.plain)), rc, msDiff(stats.Median(r.cli), stats.Median(r.plain)))
 	b.WriteString("Both sides pay the agent's own work (fork and exec of `true` in the guest, and the polls until it " +
 		"has exited: under TCG the guest is slow, and the poll that sees the exit comes after one backoff step or more). " +
 		"hv adds the REST round trips (exec request, operation wait), hvd's scheduling of the operation and its " +
 		"shared agent connection (its heartbeat pings take turns with the exec); the CLI adds starting the `hv` process.\n\n")
 	fmt.Fprintf(&b, "Boot to agent, for context: hv %s (heartbeat OK), plain %s (first agent answer). "+
 		"Host load average (1 min) when the runs began / ended: %s / %s (2 cores; the benchmark's own VM and processes count in it, what is well above 1 to 2 is other work).\n\n",
-		secs(r.hvBoot), secs(r.plainBoot), r.load[0], r.load[1])
+		stats.Secs(r.hvBoot), stats.Secs(r.plainBoot), r.load[0], r.load[1])
 	b.WriteString("Every run, ms:\n\n")
 	for _, s := range []struct {
 		name string
@@ -158,7 +165,7 @@ func execSection(e *env, r execResult) string {
 		}
 		fmt.Fprintf(&b, "- %s: %s\n", s.name, strings.Join(v, " "))
 	}
-	return wrapSection("exec", b.String())
+	return results.Wrap("exec", b.String())
 }
 
 // msec is a duration in milliseconds with one decimal.

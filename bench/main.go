@@ -17,33 +17,26 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hvproject/hv/bench/internal/backup"
+	"github.com/hvproject/hv/bench/internal/checkpoint"
+	"github.com/hvproject/hv/bench/internal/harness"
+	"github.com/hvproject/hv/bench/internal/migrate"
+	"github.com/hvproject/hv/bench/internal/results"
 )
 
 // benchmarks in the order they run; each names its RESULTS.md section.
 var benchmarks = []struct {
 	name string
-	run  func(ctx context.Context, e *env) (section string, err error)
+	run  func(ctx context.Context, e *harness.Env) (section string, err error)
 }{
 	{"boot", runBoot},
 	{"memory", runMemory},
 	{"exec", runExec},
 	{"copy", runCopy},
-	{"checkpoint", runCheckpoint},
-	{"backup", runBackup},
-	{"migrate", runMigrate},
-}
-
-// env is what every benchmark gets: the inputs and the host's description.
-type env struct {
-	guest   string // directory of the tiny test guest
-	bin     string // directory of hv and hvd
-	runs    int
-	qemu    string // qemu-system-x86_64
-	host    hostInfo
-	cleanup *cleanup
-	verbose bool
-	poll    time.Duration // how often the VM is asked for its heartbeat
-	hbEvery string        // hvd's --heartbeat-interval in the boot benchmark
+	{"checkpoint", checkpoint.Run},
+	{"backup", backup.Run},
+	{"migrate", migrate.Run},
 }
 
 func main() {
@@ -74,35 +67,35 @@ func run(guest, bin, out string, runs int, only string, verbose bool, poll time.
 	if err != nil {
 		return err
 	}
-	e := &env{runs: runs, verbose: verbose, cleanup: &cleanup{}, poll: poll, hbEvery: hb}
-	if e.guest, err = filepath.Abs(guest); err != nil {
+	e := &harness.Env{Runs: runs, Verbose: verbose, Cleanup: &harness.Cleanup{}, Poll: poll, HeartbeatEvery: hb}
+	if e.Guest, err = filepath.Abs(guest); err != nil {
 		return err
 	}
-	if e.bin, err = filepath.Abs(bin); err != nil {
+	if e.Bin, err = filepath.Abs(bin); err != nil {
 		return err
 	}
-	if err := checkInputs(e.guest, e.bin); err != nil {
+	if err := checkInputs(e.Guest, e.Bin); err != nil {
 		return err
 	}
-	if e.qemu, err = findQEMU(); err != nil {
+	if e.QEMU, err = harness.FindQEMU(); err != nil {
 		return err
 	}
-	e.host = describeHost(e.qemu)
+	e.Host = results.DescribeHost(e.QEMU)
 
-	// Every process the benchmarks start is registered with e.cleanup and ended here:
+	// Every process the benchmarks start is registered with e.Cleanup and ended here:
 	// on success, on error, and on SIGINT/SIGTERM (which cancel ctx, so the benchmark
 	// returns and this deferred call runs).
-	defer e.cleanup.run()
+	defer e.Cleanup.Run()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Println(hostHeader(e.host))
-	sections := map[string]string{"host": hostHeader(e.host)}
+	fmt.Println(results.HostHeader(e.Host))
+	sections := map[string]string{"host": results.HostHeader(e.Host)}
 	for _, b := range benchmarks {
 		if !selected[b.name] {
 			continue
 		}
-		logf("== %s", b.name)
+		harness.Logf("== %s", b.name)
 		sec, err := b.run(ctx, e)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -113,12 +106,21 @@ func run(guest, bin, out string, runs int, only string, verbose bool, poll time.
 		fmt.Println(sec)
 		sections[b.name] = sec
 		// Write after each benchmark: a later failure keeps what was measured.
-		if err := updateResults(out, sections); err != nil {
+		if err := results.Update(out, sections, benchmarkNames()); err != nil {
 			return err
 		}
 	}
-	logf("results written to %s", out)
+	harness.Logf("results written to %s", out)
 	return nil
+}
+
+// benchmarkNames are the benchmarks in run order: the order of their RESULTS.md sections.
+func benchmarkNames() []string {
+	var names []string
+	for _, b := range benchmarks {
+		names = append(names, b.name)
+	}
+	return names
 }
 
 func selectBenchmarks(only string) (map[string]bool, error) {
@@ -153,21 +155,4 @@ func checkInputs(guest, bin string) error {
 		return fmt.Errorf("-bin: hvd is missing in %s; run make build", bin)
 	}
 	return nil
-}
-
-// logf prints progress to stderr, so stdout holds only the tables.
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
-}
-
-// cleanup holds the undo steps of everything started, run last-in first-out.
-type cleanup struct{ fns []func() }
-
-func (c *cleanup) add(fn func()) { c.fns = append(c.fns, fn) }
-
-func (c *cleanup) run() {
-	for i := len(c.fns) - 1; i >= 0; i-- {
-		c.fns[i]()
-	}
-	c.fns = nil
 }
