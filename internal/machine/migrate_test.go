@@ -370,3 +370,23 @@ func TestStallWatch(t *testing.T) {
 		t.Fatalf("stalled: %v", err)
 	}
 }
+
+// Only TCG before QEMU 9.0 loses a running guest's writes during a live
+// migration; a version hv cannot read is taken as affected.
+func TestLosesDirtyPages(t *testing.T) {
+	for _, tc := range []struct {
+		accel, version string
+		want           bool
+	}{
+		{"tcg", "7.2.22", true},
+		{"tcg", "8.2.2", true},
+		{"tcg", "9.0.0", false},
+		{"tcg", "10.1.0", false},
+		{"tcg", "", true},
+		{"kvm", "7.2.22", false},
+	} {
+		if got := LosesDirtyPages(tc.accel, tc.version); got != tc.want {
+			t.Errorf("LosesDirtyPages(%q, %q) = %v, want %v", tc.accel, tc.version, got, tc.want)
+		}
+	}
+}

@@ -207,7 +207,14 @@ func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *
 	defer os.RemoveAll(dir)
 	out := &machine.Outgoing{TLS: machine.MigrationTLS{Dir: dir, Hostname: m.TLSHostname},
 		Target: reachable(m.Listen, addr), NBD: reachable(m.NBDListen, addr), Bitmaps: bitmapMapping(p.create),
-		MaxBandwidth: req.Bandwidth, DowntimeLimit: req.MaxDowntime, AutoConverge: !req.NoAutoConverge}
+		MaxBandwidth: req.Bandwidth, DowntimeLimit: req.MaxDowntime, AutoConverge: !req.NoAutoConverge,
+		PausedCopy: machine.LosesDirtyPages(v.Runtime().Accel, s.h.Info().QEMUVersion)}
+	paused := ""
+	if out.PausedCopy {
+		paused = ", the guest paused: this QEMU's TCG loses pages a running guest writes"
+		s.log.Info("moving the memory with the guest paused", "vm", v.Name(), "accel", v.Runtime().Accel, "qemu", s.h.Info().QEMUVersion,
+			"why", "QEMU's TCG before 9.0 loses dirty pages during a live migration")
+	}
 	for _, top := range p.create.Tops {
 		node, _ := qemu.ImageNodes(top.File)
 		out.Disks = append(out.Disks, node)
@@ -218,8 +225,8 @@ func (s *Source) migrate(ctx context.Context, op *operation.Op, v hostvm.VM, p *
 			op.SetProgress("mirroring the disks to "+req.To, pr.DiskDone, pr.DiskTotal, "bytes")
 			res.DiskBytes = pr.DiskDone
 		default:
-			op.SetProgress(fmt.Sprintf("moving the memory to %s (pass %d, dirtying %d MiB/s, downtime expected %d ms)",
-				req.To, pr.Passes, pr.DirtyRate>>20, pr.ExpectedDowntime), pr.RAMDone, pr.RAMDone+pr.RAMLeft, "bytes")
+			op.SetProgress(fmt.Sprintf("moving the memory to %s (pass %d, dirtying %d MiB/s, downtime expected %d ms%s)",
+				req.To, pr.Passes, pr.DirtyRate>>20, pr.ExpectedDowntime, paused), pr.RAMDone, pr.RAMDone+pr.RAMLeft, "bytes")
 		}
 	}
 	if err := qm.MirrorDisks(ctx, *out, progress); err != nil {
