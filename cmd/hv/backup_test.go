@@ -670,3 +670,17 @@ func TestBackupCompletion(t *testing.T) {
 		t.Fatalf("subcommands %q", r.stdout)
 	}
 }
+
+// hvCtx runs hv like hv() with a context the test controls (Ctrl-C).
+func hvCtx(ctx context.Context, f *fakeHVD, args ...string) result {
+	var out, errb bytes.Buffer
+	env := func(k string) string {
+		if k == "HV_SOCKET" {
+			return f.socket
+		}
+		return ""
+	}
+	a := &app{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: env, consoleGrace: 300 * time.Millisecond}
+	code := a.run(ctx, args)
+	return result{code, out.String(), errb.String()}
+}

@@ -318,40 +318,6 @@ func TestEveryCommandIsDocumented(t *testing.T) {
 	walk(newRootCmd(a))
 }
 
-func TestHumanUnits(t *testing.T) {
-	for n, want := range map[uint64]string{0: "0B", 1023: "1023B", 512 << 20: "512M", 2 << 30: "2G",
-		1536 << 20: "1.5G", 1 << 40: "1T", 1536: "1.5K"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-	for d, want := range map[time.Duration]string{42 * time.Second: "42s", 725 * time.Second: "12m05s",
-		3725 * time.Second: "1h02m", 76 * time.Hour: "3d04h"} {
-		if got := humanDuration(d); got != want {
-			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
-		}
-	}
-}
-
-func TestProgressBarOnTTY(t *testing.T) {
-	var buf bytes.Buffer
-	now := time.Unix(0, 0)
-	p := &progress{w: &buf, tty: true, now: func() time.Time { return now }, tenths: -1}
-	p.update(api.Operation{Progress: &api.Progress{Stage: "copy", Done: 0, Total: 100 << 20, Unit: "bytes"}})
-	now = now.Add(time.Second)
-	buf.Reset()
-	p.update(api.Operation{Progress: &api.Progress{Stage: "copy", Done: 45 << 20, Total: 100 << 20, Unit: "bytes"}})
-	want := "\r[==========>             ]  45% copy  45.0 MiB/s\x1b[K"
-	if buf.String() != want {
-		t.Fatalf("bar %q, want %q", buf.String(), want)
-	}
-	buf.Reset()
-	p.done()
-	if buf.String() != "\r\x1b[K" {
-		t.Fatalf("done %q", buf.String())
-	}
-}
-
 func TestMain(m *testing.M) {
 	// Tests change directory (t.Chdir) and must not leak env into hv.
 	os.Unsetenv("HV_SOCKET")

@@ -142,3 +142,25 @@ func (a *app) completeKVPKeys(cmd *cobra.Command, args []string, toComplete stri
 	slices.Sort(out)
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
+
+// completeRemotes completes remote names from remotes.json (no network);
+// withLocal offers "local" too.
+func (a *app) completeRemotes(withLocal bool) cobra.CompletionFunc {
+	return func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		cfg, err := loadRemotes(a.configDir())
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		names := cfg.names()
+		if withLocal {
+			names = append([]string{localRemote}, names...)
+		}
+		var out []cobra.Completion
+		for _, n := range names {
+			if strings.HasPrefix(n, toComplete) {
+				out = append(out, cobra.CompletionWithDesc(n, cfg.Remotes[n].Address))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -344,18 +343,4 @@ func (s *qemuNBD) stop() {
 		s.cmd.Process.Kill()
 		<-s.done
 	}
-}
-
-// hvCtx runs hv like hv() with a context the test controls (Ctrl-C).
-func hvCtx(ctx context.Context, f *fakeHVD, args ...string) result {
-	var out, errb bytes.Buffer
-	env := func(k string) string {
-		if k == "HV_SOCKET" {
-			return f.socket
-		}
-		return ""
-	}
-	a := &app{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: env, consoleGrace: 300 * time.Millisecond}
-	code := a.run(ctx, args)
-	return result{code, out.String(), errb.String()}
 }

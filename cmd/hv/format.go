@@ -63,3 +63,26 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ago is "12s ago", or "-" for never.
+func ago(t *time.Time, now time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return humanDuration(now.Sub(*t)) + " ago"
+}
+
+// shortFP is the start of a fingerprint, enough to tell certificates apart in a table.
+func shortFP(fp string) string {
+	if len(fp) > 16 {
+		return fp[:16] + "…"
+	}
+	return fp
+}

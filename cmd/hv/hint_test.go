@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"testing"
 
 	"github.com/hvproject/hv/api"
-	"github.com/hvproject/hv/internal/errdefs"
 )
 
 // hvd's advice comes on a "hint:" line after the error, one line, with no
@@ -29,18 +26,5 @@ func TestHintOnItsOwnLine(t *testing.T) {
 	f.createSteps = []api.Operation{{Status: api.OpFailure, Error: "boom", ErrorCode: 500}}
 	if r := hv(t, f, "", "vm", "create", "web3"); r.stderr != "Error: boom\n" {
 		t.Fatalf("stderr %q", r.stderr)
-	}
-}
-
-// A command over several VMs gives each failure its hint.
-func TestHintOfEachVM(t *testing.T) {
-	var stderr bytes.Buffer
-	f := &failures{a: &app{stderr: &stderr}, n: 2}
-	f.add("web1", errdefs.WithHint(errors.New("cannot pause VM web1: it is Saved"), "start it first (action start)"))
-	f.add("db", errors.New("VM \"db\" not found"))
-	want := "Error: web1: cannot pause VM web1: it is Saved\nhint: start it first (action start)\n" +
-		"Error: db: VM \"db\" not found\n"
-	if stderr.String() != want {
-		t.Fatalf("stderr %q; want %q", stderr.String(), want)
 	}
 }

@@ -11,6 +11,13 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// Output formats of -o.
+const (
+	outTable = "table"
+	outJSON  = "json"
+	outYAML  = "yaml"
+)
+
 // show prints v as JSON or YAML when asked, else calls table with an aligning writer.
 func (a *app) show(v any, table func(w io.Writer)) error {
 	switch a.output {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -183,14 +182,6 @@ commands talk to when neither --remote nor REMOTE:VM chooses. It asks no host.`,
 	}
 }
 
-// shortFP is the start of a fingerprint, enough to tell certificates apart in a table.
-func shortFP(fp string) string {
-	if len(fp) > 16 {
-		return fp[:16] + "…"
-	}
-	return fp
-}
-
 func newRemoteShowCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show NAME",
@@ -237,7 +228,7 @@ func (a *app) probe(ctx context.Context) string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	h, err := a.cl.HostInfo(ctx)
+	h, err := a.client().HostInfo(ctx)
 	var answered *client.Error
 	var impostor *client.FingerprintError
 	switch {
@@ -355,28 +346,6 @@ func (a *app) editRemotes(name string, edit func(cfg *remoteConfig) (string, err
 	}
 	a.say("%s", msg)
 	return nil
-}
-
-// completeRemotes completes remote names from remotes.json (no network);
-// withLocal offers "local" too.
-func (a *app) completeRemotes(withLocal bool) cobra.CompletionFunc {
-	return func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		cfg, err := loadRemotes(a.configDir())
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		names := cfg.names()
-		if withLocal {
-			names = append([]string{localRemote}, names...)
-		}
-		var out []cobra.Completion
-		for _, n := range names {
-			if strings.HasPrefix(n, toComplete) {
-				out = append(out, cobra.CompletionWithDesc(n, cfg.Remotes[n].Address))
-			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
-	}
 }
 
 // completeRemoteArg completes a command's first argument with a remote name.

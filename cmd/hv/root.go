@@ -1,18 +1,8 @@
 package main
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/hvproject/hv/client"
 	"github.com/spf13/cobra"
-)
-
-// Output formats of -o.
-const (
-	outTable = "table"
-	outJSON  = "json"
-	outYAML  = "yaml"
 )
 
 // newRootCmd builds the whole command tree around a.
@@ -100,27 +90,4 @@ data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
 	markVMArgs(root)
 	_ = root.RegisterFlagCompletionFunc("remote", a.completeRemotes(true))
 	return root
-}
-
-// groupRunE lets a command that only groups others show its help, and calls an unknown
-// subcommand a usage error (cobra would print help and succeed).
-func groupRunE(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return cmd.Help()
-	}
-	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2 // cobra's default, which it sets only on its own path
-	}
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += "; did you mean " + strings.Join(s, " or ") + "?"
-	}
-	return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%s", msg)}
-}
-
-// newGroup returns a command that only holds subcommands.
-func newGroup(use, short, long string, subs ...*cobra.Command) *cobra.Command {
-	c := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.ArbitraryArgs, RunE: groupRunE}
-	c.AddCommand(subs...)
-	return c
 }

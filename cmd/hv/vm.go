@@ -178,10 +178,3 @@ func guestAddresses(g *api.GuestInfo, mac string) string {
 	}
 	return ""
 }
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}

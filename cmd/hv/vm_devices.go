@@ -256,27 +256,3 @@ func vmDiskTable(w io.Writer, indent string, disks []api.Disk) {
 		fmt.Fprintf(w, "%s%s\t%s\t%s\t%s\t%s\n", indent, d.Name, d.Format, humanBytes(d.VirtualBytes), yesNo(d.Boot), d.Path)
 	}
 }
-
-// vmChange starts a change of a VM, follows its operation, then confirms with
-// done(the VM the operation left), or prints the VM for -o json/yaml.
-func (a *app) vmChange(cmd *cobra.Command, name string, start func(context.Context, *client.Client) (api.Operation, error),
-	done func(api.VM) string) error {
-	ctx, c := cmd.Context(), a.client()
-	op, err := start(ctx, c)
-	if err != nil {
-		return err
-	}
-	op, waited, err := a.follow(ctx, c, op)
-	if err != nil || !waited {
-		return err
-	}
-	vm, err := a.resultVM(ctx, c, op, name)
-	if err != nil {
-		return err
-	}
-	if a.output != outTable {
-		return a.show(vm, nil)
-	}
-	a.say("%s", done(vm))
-	return nil
-}

@@ -97,14 +97,6 @@ func integrationTable(w io.Writer, svcs []api.IntegrationService, now time.Time)
 	}
 }
 
-// ago is "12s ago", or "-" for never.
-func ago(t *time.Time, now time.Time) string {
-	if t == nil || t.IsZero() {
-		return "-"
-	}
-	return humanDuration(now.Sub(*t)) + " ago"
-}
-
 // kvpView is what `hv vm kvp` prints: the API's answer.
 type kvpView struct {
 	Host  map[string]string `json:"host"`

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
+	"github.com/spf13/cobra"
 )
 
 // follow waits for op to end, showing progress on stderr unless --quiet. With --async it
@@ -50,4 +51,28 @@ func (a *app) resultVM(ctx context.Context, c *client.Client, op api.Operation, 
 		return vm, nil
 	}
 	return c.GetVM(ctx, name)
+}
+
+// vmChange starts a change of a VM, follows its operation, then confirms with
+// done(the VM the operation left), or prints the VM for -o json/yaml.
+func (a *app) vmChange(cmd *cobra.Command, name string, start func(context.Context, *client.Client) (api.Operation, error),
+	done func(api.VM) string) error {
+	ctx, c := cmd.Context(), a.client()
+	op, err := start(ctx, c)
+	if err != nil {
+		return err
+	}
+	op, waited, err := a.follow(ctx, c, op)
+	if err != nil || !waited {
+		return err
+	}
+	vm, err := a.resultVM(ctx, c, op, name)
+	if err != nil {
+		return err
+	}
+	if a.output != outTable {
+		return a.show(vm, nil)
+	}
+	a.say("%s", done(vm))
+	return nil
 }

@@ -1,0 +1,22 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/hvproject/hv/internal/errdefs"
+)
+
+// A command over several VMs gives each failure its hint.
+func TestHintOfEachVM(t *testing.T) {
+	var stderr bytes.Buffer
+	f := &failures{a: &app{stderr: &stderr}, n: 2}
+	f.add("web1", errdefs.WithHint(errors.New("cannot pause VM web1: it is Saved"), "start it first (action start)"))
+	f.add("db", errors.New("VM \"db\" not found"))
+	want := "Error: web1: cannot pause VM web1: it is Saved\nhint: start it first (action start)\n" +
+		"Error: db: VM \"db\" not found\n"
+	if stderr.String() != want {
+		t.Fatalf("stderr %q; want %q", stderr.String(), want)
+	}
+}
