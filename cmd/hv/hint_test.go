@@ -3,14 +3,16 @@ package main
 import (
 	"testing"
 
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 )
 
 // hvd's advice comes on a "hint:" line after the error, one line, with no
 // escape sequence reaching the terminal.
 func TestHintOnItsOwnLine(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.createSteps = []api.Operation{
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.CreateSteps = []api.Operation{
 		{Status: api.OpFailure, Error: "disk root: no space left under /var/lib/hv", ErrorCode: 503,
 			ErrorHint: "free space there, or give a smaller size (field disk_size)\n" + osc52},
 	}
@@ -23,7 +25,7 @@ func TestHintOnItsOwnLine(t *testing.T) {
 	noEscapes(t, "vm create", r.stderr)
 
 	// Without a hint, no hint line.
-	f.createSteps = []api.Operation{{Status: api.OpFailure, Error: "boom", ErrorCode: 500}}
+	f.CreateSteps = []api.Operation{{Status: api.OpFailure, Error: "boom", ErrorCode: 500}}
 	if r := hv(t, f, "", "vm", "create", "web3"); r.stderr != "Error: boom\n" {
 		t.Fatalf("stderr %q", r.stderr)
 	}

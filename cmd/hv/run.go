@@ -4,19 +4,21 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"github.com/hvproject/hv/internal/cli"
 )
 
 // run executes one hv command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, consoleGrace: 2 * time.Second}
-	return a.run(ctx, args)
+	a := &cli.App{Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: getenv, ConsoleGrace: 2 * time.Second}
+	return execute(ctx, a, args)
 }
 
-func (a *app) run(ctx context.Context, args []string) int {
+func execute(ctx context.Context, a *cli.App, args []string) int {
 	root := newRootCmd(a)
 	root.SetArgs(args)
-	root.SetIn(a.stdin)
-	root.SetOut(a.stdout)
-	root.SetErr(a.stderr)
-	return a.exitCode(root.ExecuteContext(ctx))
+	root.SetIn(a.Stdin)
+	root.SetOut(a.Stdout)
+	root.SetErr(a.Stderr)
+	return a.ExitCode(root.ExecuteContext(ctx))
 }

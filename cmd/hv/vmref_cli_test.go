@@ -3,12 +3,14 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/hvproject/hv/internal/cli"
 )
 
 // Every command that names a VM first takes REMOTE:VM; vm cp and the
 // commands naming other things do not.
 func TestVMArgsMarked(t *testing.T) {
-	root := newRootCmd(&app{getenv: func(string) string { return "" }})
+	root := newRootCmd(&cli.App{Getenv: func(string) string { return "" }})
 	want := map[string]string{
 		"hv vm show": "first", "hv vm start": "all", "hv vm stop": "all", "hv vm delete": "all",
 		"hv vm create": "first", "hv vm exec": "first", "hv vm console": "first", "hv vm set": "first",
@@ -24,7 +26,7 @@ func TestVMArgsMarked(t *testing.T) {
 			t.Errorf("%s: no such command (%v)", path, err)
 			continue
 		}
-		if got := c.Annotations[annVMArgs]; got != w {
+		if got := c.Annotations[cli.AnnVMArgs]; got != w {
 			t.Errorf("%s: VM arguments %q, want %q", path, got, w)
 		}
 	}
