@@ -8,6 +8,7 @@ import (
 
 // Argument validators that report usage errors.
 
+// ExactArgs accepts exactly n arguments; what names them in the error ("a VM name").
 func ExactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
@@ -17,6 +18,7 @@ func ExactArgs(n int, what string) cobra.PositionalArgs {
 	}
 }
 
+// MinArgs accepts n arguments or more; what names them in the error.
 func MinArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < n {
@@ -26,6 +28,7 @@ func MinArgs(n int, what string) cobra.PositionalArgs {
 	}
 }
 
+// NoArgs accepts no arguments.
 func NoArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
 		return Usagef(cmd, "%s takes no arguments (got %q)", cmd.CommandPath(), strings.Join(args, " "))
@@ -33,6 +36,7 @@ func NoArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
+// Plural is "s" unless n is 1.
 func Plural(n int) string {
 	if n == 1 {
 		return ""

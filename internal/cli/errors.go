@@ -15,6 +15,7 @@ type UsageError struct {
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
+// Usagef returns a UsageError of cmd with a formatted message.
 func Usagef(cmd *cobra.Command, format string, args ...any) error {
 	return &UsageError{Cmd: cmd.CommandPath(), Err: fmt.Errorf(format, args...)}
 }

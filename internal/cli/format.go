@@ -57,6 +57,7 @@ func AbsPath(p string) (string, error) {
 	return filepath.Abs(p)
 }
 
+// YesNo writes a bool for people.
 func YesNo(b bool) string {
 	if b {
 		return "yes"
@@ -64,6 +65,7 @@ func YesNo(b bool) string {
 	return "no"
 }
 
+// Dash is s, or "-" for an empty cell of a table.
 func Dash(s string) string {
 	if s == "" {
 		return "-"

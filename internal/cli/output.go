@@ -72,6 +72,7 @@ func (a *App) Warn(format string, args ...any) {
 	}
 }
 
+// NewTable aligns the columns of the tab-separated rows written to it.
 func NewTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 8, 2, ' ', 0) }
 
 // ToYAML renders v with the same field names as its JSON (the API's snake_case) and in the

@@ -31,6 +31,7 @@ type Progress struct {
 	rate     float64 // bytes per second, smoothed
 }
 
+// NewProgress shows progress on w; now is the clock that rates are measured with.
 func NewProgress(w io.Writer, now func() time.Time) *Progress {
 	return &Progress{w: w, tty: IsTerminal(w), now: now, tenths: -1}
 }

@@ -57,6 +57,7 @@ func (a *App) ConfigDir() string {
 	return ""
 }
 
+// NeedConfigDir is ConfigDir for commands that write there: it fails when no directory can be found.
 func (a *App) NeedConfigDir() (string, error) {
 	dir := a.ConfigDir()
 	if dir == "" {
@@ -105,6 +106,7 @@ func LoadRemotes(dir string) (RemoteConfig, error) {
 	return cfg, nil
 }
 
+// SaveRemotes writes cfg to dir's remotes file.
 func SaveRemotes(dir string, cfg RemoteConfig) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -127,6 +129,7 @@ func CheckRemoteName(name string) error {
 	return nil
 }
 
+// Names are the remotes' names, sorted.
 func (cfg RemoteConfig) Names() []string {
 	out := make([]string, 0, len(cfg.Remotes))
 	for n := range cfg.Remotes {
@@ -136,6 +139,7 @@ func (cfg RemoteConfig) Names() []string {
 	return out
 }
 
+// IdentityFiles are this client's key and certificate in dir.
 func IdentityFiles(dir string) tlsid.Files {
 	return tlsid.Files{Dir: dir, Key: ClientKey, Cert: clientCert}
 }

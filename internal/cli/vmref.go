@@ -59,6 +59,7 @@ func firstArg(use string) string {
 	return ""
 }
 
+// Annotate sets an annotation of cmd and returns cmd.
 func Annotate(cmd *cobra.Command, key, value string) *cobra.Command {
 	if cmd.Annotations == nil {
 		cmd.Annotations = map[string]string{}

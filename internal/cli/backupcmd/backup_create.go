@@ -56,6 +56,7 @@ type Report struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
+// ReportDisk is one disk of a Report.
 type ReportDisk struct {
 	Name         string `json:"name"`
 	Size         int64  `json:"size"`
