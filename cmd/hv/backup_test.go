@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+	"github.com/hvproject/hv/internal/cli/backupcmd"
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/backuprepo"
 	"github.com/hvproject/hv/internal/vmconfig"
@@ -55,7 +59,7 @@ func newBackupVM(t *testing.T) *backupVM {
 		t.Fatal(err)
 	}
 	for _, d := range cfg.Disks {
-		runQEMU(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k", v.img(d.Name), fmt.Sprint(v.sizes[d.Name]))
+		clitest.RunQEMU(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=64k", v.img(d.Name), fmt.Sprint(v.sizes[d.Name]))
 	}
 	// hvd's directory as hvd shows it: hv must read nothing there (the fake
 	// hvd serves the files from dir).
@@ -73,13 +77,13 @@ func (v *backupVM) write(disk string, cmds ...string) {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	runQEMU(v.t, "qemu-io", append(args, v.img(disk))...)
+	clitest.RunQEMU(v.t, "qemu-io", append(args, v.img(disk))...)
 }
 
 // snapshot keeps a disk's bytes as they are now, as a raw file.
 func (v *backupVM) snapshot(disk string) string {
 	out := filepath.Join(v.t.TempDir(), disk+".raw")
-	runQEMU(v.t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", v.img(disk), out)
+	clitest.RunQEMU(v.t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", v.img(disk), out)
 	return out
 }
 
@@ -89,7 +93,7 @@ func (v *backupVM) open(id, since string, incremental map[string]bool) (api.Back
 	v.clock = v.clock.Add(time.Minute)
 	ab := api.Backup{ID: id, VM: "web1", VMID: "0b0e5f1c-0000-4000-8000-00000000e0b1", Time: v.clock, Since: since,
 		Consistency: api.ConsistencyApplication, FrozenSeconds: 0.25, Online: true}
-	var servers []*qemuNBD
+	var servers []*clitest.QEMUNBD
 	for _, name := range []string{"root", "data1"} {
 		d := api.BackupDisk{Name: name, Size: v.sizes[name], Export: "hv-" + name}
 		var extra []string
@@ -101,14 +105,14 @@ func (v *backupVM) open(id, since string, incremental map[string]bool) (api.Back
 		} else {
 			d.FullReason = "the dirty bitmap was lost"
 		}
-		s := serveNBD(v.t, d.Export, v.img(name), extra...)
-		d.Socket = s.sock
+		s := clitest.ServeNBD(v.t, d.Export, v.img(name), extra...)
+		d.Socket = s.Sock
 		servers = append(servers, s)
 		ab.Disks = append(ab.Disks, d)
 	}
 	return ab, func() {
 		for _, s := range servers {
-			s.stop()
+			s.Stop()
 		}
 	}
 }
@@ -140,22 +144,22 @@ type memWriter []byte
 
 func (m memWriter) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
 
-func decodeReport(t *testing.T, r result) backupReport {
+func decodeReport(t *testing.T, r result) backupcmd.Report {
 	t.Helper()
-	var rep backupReport
+	var rep backupcmd.Report
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil {
 		t.Fatalf("backup create: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	return rep
 }
 
-func diskOf(rep backupReport, name string) backupReportDisk {
+func diskOf(rep backupcmd.Report, name string) backupcmd.ReportDisk {
 	for _, d := range rep.Disks {
 		if d.Name == name {
 			return d
 		}
 	}
-	return backupReportDisk{}
+	return backupcmd.ReportDisk{}
 }
 
 // The whole tool against real NBD servers: a full backup, an incremental that reads
@@ -163,38 +167,38 @@ func diskOf(rep backupReport, name string) backupReportDisk {
 // new VM whose disks are byte for byte the VM's at the backup, verify, and prune.
 func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	v := newBackupVM(t)
-	f := newBackupHVD(t, v.vm)
-	f.dirs["web1"] = v.dir
+	f := clitest.NewBackupHVD(t, v.vm)
+	f.Dirs["web1"] = v.dir
 	base := t.TempDir()
 	repo := filepath.Join(base, "repo")
-	f.host.Root = base // same file system as the staging directory: register
-	f.host.Firmware.UEFIVars = "/nonexistent/OVMF_VARS.fd"
+	f.Host.Root = base // same file system as the staging directory: register
+	f.Host.Firmware.UEFIVars = "/nonexistent/OVMF_VARS.fd"
 
 	// The disks before the first backup: data in blocks 0, 1 and 3 of root (1 MiB
 	// blocks), block 1 of data1 and its last, short block.
 	v.write("root", "write -P 0xaa 0 64k", "write -P 0xbb 1M 128k", "write -P 0xcc 3M 4k")
 	v.write("data1", "write -P 0x11 1M 64k", "write -P 0x12 3M 512k")
-	runQEMU(t, "qemu-img", "bitmap", "--add", "--enable", "-g", "64K", "-f", "qcow2", v.img("root"), "b1")
+	clitest.RunQEMU(t, "qemu-img", "bitmap", "--add", "--enable", "-g", "64K", "-f", "qcow2", v.img("root"), "b1")
 
 	var stop func()
-	f.next = func(req api.BackupCreate) api.Operation {
+	f.Next = func(req api.BackupCreate) api.Operation {
 		var ab api.Backup
 		if req.Since == nil {
 			ab, stop = v.open("hvb-1", "", nil)
 		} else {
-			ab, stop = v.open(fmt.Sprintf("hvb-%d", len(f.finished)+1), *req.Since, map[string]bool{"root": true})
+			ab, stop = v.open(fmt.Sprintf("hvb-%d", len(f.Finished)+1), *req.Since, map[string]bool{"root": true})
 		}
 		return api.Operation{Status: api.OpSuccess, Result: ab}
 	}
 	committed := map[string]int{}
-	f.onFinish = func(id string) error {
+	f.OnFinish = func(id string) error {
 		ents, _ := os.ReadDir(filepath.Join(repo, "backups"))
 		committed[id] = len(ents)
 		return nil
 	}
 
 	// 1. Full, into a directory that does not exist yet.
-	r := hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "--block-size", "1M", "-o", "json")
+	r := hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "--block-size", "1M", "-o", "json")
 	stop()
 	full := decodeReport(t, r)
 	if !strings.Contains(r.stderr, "hv: created the backup repository "+repo) ||
@@ -216,11 +220,11 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	if full.StoredBytes != full.ChangedBytes {
 		t.Fatalf("stored %d of %d bytes read", full.StoredBytes, full.ChangedBytes)
 	}
-	if f.body("POST /1.0/vms/web1/backups") != `{"consistency":"application","since":null}` {
-		t.Fatalf("first request %s", f.body("POST /1.0/vms/web1/backups"))
+	if f.Body("POST /1.0/vms/web1/backups") != `{"consistency":"application","since":null}` {
+		t.Fatalf("first request %s", f.Body("POST /1.0/vms/web1/backups"))
 	}
-	if committed["hvb-1"] != 1 || !slices.Equal(f.finished, []string{"hvb-1"}) || len(f.aborted) != 0 {
-		t.Fatalf("finish: committed %v, finished %v, aborted %v", committed, f.finished, f.aborted)
+	if committed["hvb-1"] != 1 || !slices.Equal(f.Finished, []string{"hvb-1"}) || len(f.Aborted) != 0 {
+		t.Fatalf("finish: committed %v, finished %v, aborted %v", committed, f.Finished, f.Aborted)
 	}
 	rootAt1, dataAt1 := v.snapshot("root"), v.snapshot("data1")
 
@@ -229,15 +233,15 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	v.write("root", "write -P 0xdd 2M 4k", "write -z 0 1M")
 	v.write("data1", "write -P 0x13 0 4k")
 	rootAt2, dataAt2 := v.snapshot("root"), v.snapshot("data1")
-	r = hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "--freeze-timeout", "20", "-o", "json")
+	r = hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "--freeze-timeout", "20", "-o", "json")
 	stop()
 	inc := decodeReport(t, r)
 	if strings.Contains(r.stderr, "created") || strings.Contains(r.stderr, "disk root: full") ||
 		!strings.Contains(r.stderr, "disk data1: full: the dirty bitmap was lost\n") {
 		t.Fatalf("stderr of the incremental:\n%s", r.stderr)
 	}
-	if want := `{"consistency":"application","since":"hvb-1","freeze_timeout":20}`; f.body("POST /1.0/vms/web1/backups") != want {
-		t.Fatalf("second request %s, want %s", f.body("POST /1.0/vms/web1/backups"), want)
+	if want := `{"consistency":"application","since":"hvb-1","freeze_timeout":20}`; f.Body("POST /1.0/vms/web1/backups") != want {
+		t.Fatalf("second request %s, want %s", f.Body("POST /1.0/vms/web1/backups"), want)
 	}
 	if inc.Kind != "incremental" || inc.Parent != full.ID || inc.Reference != "hvb-2" || !inc.Finished {
 		t.Fatalf("incremental %+v", inc)
@@ -267,7 +271,7 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	}
 
 	// 3. Restore the incremental as a new VM: the directory hvd imports.
-	f.onImport = func(req api.VMImport) error {
+	f.OnImport = func(req api.VMImport) error {
 		if req.Name != "web2" || !req.NewID || req.Mode != api.ImportRegister || !strings.HasPrefix(req.Dir, base+"/.hv-restore-web2-") {
 			return fmt.Errorf("import request %+v", req)
 		}
@@ -292,27 +296,27 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 		}
 		for name, want := range map[string]string{"root": rootAt2, "data1": dataAt2} {
 			img := filepath.Join(req.Dir, name+".qcow2")
-			if info := runQEMU(t, "qemu-img", "info", "--output=json", img); !strings.Contains(info, `"format": "qcow2"`) {
+			if info := clitest.RunQEMU(t, "qemu-img", "info", "--output=json", img); !strings.Contains(info, `"format": "qcow2"`) {
 				return fmt.Errorf("%s: %s", img, info)
 			}
-			runQEMU(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", img, want)
+			clitest.RunQEMU(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", img, want)
 		}
 		return nil
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "restore", "--repo", repo, inc.ID, "--as", "web2")
+	r = hv(t, f.FakeHVD, "", "backup", "restore", "--repo", repo, inc.ID, "--as", "web2")
 	if r.code != 0 || r.stdout != "Restored backup "+inc.ID+" as VM web2; it is Off: start it with: hv vm start web2\n" {
 		t.Fatalf("restore: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	if left, _ := filepath.Glob(filepath.Join(base, ".hv-restore-*")); len(left) != 0 {
 		t.Fatalf("the restore left %v", left)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "restore", "--repo", repo, inc.ID, "--as", "web2")
-	if r.code != 1 || !strings.Contains(r.stderr, "--as: VM web2 exists already") || len(f.imports) != 1 {
+	r = hv(t, f.FakeHVD, "", "backup", "restore", "--repo", repo, inc.ID, "--as", "web2")
+	if r.code != 1 || !strings.Contains(r.stderr, "--as: VM web2 exists already") || len(f.Imports) != 1 {
 		t.Fatalf("restore over an existing name: %d %q", r.code, r.stderr)
 	}
 	// hvd's store on another file system: hvd copies the files. And one whose
 	// register fails for that reason: hv copies instead.
-	f.onImport = func(req api.VMImport) error {
+	f.OnImport = func(req api.VMImport) error {
 		if req.Mode != api.ImportCopy {
 			return fmt.Errorf("mode: %s is on another file system than hv's store; import with copy instead", req.Dir)
 		}
@@ -321,17 +325,17 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 		}
 		return nil
 	}
-	f.host.Root = "/nonexistent"
-	r = hv(t, f.fakeHVD, "", "backup", "restore", "--repo", repo, full.ID, "--as", "web3", "-o", "json")
+	f.Host.Root = "/nonexistent"
+	r = hv(t, f.FakeHVD, "", "backup", "restore", "--repo", repo, full.ID, "--as", "web3", "-o", "json")
 	var vm api.VM
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &vm) != nil || vm.Name != "web3" || f.imports[1].Mode != api.ImportCopy {
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &vm) != nil || vm.Name != "web3" || f.Imports[1].Mode != api.ImportCopy {
 		t.Fatalf("restore by copy: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	f.host.Root = base
-	r = hv(t, f.fakeHVD, "", "backup", "restore", "--repo", repo, full.ID, "--as", "web4")
-	if r.code != 0 || len(f.imports) != 4 || f.imports[2].Mode != api.ImportRegister || f.imports[3].Mode != api.ImportCopy ||
+	f.Host.Root = base
+	r = hv(t, f.FakeHVD, "", "backup", "restore", "--repo", repo, full.ID, "--as", "web4")
+	if r.code != 0 || len(f.Imports) != 4 || f.Imports[2].Mode != api.ImportRegister || f.Imports[3].Mode != api.ImportCopy ||
 		!strings.Contains(r.stderr, "hvd could not take the restored files over") {
-		t.Fatalf("register, then copy: %d\n%s\n%s\n%+v", r.code, r.stdout, r.stderr, f.imports)
+		t.Fatalf("register, then copy: %d\n%s\n%s\n%+v", r.code, r.stdout, r.stderr, f.Imports)
 	}
 	if left, _ := filepath.Glob(filepath.Join(base, ".hv-restore-*")); len(left) != 0 {
 		t.Fatalf("the restores left %v", left)
@@ -339,23 +343,23 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 
 	// 4. A third backup with nothing changed (hvd started a new bitmap at the
 	// finish), then list, verify and prune.
-	runQEMU(t, "qemu-img", "bitmap", "--clear", "-f", "qcow2", v.img("root"), "b1")
-	r = hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
+	clitest.RunQEMU(t, "qemu-img", "bitmap", "--clear", "-f", "qcow2", v.img("root"), "b1")
+	r = hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
 	stop()
 	third := decodeReport(t, r)
 	if third.Kind != "incremental" || third.Parent != inc.ID || diskOf(third, "root").ChangedBytes != 0 || third.StoredBytes != 0 {
 		t.Fatalf("third backup %+v", third)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "list", "--repo", repo)
+	r = hv(t, f.FakeHVD, "", "backup", "list", "--repo", repo)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if r.code != 0 || len(lines) != 4 || !strings.HasPrefix(lines[0], "ID ") || !strings.Contains(lines[2], inc.ID+"  web1  incremental  "+full.ID+"  application") {
 		t.Fatalf("list:\n%s\n%s", r.stdout, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo)
+	r = hv(t, f.FakeHVD, "", "backup", "verify", "--repo", repo)
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "Verified 3 backups in "+repo+": ") || !strings.HasSuffix(r.stdout, "; no problems\n") {
 		t.Fatalf("verify: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "prune", "--repo", repo, "--keep-last", "1", "--dry-run", "-o", "json")
+	r = hv(t, f.FakeHVD, "", "backup", "prune", "--repo", repo, "--keep-last", "1", "--dry-run", "-o", "json")
 	var pr backuprepo.PruneResult
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pr) != nil || len(pr.Removed) != 2 || pr.FreedBytes == 0 {
 		t.Fatalf("prune --dry-run: %d %s %s", r.code, r.stdout, r.stderr)
@@ -363,7 +367,7 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(repo, "backups")); len(ents) != 3 {
 		t.Fatalf("a dry run removed backups: %d left", len(ents))
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "prune", "--repo", repo, "--keep-last", "1")
+	r = hv(t, f.FakeHVD, "", "backup", "prune", "--repo", repo, "--keep-last", "1")
 	if r.code != 0 || !strings.Contains(r.stdout, "Removed:  2 ("+full.ID+", "+inc.ID+")") || !strings.Contains(r.stdout, "Rebased:  "+third.ID) {
 		t.Fatalf("prune: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -375,16 +379,16 @@ func TestBackupCreateIncrementalRestoreVerifyPrune(t *testing.T) {
 
 	// 5. A damaged block: verify says so and exits 1; --repair forgets it.
 	damageFirstPackedBlock(t, repo)
-	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo, third.ID)
+	r = hv(t, f.FakeHVD, "", "backup", "verify", "--repo", repo, third.ID)
 	if r.code != 1 || !strings.Contains(r.stdout, "1 problem:\n  "+third.ID+": block ") ||
 		!strings.Contains(r.stderr, "Error: verify found 1 problem in "+repo) {
 		t.Fatalf("verify of a damaged block: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo, "--repair")
+	r = hv(t, f.FakeHVD, "", "backup", "verify", "--repo", repo, "--repair")
 	if r.code != 1 || !strings.Contains(r.stdout, "Forgot 1 damaged block: the next backup that reads the same data stores it again") {
 		t.Fatalf("verify --repair: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "verify", "--repo", repo)
+	r = hv(t, f.FakeHVD, "", "backup", "verify", "--repo", repo)
 	if r.code != 1 || !strings.Contains(r.stdout, "is missing") {
 		t.Fatalf("verify after the repair: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -418,21 +422,21 @@ func damageFirstPackedBlock(t *testing.T, repo string) {
 // without a trace; FinishBackup is never called.
 func TestBackupCreateAbortsOnFailure(t *testing.T) {
 	v := newBackupVM(t)
-	f := newBackupHVD(t, v.vm)
-	f.dirs["web1"] = v.dir
+	f := clitest.NewBackupHVD(t, v.vm)
+	f.Dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
-	f.next = func(req api.BackupCreate) api.Operation {
+	f.Next = func(req api.BackupCreate) api.Operation {
 		ab, stop := v.open("hvb-1", "", nil)
 		stop()                                    // the view is gone: reading it fails
 		ab.Disks[1].Socket = v.dir + "/none.sock" // and this one was never there
 		return api.Operation{Status: api.OpSuccess, Result: ab}
 	}
-	r := hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo)
+	r := hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo)
 	if r.code != 1 || !strings.Contains(r.stderr, "Error: backup of VM web1 failed and was aborted (the repository and hvd's reference points are as they were): disk root: hvd's NBD export \"hv-root\"") {
 		t.Fatalf("code %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
 	}
-	if !slices.Equal(f.aborted, []string{"hvb-1"}) || len(f.finished) != 0 {
-		t.Fatalf("aborted %v, finished %v", f.aborted, f.finished)
+	if !slices.Equal(f.Aborted, []string{"hvb-1"}) || len(f.Finished) != 0 {
+		t.Fatalf("aborted %v, finished %v", f.Aborted, f.Finished)
 	}
 	for _, d := range []string{"backups", "staging"} {
 		if ents, err := os.ReadDir(filepath.Join(repo, d)); err != nil || len(ents) != 0 {
@@ -441,15 +445,15 @@ func TestBackupCreateAbortsOnFailure(t *testing.T) {
 	}
 
 	// hvd that cannot open a backup: nothing to abort, the message is hvd's.
-	f.next = func(api.BackupCreate) api.Operation {
+	f.Next = func(api.BackupCreate) api.Operation {
 		return api.Operation{Status: api.OpFailure, ErrorCode: 409, Error: "cannot back up VM web1: it is Saving; wait for it"}
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo)
-	if r.code != 1 || !strings.HasSuffix(r.stderr, "\nError: cannot back up VM web1: it is Saving; wait for it\n") || len(f.aborted) != 1 {
+	r = hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo)
+	if r.code != 1 || !strings.HasSuffix(r.stderr, "\nError: cannot back up VM web1: it is Saving; wait for it\n") || len(f.Aborted) != 1 {
 		t.Fatalf("failed open: %d %q", r.code, r.stderr)
 	}
-	f.next = nil // hvd without backups yet
-	if r = hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo); r.code != 1 || r.stderr != "Error: backups are being built\n" {
+	f.Next = nil // hvd without backups yet
+	if r = hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo); r.code != 1 || r.stderr != "Error: backups are being built\n" {
 		t.Fatalf("503: %d %q", r.code, r.stderr)
 	}
 }
@@ -457,22 +461,22 @@ func TestBackupCreateAbortsOnFailure(t *testing.T) {
 // Ctrl-C while the disks are read aborts the backup on both sides and exits 130.
 func TestBackupCreateInterrupted(t *testing.T) {
 	v := newBackupVM(t)
-	f := newBackupHVD(t, v.vm)
-	f.dirs["web1"] = v.dir
+	f := clitest.NewBackupHVD(t, v.vm)
+	f.Dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
 	v.write("root", "write -P 0xaa 0 64k")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f.next = func(req api.BackupCreate) api.Operation {
+	f.Next = func(req api.BackupCreate) api.Operation {
 		ab, stop := v.open("hvb-1", "", nil)
 		t.Cleanup(stop)
 		return api.Operation{Status: api.OpSuccess, Result: ab}
 	}
 	// The interrupt comes once the repository's writer holds the backup.
-	f.onIntegration = cancel
-	r := hvCtx(ctx, f.fakeHVD, "backup", "create", "web1", "--repo", repo)
-	if r.code != exitInterrupted || !strings.Contains(r.stderr, "interrupted and aborted") || !slices.Equal(f.aborted, []string{"hvb-1"}) {
-		t.Fatalf("code %d, stderr %q, aborted %v, finished %v", r.code, r.stderr, f.aborted, f.finished)
+	f.OnIntegration = cancel
+	r := hvCtx(ctx, f.FakeHVD, "backup", "create", "web1", "--repo", repo)
+	if r.code != cli.ExitInterrupted || !strings.Contains(r.stderr, "interrupted and aborted") || !slices.Equal(f.Aborted, []string{"hvb-1"}) {
+		t.Fatalf("code %d, stderr %q, aborted %v, finished %v", r.code, r.stderr, f.Aborted, f.Finished)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(repo, "backups")); len(ents) != 0 {
 		t.Fatalf("an interrupted backup is in the repository: %v", ents)
@@ -483,12 +487,12 @@ func TestBackupCreateInterrupted(t *testing.T) {
 // next backup builds on the reference point hvd still tracks, an older one.
 func TestBackupFinishFailsThenBuildsOnOlderReference(t *testing.T) {
 	v := newBackupVM(t)
-	f := newBackupHVD(t, v.vm)
-	f.dirs["web1"] = v.dir
+	f := clitest.NewBackupHVD(t, v.vm)
+	f.Dirs["web1"] = v.dir
 	repo := filepath.Join(t.TempDir(), "repo")
-	runQEMU(t, "qemu-img", "bitmap", "--add", "--enable", "-g", "64K", "-f", "qcow2", v.img("root"), "b1")
+	clitest.RunQEMU(t, "qemu-img", "bitmap", "--add", "--enable", "-g", "64K", "-f", "qcow2", v.img("root"), "b1")
 	n := 0
-	f.next = func(req api.BackupCreate) api.Operation {
+	f.Next = func(req api.BackupCreate) api.Operation {
 		n++
 		inc := map[string]bool{}
 		since := ""
@@ -499,30 +503,30 @@ func TestBackupFinishFailsThenBuildsOnOlderReference(t *testing.T) {
 		t.Cleanup(stop)
 		return api.Operation{Status: api.OpSuccess, Result: ab}
 	}
-	first := decodeReport(t, hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json"))
-	f.onFinish = func(string) error { return fmt.Errorf("hvd lost its disk") }
-	r := hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
+	first := decodeReport(t, hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json"))
+	f.OnFinish = func(string) error { return fmt.Errorf("hvd lost its disk") }
+	r := hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
 	second := decodeReport(t, r)
 	if second.Finished || !strings.Contains(r.stderr, "hv: backup "+second.ID+" is stored in "+repo+", but hvd did not make hvb-2 a reference point: hvd lost its disk") ||
-		!slices.Equal(f.aborted, []string{"hvb-2"}) {
-		t.Fatalf("second: %+v\n%s\naborted %v", second, r.stderr, f.aborted)
+		!slices.Equal(f.Aborted, []string{"hvb-2"}) {
+		t.Fatalf("second: %+v\n%s\naborted %v", second, r.stderr, f.Aborted)
 	}
-	f.onFinish = nil
-	r = hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
+	f.OnFinish = nil
+	r = hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "-o", "json")
 	third := decodeReport(t, r)
 	if third.Parent != first.ID || third.Kind != "incremental" || !strings.Contains(r.stderr, "building on backup "+first.ID+": hvd tracks no changes since the newer "+second.ID) ||
-		!strings.Contains(f.body("POST /1.0/vms/web1/backups"), `"since":"hvb-1"`) {
-		t.Fatalf("third: %+v\n%s\n%s", third, r.stderr, f.body("POST /1.0/vms/web1/backups"))
+		!strings.Contains(f.Body("POST /1.0/vms/web1/backups"), `"since":"hvb-1"`) {
+		t.Fatalf("third: %+v\n%s\n%s", third, r.stderr, f.Body("POST /1.0/vms/web1/backups"))
 	}
 	// --full asks for no reference point at all.
-	r = hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", repo, "--full", "--consistency", "crash", "-o", "json")
-	if rep := decodeReport(t, r); rep.Kind != "full" || f.body("POST /1.0/vms/web1/backups") != `{"consistency":"crash","since":null}` {
-		t.Fatalf("--full: %+v %s", rep, f.body("POST /1.0/vms/web1/backups"))
+	r = hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", repo, "--full", "--consistency", "crash", "-o", "json")
+	if rep := decodeReport(t, r); rep.Kind != "full" || f.Body("POST /1.0/vms/web1/backups") != `{"consistency":"crash","since":null}` {
+		t.Fatalf("--full: %+v %s", rep, f.Body("POST /1.0/vms/web1/backups"))
 	}
 }
 
 func TestBackupUsageErrors(t *testing.T) {
-	f := newBackupHVD(t, testVMs()...)
+	f := clitest.NewBackupHVD(t, testVMs()...)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -543,13 +547,13 @@ func TestBackupUsageErrors(t *testing.T) {
 		{[]string{"backup", "prune", "--repo", "/r", "--keep-last", "-1"}, "counts of 0 or more"},
 		{[]string{"backup", "abort", "web1"}, "takes a VM name and the id of its open backup"},
 	} {
-		r := hv(t, f.fakeHVD, "", c.args...)
+		r := hv(t, f.FakeHVD, "", c.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) || !strings.Contains(r.stderr, "--help' for usage") {
 			t.Errorf("%v: code %d, stderr %q; want 2 and %q", c.args, r.code, r.stderr, c.want)
 		}
 	}
-	if f.saw("POST") || f.saw("DELETE") {
-		t.Fatalf("a bad command line reached hvd: %q", f.requests)
+	if f.Saw("POST") || f.Saw("DELETE") {
+		t.Fatalf("a bad command line reached hvd: %q", f.Requests)
 	}
 
 	// A directory that is not a repository, for each command.
@@ -557,38 +561,38 @@ func TestBackupUsageErrors(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "photo.jpg"), nil, 0o600)
 	for _, args := range [][]string{{"list", "--repo", dir}, {"verify", "--repo", dir}, {"prune", "--repo", dir, "--keep-last", "1"},
 		{"restore", "--repo", dir, "20260302T080000Z-f1d0e8", "--as", "x"}} {
-		r := hv(t, f.fakeHVD, "", append([]string{"backup"}, args...)...)
+		r := hv(t, f.FakeHVD, "", append([]string{"backup"}, args...)...)
 		if want := "Error: --repo: " + dir + " is not a backup repository; create one with: hv backup create VM --repo " + dir + "\n"; r.code != 1 || r.stderr != want {
 			t.Errorf("%v: %d %q, want %q", args, r.code, r.stderr, want)
 		}
 	}
-	r := hv(t, f.fakeHVD, "", "backup", "create", "web1", "--repo", dir)
+	r := hv(t, f.FakeHVD, "", "backup", "create", "web1", "--repo", dir)
 	if r.code != 1 || !strings.Contains(r.stderr, "--repo: "+dir+" is neither a backup repository nor empty (it holds \"photo.jpg\")") {
 		t.Fatalf("create into a foreign directory: %d %q", r.code, r.stderr)
 	}
 	empty := t.TempDir()
-	if r := hv(t, f.fakeHVD, "", "backup", "list", "--repo", empty); r.code != 1 || !strings.Contains(r.stderr, "is not a backup repository") {
+	if r := hv(t, f.FakeHVD, "", "backup", "list", "--repo", empty); r.code != 1 || !strings.Contains(r.stderr, "is not a backup repository") {
 		t.Fatalf("list of an empty directory: %d %q", r.code, r.stderr)
 	}
 	if _, err := backuprepo.Init(filepath.Join(empty, "r"), backuprepo.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "list", "--repo", filepath.Join(empty, "r"), "web1")
+	r = hv(t, f.FakeHVD, "", "backup", "list", "--repo", filepath.Join(empty, "r"), "web1")
 	if r.code != 0 || r.stdout != "The repository "+filepath.Join(empty, "r")+" holds no backups of VM web1; take one with: hv backup create web1 --repo "+filepath.Join(empty, "r")+"\n" {
 		t.Fatalf("empty list: %d %q", r.code, r.stdout)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "restore", "--repo", filepath.Join(empty, "r"), "20260302T080000Z-f1d0e8", "--as", "x")
+	r = hv(t, f.FakeHVD, "", "backup", "restore", "--repo", filepath.Join(empty, "r"), "20260302T080000Z-f1d0e8", "--as", "x")
 	if r.code != 1 || !strings.Contains(r.stderr, "backup 20260302T080000Z-f1d0e8 is not in the repository") {
 		t.Fatalf("restore of a missing backup: %d %q", r.code, r.stderr)
 	}
 }
 
 func TestBackupListTrackingAndAbort(t *testing.T) {
-	f := newBackupHVD(t, testVMs()...)
+	f := clitest.NewBackupHVD(t, testVMs()...)
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.Local)
-	f.refs = []api.ReferencePoint{{ID: "hvb-1", Time: at, Consistency: "application", Disks: []string{"root", "data1"}}}
-	f.open["hvb-2"] = api.Backup{ID: "hvb-2", VM: "web1", Time: at.Add(time.Hour), Since: "hvb-1", ExpiresAt: at.Add(25 * time.Hour)}
-	r := hv(t, f.fakeHVD, "", "backup", "list", "web1")
+	f.Refs = []api.ReferencePoint{{ID: "hvb-1", Time: at, Consistency: "application", Disks: []string{"root", "data1"}}}
+	f.Open["hvb-2"] = api.Backup{ID: "hvb-2", VM: "web1", Time: at.Add(time.Hour), Since: "hvb-1", ExpiresAt: at.Add(25 * time.Hour)}
+	r := hv(t, f.FakeHVD, "", "backup", "list", "web1")
 	want := "" +
 		"REFERENCE POINT  TAKEN                CONSISTENCY  DISKS\n" +
 		"hvb-1            2025-06-01 12:00:00  application  root,data1\n" +
@@ -602,41 +606,41 @@ func TestBackupListTrackingAndAbort(t *testing.T) {
 	if r.code != 0 || r.stdout != want {
 		t.Fatalf("code %d\n%s\nwant\n%s\n%s", r.code, r.stdout, want, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "list", "web1", "-o", "json")
-	var tv trackingView
+	r = hv(t, f.FakeHVD, "", "backup", "list", "web1", "-o", "json")
+	var tv backupcmd.TrackingView
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &tv) != nil || len(tv.Open) != 1 || tv.ReferencePoints[0].ID != "hvb-1" {
 		t.Fatalf("json: %s", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "abort", "web1", "h"); !strings.HasPrefix(r.stdout, "hvb-2\topened 2025-06-01 13:00:00\n") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "abort", "web1", "h"); !strings.HasPrefix(r.stdout, "hvb-2\topened 2025-06-01 13:00:00\n") {
 		t.Fatalf("abort completion %q", r.stdout)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "abort", "web1", "hvb-2")
-	if r.code != 0 || r.stdout != "Aborted backup hvb-2 of VM web1; the reference point it started from stays valid\n" || !slices.Equal(f.aborted, []string{"hvb-2"}) {
+	r = hv(t, f.FakeHVD, "", "backup", "abort", "web1", "hvb-2")
+	if r.code != 0 || r.stdout != "Aborted backup hvb-2 of VM web1; the reference point it started from stays valid\n" || !slices.Equal(f.Aborted, []string{"hvb-2"}) {
 		t.Fatalf("abort: %d %q %q", r.code, r.stdout, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "abort", "web1", "hvb-2")
+	r = hv(t, f.FakeHVD, "", "backup", "abort", "web1", "hvb-2")
 	if r.code != 1 || r.stderr != "Error: backup hvb-2 of VM web1 is not open\n" {
 		t.Fatalf("abort again: %d %q", r.code, r.stderr)
 	}
-	r = hv(t, f.fakeHVD, "", "backup", "list", "web1")
+	r = hv(t, f.FakeHVD, "", "backup", "list", "web1")
 	if !strings.HasPrefix(r.stdout, "REFERENCE POINT") || strings.Contains(r.stdout, "OPEN BACKUP") {
 		t.Fatalf("list after abort:\n%s", r.stdout)
 	}
-	f.refs = nil
-	if r := hv(t, f.fakeHVD, "", "backup", "list", "db"); !strings.HasPrefix(r.stdout, "VM db has no reference point: its next backup is full\n") {
+	f.Refs = nil
+	if r := hv(t, f.FakeHVD, "", "backup", "list", "db"); !strings.HasPrefix(r.stdout, "VM db has no reference point: its next backup is full\n") {
 		t.Fatalf("no reference point: %q", r.stdout)
 	}
 }
 
 func TestBackupCompletion(t *testing.T) {
-	f := newBackupHVD(t, testVMs()...)
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "create", "w"); !strings.HasPrefix(r.stdout, "web1\tRunning\n:4\n") {
+	f := clitest.NewBackupHVD(t, testVMs()...)
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "create", "w"); !strings.HasPrefix(r.stdout, "web1\tRunning\n:4\n") {
 		t.Fatalf("create completion %q", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "create", "web1", "--consistency", ""); !strings.HasPrefix(r.stdout, "application\ncrash\n:4\n") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "create", "web1", "--consistency", ""); !strings.HasPrefix(r.stdout, "application\ncrash\n:4\n") {
 		t.Fatalf("--consistency completion %q", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "create", "web1", "--repo", ""); !strings.HasPrefix(r.stdout, ":16\n") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "create", "web1", "--repo", ""); !strings.HasPrefix(r.stdout, ":16\n") {
 		t.Fatalf("--repo completion %q", r.stdout)
 	}
 	repo := filepath.Join(t.TempDir(), "repo")
@@ -654,19 +658,33 @@ func TestBackupCompletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "verify", "--repo", repo, ""); !strings.HasPrefix(r.stdout, b.ID+"\tweb1 full ") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "verify", "--repo", repo, ""); !strings.HasPrefix(r.stdout, b.ID+"\tweb1 full ") {
 		t.Fatalf("verify completion %q", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "restore", "--repo", repo, "2026"); !strings.HasPrefix(r.stdout, b.ID+"\t") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "restore", "--repo", repo, "2026"); !strings.HasPrefix(r.stdout, b.ID+"\t") {
 		t.Fatalf("restore completion %q", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "prune", "--repo", repo, "--keep-last", "1", ""); !strings.HasPrefix(r.stdout, "web1\t1 backup\n") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "prune", "--repo", repo, "--keep-last", "1", ""); !strings.HasPrefix(r.stdout, "web1\t1 backup\n") {
 		t.Fatalf("prune completion %q", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", "list", "--repo", repo, ""); !strings.HasPrefix(r.stdout, "web1\t1 backup\n") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", "list", "--repo", repo, ""); !strings.HasPrefix(r.stdout, "web1\t1 backup\n") {
 		t.Fatalf("list completion %q", r.stdout)
 	}
-	if r := hv(t, f.fakeHVD, "", "__complete", "backup", ""); !strings.Contains(r.stdout, "create\t") || !strings.Contains(r.stdout, "restore\t") {
+	if r := hv(t, f.FakeHVD, "", "__complete", "backup", ""); !strings.Contains(r.stdout, "create\t") || !strings.Contains(r.stdout, "restore\t") {
 		t.Fatalf("subcommands %q", r.stdout)
 	}
+}
+
+// hvCtx runs hv like hv() with a context the test controls (Ctrl-C).
+func hvCtx(ctx context.Context, f *clitest.FakeHVD, args ...string) result {
+	var out, errb bytes.Buffer
+	env := func(k string) string {
+		if k == "HV_SOCKET" {
+			return f.Socket
+		}
+		return ""
+	}
+	a := &cli.App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: env, ConsoleGrace: 300 * time.Millisecond}
+	code := execute(ctx, a, args)
+	return result{code, out.String(), errb.String()}
 }

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/spf13/cobra"
 )
 
-func newCheckpointCmd(a *app) *cobra.Command {
-	c := newGroup("checkpoint", "Take, list, apply and delete VM checkpoints",
+func newCheckpointCmd(a *cli.App) *cobra.Command {
+	c := cli.NewGroup("checkpoint", "Take, list, apply and delete VM checkpoints",
 		`Checkpoints (as in Hyper-V, where they were once called snapshots) keep a
 moment of a VM to go back to: its disks, its hardware settings and, for a
 standard checkpoint of a running VM, its memory. A VM's checkpoints form a
@@ -52,48 +54,7 @@ disk data is a qcow2 overlay in the VM's directory.`,
 	return c
 }
 
-// checkpointCreateTypes are the types --type takes.
-func checkpointCreateTypes() []string {
-	return []string{api.CheckpointProduction, api.CheckpointProductionOnly, api.CheckpointStandard}
-}
-
-// checkpointSettings are the values of 'hv vm set --checkpoint-type'.
-func checkpointSettings() []string {
-	return append(checkpointCreateTypes(), api.CheckpointDisabled)
-}
-
-// secondsValue is a flag of whole seconds, given as 20 or as a duration (20s, 1m).
-type secondsValue struct{ n *int }
-
-func (s secondsValue) String() string {
-	if s.n == nil || *s.n == 0 {
-		return ""
-	}
-	return strconv.Itoa(*s.n)
-}
-
-func (s secondsValue) Set(v string) error {
-	if n, err := strconv.Atoi(v); err == nil {
-		if n < 1 {
-			return fmt.Errorf("%q: give at least 1 second", v)
-		}
-		*s.n = n
-		return nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return fmt.Errorf("%q is not a number of seconds (e.g. 20) or a duration (e.g. 1m)", v)
-	}
-	if d < time.Second {
-		return fmt.Errorf("%q: give at least 1 second", v)
-	}
-	*s.n = int(d.Round(time.Second) / time.Second)
-	return nil
-}
-
-func (s secondsValue) Type() string { return "seconds" }
-
-func newCheckpointCreateCmd(a *app) *cobra.Command {
+func newCheckpointCreateCmd(a *cli.App) *cobra.Command {
 	var req api.CheckpointCreate
 	cmd := &cobra.Command{
 		Use:     "create VM [NAME] [--type production|production-only|standard] [--freeze-timeout SECONDS]",
@@ -120,25 +81,25 @@ the VM's checkpoint type is disabled.`,
   hv checkpoint create web1 debugging --type standard -o json`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
-				return usagef(cmd, "%s takes a VM name and an optional checkpoint name (got %d argument%s)",
-					cmd.CommandPath(), len(args), plural(len(args)))
+				return cli.Usagef(cmd, "%s takes a VM name and an optional checkpoint name (got %d argument%s)",
+					cmd.CommandPath(), len(args), cli.Plural(len(args)))
 			}
 			return nil
 		},
-		ValidArgsFunction: a.completeVMs(false, api.StateOff, api.StateRunning, api.StatePaused),
+		ValidArgsFunction: a.CompleteVMs(false, api.StateOff, api.StateRunning, api.StatePaused),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if req.Type != "" && !slices.Contains(checkpointCreateTypes(), req.Type) {
-				return usagef(cmd, "--type %q: use production, production-only or standard", req.Type)
+			if req.Type != "" && !slices.Contains(cli.CheckpointCreateTypes(), req.Type) {
+				return cli.Usagef(cmd, "--type %q: use production, production-only or standard", req.Type)
 			}
 			if len(args) == 2 {
 				req.Name = args[1]
 			}
-			ctx, c := cmd.Context(), a.client()
+			ctx, c := cmd.Context(), a.Client()
 			op, err := c.CreateCheckpoint(ctx, args[0], req)
 			if err != nil {
 				return err
 			}
-			op, waited, err := a.follow(ctx, c, op)
+			op, waited, err := a.Follow(ctx, c, op)
 			if err != nil || !waited {
 				return err
 			}
@@ -146,13 +107,13 @@ the VM's checkpoint type is disabled.`,
 			if err := client.DecodeResult(op, &cp); err != nil {
 				return err
 			}
-			return a.show(cp, func(w io.Writer) { checkpointDetail(w, cp) })
+			return a.Show(cp, func(w io.Writer) { checkpointDetail(w, cp) })
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Type, "type", "", "production, production-only or standard (default: the VM's checkpoint type)")
-	f.Var(secondsValue{&req.FreezeTimeout}, "freeze-timeout", "longest the guest's file systems stay frozen, in seconds (default 10)")
-	_ = cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions(checkpointCreateTypes(), cobra.ShellCompDirectiveNoFileComp))
+	f.Var(cli.SecondsValue{N: &req.FreezeTimeout}, "freeze-timeout", "longest the guest's file systems stay frozen, in seconds (default 10)")
+	_ = cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions(cli.CheckpointCreateTypes(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("freeze-timeout", cobra.NoFileCompletions)
 	return cmd
 }
@@ -183,16 +144,16 @@ func checkpointDetail(w io.Writer, cp api.Checkpoint) {
 	if !cp.CreatedAt.IsZero() {
 		created = cp.CreatedAt.Local().Format(time.DateTime)
 	}
-	kv(w,
+	cli.KV(w,
 		[2]string{"Name", cp.Name},
 		[2]string{"ID", cp.ID},
 		[2]string{"Type", cp.Type},
 		[2]string{"Frozen", frozenText(cp)},
 		[2]string{"Parent", cp.Parent},
 		[2]string{"Created", created},
-		[2]string{"Current", yesNo(cp.Current)},
+		[2]string{"Current", cli.YesNo(cp.Current)},
 		[2]string{"Memory", memory},
-		[2]string{"Size", humanBytes(cp.SizeBytes)},
+		[2]string{"Size", cli.HumanBytes(cp.SizeBytes)},
 		[2]string{"Disks", strings.Join(cp.Disks, ", ")},
 	)
 	if cp.FellBack {
@@ -200,7 +161,7 @@ func checkpointDetail(w io.Writer, cp api.Checkpoint) {
 	}
 }
 
-func newCheckpointListCmd(a *app) *cobra.Command {
+func newCheckpointListCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:     "list VM",
 		Aliases: []string{"ls"},
@@ -216,14 +177,14 @@ children; each names its parent, and the current one has "current": true.
 Works in every state.`,
 		Example: `  hv checkpoint list web1
   hv checkpoint list web1 -o json | jq -r '.[] | select(.current) | .name'`,
-		Args:              exactArgs(1, "one VM name"),
-		ValidArgsFunction: a.completeVMs(false),
+		Args:              cli.ExactArgs(1, "one VM name"),
+		ValidArgsFunction: a.CompleteVMs(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cps, err := a.client().ListCheckpoints(cmd.Context(), args[0])
+			cps, err := a.Client().ListCheckpoints(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return a.show(cps, func(w io.Writer) { checkpointTree(w, args[0], cps) })
+			return a.Show(cps, func(w io.Writer) { checkpointTree(w, args[0], cps) })
 		},
 	}
 }
@@ -255,7 +216,7 @@ func checkpointTree(w io.Writer, vm string, cps []api.Checkpoint) {
 	// The rows go through a table of their own so that the Now row, which has no
 	// columns, leaves no trailing blanks: the lines reach w without tabs.
 	var buf bytes.Buffer
-	tw := newTable(&buf)
+	tw := cli.NewTable(&buf)
 	fmt.Fprintln(tw, "NAME\tTYPE\tCREATED\tSIZE\tMEMORY\tFROZEN")
 	var walk func(parent string, nowHere bool, prefix string)
 	walk = func(parent string, nowHere bool, prefix string) {
@@ -280,7 +241,7 @@ func checkpointTree(w io.Writer, vm string, cps []api.Checkpoint) {
 				name += " (current)"
 			}
 			fmt.Fprintf(tw, "%s%s%s\t%s\t%s\t%s\t%s\t%s\n", prefix, branch, name, c.Type,
-				c.CreatedAt.Local().Format(time.DateTime), humanBytes(c.SizeBytes), yesNo(c.HasMemory), dash(frozenText(*c)))
+				c.CreatedAt.Local().Format(time.DateTime), cli.HumanBytes(c.SizeBytes), cli.YesNo(c.HasMemory), cli.Dash(frozenText(*c)))
 			walk(c.Name, c.Current, prefix+next)
 		}
 	}
@@ -293,7 +254,7 @@ func checkpointTree(w io.Writer, vm string, cps []api.Checkpoint) {
 	}
 }
 
-func newCheckpointShowCmd(a *app) *cobra.Command {
+func newCheckpointShowCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show VM NAME",
 		Short: "Show one checkpoint",
@@ -303,19 +264,19 @@ was taken, whether it is the current one, whether it holds memory, the host
 space it takes and the disks it holds. Works in every state.`,
 		Example: `  hv checkpoint show web1 before-upgrade
   hv checkpoint show web1 before-upgrade -o yaml`,
-		Args:              exactArgs(2, "a VM name and a checkpoint name"),
-		ValidArgsFunction: a.completeVMThen(a.completeCheckpoints),
+		Args:              cli.ExactArgs(2, "a VM name and a checkpoint name"),
+		ValidArgsFunction: a.CompleteVMThen(completeCheckpoints(a)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cp, err := a.client().GetCheckpoint(cmd.Context(), args[0], args[1])
+			cp, err := a.Client().GetCheckpoint(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
-			return a.show(cp, func(w io.Writer) { checkpointDetail(w, cp) })
+			return a.Show(cp, func(w io.Writer) { checkpointDetail(w, cp) })
 		},
 	}
 }
 
-func newCheckpointApplyCmd(a *app) *cobra.Command {
+func newCheckpointApplyCmd(a *cli.App) *cobra.Command {
 	var req api.CheckpointApply
 	cmd := &cobra.Command{
 		Use:     "apply VM NAME [--save-current NEW]",
@@ -340,13 +301,13 @@ Works from Off, Running, Paused and Saved: a running VM is turned off first,
 and a Saved VM's saved state is discarded.`,
 		Example: `  hv checkpoint apply web1 before-upgrade
   hv checkpoint apply web1 before-upgrade --save-current failed-upgrade`,
-		Args:              exactArgs(2, "a VM name and a checkpoint name"),
-		ValidArgsFunction: a.completeVMThen(a.completeCheckpoints),
+		Args:              cli.ExactArgs(2, "a VM name and a checkpoint name"),
+		ValidArgsFunction: a.CompleteVMThen(completeCheckpoints(a)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			start := func(ctx context.Context, c *client.Client) (api.Operation, error) {
 				return c.ApplyCheckpoint(ctx, args[0], args[1], req)
 			}
-			return a.vmChange(cmd, args[0], start, func(vm api.VM) string {
+			return a.VMChange(cmd, args[0], start, func(vm api.VM) string {
 				msg := ""
 				if req.SaveCurrent != "" {
 					msg = fmt.Sprintf("Kept the state of VM %s as checkpoint %s\n", args[0], req.SaveCurrent)
@@ -363,7 +324,7 @@ and a Saved VM's saved state is discarded.`,
 	return cmd
 }
 
-func newCheckpointDeleteCmd(a *app) *cobra.Command {
+func newCheckpointDeleteCmd(a *cli.App) *cobra.Command {
 	var subtree bool
 	cmd := &cobra.Command{
 		Use:     "delete VM NAME [--subtree]",
@@ -380,25 +341,25 @@ live, and the guest goes on undisturbed. Works from Off, Running, Paused and
 Saved.`,
 		Example: `  hv checkpoint delete web1 before-upgrade
   hv checkpoint delete web1 experiments --subtree`,
-		Args:              exactArgs(2, "a VM name and a checkpoint name"),
-		ValidArgsFunction: a.completeVMThen(a.completeCheckpoints),
+		Args:              cli.ExactArgs(2, "a VM name and a checkpoint name"),
+		ValidArgsFunction: a.CompleteVMThen(completeCheckpoints(a)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, c := cmd.Context(), a.client()
+			ctx, c := cmd.Context(), a.Client()
 			op, err := c.DeleteCheckpoint(ctx, args[0], args[1], subtree)
 			if err != nil {
 				return err
 			}
-			op, waited, err := a.follow(ctx, c, op)
+			op, waited, err := a.Follow(ctx, c, op)
 			if err != nil || !waited {
 				return err
 			}
-			if a.output != outTable {
-				return a.show(op, nil)
+			if a.Output != cli.OutTable {
+				return a.Show(op, nil)
 			}
 			if subtree {
-				a.say("Deleted checkpoint %s of VM %s and the checkpoints below it", args[1], args[0])
+				a.Say("Deleted checkpoint %s of VM %s and the checkpoints below it", args[1], args[0])
 			} else {
-				a.say("Deleted checkpoint %s of VM %s", args[1], args[0])
+				a.Say("Deleted checkpoint %s of VM %s", args[1], args[0])
 			}
 			return nil
 		},
@@ -407,7 +368,7 @@ Saved.`,
 	return cmd
 }
 
-func newCheckpointRenameCmd(a *app) *cobra.Command {
+func newCheckpointRenameCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename VM OLD NEW",
 		Short: "Rename a checkpoint",
@@ -415,17 +376,17 @@ func newCheckpointRenameCmd(a *app) *cobra.Command {
 and its data stay. OLD may also be the checkpoint's id. Works from Off,
 Running, Paused and Saved.`,
 		Example:           "  hv checkpoint rename web1 checkpoint-20250601-100245 known-good",
-		Args:              exactArgs(3, "a VM name, the checkpoint's name and its new name"),
-		ValidArgsFunction: a.completeVMThen(a.completeCheckpoints),
+		Args:              cli.ExactArgs(3, "a VM name, the checkpoint's name and its new name"),
+		ValidArgsFunction: a.CompleteVMThen(completeCheckpoints(a)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cp, err := a.client().RenameCheckpoint(cmd.Context(), args[0], args[1], args[2])
+			cp, err := a.Client().RenameCheckpoint(cmd.Context(), args[0], args[1], args[2])
 			if err != nil {
 				return err
 			}
-			if a.output != outTable {
-				return a.show(cp, nil)
+			if a.Output != cli.OutTable {
+				return a.Show(cp, nil)
 			}
-			a.say("Renamed checkpoint %s of VM %s to %s", args[1], args[0], cp.Name)
+			a.Say("Renamed checkpoint %s of VM %s to %s", args[1], args[0], cp.Name)
 			return nil
 		},
 	}
@@ -433,23 +394,25 @@ Running, Paused and Saved.`,
 
 // completeCheckpoints completes the checkpoint names of the VM named by args[0],
 // described by type and age; the current one says so.
-func (a *app) completeCheckpoints(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-	ctx, cancel := context.WithTimeout(cmdContext(cmd), completionTimeout)
-	defer cancel()
-	cps, err := a.client().ListCheckpoints(ctx, args[0])
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []cobra.Completion
-	for _, c := range cps {
-		if !strings.HasPrefix(c.Name, toComplete) {
-			continue
+func completeCheckpoints(a *cli.App) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		ctx, cancel := context.WithTimeout(cli.CmdContext(cmd), cli.CompletionTimeout)
+		defer cancel()
+		cps, err := a.Client().ListCheckpoints(ctx, args[0])
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		desc := c.Type + ", " + c.CreatedAt.Local().Format(time.DateTime)
-		if c.Current {
-			desc += ", current"
+		var out []cobra.Completion
+		for _, c := range cps {
+			if !strings.HasPrefix(c.Name, toComplete) {
+				continue
+			}
+			desc := c.Type + ", " + c.CreatedAt.Local().Format(time.DateTime)
+			if c.Current {
+				desc += ", current"
+			}
+			out = append(out, cobra.CompletionWithDesc(c.Name, desc))
 		}
-		out = append(out, cobra.CompletionWithDesc(c.Name, desc))
+		return out, cobra.ShellCompDirectiveNoFileComp
 	}
-	return out, cobra.ShellCompDirectiveNoFileComp
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 )
 
@@ -20,9 +22,9 @@ func testCheckpoints() []api.Checkpoint {
 	}
 }
 
-func newCheckpointHVD(t *testing.T) *fakeHVD {
-	f := newFakeHVD(t, testVMs()...)
-	f.checkpoints["web1"] = testCheckpoints()
+func newCheckpointHVD(t *testing.T) *clitest.FakeHVD {
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.Checkpoints["web1"] = testCheckpoints()
 	return f
 }
 
@@ -40,7 +42,7 @@ func TestCheckpointListTree(t *testing.T) {
 	}
 
 	// Now below the current checkpoint's children; a second root at the margin.
-	f.checkpoints["web1"] = append(f.checkpoints["web1"],
+	f.Checkpoints["web1"] = append(f.Checkpoints["web1"],
 		api.Checkpoint{Name: "cfg2", Parent: "cfg", Type: api.CheckpointStandard, CreatedAt: time.Date(2025, 6, 1, 12, 0, 0, 0, time.Local)},
 		api.Checkpoint{Name: "other", Type: api.CheckpointStandard, CreatedAt: time.Date(2025, 6, 1, 13, 0, 0, 0, time.Local)})
 	r = hv(t, f, "", "checkpoint", "list", "web1")
@@ -96,19 +98,19 @@ func TestCheckpointCreate(t *testing.T) {
 		t.Fatalf("progress %q", r.stderr)
 	}
 	var req api.CheckpointCreate
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms/web1/checkpoints")), &req); err != nil ||
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms/web1/checkpoints")), &req); err != nil ||
 		req != (api.CheckpointCreate{Name: "before-upgrade", Type: "production", FreezeTimeout: 20}) {
 		t.Fatalf("request %+v (%v)", req, err)
 	}
 
 	// The guest cannot freeze: a standard checkpoint, and a line that says why.
-	f.cannotFreeze = "the guest agent does not answer (heartbeat NoContact)"
+	f.CannotFreeze = "the guest agent does not answer (heartbeat NoContact)"
 	r = hv(t, f, "", "checkpoint", "create", "web1", "--freeze-timeout", "1m")
 	if r.code != 0 || !strings.Contains(r.stdout, "Type:     standard\n") ||
 		!strings.HasSuffix(r.stdout, "\nproduction checkpoint not possible: the guest agent does not answer (heartbeat NoContact); took a standard checkpoint\n") {
 		t.Fatalf("code %d, stdout:\n%s", r.code, r.stdout)
 	}
-	if b := f.body("POST /1.0/vms/web1/checkpoints"); b != `{"freeze_timeout":60}` {
+	if b := f.Body("POST /1.0/vms/web1/checkpoints"); b != `{"freeze_timeout":60}` {
 		t.Fatalf("body %s", b)
 	}
 
@@ -151,7 +153,7 @@ func TestCheckpointShowApplyRenameDelete(t *testing.T) {
 	if r.code != 0 || r.stdout != want {
 		t.Fatalf("apply: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if b := f.body("POST /1.0/vms/web1/checkpoints/base/apply"); b != `{"save_current":"experiment"}` {
+	if b := f.Body("POST /1.0/vms/web1/checkpoints/base/apply"); b != `{"save_current":"experiment"}` {
 		t.Fatalf("apply body %s", b)
 	}
 	r = hv(t, f, "", "checkpoint", "apply", "web1", "cfg", "-o", "json")
@@ -159,12 +161,12 @@ func TestCheckpointShowApplyRenameDelete(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &vm); err != nil || vm.Name != "web1" || vm.State != api.StateRunning {
 		t.Fatalf("apply -o json: %v: %s", err, r.stdout)
 	}
-	if b := f.body("POST /1.0/vms/web1/checkpoints/cfg/apply"); b != `{}` {
+	if b := f.Body("POST /1.0/vms/web1/checkpoints/cfg/apply"); b != `{}` {
 		t.Fatalf("apply body without --save-current: %s", b)
 	}
 
 	r = hv(t, f, "", "checkpoint", "rename", "web1", "base", "golden")
-	if r.code != 0 || r.stdout != "Renamed checkpoint base of VM web1 to golden\n" || f.body("PATCH /1.0/vms/web1/checkpoints/base") != `{"name":"golden"}` {
+	if r.code != 0 || r.stdout != "Renamed checkpoint base of VM web1 to golden\n" || f.Body("PATCH /1.0/vms/web1/checkpoints/base") != `{"name":"golden"}` {
 		t.Fatalf("rename: code %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 
@@ -175,12 +177,12 @@ func TestCheckpointShowApplyRenameDelete(t *testing.T) {
 	if r.stderr != "merging: 0%\nmerging: 55%\n" {
 		t.Fatalf("delete progress %q", r.stderr)
 	}
-	if q := f.queries["DELETE /1.0/vms/web1/checkpoints/golden"]; q != "subtree=true" {
+	if q := f.Queries["DELETE /1.0/vms/web1/checkpoints/golden"]; q != "subtree=true" {
 		t.Fatalf("delete query %q", q)
 	}
 	r = hv(t, f, "", "checkpoint", "rm", "web1", "alt")
-	if r.code != 0 || r.stdout != "Deleted checkpoint alt of VM web1\n" || f.queries["DELETE /1.0/vms/web1/checkpoints/alt"] != "" {
-		t.Fatalf("delete without --subtree: code %d, %q, query %q", r.code, r.stdout, f.queries["DELETE /1.0/vms/web1/checkpoints/alt"])
+	if r.code != 0 || r.stdout != "Deleted checkpoint alt of VM web1\n" || f.Queries["DELETE /1.0/vms/web1/checkpoints/alt"] != "" {
+		t.Fatalf("delete without --subtree: code %d, %q, query %q", r.code, r.stdout, f.Queries["DELETE /1.0/vms/web1/checkpoints/alt"])
 	}
 }
 
@@ -205,8 +207,8 @@ func TestCheckpointUsageErrors(t *testing.T) {
 			t.Errorf("%v: code %d, stderr %q; want 2 and %q", c.args, r.code, r.stderr, c.want)
 		}
 	}
-	if f.saw("POST /1.0/vms/web1/checkpoints") || f.saw("PATCH") {
-		t.Fatalf("a bad command line reached hvd: %q", f.requests)
+	if f.Saw("POST /1.0/vms/web1/checkpoints") || f.Saw("PATCH") {
+		t.Fatalf("a bad command line reached hvd: %q", f.Requests)
 	}
 }
 

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -21,19 +24,19 @@ type result struct {
 }
 
 // hv runs the command tree against f, with HV_SOCKET pointing at it.
-func hv(t *testing.T, f *fakeHVD, stdin string, args ...string) result {
+func hv(t *testing.T, f *clitest.FakeHVD, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	env := func(k string) string {
 		if k == "HV_SOCKET" && f != nil {
-			return f.socket
+			return f.Socket
 		}
 		return ""
 	}
-	a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, getenv: env, consoleGrace: 300 * time.Millisecond}
+	a := &cli.App{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb, Getenv: env, ConsoleGrace: 300 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	code := a.run(ctx, args)
+	code := execute(ctx, a, args)
 	return result{code, out.String(), errb.String()}
 }
 
@@ -47,7 +50,7 @@ func testVMs() []api.VM {
 }
 
 func TestVMListTable(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "", "vm", "list")
 	want := "" +
 		"NAME  STATE    HEARTBEAT  GEN  CPUS  MEMORY  UPTIME\n" +
@@ -59,7 +62,7 @@ func TestVMListTable(t *testing.T) {
 }
 
 func TestVMListJSONAndYAML(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "", "vm", "list", "-o", "json")
 	var vms []api.VM
 	if err := json.Unmarshal([]byte(r.stdout), &vms); err != nil || r.code != 0 {
@@ -83,17 +86,17 @@ func TestVMListJSONAndYAML(t *testing.T) {
 		t.Fatalf("uptime_seconds = %#v", doc[1]["uptime_seconds"])
 	}
 
-	if r = hv(t, newFakeHVD(t), "", "vm", "list", "-o", "json"); strings.TrimSpace(r.stdout) != "[]" {
+	if r = hv(t, clitest.NewFakeHVD(t), "", "vm", "list", "-o", "json"); strings.TrimSpace(r.stdout) != "[]" {
 		t.Fatalf("empty list as %q", r.stdout)
 	}
 }
 
 func TestVMCreateWaitsWithProgress(t *testing.T) {
-	f := newFakeHVD(t)
+	f := clitest.NewFakeHVD(t)
 	prog := func(done uint64) *api.Progress {
 		return &api.Progress{Stage: "copying image", Done: done, Total: 1000, Unit: "bytes"}
 	}
-	f.createSteps = []api.Operation{
+	f.CreateSteps = []api.Operation{
 		{Status: api.OpRunning, Progress: prog(0)},
 		{Status: api.OpRunning, Progress: prog(50)},  // same 10% step: no line
 		{Status: api.OpRunning, Progress: prog(450)}, // 40%
@@ -114,7 +117,7 @@ func TestVMCreateWaitsWithProgress(t *testing.T) {
 		t.Fatalf("progress lines %q", r.stderr)
 	}
 	var req api.VMCreate
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms")), &req); err != nil {
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms")), &req); err != nil {
 		t.Fatal(err)
 	}
 	if req.Image != filepath.Join(dir, "img.qcow2") || req.CPUs != 2 || !req.Start || req.Generation != 2 || req.Memory != "512M" {
@@ -123,8 +126,8 @@ func TestVMCreateWaitsWithProgress(t *testing.T) {
 }
 
 func TestVMCreateFailureShowsServerMessage(t *testing.T) {
-	f := newFakeHVD(t)
-	f.createSteps = []api.Operation{
+	f := clitest.NewFakeHVD(t)
+	f.CreateSteps = []api.Operation{
 		{Status: api.OpRunning, Progress: &api.Progress{Stage: "copying image", Done: 10, Total: 100}},
 		{Status: api.OpFailure, Error: "image /x.qcow2: no space left on device; free space under /var/lib/hv", ErrorCode: 507},
 	}
@@ -138,9 +141,9 @@ func TestVMCreateFailureShowsServerMessage(t *testing.T) {
 }
 
 func TestVMCreateAsync(t *testing.T) {
-	f := newFakeHVD(t)
+	f := clitest.NewFakeHVD(t)
 	r := hv(t, f, "", "--async", "vm", "create", "web1")
-	if r.code != 0 || r.stdout != "op1\n" || f.saw("GET /1.0/operations/") {
+	if r.code != 0 || r.stdout != "op1\n" || f.Saw("GET /1.0/operations/") {
 		t.Fatalf("code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = hv(t, f, "", "--async", "-o", "json", "vm", "start", "web1")
@@ -151,14 +154,14 @@ func TestVMCreateAsync(t *testing.T) {
 }
 
 func TestVMExecPassesExitCodeAndOutput(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.execResult = api.ExecResult{ExitCode: 3, Stdout: []byte("out\n"), Stderr: []byte("err\n")}
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.ExecResult = api.ExecResult{ExitCode: 3, Stdout: []byte("out\n"), Stderr: []byte("err\n")}
 	r := hv(t, f, "some input", "vm", "exec", "web1", "--env", "A=1", "--timeout", "2m", "--", "sh", "-c", "cat; exit 3")
 	if r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
 		t.Fatalf("code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	var req api.ExecRequest
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms/web1/exec")), &req); err != nil {
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms/web1/exec")), &req); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(req.Command, "|") != "sh|-c|cat; exit 3" || string(req.Stdin) != "some input" ||
@@ -166,18 +169,18 @@ func TestVMExecPassesExitCodeAndOutput(t *testing.T) {
 		t.Fatalf("request %+v", req)
 	}
 
-	f.execResult = api.ExecResult{Signal: 9}
+	f.ExecResult = api.ExecResult{Signal: 9}
 	if r = hv(t, f, "", "vm", "exec", "-n", "web1", "--", "sleep", "1"); r.code != 137 {
 		t.Fatalf("killed by signal 9: code %d", r.code)
 	}
-	if !strings.Contains(f.body("POST /1.0/vms/web1/exec"), `"command":["sleep","1"]`) ||
-		strings.Contains(f.body("POST /1.0/vms/web1/exec"), "stdin") {
-		t.Fatalf("-n sent stdin: %s", f.body("POST /1.0/vms/web1/exec"))
+	if !strings.Contains(f.Body("POST /1.0/vms/web1/exec"), `"command":["sleep","1"]`) ||
+		strings.Contains(f.Body("POST /1.0/vms/web1/exec"), "stdin") {
+		t.Fatalf("-n sent stdin: %s", f.Body("POST /1.0/vms/web1/exec"))
 	}
 }
 
 func TestUnknownVMShowsServerMessage(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	for _, args := range [][]string{{"vm", "show", "nope"}, {"vm", "exec", "nope", "--", "true"}, {"vm", "start", "nope"}} {
 		r := hv(t, f, "", args...)
 		if r.code != 1 || r.stderr != "Error: VM \"nope\" not found; see hv vm list\n" {
@@ -187,7 +190,7 @@ func TestUnknownVMShowsServerMessage(t *testing.T) {
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	for _, args := range [][]string{
 		{"vm", "show"},
 		{"vm", "show", "a", "b"},
@@ -213,7 +216,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 }
 
 func TestStateChangeSeveralVMs(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "", "vm", "start", "db", "web1", "nope")
 	if r.code != 1 {
 		t.Fatalf("code %d", r.code)
@@ -227,14 +230,14 @@ func TestStateChangeSeveralVMs(t *testing.T) {
 	}
 	var put api.VMStatePut
 	hv(t, f, "", "vm", "stop", "--timeout", "90s", "--force", "web1")
-	if err := json.Unmarshal([]byte(f.body("PUT /1.0/vms/web1/state")), &put); err != nil ||
+	if err := json.Unmarshal([]byte(f.Body("PUT /1.0/vms/web1/state")), &put); err != nil ||
 		put != (api.VMStatePut{Action: "stop", Timeout: 90, Force: true}) {
 		t.Fatalf("%v: %+v", err, put)
 	}
 }
 
 func TestConsoleWithoutTTY(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "root\nuname\n", "vm", "console", "web1")
 	if r.code != 0 || r.stdout != "login: ROOT\nUNAME\n" {
 		t.Fatalf("code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -245,7 +248,7 @@ func TestConsoleWithoutTTY(t *testing.T) {
 }
 
 func TestDiskCreateMakesPathAbsolute(t *testing.T) {
-	f := newFakeHVD(t)
+	f := clitest.NewFakeHVD(t)
 	dir := t.TempDir()
 	t.Chdir(dir)
 	r := hv(t, f, "", "disk", "create", "data.qcow2", "--size", "10G")
@@ -253,8 +256,8 @@ func TestDiskCreateMakesPathAbsolute(t *testing.T) {
 		t.Fatalf("code %d: %s", r.code, r.stderr)
 	}
 	want := filepath.Join(dir, "data.qcow2")
-	if !strings.Contains(f.body("POST /1.0/disks"), `"path":"`+want+`"`) {
-		t.Fatalf("body %s", f.body("POST /1.0/disks"))
+	if !strings.Contains(f.Body("POST /1.0/disks"), `"path":"`+want+`"`) {
+		t.Fatalf("body %s", f.Body("POST /1.0/disks"))
 	}
 	if !strings.Contains(r.stdout, "Virtual size:  10G (10737418240 bytes)\n") {
 		t.Fatalf("stdout %q", r.stdout)
@@ -262,9 +265,9 @@ func TestDiskCreateMakesPathAbsolute(t *testing.T) {
 }
 
 func TestEventsLines(t *testing.T) {
-	f := newFakeHVD(t)
+	f := clitest.NewFakeHVD(t)
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.Local)
-	f.events = []api.Event{
+	f.Events = []api.Event{
 		{Type: "vm", Time: at, Resource: "/1.0/vms/web1", Action: "state-changed", Message: "Running"},
 		{Type: "operation", Time: at, Action: "created"},
 	}
@@ -280,7 +283,7 @@ func TestEventsLines(t *testing.T) {
 }
 
 func TestCompletionOffersVMsByState(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "", "__complete", "vm", "start", "")
 	if !strings.HasPrefix(r.stdout, "db\tOff\n:4\n") {
 		t.Fatalf("start completion %q", r.stdout)
@@ -299,7 +302,7 @@ func TestCannotReachHVD(t *testing.T) {
 }
 
 func TestEveryCommandIsDocumented(t *testing.T) {
-	a := &app{getenv: func(string) string { return "" }}
+	a := &cli.App{Getenv: func(string) string { return "" }}
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		if c.Hidden || c.Name() == "help" || c.Name() == "completion" || c.HasParent() && c.Parent().Name() == "completion" {
@@ -316,40 +319,6 @@ func TestEveryCommandIsDocumented(t *testing.T) {
 		}
 	}
 	walk(newRootCmd(a))
-}
-
-func TestHumanUnits(t *testing.T) {
-	for n, want := range map[uint64]string{0: "0B", 1023: "1023B", 512 << 20: "512M", 2 << 30: "2G",
-		1536 << 20: "1.5G", 1 << 40: "1T", 1536: "1.5K"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-	for d, want := range map[time.Duration]string{42 * time.Second: "42s", 725 * time.Second: "12m05s",
-		3725 * time.Second: "1h02m", 76 * time.Hour: "3d04h"} {
-		if got := humanDuration(d); got != want {
-			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
-		}
-	}
-}
-
-func TestProgressBarOnTTY(t *testing.T) {
-	var buf bytes.Buffer
-	now := time.Unix(0, 0)
-	p := &progress{w: &buf, tty: true, now: func() time.Time { return now }, tenths: -1}
-	p.update(api.Operation{Progress: &api.Progress{Stage: "copy", Done: 0, Total: 100 << 20, Unit: "bytes"}})
-	now = now.Add(time.Second)
-	buf.Reset()
-	p.update(api.Operation{Progress: &api.Progress{Stage: "copy", Done: 45 << 20, Total: 100 << 20, Unit: "bytes"}})
-	want := "\r[==========>             ]  45% copy  45.0 MiB/s\x1b[K"
-	if buf.String() != want {
-		t.Fatalf("bar %q, want %q", buf.String(), want)
-	}
-	buf.Reset()
-	p.done()
-	if buf.String() != "\r\x1b[K" {
-		t.Fatalf("done %q", buf.String())
-	}
 }
 
 func TestMain(m *testing.M) {

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/hvproject/hv/internal/cli"
+
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/client"
 	"github.com/spf13/cobra"
 )
 
-func newDiskCmd(a *app) *cobra.Command {
-	return newGroup("disk", "Create, inspect, resize and convert disk images",
+func newDiskCmd(a *cli.App) *cobra.Command {
+	return cli.NewGroup("disk", "Create, inspect, resize and convert disk images",
 		`Commands for disk image files on the host (qcow2, raw, and for conversion
 vmdk, vhdx and the other formats qemu-img reads). Paths are resolved against
 the current directory before they are sent to hvd, which works on them with
@@ -20,7 +22,7 @@ its own rights.`,
 
 func diskFormats() []string { return []string{"qcow2", "raw"} }
 
-func newDiskCreateCmd(a *app) *cobra.Command {
+func newDiskCreateCmd(a *cli.App) *cobra.Command {
 	var req api.DiskCreate
 	cmd := &cobra.Command{
 		Use:   "create PATH --size SIZE",
@@ -30,20 +32,20 @@ powers of 1024). qcow2 images (the default) take space as the guest writes;
 raw images are plain sparse files. An existing file is never overwritten.`,
 		Example: `  hv disk create ./data.qcow2 --size 10G
   hv disk create /srv/disks/scratch.img --size 512M --format raw`,
-		Args: exactArgs(1, "the new image's path"),
+		Args: cli.ExactArgs(1, "the new image's path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Size == "" {
-				return usagef(cmd, "--size is required, e.g. --size 10G")
+				return cli.Usagef(cmd, "--size is required, e.g. --size 10G")
 			}
 			var err error
-			if req.Path, err = absPath(args[0]); err != nil {
+			if req.Path, err = cli.AbsPath(args[0]); err != nil {
 				return err
 			}
-			d, err := a.client().CreateDisk(cmd.Context(), req)
+			d, err := a.Client().CreateDisk(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			return a.show(d, func(w io.Writer) { diskTable(w, d) })
+			return a.Show(d, func(w io.Writer) { diskTable(w, d) })
 		},
 	}
 	cmd.Flags().StringVar(&req.Size, "size", "", "virtual size, e.g. 10G (required)")
@@ -52,7 +54,7 @@ raw images are plain sparse files. An existing file is never overwritten.`,
 	return cmd
 }
 
-func newDiskInfoCmd(a *app) *cobra.Command {
+func newDiskInfoCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:   "info PATH",
 		Short: "Describe a disk image",
@@ -60,22 +62,22 @@ func newDiskInfoCmd(a *app) *cobra.Command {
 (what it takes on the host), backing file (for overlays), and whether it is
 marked dirty or encrypted.`,
 		Example: "  hv disk info ./data.qcow2\n  hv disk info ./data.qcow2 -o json",
-		Args:    exactArgs(1, "an image path"),
+		Args:    cli.ExactArgs(1, "an image path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := absPath(args[0])
+			p, err := cli.AbsPath(args[0])
 			if err != nil {
 				return err
 			}
-			d, err := a.client().DiskInfo(cmd.Context(), p)
+			d, err := a.Client().DiskInfo(cmd.Context(), p)
 			if err != nil {
 				return err
 			}
-			return a.show(d, func(w io.Writer) { diskTable(w, d) })
+			return a.Show(d, func(w io.Writer) { diskTable(w, d) })
 		},
 	}
 }
 
-func newDiskResizeCmd(a *app) *cobra.Command {
+func newDiskResizeCmd(a *cli.App) *cobra.Command {
 	var req api.DiskResize
 	cmd := &cobra.Command{
 		Use:   "resize PATH --size SIZE",
@@ -84,27 +86,27 @@ func newDiskResizeCmd(a *app) *cobra.Command {
 would cut off the guest's data. The partitions and file systems inside are
 not grown; do that in the guest. The image must not be in use by a running VM.`,
 		Example: "  hv disk resize ./data.qcow2 --size 20G",
-		Args:    exactArgs(1, "an image path"),
+		Args:    cli.ExactArgs(1, "an image path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Size == "" {
-				return usagef(cmd, "--size is required, e.g. --size 20G")
+				return cli.Usagef(cmd, "--size is required, e.g. --size 20G")
 			}
 			var err error
-			if req.Path, err = absPath(args[0]); err != nil {
+			if req.Path, err = cli.AbsPath(args[0]); err != nil {
 				return err
 			}
-			d, err := a.client().ResizeDisk(cmd.Context(), req)
+			d, err := a.Client().ResizeDisk(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			return a.show(d, func(w io.Writer) { diskTable(w, d) })
+			return a.Show(d, func(w io.Writer) { diskTable(w, d) })
 		},
 	}
 	cmd.Flags().StringVar(&req.Size, "size", "", "new virtual size, e.g. 20G (required)")
 	return cmd
 }
 
-func newDiskConvertCmd(a *app) *cobra.Command {
+func newDiskConvertCmd(a *cli.App) *cobra.Command {
 	var req api.DiskConvert
 	cmd := &cobra.Command{
 		Use:   "convert SOURCE TARGET",
@@ -114,21 +116,21 @@ of --format, showing progress. SOURCE is not changed; TARGET must not exist.
 Overlays are flattened: TARGET has no backing file.`,
 		Example: `  hv disk convert ./appliance.vmdk ./appliance.qcow2
   hv disk convert ./web1.qcow2 ./web1.img --format raw`,
-		Args: exactArgs(2, "a source and a target path"),
+		Args: cli.ExactArgs(2, "a source and a target path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
-			if req.Source, err = absPath(args[0]); err != nil {
+			if req.Source, err = cli.AbsPath(args[0]); err != nil {
 				return err
 			}
-			if req.Target, err = absPath(args[1]); err != nil {
+			if req.Target, err = cli.AbsPath(args[1]); err != nil {
 				return err
 			}
-			ctx, c := cmd.Context(), a.client()
+			ctx, c := cmd.Context(), a.Client()
 			op, err := c.ConvertDisk(ctx, req)
 			if err != nil {
 				return err
 			}
-			op, waited, err := a.follow(ctx, c, op)
+			op, waited, err := a.Follow(ctx, c, op)
 			if err != nil || !waited {
 				return err
 			}
@@ -136,7 +138,7 @@ Overlays are flattened: TARGET has no backing file.`,
 			if err := client.DecodeResult(op, &d); err != nil {
 				return err
 			}
-			return a.show(d, func(w io.Writer) { diskTable(w, d) })
+			return a.Show(d, func(w io.Writer) { diskTable(w, d) })
 		},
 	}
 	cmd.Flags().StringVar(&req.Format, "format", "qcow2", "target format: qcow2 or raw")
@@ -145,14 +147,14 @@ Overlays are flattened: TARGET has no backing file.`,
 }
 
 func diskTable(w io.Writer, d api.DiskInfo) {
-	size := func(n uint64) string { return fmt.Sprintf("%s (%d bytes)", humanBytes(n), n) }
-	kv(w,
+	size := func(n uint64) string { return fmt.Sprintf("%s (%d bytes)", cli.HumanBytes(n), n) }
+	cli.KV(w,
 		[2]string{"Path", d.Path},
 		[2]string{"Format", d.Format},
 		[2]string{"Virtual size", size(d.VirtualBytes)},
 		[2]string{"Actual size", size(d.ActualBytes)},
 		[2]string{"Backing file", d.BackingFile},
-		[2]string{"Dirty", yesNo(d.Dirty)},
-		[2]string{"Encrypted", yesNo(d.Encrypted)},
+		[2]string{"Dirty", cli.YesNo(d.Dirty)},
+		[2]string{"Encrypted", cli.YesNo(d.Encrypted)},
 	)
 }

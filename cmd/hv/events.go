@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/textsafe"
 	"github.com/spf13/cobra"
 )
 
-func newEventsCmd(a *app) *cobra.Command {
+func newEventsCmd(a *cli.App) *cobra.Command {
 	var types []string
 	cmd := &cobra.Command{
 		Use:   "events",
@@ -24,9 +26,9 @@ ending (operation), and hvd's log (log). --type keeps only some types.
 		Example: `  hv events
   hv events --type vm
   hv events -o json | jq -r 'select(.action == "state-changed") | .resource'`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			err := a.client().Events(cmd.Context(), types, a.printEvent)
+			err := a.Client().Events(cmd.Context(), types, func(ev api.Event) error { return printEvent(a, ev) })
 			if errors.Is(err, context.Canceled) {
 				return nil // interrupted: the normal way to stop following
 			}
@@ -39,21 +41,21 @@ ending (operation), and hvd's log (log). --type keeps only some types.
 	return cmd
 }
 
-func (a *app) printEvent(ev api.Event) error {
-	switch a.output {
-	case outJSON:
+func printEvent(a *cli.App, ev api.Event) error {
+	switch a.Output {
+	case cli.OutJSON:
 		b, err := json.Marshal(ev)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		_, err = fmt.Fprintf(a.Stdout, "%s\n", b)
 		return err
-	case outYAML:
-		b, err := toYAML(ev)
+	case cli.OutYAML:
+		b, err := cli.ToYAML(ev)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(a.stdout, "---\n%s", b)
+		_, err = fmt.Fprintf(a.Stdout, "---\n%s", b)
 		return err
 	}
 	line := ev.Time.Local().Format(time.RFC3339) + " " + ev.Type
@@ -62,6 +64,6 @@ func (a *app) printEvent(ev api.Event) error {
 			line += " " + s
 		}
 	}
-	_, err := fmt.Fprintln(a.stdout, textsafe.Line(line, 0)) // a message may quote a guest
+	_, err := fmt.Fprintln(a.Stdout, textsafe.Line(line, 0)) // a message may quote a guest
 	return err
 }

@@ -8,15 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 )
 
 func TestIntegrationTableAndChange(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	seen := time.Now().Add(-5 * time.Second)
-	f.integration[api.ServiceHeartbeat] = api.IntegrationService{Name: api.ServiceHeartbeat, Enabled: true, Status: "OK", LastContact: &seen}
-	f.integration[api.ServiceTimeSync] = api.IntegrationService{Name: api.ServiceTimeSync, Enabled: true, Status: "OK"}
-	f.integration[api.ServiceBackup] = api.IntegrationService{Name: api.ServiceBackup, Status: "Unsupported", Detail: "the agent lacks guest-fsfreeze-freeze"}
+	f.Integration[api.ServiceHeartbeat] = api.IntegrationService{Name: api.ServiceHeartbeat, Enabled: true, Status: "OK", LastContact: &seen}
+	f.Integration[api.ServiceTimeSync] = api.IntegrationService{Name: api.ServiceTimeSync, Enabled: true, Status: "OK"}
+	f.Integration[api.ServiceBackup] = api.IntegrationService{Name: api.ServiceBackup, Status: "Unsupported", Detail: "the agent lacks guest-fsfreeze-freeze"}
 	r := hv(t, f, "", "vm", "integration", "web1")
 	want := "" +
 		"SERVICE    ENABLED  STATUS       LAST-CONTACT  DETAIL\n" +
@@ -32,7 +34,7 @@ func TestIntegrationTableAndChange(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &svcs); err != nil || r.code != 0 || len(svcs) != 3 || svcs[1].Enabled || !svcs[2].Enabled {
 		t.Fatalf("code %d, %v: %s", r.code, err, r.stdout)
 	}
-	if b := f.body("PATCH /1.0/vms/web1/integration"); b != `{"enable":["backup"],"disable":["time-sync"]}` {
+	if b := f.Body("PATCH /1.0/vms/web1/integration"); b != `{"enable":["backup"],"disable":["time-sync"]}` {
 		t.Fatalf("body %s", b)
 	}
 	if r = hv(t, f, "", "vm", "integration", "web1", "--enable", "backup", "--disable", "backup"); r.code != 2 {
@@ -45,9 +47,9 @@ func TestIntegrationTableAndChange(t *testing.T) {
 }
 
 func TestKVPShowSetUnset(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.kvp["role"] = "web"
-	f.guest = &api.GuestInfo{OSName: "Debian GNU/Linux", OSVersion: "13 (trixie)", OSID: "debian", KernelRelease: "6.12.0-1-amd64",
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.KVP["role"] = "web"
+	f.Guest = &api.GuestInfo{OSName: "Debian GNU/Linux", OSVersion: "13 (trixie)", OSID: "debian", KernelRelease: "6.12.0-1-amd64",
 		Hostname: "web1", Interfaces: []api.GuestInterface{{Name: "eth0", MAC: "52:54:00:00:00:00", IPAddresses: []string{"10.44.0.12/24", "fe80::1/64"}}},
 		UpdatedAt: time.Now().Add(-3 * time.Second)}
 	r := hv(t, f, "", "vm", "kvp", "web1")
@@ -59,17 +61,17 @@ func TestKVPShowSetUnset(t *testing.T) {
 	}
 
 	r = hv(t, f, "", "vm", "kvp", "set", "web1", "env=prod", "motd=a=b c")
-	if r.code != 0 || r.stdout != "Set env on web1\nSet motd on web1\n" || f.kvp["motd"] != "a=b c" {
-		t.Fatalf("set: code %d, %q %q, %v", r.code, r.stdout, r.stderr, f.kvp)
+	if r.code != 0 || r.stdout != "Set env on web1\nSet motd on web1\n" || f.KVP["motd"] != "a=b c" {
+		t.Fatalf("set: code %d, %q %q, %v", r.code, r.stdout, r.stderr, f.KVP)
 	}
 	if r = hv(t, f, "", "vm", "kvp", "set", "web1", "novalue"); r.code != 2 || !strings.Contains(r.stderr, "KEY=VALUE") {
 		t.Fatalf("bad pair: %d %q", r.code, r.stderr)
 	}
-	if r = hv(t, f, "", "vm", "kvp", "unset", "web1", "env"); r.code != 0 || f.kvp["env"] != "" || !f.saw("DELETE /1.0/vms/web1/kvp/env") {
+	if r = hv(t, f, "", "vm", "kvp", "unset", "web1", "env"); r.code != 0 || f.KVP["env"] != "" || !f.Saw("DELETE /1.0/vms/web1/kvp/env") {
 		t.Fatalf("unset: %d %q", r.code, r.stderr)
 	}
 
-	f.guest = nil
+	f.Guest = nil
 	r = hv(t, f, "", "vm", "kvp", "web1", "-o", "json")
 	var v map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v["guest"] != nil || v["host"].(map[string]any)["motd"] != "a=b c" {
@@ -78,13 +80,13 @@ func TestKVPShowSetUnset(t *testing.T) {
 }
 
 func TestTimeSyncFreezeThaw(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	if r := hv(t, f, "", "vm", "time-sync", "web1"); r.stdout != "Corrected web1's clock by 2.35s (the guest was behind)\n" {
 		t.Fatalf("time-sync %q %q", r.stdout, r.stderr)
 	}
 	r := hv(t, f, "", "vm", "freeze", "web1", "--timeout", "30s")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "Froze 2 file systems of web1; they thaw by themselves at ") ||
-		f.body("POST /1.0/vms/web1/freeze") != `{"timeout":30}` {
+		f.Body("POST /1.0/vms/web1/freeze") != `{"timeout":30}` {
 		t.Fatalf("freeze: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	r = hv(t, f, "", "vm", "freeze", "web1", "--status")
@@ -100,7 +102,7 @@ func TestTimeSyncFreezeThaw(t *testing.T) {
 }
 
 func TestCpUpload(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	dir := t.TempDir()
 	t.Chdir(dir)
 	data := strings.Repeat("payload ", 100000)
@@ -108,10 +110,10 @@ func TestCpUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := hv(t, f, "", "vm", "cp", "agent", "web1:/usr/local/bin/")
-	if r.code != 0 || f.files["/usr/local/bin/agent"] == nil || string(f.files["/usr/local/bin/agent"]) != data || f.modes["/usr/local/bin/agent"] != "0750" {
-		t.Fatalf("code %d, stderr %q, modes %v", r.code, r.stderr, f.modes)
+	if r.code != 0 || f.Files["/usr/local/bin/agent"] == nil || string(f.Files["/usr/local/bin/agent"]) != data || f.Modes["/usr/local/bin/agent"] != "0750" {
+		t.Fatalf("code %d, stderr %q, modes %v", r.code, r.stderr, f.Modes)
 	}
-	if !strings.HasPrefix(r.stdout, "Copied 781.2K (800000 bytes) to web1:/usr/local/bin/agent, sha256 "+hexSHA([]byte(data))) {
+	if !strings.HasPrefix(r.stdout, "Copied 781.2K (800000 bytes) to web1:/usr/local/bin/agent, sha256 "+clitest.HexSHA([]byte(data))) {
 		t.Fatalf("stdout %q", r.stdout)
 	}
 	if !strings.HasSuffix(r.stderr, "web1:/usr/local/bin/agent: 100% (781.2K of 781.2K)\n") {
@@ -119,8 +121,8 @@ func TestCpUpload(t *testing.T) {
 	}
 
 	r = hv(t, f, "from stdin", "-q", "vm", "cp", "--mode", "0600", "-", "web1:/etc/secret")
-	if r.code != 0 || string(f.files["/etc/secret"]) != "from stdin" || f.modes["/etc/secret"] != "0600" || r.stdout+r.stderr != "" {
-		t.Fatalf("stdin: %d %q %q %v", r.code, r.stdout, r.stderr, f.modes)
+	if r.code != 0 || string(f.Files["/etc/secret"]) != "from stdin" || f.Modes["/etc/secret"] != "0600" || r.stdout+r.stderr != "" {
+		t.Fatalf("stdin: %d %q %q %v", r.code, r.stdout, r.stderr, f.Modes)
 	}
 
 	for _, args := range [][]string{
@@ -140,9 +142,9 @@ func TestCpUpload(t *testing.T) {
 }
 
 func TestCpDownload(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	data := strings.Repeat("log line\n", 50000)
-	f.files["/var/log/syslog"] = []byte(data)
+	f.Files["/var/log/syslog"] = []byte(data)
 	dir := t.TempDir()
 	t.Chdir(dir)
 
@@ -166,12 +168,12 @@ func TestCpDownload(t *testing.T) {
 		t.Fatalf("keep: %v %d", st.Mode(), st.Size())
 	}
 	os.WriteFile("keep", []byte("old"), 0o600)
-	f.badSum = true
+	f.BadSum = true
 	r = hv(t, f, "", "vm", "cp", "web1:/var/log/syslog", "keep")
 	if r.code != 1 || !strings.Contains(r.stderr, "checksum mismatch") {
 		t.Fatalf("bad checksum: %d %q", r.code, r.stderr)
 	}
-	f.badSum, f.cutAfter = false, 4096
+	f.BadSum, f.CutAfter = false, 4096
 	r = hv(t, f, "", "vm", "cp", "web1:/var/log/syslog", "new")
 	if r.code != 1 || !strings.Contains(r.stderr, "Error: copy of web1:/var/log/syslog failed: the transfer broke off after 4096 of 450000 bytes") {
 		t.Fatalf("short body: %d %q", r.code, r.stderr)
@@ -193,26 +195,26 @@ func TestCpDownload(t *testing.T) {
 }
 
 func TestExecTTYNeedsTerminal(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "", "vm", "exec", "-it", "web1", "--", "bash")
-	if r.code != 2 || !strings.Contains(r.stderr, "-t needs a terminal on standard input") || f.saw("POST /1.0/vms/web1/exec") {
+	if r.code != 2 || !strings.Contains(r.stderr, "-t needs a terminal on standard input") || f.Saw("POST /1.0/vms/web1/exec") {
 		t.Fatalf("code %d, %q", r.code, r.stderr)
 	}
 	// -i alone keeps the ordinary exec, with stdin.
-	f.execResult = api.ExecResult{Stdout: []byte("ok\n")}
+	f.ExecResult = api.ExecResult{Stdout: []byte("ok\n")}
 	if r = hv(t, f, "data", "vm", "exec", "-i", "web1", "--", "cat"); r.code != 0 || r.stdout != "ok\n" ||
-		!strings.Contains(f.body("POST /1.0/vms/web1/exec"), `"stdin":"ZGF0YQ=="`) {
-		t.Fatalf("-i: %d %q %s", r.code, r.stdout, f.body("POST /1.0/vms/web1/exec"))
+		!strings.Contains(f.Body("POST /1.0/vms/web1/exec"), `"stdin":"ZGF0YQ=="`) {
+		t.Fatalf("-i: %d %q %s", r.code, r.stdout, f.Body("POST /1.0/vms/web1/exec"))
 	}
 }
 
 func TestSwitchCommands(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	r := hv(t, f, "", "switch", "create", "lan", "--type", "internal", "--subnet", "10.44.0.1/24", "--dhcp")
 	if r.code != 0 || r.stdout != "Created internal switch lan (bridge hvbr-lan)\n" {
 		t.Fatalf("create: %d %q %q", r.code, r.stdout, r.stderr)
 	}
-	if b := f.body("POST /1.0/switches"); b != `{"name":"lan","type":"internal","subnet":"10.44.0.1/24","dhcp":true}` {
+	if b := f.Body("POST /1.0/switches"); b != `{"name":"lan","type":"internal","subnet":"10.44.0.1/24","dhcp":true}` {
 		t.Fatalf("body %s", b)
 	}
 	hv(t, f, "", "switch", "create", "up", "--type", "external", "--uplink", "eth0")
@@ -250,11 +252,11 @@ func TestSwitchCommands(t *testing.T) {
 }
 
 func TestNICAndDiskCommands(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.switches["lan"] = api.Switch{Name: "lan", Type: api.SwitchInternal}
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.Switches["lan"] = api.Switch{Name: "lan", Type: api.SwitchInternal}
 	r := hv(t, f, "", "vm", "nic", "add", "web1", "--switch", "lan", "--vlan", "20")
-	if r.code != 0 || r.stdout != "Added network adapter eth0 on switch lan to web1\n" || f.body("POST /1.0/vms/web1/nics") != `{"switch":"lan","vlan":20}` {
-		t.Fatalf("add: %d %q %q %s", r.code, r.stdout, r.stderr, f.body("POST /1.0/vms/web1/nics"))
+	if r.code != 0 || r.stdout != "Added network adapter eth0 on switch lan to web1\n" || f.Body("POST /1.0/vms/web1/nics") != `{"switch":"lan","vlan":20}` {
+		t.Fatalf("add: %d %q %q %s", r.code, r.stdout, r.stderr, f.Body("POST /1.0/vms/web1/nics"))
 	}
 	hv(t, f, "", "vm", "nic", "add", "web1", "--switch", "lan", "--name", "mgmt")
 	r = hv(t, f, "", "vm", "nic", "list", "web1")
@@ -268,7 +270,7 @@ func TestNICAndDiskCommands(t *testing.T) {
 	if r = hv(t, f, "", "__complete", "vm", "nic", "remove", "web1", "m"); !strings.HasPrefix(r.stdout, "mgmt\tlan 52:54:00:00:00:01\n") {
 		t.Fatalf("completion %q", r.stdout)
 	}
-	if r = hv(t, f, "", "vm", "nic", "remove", "web1", "mgmt"); r.code != 0 || !f.saw("DELETE /1.0/vms/web1/nics/mgmt") {
+	if r = hv(t, f, "", "vm", "nic", "remove", "web1", "mgmt"); r.code != 0 || !f.Saw("DELETE /1.0/vms/web1/nics/mgmt") {
 		t.Fatalf("remove: %d %q", r.code, r.stderr)
 	}
 	if r = hv(t, f, "", "vm", "nic", "add", "web1", "--switch", "nope"); r.code != 1 || !strings.Contains(r.stderr, "switch: nope not found") {
@@ -279,13 +281,13 @@ func TestNICAndDiskCommands(t *testing.T) {
 	}
 
 	// vm show: adapters with the guest's addresses, found by MAC.
-	f.mu.Lock()
-	v := f.vms["web1"]
+	f.Mu.Lock()
+	v := f.VMs["web1"]
 	v.Guest = &api.GuestInfo{OSName: "Alpine Linux", Interfaces: []api.GuestInterface{{Name: "eth0", MAC: "52:54:00:00:00:00", IPAddresses: []string{"10.44.0.9/24"}}}}
 	v.DynamicMemory = &api.DynamicMemory{Enabled: true, MinimumBytes: 512 << 20, MaximumBytes: 8 << 30, BufferPercent: 20}
 	v.AssignedMemoryBytes, v.MaxMemoryBytes = 3<<30, 8<<30
-	f.vms["web1"] = v
-	f.mu.Unlock()
+	f.VMs["web1"] = v
+	f.Mu.Unlock()
 	r = hv(t, f, "", "vm", "show", "web1")
 	for _, want := range []string{"Assigned memory:  3G\n", "Dynamic memory:   on (512M-8G, buffer 20%)\n", "  OS:  Alpine Linux\n",
 		"Network adapters:\n  NAME  SWITCH  MAC                VLAN  TAP  ADDRESSES\n  eth0  lan     52:54:00:00:00:00  20    -    10.44.0.9/24\n"} {
@@ -298,10 +300,10 @@ func TestNICAndDiskCommands(t *testing.T) {
 	t.Chdir(dir)
 	r = hv(t, f, "", "vm", "disk", "add", "db", "seed.img", "--name", "seed")
 	if r.code != 0 || r.stdout != "Added disk seed to db\n" || r.stderr != "copying image: 50%\n" ||
-		f.body("POST /1.0/vms/db/disks") != `{"name":"seed","path":"`+filepath.Join(dir, "seed.img")+`"}` {
-		t.Fatalf("add: %d %q %q %s", r.code, r.stdout, r.stderr, f.body("POST /1.0/vms/db/disks"))
+		f.Body("POST /1.0/vms/db/disks") != `{"name":"seed","path":"`+filepath.Join(dir, "seed.img")+`"}` {
+		t.Fatalf("add: %d %q %q %s", r.code, r.stdout, r.stderr, f.Body("POST /1.0/vms/db/disks"))
 	}
-	if r = hv(t, f, "", "vm", "disk", "add", "db", "--size", "1G"); r.code != 0 || f.body("POST /1.0/vms/db/disks") != `{"size":"1G"}` {
+	if r = hv(t, f, "", "vm", "disk", "add", "db", "--size", "1G"); r.code != 0 || f.Body("POST /1.0/vms/db/disks") != `{"size":"1G"}` {
 		t.Fatalf("add size: %d %q", r.code, r.stderr)
 	}
 	r = hv(t, f, "", "vm", "disk", "list", "db")
@@ -319,7 +321,7 @@ func TestNICAndDiskCommands(t *testing.T) {
 }
 
 func TestVMSetMemoryFlags(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
+	f := clitest.NewFakeHVD(t, testVMs()...)
 	for _, c := range []struct {
 		args []string
 		body string
@@ -331,8 +333,8 @@ func TestVMSetMemoryFlags(t *testing.T) {
 		{[]string{"--dynamic-memory=false"}, `{"dynamic_memory":{"enabled":false}}`},
 	} {
 		r := hv(t, f, "", append([]string{"vm", "set", "db"}, c.args...)...)
-		if r.code != 0 || f.body("PATCH /1.0/vms/db") != c.body {
-			t.Errorf("%v: code %d %q, body %s", c.args, r.code, r.stderr, f.body("PATCH /1.0/vms/db"))
+		if r.code != 0 || f.Body("PATCH /1.0/vms/db") != c.body {
+			t.Errorf("%v: code %d %q, body %s", c.args, r.code, r.stderr, f.Body("PATCH /1.0/vms/db"))
 		}
 	}
 	for _, args := range [][]string{{"--memory-minimum", "1G"}, {"--dynamic-memory=false", "--memory-buffer", "10"}} {
@@ -342,7 +344,7 @@ func TestVMSetMemoryFlags(t *testing.T) {
 	}
 	hv(t, f, "", "vm", "create", "lab", "--max-memory", "16G", "--nested")
 	var req api.VMCreate
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms")), &req); err != nil || req.MaxMemory != "16G" || !req.Nested {
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms")), &req); err != nil || req.MaxMemory != "16G" || !req.Nested {
 		t.Fatalf("create %+v %v", req, err)
 	}
 }

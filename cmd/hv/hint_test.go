@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"testing"
 
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
-	"github.com/hvproject/hv/internal/errdefs"
 )
 
 // hvd's advice comes on a "hint:" line after the error, one line, with no
 // escape sequence reaching the terminal.
 func TestHintOnItsOwnLine(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.createSteps = []api.Operation{
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.CreateSteps = []api.Operation{
 		{Status: api.OpFailure, Error: "disk root: no space left under /var/lib/hv", ErrorCode: 503,
 			ErrorHint: "free space there, or give a smaller size (field disk_size)\n" + osc52},
 	}
@@ -26,21 +25,8 @@ func TestHintOnItsOwnLine(t *testing.T) {
 	noEscapes(t, "vm create", r.stderr)
 
 	// Without a hint, no hint line.
-	f.createSteps = []api.Operation{{Status: api.OpFailure, Error: "boom", ErrorCode: 500}}
+	f.CreateSteps = []api.Operation{{Status: api.OpFailure, Error: "boom", ErrorCode: 500}}
 	if r := hv(t, f, "", "vm", "create", "web3"); r.stderr != "Error: boom\n" {
 		t.Fatalf("stderr %q", r.stderr)
-	}
-}
-
-// A command over several VMs gives each failure its hint.
-func TestHintOfEachVM(t *testing.T) {
-	var stderr bytes.Buffer
-	f := &failures{a: &app{stderr: &stderr}, n: 2}
-	f.add("web1", errdefs.WithHint(errors.New("cannot pause VM web1: it is Saved"), "start it first (action start)"))
-	f.add("db", errors.New("VM \"db\" not found"))
-	want := "Error: web1: cannot pause VM web1: it is Saved\nhint: start it first (action start)\n" +
-		"Error: db: VM \"db\" not found\n"
-	if stderr.String() != want {
-		t.Fatalf("stderr %q; want %q", stderr.String(), want)
 	}
 }

@@ -5,17 +5,19 @@ import (
 	"io"
 	"strings"
 
+	"github.com/hvproject/hv/internal/cli"
+
 	"github.com/hvproject/hv/api"
 	"github.com/spf13/cobra"
 )
 
-func newHostCmd(a *app) *cobra.Command {
-	return newGroup("host", "Show the host hvd runs on",
+func newHostCmd(a *cli.App) *cobra.Command {
+	return cli.NewGroup("host", "Show the host hvd runs on",
 		"Commands about the host itself: its capacity, accelerator and firmware.",
 		newHostInfoCmd(a))
 }
 
-func newHostInfoCmd(a *app) *cobra.Command {
+func newHostInfoCmd(a *cli.App) *cobra.Command {
 	var refresh bool
 	cmd := &cobra.Command{
 		Use:   "info",
@@ -34,17 +36,17 @@ for VMs that start from then on.`,
 		Example: `  hv host info
   hv host info --refresh        # after loading kvm_intel or enabling nested virtualization
   hv host info -o json | jq .accelerator`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			get := a.client().HostInfo
+			get := a.Client().HostInfo
 			if refresh {
-				get = a.client().RefreshHost
+				get = a.Client().RefreshHost
 			}
 			h, err := get(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return a.show(h, func(w io.Writer) { hostTable(w, h) })
+			return a.Show(h, func(w io.Writer) { hostTable(w, h) })
 		},
 	}
 	cmd.Flags().BoolVar(&refresh, "refresh", false, "probe the accelerator again before showing the host")
@@ -67,16 +69,16 @@ func hostTable(w io.Writer, h api.HostInfo) {
 		}
 		config += " (reads " + strings.Join(versions, ", ") + ")"
 	}
-	kv(w,
+	cli.KV(w,
 		[2]string{"Hostname", h.Hostname},
 		[2]string{"Version", fmt.Sprintf("%s (API %s)", h.Version, h.APIVersion)},
 		[2]string{"Accelerator", accel},
 		[2]string{"QEMU", strings.TrimSpace(h.QEMUVersion + " " + h.QEMUBinary)},
 		[2]string{"CPUs", fmt.Sprint(h.CPUs)},
-		[2]string{"Memory", fmt.Sprintf("%s (%s available)", humanBytes(h.MemoryBytes), humanBytes(h.MemoryFreeBytes))},
+		[2]string{"Memory", fmt.Sprintf("%s (%s available)", cli.HumanBytes(h.MemoryBytes), cli.HumanBytes(h.MemoryFreeBytes))},
 		[2]string{"Root", h.Root},
 		[2]string{"Network API", listenLine(h)},
-		[2]string{"Fingerprint", dash(h.TLSFingerprint)},
+		[2]string{"Fingerprint", cli.Dash(h.TLSFingerprint)},
 		[2]string{"VMs", fmt.Sprintf("%d (%d running)", h.VMs, h.VMsRunning)},
 		[2]string{"Config version", config},
 		[2]string{"BIOS", h.Firmware.BIOS},

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/events"
@@ -113,10 +116,10 @@ func (h *testHost) hv(t *testing.T, dir string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	env := map[string]string{"HV_SOCKET": h.socket, "HV_CONFIG_DIR": dir}
-	a := &app{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }}
+	a := &cli.App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	code := a.run(ctx, args)
+	code := execute(ctx, a, args)
 	return result{code, out.String(), errb.String()}
 }
 
@@ -153,12 +156,12 @@ func wantOK(t *testing.T, r result, what string) {
 
 func TestRemoteAddListSwitch(t *testing.T) {
 	h := newTestHost(t, api.VM{Name: "far", State: api.StateOff})
-	local := newFakeHVD(t, api.VM{Name: "near", State: api.StateOff}) // this machine's hvd
+	local := clitest.NewFakeHVD(t, api.VM{Name: "near", State: api.StateOff}) // this machine's hvd
 	dir := filepath.Join(t.TempDir(), "cfg")
 	tok := h.token(t, "laptop")
 
 	wantOK(t, h.hv(t, dir, "remote", "add", "hv1", "--token", tok), "remote add")
-	for _, f := range []string{clientKey, remotesFile} {
+	for _, f := range []string{cli.ClientKey, cli.RemotesFile} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v; want it made with mode 0600", f, err)
 		}
@@ -187,7 +190,7 @@ func TestRemoteAddListSwitch(t *testing.T) {
 	if r = h.hv(t, dir, "vm", "list"); !strings.Contains(r.stdout, "far") {
 		t.Errorf("vm list after switch: %q %q; want the remote's VM", r.stdout, r.stderr)
 	}
-	if r = h.hv(t, dir, "--socket", local.socket, "vm", "list"); !strings.Contains(r.stdout, "near") {
+	if r = h.hv(t, dir, "--socket", local.Socket, "vm", "list"); !strings.Contains(r.stdout, "near") {
 		t.Errorf("vm list --socket: %q %q; want the local VM", r.stdout, r.stderr)
 	}
 	wantOK(t, h.hv(t, dir, "remote", "rename", "hv1", "far1"), "remote rename")

@@ -1,22 +1,16 @@
 package main
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/hvproject/hv/client"
+	"github.com/hvproject/hv/internal/cli"
+	"github.com/hvproject/hv/internal/cli/backupcmd"
+	"github.com/hvproject/hv/internal/cli/remotecmd"
+	"github.com/hvproject/hv/internal/cli/vmcmd"
 	"github.com/spf13/cobra"
 )
 
-// Output formats of -o.
-const (
-	outTable = "table"
-	outJSON  = "json"
-	outYAML  = "yaml"
-)
-
 // newRootCmd builds the whole command tree around a.
-func newRootCmd(a *app) *cobra.Command {
+func newRootCmd(a *cli.App) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "hv",
 		Short: "Manage virtual machines on an hv host",
@@ -42,85 +36,62 @@ data for programs. Exit codes: 0 success, 1 failure, 2 bad command line,
   # Run a command in a guest
   hv vm exec web1 -- uname -a`,
 		Args:          cobra.ArbitraryArgs,
-		RunE:          groupRunE,
+		RunE:          cli.GroupRunE,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			switch a.output {
-			case outTable, outJSON, outYAML:
+			switch a.Output {
+			case cli.OutTable, cli.OutJSON, cli.OutYAML:
 			default:
-				return usagef(cmd, "--output %q: use table, json or yaml", a.output)
+				return cli.Usagef(cmd, "--output %q: use table, json or yaml", a.Output)
 			}
-			a.socketFlag = cmd.Flags().Changed("socket")
-			if a.remoteName != "" {
-				if err := checkVMRemote(a.remoteName); err != nil {
-					return usagef(cmd, "--remote: %v", err)
+			a.SocketFlag = cmd.Flags().Changed("socket")
+			if a.RemoteName != "" {
+				if err := cli.CheckVMRemote(a.RemoteName); err != nil {
+					return cli.Usagef(cmd, "--remote: %v", err)
 				}
 			}
-			if err := a.takeRemotePrefixes(cmd, args); err != nil {
+			if err := a.TakeRemotePrefixes(cmd, args); err != nil {
 				return err
 			}
-			if !needsHVD(cmd) {
+			if !cli.NeedsHVD(cmd) {
 				return nil
 			}
-			return a.connect()
+			return a.Connect()
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return &usageError{cmd: cmd.CommandPath(), err: err}
+		return &cli.UsageError{Cmd: cmd.CommandPath(), Err: err}
 	})
 
 	socket := client.DefaultSocket
-	if s := a.getenv("HV_SOCKET"); s != "" {
+	if s := a.Getenv("HV_SOCKET"); s != "" {
 		socket = s
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.socket, "socket", socket, "hvd's unix socket (env HV_SOCKET); given here, it means the local hvd whatever the default remote")
-	pf.StringVar(&a.remoteName, "remote", a.getenv("HV_REMOTE"), "talk to this remote host (hv remote list) instead of the default one; local: the unix socket (env HV_REMOTE)")
-	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
-	pf.BoolVar(&a.async, "async", false, "start state changes and print the operation id instead of waiting")
-	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress and no confirmations, only data and errors")
+	pf.StringVar(&a.Socket, "socket", socket, "hvd's unix socket (env HV_SOCKET); given here, it means the local hvd whatever the default remote")
+	pf.StringVar(&a.RemoteName, "remote", a.Getenv("HV_REMOTE"), "talk to this remote host (hv remote list) instead of the default one; local: the unix socket (env HV_REMOTE)")
+	pf.StringVarP(&a.Output, "output", "o", cli.OutTable, "output format: table, json or yaml")
+	pf.BoolVar(&a.Async, "async", false, "start state changes and print the operation id instead of waiting")
+	pf.BoolVarP(&a.Quiet, "quiet", "q", false, "print no progress and no confirmations, only data and errors")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
-		[]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{cli.OutTable, cli.OutJSON, cli.OutYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
 		newHostCmd(a),
-		newVMCmd(a),
+		vmcmd.New(a),
 		newDiskCmd(a),
 		newSwitchCmd(a),
 		newCheckpointCmd(a),
-		newBackupCmd(a),
+		backupcmd.New(a),
 		newOperationCmd(a),
 		newEventsCmd(a),
-		newTrustCmd(a),
-		newRemoteCmd(a),
-		newPeerCmd(a),
+		remotecmd.NewTrust(a),
+		remotecmd.NewRemote(a),
+		remotecmd.NewPeer(a),
 		newVersionCmd(a),
 	)
-	markVMArgs(root)
-	_ = root.RegisterFlagCompletionFunc("remote", a.completeRemotes(true))
+	cli.MarkVMArgs(root)
+	_ = root.RegisterFlagCompletionFunc("remote", a.CompleteRemotes(true))
 	return root
-}
-
-// groupRunE lets a command that only groups others show its help, and calls an unknown
-// subcommand a usage error (cobra would print help and succeed).
-func groupRunE(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return cmd.Help()
-	}
-	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2 // cobra's default, which it sets only on its own path
-	}
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += "; did you mean " + strings.Join(s, " or ") + "?"
-	}
-	return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%s", msg)}
-}
-
-// newGroup returns a command that only holds subcommands.
-func newGroup(use, short, long string, subs ...*cobra.Command) *cobra.Command {
-	c := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.ArbitraryArgs, RunE: groupRunE}
-	c.AddCommand(subs...)
-	return c
 }

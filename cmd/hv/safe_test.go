@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 )
 
@@ -35,11 +37,11 @@ func TestGuestTextCannotReachTheTerminal(t *testing.T) {
 	vm.Guest = guest
 	vm.Heartbeat = "OK" + osc52
 	vm.NICs = []api.NIC{{Name: "nic0", Switch: "default", MAC: "52:54:00:00:00:01"}}
-	f := newFakeHVD(t, vm, testVMs()[1])
-	f.guest = guest
-	f.integration[api.ServiceDataExchange] = api.IntegrationService{Name: api.ServiceDataExchange, Enabled: true,
+	f := clitest.NewFakeHVD(t, vm, testVMs()[1])
+	f.Guest = guest
+	f.Integration[api.ServiceDataExchange] = api.IntegrationService{Name: api.ServiceDataExchange, Enabled: true,
 		Status: "Unsupported", Detail: "the guest agent lacks " + osc52}
-	f.events = []api.Event{{Type: "vm", Time: time.Now(), Resource: "/1.0/vms/web1", Action: "updated", Message: "guest says " + osc52}}
+	f.Events = []api.Event{{Type: "vm", Time: time.Now(), Resource: "/1.0/vms/web1", Action: "updated", Message: "guest says " + osc52}}
 
 	for _, args := range [][]string{
 		{"vm", "kvp", "web1"},
@@ -59,7 +61,7 @@ func TestGuestTextCannotReachTheTerminal(t *testing.T) {
 	}
 
 	// An operation's failure, as an exec's error quoting the guest, and its progress.
-	f.createSteps = []api.Operation{
+	f.CreateSteps = []api.Operation{
 		{Status: api.OpRunning, Progress: &api.Progress{Stage: "copying" + osc52, Done: 1, Total: 2}},
 		{Status: api.OpFailure, Error: "running \"ls\" in VM web1: guest agent guest-exec: " + osc52, ErrorCode: 503},
 	}
@@ -73,8 +75,8 @@ func TestGuestTextCannotReachTheTerminal(t *testing.T) {
 // hv vm exec hands the command's own output over byte for byte: it is what
 // the user asked for, escape sequences included.
 func TestExecOutputStaysExact(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.execResult = api.ExecResult{Stdout: []byte("\x1b[1mbold\x1b[0m\n"), Stderr: []byte("warn" + osc52 + "\n")}
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.ExecResult = api.ExecResult{Stdout: []byte("\x1b[1mbold\x1b[0m\n"), Stderr: []byte("warn" + osc52 + "\n")}
 	r := hv(t, f, "", "vm", "exec", "web1", "--", "tput", "bold")
 	if r.code != 0 || r.stdout != "\x1b[1mbold\x1b[0m\n" || r.stderr != "warn"+osc52+"\n" {
 		t.Fatalf("code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)

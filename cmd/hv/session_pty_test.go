@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -64,8 +67,8 @@ func (s *syncBuffer) String() string {
 }
 
 func TestExecInteractiveSession(t *testing.T) {
-	f := newFakeHVD(t, testVMs()...)
-	f.sessionExit = 3
+	f := clitest.NewFakeHVD(t, testVMs()...)
+	f.SessionExit = 3
 	master, slave := openPTY(t)
 	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 132}); err != nil {
 		t.Fatal(err)
@@ -77,15 +80,15 @@ func TestExecInteractiveSession(t *testing.T) {
 	var out, errb syncBuffer
 	env := func(k string) string {
 		if k == "HV_SOCKET" {
-			return f.socket
+			return f.Socket
 		}
 		return ""
 	}
-	a := &app{stdin: slave, stdout: &out, stderr: &errb, getenv: env}
+	a := &cli.App{Stdin: slave, Stdout: &out, Stderr: &errb, Getenv: env}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan int, 1)
-	go func() { done <- a.run(ctx, []string{"vm", "exec", "-it", "web1", "--", "sh"}) }()
+	go func() { done <- execute(ctx, a, []string{"vm", "exec", "-it", "web1", "--", "sh"}) }()
 
 	// Type once the session is up (the prompt shows), then end it; Ctrl-C and Ctrl-] are
 	// plain bytes for the guest.
@@ -110,7 +113,7 @@ func TestExecInteractiveSession(t *testing.T) {
 		t.Fatalf("stdout %q", got)
 	}
 	var req api.ExecRequest
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms/web1/exec")), &req); err != nil {
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms/web1/exec")), &req); err != nil {
 		t.Fatal(err)
 	}
 	if !req.Interactive || req.Rows != 40 || req.Cols != 132 || req.Timeout != 0 || strings.Join(req.Command, " ") != "sh" {

@@ -7,12 +7,14 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hvproject/hv/internal/cli"
+
 	"github.com/hvproject/hv/api"
 	"github.com/spf13/cobra"
 )
 
-func newSwitchCmd(a *app) *cobra.Command {
-	c := newGroup("switch", "Create, list and delete virtual switches",
+func newSwitchCmd(a *cli.App) *cobra.Command {
+	c := cli.NewGroup("switch", "Create, list and delete virtual switches",
 		`Commands for the host's virtual switches, which connect VMs' network adapters
 ('hv vm nic'). As in Hyper-V, a switch is one of three types:
 
@@ -32,7 +34,7 @@ func switchTypes() []string {
 	return []string{api.SwitchExternal, api.SwitchInternal, api.SwitchPrivate}
 }
 
-func newSwitchCreateCmd(a *app) *cobra.Command {
+func newSwitchCreateCmd(a *cli.App) *cobra.Command {
 	var req api.SwitchCreate
 	cmd := &cobra.Command{
 		Use:   "create NAME --type external|internal|private [--uplink IF] [--subnet CIDR] [--dhcp]",
@@ -50,37 +52,37 @@ The switch is up at once and comes back when hvd starts.`,
 		Example: `  hv switch create lan --type internal --subnet 10.44.0.1/24 --dhcp
   hv switch create uplink --type external --uplink eth0
   hv switch create cluster --type private`,
-		Args: exactArgs(1, "the new switch's name"),
+		Args: cli.ExactArgs(1, "the new switch's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
 			switch req.Type {
 			case api.SwitchExternal:
 				if req.Uplink == "" {
-					return usagef(cmd, "--type external needs --uplink, the host interface to bridge")
+					return cli.Usagef(cmd, "--type external needs --uplink, the host interface to bridge")
 				}
 			case api.SwitchInternal, api.SwitchPrivate:
 				if req.Uplink != "" {
-					return usagef(cmd, "--uplink is for --type external only")
+					return cli.Usagef(cmd, "--uplink is for --type external only")
 				}
 			case "":
-				return usagef(cmd, "--type is required: external, internal or private")
+				return cli.Usagef(cmd, "--type is required: external, internal or private")
 			default:
-				return usagef(cmd, "--type %q: use external, internal or private", req.Type)
+				return cli.Usagef(cmd, "--type %q: use external, internal or private", req.Type)
 			}
 			if req.Type != api.SwitchInternal && (req.Subnet != "" || req.DHCP) {
-				return usagef(cmd, "--subnet and --dhcp are for --type internal only")
+				return cli.Usagef(cmd, "--subnet and --dhcp are for --type internal only")
 			}
 			if req.DHCP && req.Subnet == "" {
-				return usagef(cmd, "--dhcp needs --subnet, e.g. --subnet 10.44.0.1/24")
+				return cli.Usagef(cmd, "--dhcp needs --subnet, e.g. --subnet 10.44.0.1/24")
 			}
-			sw, err := a.client().CreateSwitch(cmd.Context(), req)
+			sw, err := a.Client().CreateSwitch(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			if a.output != outTable {
-				return a.show(sw, nil)
+			if a.Output != cli.OutTable {
+				return a.Show(sw, nil)
 			}
-			a.say("Created %s switch %s (bridge %s)", sw.Type, sw.Name, sw.Bridge)
+			a.Say("Created %s switch %s (bridge %s)", sw.Type, sw.Name, sw.Bridge)
 			return nil
 		},
 	}
@@ -109,7 +111,7 @@ func completeHostInterfaces(_ *cobra.Command, _ []string, toComplete string) ([]
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-func newSwitchListCmd(a *app) *cobra.Command {
+func newSwitchListCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -118,9 +120,9 @@ func newSwitchListCmd(a *app) *cobra.Command {
 and DHCP (internal switches), the number of running VMs' adapters connected
 (PORTS), and whether the bridge is Up.`,
 		Example: "  hv switch list\n  hv switch list -o json",
-		Args:    noArgs,
+		Args:    cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sws, err := a.client().ListSwitches(cmd.Context())
+			sws, err := a.Client().ListSwitches(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -128,7 +130,7 @@ and DHCP (internal switches), the number of running VMs' adapters connected
 				sws = []api.Switch{}
 			}
 			slices.SortFunc(sws, func(x, y api.Switch) int { return strings.Compare(x.Name, y.Name) })
-			return a.show(sws, func(w io.Writer) { switchTable(w, sws) })
+			return a.Show(sws, func(w io.Writer) { switchTable(w, sws) })
 		},
 	}
 }
@@ -138,26 +140,26 @@ func switchTable(w io.Writer, sws []api.Switch) {
 	for _, s := range sws {
 		dhcp := "-"
 		if s.Type == api.SwitchInternal {
-			dhcp = yesNo(s.DHCP)
+			dhcp = cli.YesNo(s.DHCP)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.Type, dash(s.Bridge), dash(s.Subnet), dhcp, len(s.Ports), dash(s.State))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.Type, cli.Dash(s.Bridge), cli.Dash(s.Subnet), dhcp, len(s.Ports), cli.Dash(s.State))
 	}
 }
 
-func newSwitchShowCmd(a *app) *cobra.Command {
+func newSwitchShowCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:               "show NAME",
 		Short:             "Show one virtual switch",
 		Long:              "Show a virtual switch: its type, host bridge, uplink or subnet, DHCP, state, and the adapters of running VMs connected to it (VM/NIC).",
 		Example:           "  hv switch show lan",
-		Args:              exactArgs(1, "one switch name"),
-		ValidArgsFunction: a.completeSwitches(true),
+		Args:              cli.ExactArgs(1, "one switch name"),
+		ValidArgsFunction: a.CompleteSwitches(true),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sw, err := a.client().GetSwitch(cmd.Context(), args[0])
+			sw, err := a.Client().GetSwitch(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return a.show(sw, func(w io.Writer) { switchDetail(w, sw) })
+			return a.Show(sw, func(w io.Writer) { switchDetail(w, sw) })
 		},
 	}
 }
@@ -165,9 +167,9 @@ func newSwitchShowCmd(a *app) *cobra.Command {
 func switchDetail(w io.Writer, s api.Switch) {
 	dhcp := ""
 	if s.Type == api.SwitchInternal {
-		dhcp = yesNo(s.DHCP)
+		dhcp = cli.YesNo(s.DHCP)
 	}
-	kv(w,
+	cli.KV(w,
 		[2]string{"Name", s.Name},
 		[2]string{"Type", s.Type},
 		[2]string{"Bridge", s.Bridge},
@@ -175,11 +177,11 @@ func switchDetail(w io.Writer, s api.Switch) {
 		[2]string{"Subnet", s.Subnet},
 		[2]string{"DHCP", dhcp},
 		[2]string{"State", s.State},
-		[2]string{"Ports", dash(strings.Join(s.Ports, ", "))},
+		[2]string{"Ports", cli.Dash(strings.Join(s.Ports, ", "))},
 	)
 }
 
-func newSwitchDeleteCmd(a *app) *cobra.Command {
+func newSwitchDeleteCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:     "delete NAME",
 		Aliases: []string{"rm"},
@@ -188,13 +190,13 @@ func newSwitchDeleteCmd(a *app) *cobra.Command {
 address back to the uplink). hvd refuses while VMs' adapters are connected to
 it: remove them or connect them elsewhere first ('hv vm nic').`,
 		Example:           "  hv switch delete lan",
-		Args:              exactArgs(1, "one switch name"),
-		ValidArgsFunction: a.completeSwitches(true),
+		Args:              cli.ExactArgs(1, "one switch name"),
+		ValidArgsFunction: a.CompleteSwitches(true),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.client().DeleteSwitch(cmd.Context(), args[0]); err != nil {
+			if err := a.Client().DeleteSwitch(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			a.say("Deleted switch %s", args[0])
+			a.Say("Deleted switch %s", args[0])
 			return nil
 		},
 	}

@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/hvproject/hv/internal/cli"
+
 	"github.com/spf13/cobra"
 )
 
@@ -17,29 +19,29 @@ type versionInfo struct {
 	ServerError      string `json:"server_error,omitempty"`
 }
 
-func newVersionCmd(a *app) *cobra.Command {
+func newVersionCmd(a *cli.App) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Show hv's and hvd's versions",
 		Long: `Show the version of this hv binary, and of hvd with the API version it serves
 when hvd can be reached (if not, the reason is shown and hv still exits 0).`,
 		Example: "  hv version\n  hv version -o json",
-		Args:    noArgs,
+		Args:    cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v := versionInfo{Client: clientVersion()}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			if h, err := a.client().HostInfo(ctx); err != nil {
-				v.ServerError = a.describe(err)
+			if h, err := a.Client().HostInfo(ctx); err != nil {
+				v.ServerError = a.Describe(err)
 			} else {
 				v.Server, v.ServerAPIVersion = h.Version, h.APIVersion
 			}
-			return a.show(v, func(w io.Writer) {
+			return a.Show(v, func(w io.Writer) {
 				server := v.Server + " (API " + v.ServerAPIVersion + ")"
 				if v.ServerError != "" {
 					server = "unavailable: " + v.ServerError
 				}
-				kv(w, [2]string{"Client", v.Client}, [2]string{"Server", server})
+				cli.KV(w, [2]string{"Client", v.Client}, [2]string{"Server", server})
 			})
 		},
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hvproject/hv/internal/cli/clitest"
+
 	"github.com/hvproject/hv/api"
 )
 
@@ -19,7 +21,7 @@ func TestVMExportImport(t *testing.T) {
 		t.Fatalf("export: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	var ex api.VMExport
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms/web1/export")), &ex); err != nil || ex != (api.VMExport{Dir: abs, NoCheckpoints: true}) {
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms/web1/export")), &ex); err != nil || ex != (api.VMExport{Dir: abs, NoCheckpoints: true}) {
 		t.Fatalf("export request %+v (%v)", ex, err)
 	}
 
@@ -28,18 +30,18 @@ func TestVMExportImport(t *testing.T) {
 		t.Fatalf("import: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	var im api.VMImport
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/imports")), &im); err != nil ||
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/imports")), &im); err != nil ||
 		im != (api.VMImport{Dir: abs, Name: "web2", Mode: api.ImportCopy, NewID: true}) {
 		t.Fatalf("import request %+v (%v)", im, err)
 	}
 	r = hv(t, f, "", "vm", "import", "/srv/exp", "--register", "--name", "web3", "-o", "json")
 	var vm api.VM
 	if err := json.Unmarshal([]byte(r.stdout), &vm); err != nil || r.code != 0 || vm.Name != "web3" ||
-		!strings.Contains(f.body("POST /1.0/imports"), `"mode":"register"`) {
-		t.Fatalf("import --register: code %d, %v, %s, body %s", r.code, err, r.stdout, f.body("POST /1.0/imports"))
+		!strings.Contains(f.Body("POST /1.0/imports"), `"mode":"register"`) {
+		t.Fatalf("import --register: code %d, %v, %s, body %s", r.code, err, r.stdout, f.Body("POST /1.0/imports"))
 	}
 	if r = hv(t, f, "", "vm", "import", "/srv/exp", "--copy", "--name", "web4"); r.code != 0 ||
-		!strings.Contains(f.body("POST /1.0/imports"), `"mode":"copy"`) {
+		!strings.Contains(f.Body("POST /1.0/imports"), `"mode":"copy"`) {
 		t.Fatalf("import --copy: code %d, %s", r.code, r.stderr)
 	}
 	r = hv(t, f, "", "vm", "import", "/srv/exp")
@@ -51,10 +53,10 @@ func TestVMExportImport(t *testing.T) {
 func TestVMSetAndShowCheckpointType(t *testing.T) {
 	vms := testVMs()
 	vms[0].CheckpointType = api.CheckpointProductionOnly
-	f := newFakeHVD(t, vms...)
+	f := clitest.NewFakeHVD(t, vms...)
 	r := hv(t, f, "", "vm", "set", "web1", "--checkpoint-type", "standard")
-	if r.code != 0 || f.body("PATCH /1.0/vms/web1") != `{"checkpoint_type":"standard"}` {
-		t.Fatalf("set: code %d, body %s, stderr %q", r.code, f.body("PATCH /1.0/vms/web1"), r.stderr)
+	if r.code != 0 || f.Body("PATCH /1.0/vms/web1") != `{"checkpoint_type":"standard"}` {
+		t.Fatalf("set: code %d, body %s, stderr %q", r.code, f.Body("PATCH /1.0/vms/web1"), r.stderr)
 	}
 	r = hv(t, f, "", "vm", "show", "web1")
 	if !strings.Contains(r.stdout, "\nCheckpoint type:  production-only\n") {
@@ -78,8 +80,8 @@ func TestVMExportImportUsageErrors(t *testing.T) {
 			t.Errorf("%v: code %d, stderr %q; want 2 and %q", c.args, r.code, r.stderr, c.want)
 		}
 	}
-	if f.saw("POST /1.0/vms/web1/export") || f.saw("POST /1.0/imports") || f.saw("PATCH") {
-		t.Fatalf("a bad command line reached hvd: %q", f.requests)
+	if f.Saw("POST /1.0/vms/web1/export") || f.Saw("POST /1.0/imports") || f.Saw("PATCH") {
+		t.Fatalf("a bad command line reached hvd: %q", f.Requests)
 	}
 }
 

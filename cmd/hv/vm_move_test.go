@@ -14,7 +14,7 @@ func TestVMMove(t *testing.T) {
 		t.Fatalf("move: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	var req api.VMMove
-	if err := json.Unmarshal([]byte(f.body("POST /1.0/vms/web1/move")), &req); err != nil ||
+	if err := json.Unmarshal([]byte(f.Body("POST /1.0/vms/web1/move")), &req); err != nil ||
 		req != (api.VMMove{To: "host2", Bandwidth: 100 << 20, MaxDowntime: 500}) {
 		t.Fatalf("move request %+v (%v)", req, err)
 	}
