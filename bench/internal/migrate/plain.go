@@ -18,6 +18,7 @@ import (
 	"github.com/hvproject/hv/bench/internal/rawagent"
 	"github.com/hvproject/hv/bench/internal/rawqmp"
 	"github.com/hvproject/hv/bench/internal/stats"
+	"github.com/hvproject/hv/internal/machine"
 )
 
 // The plain side of the migration benchmark: the same VM on the command line hvd
@@ -51,6 +52,9 @@ type plainMigration struct {
 	machine  string // the versioned machine type the source resolved "pc" to
 	diskSize int64
 	dirty    bool
+	// pausedCopy stops the guest before the memory moves, as hv does where
+	// QEMU's TCG loses a running guest's writes (machine.LosesDirtyPages).
+	pausedCopy bool
 }
 
 // migQEMU is one plain QEMU of the migration benchmark.
@@ -145,10 +149,22 @@ func (q *migQEMU) do(ctx context.Context, command string, args any) error {
 	return q.qmp.Call(ctx, plainStep, command, args, nil)
 }
 
+// qemuRelease is the version number in "QEMU emulator version 7.2.22 (...)".
+func qemuRelease(line string) string {
+	f := strings.Fields(line)
+	for i, w := range f {
+		if w == "version" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
 // setupPlainMigration boots the plain VM in work/plain-a from a copy of image
 // (as hvd copies it) and starts the guest's timestamp loop.
 func setupPlainMigration(ctx context.Context, e *harness.Env, cl *harness.Cleanup, work, image string) (*plainMigration, error) {
-	p := &plainMigration{dirs: [2]string{filepath.Join(work, "plain-a"), filepath.Join(work, "plain-b")}, tlsDir: filepath.Join(work, "plain-tls")}
+	p := &plainMigration{dirs: [2]string{filepath.Join(work, "plain-a"), filepath.Join(work, "plain-b")}, tlsDir: filepath.Join(work, "plain-tls"),
+		pausedCopy: machine.LosesDirtyPages(e.Host.Accel, qemuRelease(e.Host.QEMU))}
 	for _, d := range p.dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

@@ -133,6 +133,13 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 	if r.diskBytes, err = q.waitJob(ctx, "ready"); err != nil {
 		return err
 	}
+	var tPause time.Time
+	if p.pausedCopy {
+		if err := q.do(ctx, "stop", nil); err != nil {
+			return err
+		}
+		tPause = time.Now()
+	}
 	err = q.doAll(ctx, []qmpStep{
 		{"migrate-set-capabilities", plainCaps},
 		{"migrate-set-parameters", map[string]any{"tls-creds": plainTLSID, "tls-hostname": plainTLSHost, "block-bitmap-mapping": []any{}}},
@@ -172,6 +179,9 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 		}
 	}
 	r.downtime = time.Duration(st.Downtime) * time.Millisecond
+	if !tPause.IsZero() {
+		r.downtime = max(r.downtime, time.Since(tPause)) // as hv counts it
+	}
 	r.memBytes = st.RAM.Transferred
 	return nil
 }

@@ -88,6 +88,11 @@ func migMethod(b *strings.Builder) {
 		"the mirror), `migrate-continue`, until `completed`; then the target's `cont` (as soon as it left `inmigrate`), and the " +
 		"source's NBD node, QEMU (`quit`) and disk go. Polls every 5 ms (hv waits on QEMU's events, 100 ms ticks for the mirror). " +
 		"**total time** is t0 before `qemu-img create` to t1 after the source's disk is removed.\n")
+	b.WriteString("- **memory with the guest paused**: where QEMU's TCG loses pages a running guest writes during a live " +
+		"migration (QEMU before 9.0, `machine.LosesDirtyPages`; a guest writing to tmpfs hung on arrival in hv's e2e test), " +
+		"hv stops the guest before `migrate`, so the memory goes in one pass: the disks still mirror while the guest runs, " +
+		"but the downtime is the whole memory transfer. The plain side does the same (`stop` before `migrate`) on such a " +
+		"host, and both count QEMU downtime from that stop. Under KVM both move the memory live.\n")
 	b.WriteString("- **guest-visible downtime**: in the guest a busybox loop writes `hvtick <uptime>` to `/dev/ttyS0` every 10 ms " +
 		"(`usleep 10000`). The host reads both QEMUs' console logs every 1 ms from 1 s before t0 to 1 s after t1 and notes " +
 		"when each line arrives; the **largest gap** between two lines is the longest time the guest could not run (the " +
