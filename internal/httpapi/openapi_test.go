@@ -179,6 +179,9 @@ var openAPITypes = map[string]any{
 	"BackupFile":          api.BackupFile{},
 	"VMMove":              api.VMMove{},
 	"MoveResult":          api.MoveResult{},
+	"MoveStorageResult":   api.MoveStorageResult{},
+	"VMMoveStorage":       api.VMMoveStorage{},
+	"StorageLocation":     api.StorageLocation{},
 	"MigrationCreate":     api.MigrationCreate{},
 	"MigrationFile":       api.MigrationFile{},
 	"MigrationTop":        api.MigrationTop{},
@@ -212,7 +215,7 @@ var openAPIEnums = map[string][]string{
 	"ImportMode":        {api.ImportCopy, api.ImportRegister},
 	// BackupCreate.Consistency, Backup.Consistency, ReferencePoint.Consistency.
 	"Consistency": {api.ConsistencyApplication, api.ConsistencyCrash},
-	"Role":        {api.RoleAdmin, api.RoleReadOnly},
+	"Role":        api.Roles,
 }
 
 // TestOpenAPISchemas checks that each component schema's properties are exactly
