@@ -411,8 +411,21 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	if err := m.waitMigrationFinalized(ctx); err != nil {
 		return MigrationProgress{}, err
 	}
-	// QEMU says "completed" a moment before it fills in the downtime: ask
-	// again, briefly, rather than report a switch-over that took 0 ms.
+	pr, err := m.completedMigration(ctx)
+	if err != nil {
+		return MigrationProgress{}, err
+	}
+	if !pausedAt.IsZero() {
+		// QEMU counts its downtime from its own stop; the guest stopped here.
+		pr.Downtime = max(pr.Downtime, time.Since(pausedAt).Milliseconds())
+	}
+	return pr, nil
+}
+
+// completedMigration reads a completed migration's figures. QEMU says
+// "completed" a moment before it fills in the downtime: it asks again,
+// briefly, rather than report a switch-over that took 0 ms.
+func (m *Machine) completedMigration(ctx context.Context) (MigrationProgress, error) {
 	var st qmp.MigrationInfo
 	for try := 0; try < 20; try++ {
 		var err error
@@ -424,12 +437,7 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	pr := migrationProgress(st)
-	if !pausedAt.IsZero() {
-		// QEMU counts its downtime from its own stop; the guest stopped here.
-		pr.Downtime = max(pr.Downtime, time.Since(pausedAt).Milliseconds())
-	}
-	return pr, nil
+	return migrationProgress(st), nil
 }
 
 // waitMigration waits for the outgoing migration to reach want, reporting

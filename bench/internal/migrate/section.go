@@ -64,7 +64,7 @@ func migrateSection(e *harness.Env, r *migResult) string {
 	migEveryRun(&b, r)
 	fmt.Fprintf(&b, "Host load average (1 min) when the runs began / ended: %s / %s (2 cores).\n\n", r.load[0], r.load[1])
 	b.WriteString("**libvirt** (`virsh migrate --live --copy-storage-all` between two libvirtds) was not measured: libvirt 9.0 " +
-		"is installed, but the benchmark's private libvirtd (`libvirt.go`, used by `checkpoint`) is one daemon with a fixed " +
+		"is installed, but the benchmark's private libvirtd (`bench/internal/libvirt`, used by `checkpoint`) is one daemon with a fixed " +
 		"configuration, and a migration needs two, each with its own `host_uuid` (libvirt refuses to migrate to a host with " +
 		"its own UUID), its own mount namespace so that the disk's path, the same on both sides, names a different file, " +
 		"QEMU's TLS certificates for the migration and NBD streams (`migrate_tls_x509_cert_dir`/`default_tls_x509_cert_dir` " +

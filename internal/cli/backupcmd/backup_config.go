@@ -257,15 +257,28 @@ func planRestore(b *backuprepo.Backup, sc *storedConfig, name string, firmware f
 		return nil, fmt.Errorf("backup %s: the stored configuration names no disks", b.ID)
 	}
 	files := map[string]bool{vmconfig.FileName: true, vmconfig.RuntimeFileName: true}
+	if err := p.planDisks(b, files); err != nil {
+		return nil, err
+	}
+	if err := p.planBootFiles(b, sc, files, firmware); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// planDisks names each disk's restored image, from the backup's disk of
+// the configuration's name.
+func (p *restorePlan) planDisks(b *backuprepo.Backup, files map[string]bool) error {
+	cfg := &p.cfg
 	for i, d := range cfg.Disks {
 		bd := b.Disk(d.Name)
 		if bd == nil {
-			return nil, fmt.Errorf("backup %s has no disk %s, which the VM's configuration names; the backup cannot make a whole VM (its disks: %s)",
+			return fmt.Errorf("backup %s has no disk %s, which the VM's configuration names; the backup cannot make a whole VM (its disks: %s)",
 				b.ID, d.Name, backupDiskNames(b))
 		}
 		file := d.Name + ".qcow2"
 		if files[file] {
-			return nil, fmt.Errorf("backup %s: two disks would be written to %s; the stored configuration is not valid", b.ID, file)
+			return fmt.Errorf("backup %s: two disks would be written to %s; the stored configuration is not valid", b.ID, file)
 		}
 		files[file] = true
 		cfg.Disks[i].File, cfg.Disks[i].Format = file, "qcow2"
@@ -276,7 +289,13 @@ func planRestore(b *backuprepo.Backup, sc *storedConfig, name string, firmware f
 			p.notes = append(p.notes, fmt.Sprintf("disk %s of backup %s is not in the VM's configuration and is not restored", bd.Name, b.ID))
 		}
 	}
-	// Files the VM boots with: each must be there, under a name of its own.
+	return nil
+}
+
+// planBootFiles places the files the VM boots with (kernel, initrd, UEFI
+// variables): each must be there, under a name of its own.
+func (p *restorePlan) planBootFiles(b *backuprepo.Backup, sc *storedConfig, files map[string]bool, firmware func(secureBoot bool) ([]byte, string, error)) error {
+	cfg := &p.cfg
 	place := func(field *string, what string) error {
 		if *field == "" {
 			return nil
@@ -296,30 +315,30 @@ func planRestore(b *backuprepo.Backup, sc *storedConfig, name string, firmware f
 		return nil
 	}
 	if err := place(&cfg.Kernel, "kernel"); err != nil {
-		return nil, err
+		return err
 	}
 	if err := place(&cfg.Initrd, "initrd"); err != nil {
-		return nil, err
+		return err
 	}
 	cfg.NVRAM = filepath.Base(cfg.NVRAM)
 	if cfg.Generation == 1 {
 		cfg.NVRAM = ""
-	} else {
-		if cfg.NVRAM == "." || cfg.NVRAM == "" || files[cfg.NVRAM] {
-			cfg.NVRAM = "nvram.fd"
-		}
-		if data, ok := sc.Files[cfg.NVRAM]; ok {
-			p.files[cfg.NVRAM] = data
-		} else {
-			data, tmpl, err := firmware(cfg.SecureBoot)
-			if err != nil {
-				return nil, fmt.Errorf("backup %s holds no UEFI variables, and a generation 2 VM needs them: %w", b.ID, err)
-			}
-			p.files[cfg.NVRAM] = data
-			p.notes = append(p.notes, fmt.Sprintf("backup %s holds no UEFI variables: the VM gets fresh ones from %s (its boot entries are reset; the firmware finds the boot disk again)", b.ID, tmpl))
-		}
+		return nil
 	}
-	return p, nil
+	if cfg.NVRAM == "." || cfg.NVRAM == "" || files[cfg.NVRAM] {
+		cfg.NVRAM = "nvram.fd"
+	}
+	if data, ok := sc.Files[cfg.NVRAM]; ok {
+		p.files[cfg.NVRAM] = data
+		return nil
+	}
+	data, tmpl, err := firmware(cfg.SecureBoot)
+	if err != nil {
+		return fmt.Errorf("backup %s holds no UEFI variables, and a generation 2 VM needs them: %w", b.ID, err)
+	}
+	p.files[cfg.NVRAM] = data
+	p.notes = append(p.notes, fmt.Sprintf("backup %s holds no UEFI variables: the VM gets fresh ones from %s (its boot entries are reset; the firmware finds the boot disk again)", b.ID, tmpl))
+	return nil
 }
 
 // configFromAPI rebuilds a configuration from hvd's view of a VM, for backups without

@@ -23,26 +23,7 @@ func newVMExecCmd(a *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec NAME [flags] -- COMMAND [ARG...]",
 		Short: "Run a command in a VM's guest",
-		Long: `Run a command in a VM's guest through the guest agent (qemu-guest-agent, over
-virtio-serial): no guest network is needed, as with Hyper-V's PowerShell Direct.
-Works from Running once the guest agent answers (heartbeat OK in 'hv vm list').
-
-The command runs without a shell: write "sh -c '...'" for pipes and globs.
-When hv's standard input is not a terminal it is passed to the command (up to
-16 MiB; -n passes none). The guest command's standard output and error are
-written to hv's, and hv exits with its exit code (128+N when signal N killed
-it). With -o json or yaml hv prints the result instead (output base64-encoded).
-The command is killed when --timeout runs out.
-
--t runs the command on a pseudo-terminal in the guest, sized as hv's terminal,
-for shells and full-screen programs: standard input must be a terminal, which
-hv puts in raw mode, so every key goes to the guest (Ctrl-C, Ctrl-D and
-Ctrl-] too: the session ends when the command exits). -i, with -t, sends the
-keys; without -i the command gets no input. hv exits with the command's exit
-code. With -t, --timeout applies only when given.
-
--i without -t passes standard input even when it is a terminal (read until
-end of input, Ctrl-D).`,
+		Long:  vmExecLong,
 		Example: `  hv vm exec -it web1 -- bash -l
   hv vm exec -it web1 -- top
   hv vm exec web1 -- uname -a
@@ -138,3 +119,25 @@ func exec(a *cli.App, cmd *cobra.Command, name string, req api.ExecRequest) erro
 	}
 	return nil
 }
+
+// vmExecLong is the command's help.
+const vmExecLong = `Run a command in a VM's guest through the guest agent (qemu-guest-agent, over
+virtio-serial): no guest network is needed, as with Hyper-V's PowerShell Direct.
+Works from Running once the guest agent answers (heartbeat OK in 'hv vm list').
+
+The command runs without a shell: write "sh -c '...'" for pipes and globs.
+When hv's standard input is not a terminal it is passed to the command (up to
+16 MiB; -n passes none). The guest command's standard output and error are
+written to hv's, and hv exits with its exit code (128+N when signal N killed
+it). With -o json or yaml hv prints the result instead (output base64-encoded).
+The command is killed when --timeout runs out.
+
+-t runs the command on a pseudo-terminal in the guest, sized as hv's terminal,
+for shells and full-screen programs: standard input must be a terminal, which
+hv puts in raw mode, so every key goes to the guest (Ctrl-C, Ctrl-D and
+Ctrl-] too: the session ends when the command exits). -i, with -t, sends the
+keys; without -i the command gets no input. hv exits with the command's exit
+code. With -t, --timeout applies only when given.
+
+-i without -t passes standard input even when it is a terminal (read until
+end of input, Ctrl-D).`

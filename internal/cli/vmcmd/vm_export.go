@@ -72,25 +72,7 @@ func newVMImportCmd(a *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import DIR [--name NEW] [--register] [--new-id]",
 		Short: "Make a VM from an export",
-		Long: `Make a VM from DIR, a directory written by 'hv vm export' here or on another
-host, with the export's checkpoints. The new VM is Off. The export is checked
-as hvd checks its own VMs (every file in place, each disk a readable image,
-the checkpoints consistent with them) and refused whole if it does not
-check out.
-
-  --copy (the default)  copy DIR into hvd's store; DIR stays as it was and
-                        can be imported again
-  --register            move DIR itself into hvd's store: fast, nothing is
-                        copied, but DIR must be on the same file system as
-                        hvd's root, and it is gone afterwards
-
-The VM is named as it was exported, or --name. It keeps the exported VM's
-identity (its ID, the guest's SMBIOS UUID, and its network adapters' MAC
-addresses), as a VM moved to another host should; hvd refuses the import
-when a VM with that ID exists here. --new-id gives it a new ID and new MAC
-addresses instead, for a copy that runs beside the original. Its network
-adapters keep their switch names: create switches of those names here
-before it starts. DIR is resolved against the current directory.`,
+		Long:  vmImportLong,
 		Example: `  # Move a VM to this host
   hv vm import /mnt/transfer/web1 --register
 
@@ -161,3 +143,24 @@ func importedName(op api.Operation) string {
 	}
 	return ""
 }
+
+// vmImportLong is the command's help.
+const vmImportLong = `Make a VM from DIR, a directory written by 'hv vm export' here or on another
+host, with the export's checkpoints. The new VM is Off. The export is checked
+as hvd checks its own VMs (every file in place, each disk a readable image,
+the checkpoints consistent with them) and refused whole if it does not
+check out.
+
+  --copy (the default)  copy DIR into hvd's store; DIR stays as it was and
+                        can be imported again
+  --register            move DIR itself into hvd's store: fast, nothing is
+                        copied, but DIR must be on the same file system as
+                        hvd's root, and it is gone afterwards
+
+The VM is named as it was exported, or --name. It keeps the exported VM's
+identity (its ID, the guest's SMBIOS UUID, and its network adapters' MAC
+addresses), as a VM moved to another host should; hvd refuses the import
+when a VM with that ID exists here. --new-id gives it a new ID and new MAC
+addresses instead, for a copy that runs beside the original. Its network
+adapters keep their switch names: create switches of those names here
+before it starts. DIR is resolved against the current directory.`

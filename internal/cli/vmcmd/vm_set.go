@@ -18,28 +18,7 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set NAME",
 		Short: "Change a VM's CPUs, memory, nesting, kernel command line or checkpoint type",
-		Long: `Change a VM's settings; only the flags given change. The VM as it now is
-gets printed.
-
-Most settings change while the VM is Off (stop it first) and apply at its next
-start. One works while it runs: --memory on a Running generation 2 VM adds
-memory at once (hot-add), up to its --max-memory; memory cannot be taken away
-while it runs.
-
---max-memory is the ceiling for hot-add (default 4x the memory). --nested
-exposes the CPU's virtualization extensions (VT-x/AMD-V) so the guest can run
-VMs of its own; it needs KVM.
-
-Dynamic memory (as in Hyper-V): with --dynamic-memory the guest starts with
---memory, grows by hot-add up to --memory-maximum when it needs more, and
-gives memory back through the balloon down to --memory-minimum when idle,
-keeping --memory-buffer percent spare above its demand (default 20).
---dynamic-memory=false turns it off.
-
---checkpoint-type is the type 'hv checkpoint create' takes when it is given
-no --type (see 'hv checkpoint --help'): production (the default; falls back
-to standard when the guest cannot freeze), production-only (fails instead),
-standard, or disabled (checkpoints refused). It changes in every state.`,
+		Long:  vmSetLong,
 		Example: `  hv vm set web1 --cpus 4 --memory 8G
   hv vm set tiny --cmdline "console=ttyS0 quiet"
   hv vm set web1 --memory 6G        # while Running: hot-add 2G more
@@ -110,3 +89,27 @@ standard, or disabled (checkpoints refused). It changes in every state.`,
 	_ = cmd.RegisterFlagCompletionFunc("checkpoint-type", cobra.FixedCompletions(cli.CheckpointSettings(), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
+
+// vmSetLong is the command's help.
+const vmSetLong = `Change a VM's settings; only the flags given change. The VM as it now is
+gets printed.
+
+Most settings change while the VM is Off (stop it first) and apply at its next
+start. One works while it runs: --memory on a Running generation 2 VM adds
+memory at once (hot-add), up to its --max-memory; memory cannot be taken away
+while it runs.
+
+--max-memory is the ceiling for hot-add (default 4x the memory). --nested
+exposes the CPU's virtualization extensions (VT-x/AMD-V) so the guest can run
+VMs of its own; it needs KVM.
+
+Dynamic memory (as in Hyper-V): with --dynamic-memory the guest starts with
+--memory, grows by hot-add up to --memory-maximum when it needs more, and
+gives memory back through the balloon down to --memory-minimum when idle,
+keeping --memory-buffer percent spare above its demand (default 20).
+--dynamic-memory=false turns it off.
+
+--checkpoint-type is the type 'hv checkpoint create' takes when it is given
+no --type (see 'hv checkpoint --help'): production (the default; falls back
+to standard when the guest cannot freeze), production-only (fails instead),
+standard, or disabled (checkpoints refused). It changes in every state.`
