@@ -68,6 +68,41 @@ type HostInfo struct {
 	// TLS (empty: the unix socket only).
 	TLSFingerprint string   `json:"tls_fingerprint"`
 	Listen         []string `json:"listen,omitempty"`
+	// Storage are the directories VMs live in (LOCATION/NAME), the
+	// default (ROOT/vms) first.
+	Storage []StorageLocation `json:"storage"`
+}
+
+// StorageLocation is a directory of VMs on a host (hvd --storage NAME=DIR).
+type StorageLocation struct {
+	Name      string `json:"name"`
+	Path      string `json:"path"`
+	SizeBytes uint64 `json:"size_bytes"` // of the file system holding it
+	FreeBytes uint64 `json:"free_bytes"`
+	VMs       int    `json:"vms"`
+}
+
+// VMMoveStorage is the body of POST /1.0/vms/{name}/move-storage.
+type VMMoveStorage struct {
+	// To is the storage location to move the VM's files to.
+	To string `json:"to"`
+	// Quick lets a running VM move: saved here, moved, restored (its guest
+	// pauses for the copy). Without it only an Off or Saved VM moves.
+	Quick bool `json:"quick,omitempty"`
+}
+
+// MoveStorageResult is the result of a storage move's operation.
+type MoveStorageResult struct {
+	VM   string `json:"vm"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Renamed: both locations are on one file system, so the directory
+	// was renamed and nothing copied.
+	Renamed   bool   `json:"renamed"`
+	Bytes     uint64 `json:"bytes"` // copied
+	Quick     bool   `json:"quick"`
+	Downtime  int64  `json:"downtime_ms,omitempty"` // quick: from the save to the restore
+	TotalTime int64  `json:"total_time_ms"`
 }
 
 // Firmware says which firmware files the host found.
@@ -99,6 +134,7 @@ type VM struct {
 	Heartbeat     string     `json:"heartbeat"`
 	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
 	ConfigVersion int        `json:"config_version"`
+	Storage       string     `json:"storage"` // the storage location holding its files
 	CPUs          int        `json:"cpus"`
 	MemoryBytes   uint64     `json:"memory_bytes"`
 	Disks         []Disk     `json:"disks"`
@@ -288,6 +324,9 @@ type VMCreate struct {
 	// CPUCompat runs the VM on a generic CPU model every host runs, so that it
 	// moves live between hosts with different CPUs (not with nested).
 	CPUCompat bool `json:"cpu_compat,omitempty"`
+	// Storage is the storage location the VM lives in (default: "default",
+	// hvd's ROOT/vms).
+	Storage string `json:"storage,omitempty"`
 }
 
 // VMUpdate is the body of PATCH /1.0/vms/{name}; only the fields given change.

@@ -15,6 +15,12 @@ func (c *Client) MoveVM(ctx context.Context, name string, req api.VMMove) (api.O
 	return c.operation(ctx, http.MethodPost, vmPath(name, "/move"), req)
 }
 
+// MoveVMStorage starts moving a VM's files to another storage location of
+// its host; the operation's result is an api.MoveStorageResult.
+func (c *Client) MoveVMStorage(ctx context.Context, name string, req api.VMMoveStorage) (api.Operation, error) {
+	return c.operation(ctx, http.MethodPost, vmPath(name, "/move-storage"), req)
+}
+
 // The incoming-migration calls below are made by one hvd to another: the
 // source host drives the target (see internal/feature/migration).
 

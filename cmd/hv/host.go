@@ -87,6 +87,15 @@ func hostTable(w io.Writer, h api.HostInfo) {
 		[2]string{"Secure Boot code", h.Firmware.SecureBootCode},
 		[2]string{"Secure Boot vars", h.Firmware.SecureBootVars},
 	)
+	if len(h.Storage) > 0 {
+		fmt.Fprintln(w, "Storage:")
+		tw := cli.NewTable(w)
+		fmt.Fprintln(tw, "  NAME\tPATH\tFREE\tSIZE\tVMS")
+		for _, l := range h.Storage {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\n", l.Name, l.Path, cli.HumanBytes(l.FreeBytes), cli.HumanBytes(l.SizeBytes), l.VMs)
+		}
+		tw.Flush()
+	}
 }
 
 // listenLine is where hvd serves the API over TLS, or why it does not.

@@ -19,13 +19,15 @@ const maxConfigSize = 64 << 10
 const configHelp = `The configuration file (--config FILE) holds any of hvd's flags, one per line
 as "name = value", with the flag's long name; '#' starts a comment. A flag
 given on the command line overrides the file. listen may be given on several
-lines, or as a comma-separated list. The file must be owned by the user hvd
+lines, or as a comma-separated list; storage on several lines. The file must be owned by the user hvd
 runs as and not writable by others, as it decides what hvd trusts:
 
   # /etc/hv/hvd.conf
   root   = /var/lib/hv
   listen = 192.0.2.10:8443
   listen = [2001:db8::10]:8443
+  storage = fast=/srv/nvme/hv
+  storage = shared=/mnt/cluster/hv
   log-level = info`
 
 // applyConfig sets, from the configuration file at path, every flag of fs
@@ -53,7 +55,7 @@ func applyConfig(fs *pflag.FlagSet, path string) error {
 			return fmt.Errorf("%s: %q is no setting of hvd; use a flag's long name (hvd --help lists them)", where, key)
 		case f.Changed && !fromFile[key]:
 			continue // the command line wins
-		case fromFile[key] && f.Value.Type() != "stringSlice":
+		case fromFile[key] && f.Value.Type() != "stringSlice" && f.Value.Type() != "stringArray":
 			return fmt.Errorf("%s: %s is set twice; keep one line", where, key)
 		}
 		values := []string{value}

@@ -24,6 +24,8 @@ root = /srv/hv
 log-level=debug
 listen = 127.0.0.1:8443
 listen = [::1]:8443, 127.0.0.2:9000
+storage = fast=/srv/fast,vms
+storage = shared=/mnt/hv
 
 `)
 	cmd := newCommand()
@@ -40,6 +42,11 @@ listen = [::1]:8443, 127.0.0.2:9000
 	listen, _ := cmd.Flags().GetStringSlice("listen")
 	if want := []string{"127.0.0.1:8443", "[::1]:8443", "127.0.0.2:9000"}; !slices.Equal(listen, want) {
 		t.Errorf("listen %v, want %v", listen, want)
+	}
+	// storage lines add up, and a comma is part of a path.
+	storage, _ := cmd.Flags().GetStringArray("storage")
+	if want := []string{"fast=/srv/fast,vms", "shared=/mnt/hv"}; !slices.Equal(storage, want) {
+		t.Errorf("storage %v, want %v", storage, want)
 	}
 
 	// --listen on the command line replaces the file's.

@@ -22,6 +22,7 @@ import (
 	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/host"
 	"github.com/hvproject/hv/internal/httpapi"
+	"github.com/hvproject/hv/internal/locations"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/trust"
 	"github.com/hvproject/hv/internal/validate"
@@ -38,7 +39,7 @@ type options struct {
 	root, socket, logLevel, logFormat string
 	accel, vmLogMax                   string
 	heartbeat                         time.Duration
-	listen                            []string
+	listen, storage                   []string
 	config                            string
 }
 
@@ -64,6 +65,13 @@ QEMU processes outlive hvd: stop or restart hvd at any time (even kill -9) and t
 VMs keep running; the next hvd finds them again. Every change is on disk before the
 API answers.
 
+Each VM lives whole (configuration, disks, UEFI variables, checkpoints, saved
+memory) in one directory of a storage location: ROOT/vms/NAME by default.
+--storage NAME=DIR adds a location (a faster disk, a share every host mounts
+at the same path); 'hv vm create --storage NAME' and 'hv vm move-storage'
+use it. hvd trusts what it finds there: DIR must belong to hvd's user and be
+writable by it alone (hvd makes it, mode 0700, if missing).
+
 With --listen ADDR:PORT, hvd also serves the same API over the network, on
 TLS 1.3 with client certificates only (there is no plain TCP listener). It
 makes its own key and certificate on first start (ROOT/tls/server.key, 0600,
@@ -83,6 +91,9 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 
   # also serve the API to trusted clients on the network
   hvd --listen 192.0.2.10:8443
+
+  # keep some VMs on a faster disk
+  hvd --storage fast=/srv/nvme/hv
 
   # settings from a file (flags given here override it)
   hvd --config /etc/hv/hvd.conf`,
@@ -108,6 +119,7 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 	f.StringVar(&o.vmLogMax, "vm-log-max", "8M", "keep at most this much of each VM's console.log and qemu.log (the oldest half goes beyond it)")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "how often each running VM's guest agent is pinged")
 	f.StringSliceVar(&o.listen, "listen", nil, "also serve the API on ADDR:PORT over TLS with client certificates (repeatable, or comma-separated)")
+	f.StringArrayVar(&o.storage, "storage", nil, "also keep VMs in storage location NAME=DIR (repeatable); ROOT/vms is the location named default")
 	f.StringVar(&o.config, "config", "", "read settings from FILE (name = value lines; flags override it)")
 	return cmd
 }
@@ -146,6 +158,14 @@ func run(ctx context.Context, o options) error {
 	if err := checkListen(o.listen); err != nil {
 		return err
 	}
+	var storage []locations.Location
+	for _, s := range o.storage {
+		l, err := locations.Parse(s)
+		if err != nil {
+			return err
+		}
+		storage = append(storage, l)
+	}
 	lock, err := openRoot(o.root, log)
 	if err != nil {
 		return err
@@ -163,7 +183,7 @@ func run(ctx context.Context, o options) error {
 	bus := events.NewBus(log)
 	ops := operation.NewManager(bus, httpapi.StatusCode)
 	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat,
-		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax),
+		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax), Storage: storage,
 		Peers: migrationPeers{remote.peers}, ListenHost: migrationListenHost(o.listen)})
 	if err != nil {
 		return err
@@ -184,7 +204,7 @@ func serve(ctx context.Context, o options, log *slog.Logger, svc *host.Service, 
 	// The host service plays the VMs' roles; its features play theirs.
 	roles := httpapi.Roles{Host: tlsHost{svc, remote.id.Fingerprint, remote.listen}, VMs: svc, Guest: svc.Guest(),
 		Devices: svc.Devices(), Disks: svc.Images(), Switches: svc.Devices(), Checkpoints: svc.Checkpoints(),
-		Transfers: svc.Transfers(), Backups: svc.Backups(), Moves: svc.Moves(), Migrations: svc.Migrations(),
+		Transfers: svc.Transfers(), Backups: svc.Backups(), Moves: svc.Moves(), Storage: svc, Migrations: svc.Migrations(),
 		Trust: trustSvc, Peers: remote.peers}
 	handler := httpapi.New(roles, ops, bus, log)
 	srv := handler.HTTPServer()

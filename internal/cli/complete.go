@@ -92,6 +92,23 @@ func (a *App) CompleteSwitches(positional bool) cobra.CompletionFunc {
 	}
 }
 
+// CompleteStorage completes the host's storage locations, described by their path.
+func (a *App) CompleteStorage(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	ctx, cancel := context.WithTimeout(CmdContext(cmd), CompletionTimeout)
+	defer cancel()
+	info, err := a.Client().HostInfo(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, l := range info.Storage {
+		if strings.HasPrefix(l.Name, toComplete) {
+			out = append(out, cobra.CompletionWithDesc(l.Name, l.Path))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
 // CompleteVMThen completes a VM name first, then calls next for the argument after it.
 func (a *App) CompleteVMThen(next cobra.CompletionFunc) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {

@@ -16,7 +16,7 @@ func (s *Service) updateConfig(v *vm, change func(c *vmconfig.Config) error) (vm
 	if err := change(&cfg); err != nil {
 		return vmconfig.Config{}, err
 	}
-	if err := v.store.SaveConfig(v.dir, cfg); err != nil {
+	if err := v.store.SaveConfig(v.Dir(), cfg); err != nil {
 		return vmconfig.Config{}, err
 	}
 	v.mu.Lock()

@@ -31,7 +31,7 @@ func (s *Service) CreateVM(ctx context.Context, req api.VMCreate) (*operation.Op
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.reserve(req.Name, p.Config.ID)
+	r, err := s.reserve(req.Storage, req.Name, p.Config.ID)
 	if errors.As(err, new(*hostvm.Taken)) {
 		return nil, fmt.Errorf("name: VM %q already exists; pick another name or delete it first: %w", req.Name, errdefs.ErrConflict)
 	}
@@ -125,11 +125,11 @@ func (s *Service) DeleteVM(name string) (*operation.Op, error) {
 		return nil, err
 	}
 	return s.locked(v, "vm.delete", "delete", func(ctx context.Context, op *operation.Op, v *vm) error {
-		gone := filepath.Join(s.vmsDir, deletingPrefix+v.name+"-"+v.cfg.ID)
-		if err := os.Rename(v.dir, gone); err != nil {
+		gone := filepath.Join(filepath.Dir(v.Dir()), deletingPrefix+v.name+"-"+v.cfg.ID)
+		if err := os.Rename(v.Dir(), gone); err != nil {
 			return err
 		}
-		if err := fsutil.SyncDir(s.vmsDir); err != nil {
+		if err := fsutil.SyncDir(filepath.Dir(gone)); err != nil {
 			return err
 		}
 		s.mu.Lock()

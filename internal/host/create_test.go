@@ -82,7 +82,7 @@ func TestHostForFeatures(t *testing.T) {
 	if err := s.CheckAction(v, "export"); err != nil {
 		t.Errorf("export of a VM that is off: %v", err)
 	}
-	if !s.InStore(v.path("root.qcow2")) || s.InStore(filepath.Join(s.root, "elsewhere")) || s.InStore(s.vmsDir) {
+	if !s.InStore(v.path("root.qcow2")) || s.InStore(filepath.Join(s.root, "elsewhere")) || s.InStore(defaultDir(s)) {
 		t.Error("InStore is wrong about what lies in the store")
 	}
 	v.mu.Lock()

@@ -40,7 +40,7 @@ func (s *Service) recordFreeze(v *vm, by time.Time, guard int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.rt.ThawBy, v.rt.GuardPID = by, guard
-	if err := v.store.SaveRuntime(v.dir, v.rt); err != nil {
+	if err := v.store.SaveRuntime(v.Dir(), v.rt); err != nil {
 		s.log.Error("recording the freeze", "vm", v.name, "err", err)
 	}
 }

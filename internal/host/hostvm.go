@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/hvproject/hv/api"
@@ -26,7 +24,7 @@ var (
 )
 
 func (v *vm) ID() string                 { return v.cfg.ID } // fixed for the VM's life in hvd
-func (v *vm) Dir() string                { return v.dir }
+func (v *vm) Dir() string                { v.dirMu.RLock(); defer v.dirMu.RUnlock(); return v.dir }
 func (v *vm) Path(file string) string    { return v.path(file) }
 func (v *vm) RunPath(file string) string { return v.runPath(file) }
 func (v *vm) Guest() *guest.Guest        { return v.g }
@@ -66,7 +64,7 @@ func (v *vm) UpdateRuntime(fn func(*vmconfig.Runtime)) error {
 	defer v.mu.Unlock()
 	rt := v.rt
 	fn(&rt)
-	if err := v.store.SaveRuntime(v.dir, rt); err != nil {
+	if err := v.store.SaveRuntime(v.Dir(), rt); err != nil {
 		return err
 	}
 	v.rt = rt
@@ -160,7 +158,7 @@ func (s *Service) CheckAction(hv hostvm.VM, action string) error {
 }
 
 func (s *Service) InStore(path string) bool {
-	return strings.HasPrefix(filepath.Clean(path), s.vmsDir+string(filepath.Separator))
+	return s.locs.Holds(path)
 }
 
 func (s *Service) ImagesChanged() {

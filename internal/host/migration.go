@@ -82,11 +82,11 @@ func (s *Service) Forget(ctx context.Context, hv hostvm.VM, keep bool) error {
 	if keep {
 		return nil
 	}
-	gone := filepath.Join(s.vmsDir, deletingPrefix+v.name+"-"+v.cfg.ID)
-	if err := os.Rename(v.dir, gone); err != nil && !os.IsNotExist(err) {
+	gone := filepath.Join(filepath.Dir(v.Dir()), deletingPrefix+v.name+"-"+v.cfg.ID)
+	if err := os.Rename(v.Dir(), gone); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	_ = fsutil.SyncDir(s.vmsDir)
+	_ = fsutil.SyncDir(filepath.Dir(gone))
 	if err := os.RemoveAll(gone); err != nil {
 		s.log.Warn("removing a VM's files", "dir", gone, "err", err)
 	}

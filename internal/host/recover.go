@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,51 +16,68 @@ import (
 	"github.com/hvproject/hv/internal/qmp"
 )
 
-// recoverAll finds every VM in Root/vms after a start of hvd: it removes what a
-// crash left half made, re-attaches to QEMUs that still run and records why the
-// others are off. Nothing that was acknowledged is lost.
+// recoverAll finds every VM in the storage locations after a start of hvd:
+// it removes what a crash left half made, re-attaches to QEMUs that still
+// run and records why the others are off. Nothing that was acknowledged is
+// lost.
 func (s *Service) recoverAll(ctx context.Context) error {
-	entries, err := os.ReadDir(s.vmsDir)
-	if err != nil {
-		return err
-	}
 	s.incoming.RecoverStaging()
-	for _, e := range entries {
-		dir := filepath.Join(s.vmsDir, e.Name())
-		if strings.HasPrefix(e.Name(), creatingPrefix) || strings.HasPrefix(e.Name(), deletingPrefix) {
-			s.log.Info("removing a VM directory left half made or half deleted by a crash", "dir", dir)
-			if err := os.RemoveAll(dir); err != nil {
-				s.log.Warn("cannot remove leftover directory", "dir", dir, "err", err)
+	var moving []string // directories a storage move left behind its source
+	for _, loc := range s.locs.All() {
+		entries, err := os.ReadDir(loc.Dir)
+		if err != nil {
+			return fmt.Errorf("storage location %s: %w", loc.Name, err)
+		}
+		for _, e := range entries {
+			dir := filepath.Join(loc.Dir, e.Name())
+			switch {
+			case strings.HasPrefix(e.Name(), creatingPrefix) || strings.HasPrefix(e.Name(), deletingPrefix):
+				s.log.Info("removing a VM directory left half made or half deleted by a crash", "dir", dir)
+				if err := os.RemoveAll(dir); err != nil {
+					s.log.Warn("cannot remove leftover directory", "dir", dir, "err", err)
+				}
+			case strings.HasPrefix(e.Name(), movingPrefix):
+				moving = append(moving, dir)
+			case e.IsDir() && !strings.HasPrefix(e.Name(), "."):
+				s.recoverDir(ctx, dir)
 			}
-			continue
 		}
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		cfg, ver, err := s.store.LoadConfig(dir)
-		if err != nil {
-			s.log.Error("skipping a VM whose configuration cannot be read", "dir", dir, "err", err)
-			continue
-		}
-		rt, err := s.store.LoadRuntime(dir)
-		if err != nil {
-			s.log.Error("skipping a VM whose runtime file cannot be read", "dir", dir, "err", err)
-			continue
-		}
-		v := s.newVM(cfg.Name, dir, cfg)
-		v.cfgVer, v.rt = ver, rt
-		s.recoverVM(ctx, v)
-		if s.incoming.Recover(ctx, v) {
-			continue // it was arriving, uncommitted: gone
-		}
-		s.ckpts.Recover(ctx, v)
-		s.backups.Recover(ctx, v)
-		s.vms[v.name] = v
-		if _, err := s.moves.Recover(ctx, v); err != nil {
-			s.log.Error("settling a move that hvd's stop cut short", "vm", v.name, "err", err)
-		}
+	}
+	for _, dir := range moving {
+		s.settleStorageMove(ctx, dir)
 	}
 	return nil
+}
+
+// recoverDir finds the VM in dir again.
+func (s *Service) recoverDir(ctx context.Context, dir string) {
+	cfg, ver, err := s.store.LoadConfig(dir)
+	if err != nil {
+		s.log.Error("skipping a VM whose configuration cannot be read", "dir", dir, "err", err)
+		return
+	}
+	rt, err := s.store.LoadRuntime(dir)
+	if err != nil {
+		s.log.Error("skipping a VM whose runtime file cannot be read", "dir", dir, "err", err)
+		return
+	}
+	if o, dup := s.vms[cfg.Name]; dup {
+		s.log.Error("skipping a second VM of the same name; move or remove one of the two directories", "vm", cfg.Name,
+			"dir", dir, "first", o.Dir())
+		return
+	}
+	v := s.newVM(cfg.Name, dir, cfg)
+	v.cfgVer, v.rt = ver, rt
+	s.recoverVM(ctx, v)
+	if s.incoming.Recover(ctx, v) {
+		return // it was arriving, uncommitted: gone
+	}
+	s.ckpts.Recover(ctx, v)
+	s.backups.Recover(ctx, v)
+	s.vms[v.name] = v
+	if _, err := s.moves.Recover(ctx, v); err != nil {
+		s.log.Error("settling a move that hvd's stop cut short", "vm", v.name, "err", err)
+	}
 }
 
 // recovering is one VM found again after a start of hvd, with the QEMU

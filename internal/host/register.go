@@ -9,6 +9,7 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/hostvm"
+	"github.com/hvproject/hv/internal/locations"
 	"github.com/hvproject/hv/internal/undo"
 	"github.com/hvproject/hv/internal/vmconfig"
 )
@@ -31,16 +32,23 @@ type reservation struct {
 var _ hostvm.Reservation = (*reservation)(nil)
 
 // Reserve holds name (and id) and makes the directory to prepare the VM in.
+// It is made in the default storage location.
 func (s *Service) Reserve(name, id string) (hostvm.Reservation, error) {
-	return s.reserve(name, id)
+	return s.reserve(locations.Default, name, id)
 }
 
-func (s *Service) reserve(name, id string) (*reservation, error) {
+// reserve holds name (and id) and makes the directory to prepare the VM
+// in, inside the storage location loc.
+func (s *Service) reserve(loc, name, id string) (*reservation, error) {
+	locDir, err := s.locs.Dir(loc)
+	if err != nil {
+		return nil, err
+	}
 	placeholder, err := s.reserveName(name, id)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(s.vmsDir, creatingPrefix+name+"-")
+	dir, err := os.MkdirTemp(locDir, creatingPrefix+name+"-")
 	if err != nil {
 		s.unreserveName(name, placeholder)
 		return nil, fmt.Errorf("preparing a directory for VM %s: %v: %w", name, err, errdefs.ErrUnavailable)
@@ -78,12 +86,12 @@ func (r *reservation) adopt(cfg vmconfig.Config, rt vmconfig.Runtime) (v *vm, er
 	}
 	var u undo.Stack
 	defer u.OnError(&err, s.log)
-	dir := filepath.Join(s.vmsDir, cfg.Name)
+	dir := filepath.Join(filepath.Dir(r.dir), cfg.Name)
 	if err := os.Rename(r.dir, dir); err != nil {
 		return nil, fmt.Errorf("name: cannot create %s: %v: %w", dir, err, errdefs.ErrConflict)
 	}
 	u.Add("hide the VM's directory again", func(context.Context) error { return os.Rename(dir, r.dir) })
-	if err := fsutil.SyncDir(s.vmsDir); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(dir)); err != nil {
 		return nil, err
 	}
 	v = s.newVM(cfg.Name, dir, cfg)

@@ -14,6 +14,7 @@ import (
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/hostenv"
 	"github.com/hvproject/hv/internal/hostvm"
+	"github.com/hvproject/hv/internal/locations"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/store"
@@ -30,19 +31,27 @@ func newOfflineService(t testing.TB) *Service {
 	}
 	root := t.TempDir()
 	s := &Service{
-		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
+		root: root, runDir: filepath.Join(root, "run"),
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), disk: tool,
 		ops: operation.NewManager(nil, func(error) int { return 500 }),
 		vms: map[string]*vm{}, stop: make(chan struct{}), store: store.Files{},
 	}
 	s.env = hostenv.Fixed("qemu-system-x86_64", qemu.Firmware{}, qemu.Accel{Name: qemu.AccelTCG, CPU: qemu.CPUModelTCG})
-	for _, d := range []string{s.vmsDir, s.runDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.MkdirAll(s.runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A second storage location, on the same file system.
+	if s.locs, err = locations.New(filepath.Join(root, "vms"), []locations.Location{{Name: "other", Dir: filepath.Join(root, "other")}}); err != nil {
+		t.Fatal(err)
 	}
 	s.newFeatures(Options{})
 	return s
+}
+
+// defaultDir is the default storage location's directory.
+func defaultDir(s *Service) string {
+	d, _ := s.locs.Dir(locations.Default)
+	return d
 }
 
 // testConfig is a VM's configuration, generation 1 with no disk.
@@ -55,7 +64,7 @@ func testConfig(name string) vmconfig.Config {
 func addVM(t testing.TB, s *Service, name string) *vm {
 	t.Helper()
 	cfg := testConfig(name)
-	r, err := s.reserve(name, cfg.ID)
+	r, err := s.reserve("", name, cfg.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +77,7 @@ func addVM(t testing.TB, s *Service, name string) *vm {
 
 func leftovers(t *testing.T, s *Service) []string {
 	t.Helper()
-	m, _ := filepath.Glob(filepath.Join(s.vmsDir, creatingPrefix+"*"))
+	m, _ := filepath.Glob(filepath.Join(defaultDir(s), creatingPrefix+"*"))
 	return m
 }
 
@@ -101,8 +110,8 @@ func TestReserveAdoptRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Release() // after Adopt: nothing
-	got, _, err := vmconfig.Load(filepath.Join(s.vmsDir, "web"))
-	if err != nil || got.ID != cfg.ID || v.Dir() != filepath.Join(s.vmsDir, "web") || v.State() != api.StateOff {
+	got, _, err := vmconfig.Load(filepath.Join(defaultDir(s), "web"))
+	if err != nil || got.ID != cfg.ID || v.Dir() != filepath.Join(defaultDir(s), "web") || v.State() != api.StateOff {
 		t.Fatalf("adopted VM: %v %+v %s", err, got, v.Dir())
 	}
 	if _, err := s.VM("web"); err != nil {
@@ -142,11 +151,11 @@ func TestReleaseLeavesNothing(t *testing.T) {
 // directory, and no VM is registered.
 func TestAdoptFailsWhole(t *testing.T) {
 	s := newOfflineService(t)
-	if err := os.MkdirAll(filepath.Join(s.vmsDir, "web", "x"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(defaultDir(s), "web", "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testConfig("web")
-	r, err := s.reserve("web", cfg.ID)
+	r, err := s.reserve("", "web", cfg.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

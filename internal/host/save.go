@@ -65,7 +65,7 @@ func (s *Service) doSave(ctx context.Context, op *operation.Op, v *vm) (err erro
 	if err := os.Rename(part, v.path(fileSave)); err != nil {
 		return err
 	}
-	if err := fsutil.SyncDir(v.dir); err != nil {
+	if err := fsutil.SyncDir(v.Dir()); err != nil {
 		return err
 	}
 	ss.ExpectExit(true)

@@ -26,6 +26,7 @@ import (
 	"github.com/hvproject/hv/internal/feature/migration"
 	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/hostenv"
+	"github.com/hvproject/hv/internal/locations"
 	"github.com/hvproject/hv/internal/netdev"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
@@ -39,10 +40,12 @@ const Version = "0.1.0"
 
 // Options configure a Service. Zero values take the documented defaults.
 type Options struct {
-	Root string // state directory; VMs live in Root/vms/NAME
-	Log  *slog.Logger
-	Bus  *events.Bus
-	Ops  *operation.Manager
+	Root string // state directory; VMs live in Root/vms/NAME (the default storage location)
+	// Storage are storage locations besides Root/vms (hvd --storage NAME=DIR).
+	Storage []locations.Location
+	Log     *slog.Logger
+	Bus     *events.Bus
+	Ops     *operation.Manager
 	// QEMUBinary overrides the qemu-system-x86_64 found in PATH.
 	QEMUBinary string
 	// HeartbeatInterval is how often the guest agent is pinged (default 1s).
@@ -80,7 +83,7 @@ type Hooks func(point string)
 // Service is the host's management service.
 type Service struct {
 	root     string
-	vmsDir   string
+	locs     *locations.Set // where VMs live: Root/vms and --storage
 	runDir   string
 	log      *slog.Logger
 	bus      *events.Bus
@@ -122,7 +125,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		root: root, vmsDir: filepath.Join(root, "vms"), runDir: filepath.Join(root, "run"),
+		root: root, runDir: filepath.Join(root, "run"),
 		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks, guardBin: o.GuardBinary,
 		vms: map[string]*vm{}, stop: make(chan struct{}),
 	}
@@ -145,10 +148,13 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if n := len(s.runDir) + len("/01234567-0123-0123-0123-0123456789ab/console.sock"); n > 107 {
 		return nil, fmt.Errorf("root: %q is too long (%d bytes) for the VMs' unix sockets; use a shorter path: %w", root, len(root), errdefs.ErrInvalid)
 	}
-	for _, d := range []string{root, s.vmsDir, s.runDir} {
+	for _, d := range []string{root, s.runDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("root: %w", err)
 		}
+	}
+	if s.locs, err = locations.New(filepath.Join(root, "vms"), o.Storage); err != nil {
+		return nil, err
 	}
 	if s.env, err = hostenv.New(ctx, hostenv.Options{QEMUBinary: o.QEMUBinary, Accel: o.Accel, Prober: o.Prober, Log: s.log}); err != nil {
 		return nil, err
@@ -207,6 +213,7 @@ func (s *Service) Info() api.HostInfo {
 	info := s.env.Info()
 	info.Version, info.APIVersion, info.Root = Version, api.Version, s.root
 	info.ConfigVersion, info.ConfigVersions = vmconfig.CurrentVersion, vmconfig.SupportedVersions()
+	info.Storage = s.Storage()
 	for _, v := range s.list() {
 		info.VMs++
 		if st := v.snapshotState(); st == api.StateRunning || st == api.StatePaused {
@@ -348,7 +355,7 @@ func (s *Service) persistLoop(stop <-chan struct{}) {
 				v.mu.Unlock()
 				continue
 			}
-			err := v.store.SaveRuntime(v.dir, v.rt)
+			err := v.store.SaveRuntime(v.Dir(), v.rt)
 			if err == nil {
 				v.unsaved = nil
 			}

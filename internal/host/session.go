@@ -32,7 +32,7 @@ func (s *Service) machineOptions(v *vm) machine.Options {
 // restart of hvd) the VM's session: its guest services attach, dynamic memory
 // balances it, and its end is watched.
 func (s *Service) attach(v *vm, m *machine.Machine) *session {
-	blk := &blockops.Live{QMP: m.QMP(), Done: m.Exited(), Dir: v.dir, Hook: s.hook}
+	blk := &blockops.Live{QMP: m.QMP(), Done: m.Exited(), Dir: v.Dir(), Hook: s.hook}
 	return s.attachRunner(v, m, blk)
 }
 
@@ -68,7 +68,7 @@ func (s *Service) watchExit(v *vm, ss *session) {
 	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
 	v.mu.Unlock()
 	s.devs.StopNICs(cfg)
-	if st, err := s.tracker.AfterExit(v.dir, cfg); err != nil {
+	if st, err := s.tracker.AfterExit(v.Dir(), cfg); err != nil {
 		s.log.Error("reading change tracking", "vm", v.name, "err", err)
 	} else {
 		s.backups.QEMUGone(v, st)

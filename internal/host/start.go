@@ -52,7 +52,7 @@ func (s *Service) startSteps() []startStep {
 		{"creating the NICs' taps", s.startTaps},
 		{"opening the saved state", s.startOpenSaved},
 		{"checking change tracking", func(ctx context.Context, st *starting, u *undo.Stack) error {
-			s.tracker.BeforeStart(ctx, st.v.dir, st.cfg)
+			s.tracker.BeforeStart(ctx, st.v.Dir(), st.cfg)
 			return nil
 		}},
 		{"launching QEMU", s.startLaunch},
@@ -78,7 +78,7 @@ func (s *Service) doStart(ctx context.Context, op *operation.Op, v *vm) (err err
 	if st.fromSaved {
 		// The saved state now lives in the running VM; as in Hyper-V it is consumed.
 		_ = os.Remove(v.path(fileSave))
-		_ = fsutil.SyncDir(v.dir)
+		_ = fsutil.SyncDir(v.Dir())
 		if !st.paused {
 			s.syncTimeAfter(v, "restore")
 		}
@@ -235,7 +235,7 @@ func (s *Service) startLaunch(ctx context.Context, st *starting, u *undo.Stack) 
 	})
 	v.mu.Lock()
 	v.rt.PID = m.Pid()
-	perr := v.store.SaveRuntime(v.dir, v.rt)
+	perr := v.store.SaveRuntime(v.Dir(), v.rt)
 	v.mu.Unlock()
 	if perr != nil {
 		return perr

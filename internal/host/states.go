@@ -33,6 +33,7 @@ var transitions = map[string]transition{
 	"export":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused}, display: "export"},
 	"backup":            {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "back up"},
 	"move":              {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "move"},
+	"move-storage":      {from: []string{api.StateOff, api.StateRunning, api.StatePaused, api.StateSaved}, display: "move the files of"},
 	// A VM arriving from another host is Off (just registered) until its
 	// QEMU starts waiting for the migration.
 	"migrate-in": {from: []string{api.StateOff}, display: "receive"},

@@ -21,11 +21,12 @@ import (
 // vm is one VM known to the service.
 type vm struct {
 	name        string
-	s           *Service    // the host that holds it
-	store       store.Store // where its records live
-	dir         string      // Root/vms/NAME
-	run         string      // Root/run/ID: sockets and pid file
-	placeholder bool        // a name reserved while the VM is being created
+	s           *Service     // the host that holds it
+	store       store.Store  // where its records live
+	dirMu       sync.RWMutex // guards dir, which a storage move changes
+	dir         string       // LOCATION/NAME (Dir)
+	run         string       // Root/run/ID: sockets and pid file
+	placeholder bool         // a name reserved while the VM is being created
 
 	// lock serializes lifecycle operations on this VM. It is a channel so that a
 	// waiting caller can give up when its context ends.
@@ -81,7 +82,7 @@ func (v *vm) KVP() map[string]string {
 	return maps.Clone(v.cfg.KVP)
 }
 
-func (v *vm) path(rel string) string { return filepath.Join(v.dir, rel) }
+func (v *vm) path(rel string) string { return filepath.Join(v.Dir(), rel) }
 
 // Files in a VM's directory and its run directory.
 const (
@@ -149,7 +150,7 @@ func (v *vm) snapshotState() string {
 // v.mu held).
 func (v *vm) setStateLocked(state, reason string) error {
 	rt := v.nextRuntime(state, reason)
-	if err := v.store.SaveRuntime(v.dir, rt); err != nil {
+	if err := v.store.SaveRuntime(v.Dir(), rt); err != nil {
 		return err
 	}
 	v.rt, v.unsaved = rt, nil
@@ -165,7 +166,7 @@ func (v *vm) setStateLocked(state, reason string) error {
 // restart of hvd meanwhile finds QEMU gone and comes to the same state.
 func (v *vm) setFactLocked(state, reason string) error {
 	v.rt = v.nextRuntime(state, reason)
-	v.unsaved = v.store.SaveRuntime(v.dir, v.rt)
+	v.unsaved = v.store.SaveRuntime(v.Dir(), v.rt)
 	v.stateChanged()
 	return v.unsaved
 }
@@ -205,8 +206,11 @@ func (v *vm) toAPI(accel string) api.VM {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := v.cfg
-	out := c.View(v.dir)
+	out := c.View(v.Dir())
 	out.State, out.StateReason, out.ConfigVersion = v.rt.State, v.rt.Reason, v.cfgVer
+	if loc, ok := v.s.location(v); ok {
+		out.Storage = loc.Name
+	}
 	out.Accelerator, out.UptimeSeconds, out.Guest = accel, v.uptimeLocked().Seconds(), v.g.Facts()
 	hb, last := v.g.Heartbeat()
 	out.Heartbeat = hb
@@ -227,7 +231,7 @@ func (v *vm) toAPI(accel string) api.VM {
 	}
 	if v.unsaved != nil {
 		out.StateReason = strings.TrimPrefix(out.StateReason+"; ", "; ") + "hvd could not record this state on disk yet (" +
-			errdefs.Message(v.unsaved) + "); free space under " + filepath.Dir(filepath.Dir(v.dir)) + " and hvd records it within seconds"
+			errdefs.Message(v.unsaved) + "); free space under " + filepath.Dir(filepath.Dir(v.Dir())) + " and hvd records it within seconds"
 	}
 	return out
 }

@@ -119,6 +119,7 @@ var routeAccess = map[string]access{
 	"DELETE /1.0/peers/{name}":              adminOnly,
 
 	"POST /1.0/vms/{name}/move":             adminOnly,
+	"POST /1.0/vms/{name}/move-storage":     adminOnly,
 	"POST /1.0/migrations":                  hostPeer, // a peer host moving a VM here
 	"GET /1.0/migrations/{id}":              hostPeer,
 	"DELETE /1.0/migrations/{id}":           hostPeer,

@@ -15,6 +15,7 @@ type Roles struct {
 	Transfers   Transfers
 	Backups     Backups
 	Moves       Moves
+	Storage     Storage
 	Migrations  Migrations
 	Trust       Trust
 	Peers       Peers

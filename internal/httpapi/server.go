@@ -107,6 +107,7 @@ func (s *Server) parts() []part {
 		{"Transfers", r.Transfers != nil, s.transferRoutes()},
 		{"Backups", r.Backups != nil, s.backupRoutes()},
 		{"Moves", r.Moves != nil, s.moveRoutes()},
+		{"Storage", r.Storage != nil, s.storageRoutes()},
 		{"Migrations", r.Migrations != nil, s.migrationRoutes()},
 		{"Trust", r.Trust != nil, s.trustRoutes()},
 		{"Peers", r.Peers != nil, s.peerRoutes()},

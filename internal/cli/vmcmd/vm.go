@@ -24,7 +24,7 @@ it works from; from any other hvd refuses with an error naming the current state
 		newVMListCmd(a), newVMShowCmd(a), newVMCreateCmd(a), newVMSetCmd(a), newVMDeleteCmd(a),
 		newVMExecCmd(a), newVMConsoleCmd(a), newVMCpCmd(a), newVMNICCmd(a), newVMDiskCmd(a),
 		newVMIntegrationCmd(a), newVMKVPCmd(a), newVMTimeSyncCmd(a), newVMFreezeCmd(a), newVMThawCmd(a),
-		newVMExportCmd(a), newVMImportCmd(a), newVMMoveCmd(a))
+		newVMExportCmd(a), newVMImportCmd(a), newVMMoveCmd(a), newVMMoveStorageCmd(a))
 	c.Aliases = []string{"vms"}
 	c.AddCommand(newVMStateCmds(a)...)
 	return c
@@ -148,6 +148,7 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 		[2]string{"PID", pid},
 		[2]string{"Config version", fmt.Sprint(v.ConfigVersion)},
 		[2]string{"Created", created},
+		[2]string{"Storage", v.Storage},
 		[2]string{"Directory", v.Directory},
 	)
 	if v.Guest != nil {

@@ -78,6 +78,8 @@ its progress.`,
 	f.StringVar(&req.MaxMemory, "max-memory", "", "ceiling for memory hot-add, e.g. 16G (default 4x --memory)")
 	f.BoolVar(&req.Nested, "nested", false, "expose virtualization extensions to the guest (needs KVM)")
 	f.BoolVar(&req.CPUCompat, "cpu-compat", false, "processor compatibility: a generic CPU model every host runs, for live moves between unlike hosts")
+	f.StringVar(&req.Storage, "storage", "", "the storage location to keep its files in ('hv host info' lists them; default: default, hvd's ROOT/vms)")
+	_ = cmd.RegisterFlagCompletionFunc("storage", a.CompleteStorage)
 	_ = cmd.RegisterFlagCompletionFunc("generation", cobra.FixedCompletions([]string{"1", "2"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
