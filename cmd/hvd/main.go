@@ -204,7 +204,7 @@ func serve(ctx context.Context, o options, log *slog.Logger, svc *host.Service, 
 	// The host service plays the VMs' roles; its features play theirs.
 	roles := httpapi.Roles{Host: tlsHost{svc, remote.id.Fingerprint, remote.listen}, VMs: svc, Guest: svc.Guest(),
 		Devices: svc.Devices(), Disks: svc.Images(), Switches: svc.Devices(), Checkpoints: svc.Checkpoints(),
-		Transfers: svc.Transfers(), Backups: svc.Backups(), Moves: svc.Moves(), Storage: svc, Migrations: svc.Migrations(),
+		Transfers: svc.Transfers(), Backups: svc.Backups(), Moves: svc.Moves(), Storage: svc.StorageMoves(), Migrations: svc.Migrations(),
 		Trust: trustSvc, Peers: remote.peers}
 	handler := httpapi.New(roles, ops, bus, log)
 	srv := handler.HTTPServer()

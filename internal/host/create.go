@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/feature/checkpoints"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/hostvm"
+	"github.com/hvproject/hv/internal/locations"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/vmconfig"
@@ -21,7 +22,7 @@ import (
 // creatingPrefix and deletingPrefix mark directories of VMs half made or half
 // removed; hvd removes them at start, so a crash never leaves a half VM.
 const (
-	creatingPrefix = ".creating-"
+	creatingPrefix = locations.CreatingPrefix
 	deletingPrefix = ".deleting-"
 )
 

@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/feature/images"
 	"github.com/hvproject/hv/internal/feature/integration"
 	"github.com/hvproject/hv/internal/feature/migration"
+	"github.com/hvproject/hv/internal/feature/storage"
 	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/operation"
@@ -42,6 +43,7 @@ func (s *Service) newFeatures(o Options) {
 	s.devices = devices.New(s, s.net, cp)
 	s.devs = s.devices
 	s.images = images.New(s)
+	s.storage = storage.New(s)
 	var peers migration.Peers = noPeers{}
 	if o.Peers != nil {
 		peers = o.Peers

@@ -24,6 +24,7 @@ import (
 	"github.com/hvproject/hv/internal/feature/images"
 	"github.com/hvproject/hv/internal/feature/integration"
 	"github.com/hvproject/hv/internal/feature/migration"
+	"github.com/hvproject/hv/internal/feature/storage"
 	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/hostenv"
 	"github.com/hvproject/hv/internal/locations"
@@ -107,6 +108,7 @@ type Service struct {
 	devices   *devices.Service
 	devs      vmDevices // devices, as a VM's life calls them
 	images    *images.Service
+	storage   *storage.Service
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder

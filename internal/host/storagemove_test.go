@@ -37,7 +37,7 @@ func withShmLocation(t *testing.T, s *Service) string {
 
 func waitMoveStorage(t *testing.T, s *Service, name string, req api.VMMoveStorage) (api.MoveStorageResult, error) {
 	t.Helper()
-	op, err := s.MoveStorage(name, req)
+	op, err := s.storage.MoveStorage(name, req)
 	if err != nil {
 		return api.MoveStorageResult{}, err
 	}
@@ -113,7 +113,7 @@ func TestMoveStorageRefusals(t *testing.T) {
 		{api.VMMoveStorage{}, errdefs.ErrInvalid, "to: empty"},
 		{api.VMMoveStorage{To: "nowhere"}, errdefs.ErrNotFound, "no storage location of this host (it has default, other)"},
 	} {
-		if _, err := s.MoveStorage("web", tc.req); !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.says) {
+		if _, err := s.storage.MoveStorage("web", tc.req); !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("MoveStorage(%+v) = %v; want %v saying %q", tc.req, err, tc.kind, tc.says)
 		}
 	}
@@ -148,7 +148,7 @@ func TestMoveStorageCrash(t *testing.T) {
 					select {}
 				}
 			}
-			if _, err := s.MoveStorage("web", api.VMMoveStorage{To: "shm"}); err != nil {
+			if _, err := s.storage.MoveStorage("web", api.VMMoveStorage{To: "shm"}); err != nil {
 				t.Fatal(err)
 			}
 			select {

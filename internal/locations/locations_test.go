@@ -1,6 +1,7 @@
 package locations
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -75,5 +76,49 @@ func TestNewRefuses(t *testing.T) {
 	}
 	if l, err := Parse("fast=/srv/x"); err != nil || l != (Location{Name: "fast", Dir: "/srv/x"}) {
 		t.Errorf("Parse(fast=/srv/x) = %+v, %v", l, err)
+	}
+}
+
+// A VM directory copies whole (files in subdirectories, holes kept as
+// holes), refuses what hvd never makes there (a symbolic link could point
+// anywhere), and swaps in with the source set aside.
+func TestCopyDirAndSwap(t *testing.T) {
+	root := t.TempDir()
+	src, to := filepath.Join(root, "a", "web"), filepath.Join(root, "b")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o700)
+	os.MkdirAll(to, 0o700)
+	f, _ := os.Create(filepath.Join(src, "disk.img"))
+	f.WriteAt([]byte("end"), 64<<20) // 64 MiB, almost all hole
+	f.Close()
+	os.WriteFile(filepath.Join(src, "sub", "state"), []byte("mem"), 0o600)
+	var last uint64
+	tmp, n, err := CopyDir(context.Background(), src, to, "web", func(done, total uint64) { last = done })
+	if err != nil || n > 1<<20 || last != n {
+		t.Fatalf("CopyDir: %v, copied %d bytes (progress said %d); want the data only", err, n, last)
+	}
+	if b, _ := os.ReadFile(filepath.Join(tmp, "sub", "state")); string(b) != "mem" {
+		t.Errorf("a file in a subdirectory reads %q", b)
+	}
+	if fi, _ := os.Stat(filepath.Join(tmp, "disk.img")); fi == nil || fi.Size() != 64<<20+3 {
+		t.Errorf("the sparse file's size after the copy: %v", fi)
+	}
+	var points []string
+	aside, err := Swap(src, tmp, filepath.Join(to, "web"), func(p string) { points = append(points, p) })
+	if err != nil || filepath.Base(aside) != MovingPrefix+"web" || len(points) != 2 {
+		t.Fatalf("Swap: %q, %v, points %v", aside, err, points)
+	}
+	if _, err := os.Stat(filepath.Join(to, "web", "disk.img")); err != nil {
+		t.Errorf("the copy is not in place: %v", err)
+	}
+	if _, err := os.Stat(src); !os.IsNotExist(err) {
+		t.Errorf("the source still has its name: %v", err)
+	}
+
+	os.Symlink("/etc/shadow", filepath.Join(aside, "link"))
+	if _, _, err := CopyDir(context.Background(), aside, to, "x", nil); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("CopyDir of a directory holding a symbolic link: %v, want refused", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(to, CreatingPrefix+"*")); len(m) != 0 {
+		t.Errorf("a refused copy left %v", m)
 	}
 }
