@@ -227,7 +227,12 @@ func migLibvirtMethod(b *strings.Builder, r *migResult) {
 		"job-completed event on the source (libvirt counts from the guest's stop to the target's resume); memory and disk are "+
 		"its `memory_processed` and `disk_processed` (with sync=full the mirror's progress counts the whole virtual disk, zeros "+
 		"included, where sync=top counts the allocated part). A wrong `--tls-destination` fails at the NBD connection "+
-		"(\"Certificate does not match the hostname\"): the streams use TLS.\n",
+		"(\"Certificate does not match the hostname\"): the streams use TLS. Two differences in settings are libvirt's own "+
+		"defaults, left as a libvirt user gets them: libvirt sets QEMU's `max-bandwidth` to no limit unless `--bandwidth` "+
+		"is given, where hv and the plain side leave QEMU's default (128 MiB/s), a limit that is in their downtime "+
+		"when the memory moves with the guest paused; and its mirror is sync=full. libvirt's total time also holds "+
+		"what `virsh migrate` waits for after the stream (the target's finish, the source's confirm and QEMU's exit) "+
+		"and virsh's connections to the daemons.\n",
 		lvRelease(r.lvVersion), live)
 }
 
