@@ -84,14 +84,35 @@ mount --bind "$d/log" /var/log/libvirt
 mount --bind "$d/cache" /var/cache/libvirt
 if [ -f "$d/passwd" ]; then mount --bind "$d/passwd" /etc/passwd; fi
 if [ -f "$d/group" ]; then mount --bind "$d/group" /etc/group; fi
+shift
+while [ $# -ge 2 ]; do mount --bind "$1" "$2"; shift 2; done
 exec libvirtd --pid-file "$d/libvirtd.pid"
 `
+
+// Options are what a daemon of the migration benchmark changes in Start's
+// configuration; the zero value is Start's.
+type Options struct {
+	// HostUUID is libvirtd.conf's host_uuid: two daemons of one machine need
+	// different ones, as libvirt refuses to migrate to a host with its own UUID.
+	HostUUID string
+	// QEMUConf is appended to qemu.conf (TLS directories, migration ports).
+	QEMUConf string
+	// Binds are bind mounts done in the daemon's namespace only, {host dir,
+	// mount point}: the same path names a different directory in each daemon
+	// (and in the QEMUs it starts). The mount points must exist.
+	Binds [][2]string
+}
 
 // Start starts the private libvirtd with its state under dir and waits until
 // virsh reaches it. Its stop (destroy every domain, stop libvirtd, kill any process
 // whose command line names dir) is registered with cl: keep the domains' files (disks)
 // under dir too. An error says why libvirt is not available here.
 func Start(ctx context.Context, cl *harness.Cleanup, dir string) (*Daemon, error) {
+	return StartWith(ctx, cl, dir, Options{})
+}
+
+// StartWith is Start with o's changes.
+func StartWith(ctx context.Context, cl *harness.Cleanup, dir string, o Options) (*Daemon, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the private libvirtd needs root (a mount namespace of its own)")
 	}
@@ -114,13 +135,7 @@ func Start(ctx context.Context, cl *harness.Cleanup, dir string) (*Daemon, error
 		}
 	}
 	cl.Add(l.removeMountPoints)
-	if err := os.WriteFile(filepath.Join(dir, "etc", "qemu.conf"), []byte(libvirtQEMUConf), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "etc", "libvirtd.conf"), []byte(libvirtdConf), 0o644); err != nil {
-		return nil, err
-	}
-	if err := addQEMUUser(dir); err != nil {
+	if err := writeConfig(dir, o); err != nil {
 		return nil, err
 	}
 	logFile, err := os.Create(l.log)
@@ -128,7 +143,11 @@ func Start(ctx context.Context, cl *harness.Cleanup, dir string) (*Daemon, error
 		return nil, err
 	}
 	defer logFile.Close()
-	l.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", libvirtdScript, "sh", dir)
+	args := []string{"--mount", "--propagation", "private", "sh", "-c", libvirtdScript, "sh", dir}
+	for _, b := range o.Binds {
+		args = append(args, b[0], b[1])
+	}
+	l.cmd = exec.Command("unshare", args...)
 	l.cmd.Stdout, l.cmd.Stderr = logFile, logFile
 	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := l.cmd.Start(); err != nil {
@@ -137,7 +156,14 @@ func Start(ctx context.Context, cl *harness.Cleanup, dir string) (*Daemon, error
 	go func() { l.cmd.Wait(); close(l.done) }()
 	cl.Add(l.stop)
 	harness.Logf("libvirtd pid %d, state in %s", l.cmd.Process.Pid, dir)
+	if err := l.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
 
+// waitReady waits until virsh reaches the daemon, and notes its version.
+func (l *Daemon) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out, err := l.Virsh(ctx, 10*time.Second, "version")
@@ -149,19 +175,45 @@ func Start(ctx context.Context, cl *harness.Cleanup, dir string) (*Daemon, error
 				}
 			}
 			l.Version = strings.Join(lines, "; ")
-			return l, nil
+			return nil
 		}
 		select {
 		case <-l.done:
-			return nil, fmt.Errorf("libvirtd exited at start: %s", harness.Tail(l.log))
+			return fmt.Errorf("libvirtd exited at start: %s", harness.Tail(l.log))
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("libvirtd did not answer within 60s: %v; %s", err, harness.Tail(l.log))
+			return fmt.Errorf("libvirtd did not answer within 60s: %v; %s", err, harness.Tail(l.log))
 		}
 	}
+}
+
+// writeConfig writes qemu.conf and libvirtd.conf with o's changes, and the
+// user libvirt-qemu where the host lacks it.
+func writeConfig(dir string, o Options) error {
+	qemuConf, daemonConf := libvirtQEMUConf+o.QEMUConf, libvirtdConf
+	if o.HostUUID != "" {
+		daemonConf += fmt.Sprintf("host_uuid = %q\n", o.HostUUID)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "qemu.conf"), []byte(qemuConf), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "libvirtd.conf"), []byte(daemonConf), 0o644); err != nil {
+		return err
+	}
+	return addQEMUUser(dir)
+}
+
+// URI is how virsh reaches the daemon.
+func (l *Daemon) URI() string { return l.uri }
+
+// PeerURI is how another libvirtd reaches this one (peer-to-peer migration):
+// qemu+unix forces libvirt's remote driver, where qemu:// inside a daemon
+// would name that daemon's own QEMU driver.
+func (l *Daemon) PeerURI() string {
+	return "qemu+unix:///system?socket=" + filepath.Join(l.dir, "run", "libvirt-sock")
 }
 
 // addQEMUUser writes dir/passwd and dir/group, copies of the host's with libvirt-qemu
@@ -389,4 +441,48 @@ func (l *Daemon) WatchJobs(ctx context.Context, cl *harness.Cleanup, dom string)
 		close(j.Done)
 	}()
 	return j, nil
+}
+
+// JobStats are the statistics of a completed job as `virsh event` prints
+// them: "memory_processed", "downtime", ... (numbers as text).
+type JobStats map[string]string
+
+// NextJobCompleted starts waiting for dom's next job-completed event (its
+// statistics: for a migration, the source's view of it) and returns a function
+// that waits for it, up to limit from now. Call it before the job starts.
+func (l *Daemon) NextJobCompleted(ctx context.Context, dom string, limit time.Duration) (func() (JobStats, error), error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	cmd := exec.CommandContext(ctx, "virsh", "-q", "-c", l.uri, "event", "--domain", dom, "--event", "job-completed")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("virsh event: %w", err)
+	}
+	return func() (JobStats, error) {
+		defer cancel()
+		if err := cmd.Wait(); err != nil {
+			return nil, fmt.Errorf("virsh event --event job-completed %s: %w: %s", dom, err, strings.TrimSpace(out.String()))
+		}
+		return parseJobStats(out.String())
+	}, nil
+}
+
+// parseJobStats reads "key: value" lines after the event's line.
+func parseJobStats(text string) (JobStats, error) {
+	st := JobStats{}
+	seen := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "job-completed") {
+			seen = true
+			continue
+		}
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && seen {
+			st[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	if !seen {
+		return nil, fmt.Errorf("no job-completed event in virsh's output: %.200q", text)
+	}
+	return st, nil
 }

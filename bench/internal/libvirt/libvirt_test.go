@@ -40,3 +40,14 @@ func TestLibvirtDomainXML(t *testing.T) {
 		t.Fatalf("domain XML: %+v", dom)
 	}
 }
+
+func TestParseJobStats(t *testing.T) {
+	out := "event 'job-completed' for domain 'm':\n\toperation: 5\n\tdowntime: 1189\n\tmemory_processed: 107634474\n"
+	st, err := parseJobStats(out)
+	if err != nil || st["downtime"] != "1189" || st["memory_processed"] != "107634474" || st["operation"] != "5" {
+		t.Fatalf("parseJobStats = %v, %v", st, err)
+	}
+	if _, err := parseJobStats("error: timed out\n"); err == nil {
+		t.Fatal("parseJobStats without an event: no error")
+	}
+}

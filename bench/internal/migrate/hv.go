@@ -145,7 +145,7 @@ func (m *hvMigration) move(ctx context.Context) (migRun, error) {
 		return r, fmt.Errorf("hv vm move: the move was not live: %s", out)
 	}
 	r.downtime = time.Duration(res.Downtime) * time.Millisecond
-	r.hvdTotal = time.Duration(res.TotalTime) * time.Millisecond
+	r.ownTotal = time.Duration(res.TotalTime) * time.Millisecond
 	r.memBytes, r.diskBytes = res.MemoryBytes, res.DiskBytes
 	harness.Sleep(ctx, tickTrail)
 	if r.gaps, err = analyzeTicks(w.finish(), 0, 1); err != nil {

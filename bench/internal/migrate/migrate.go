@@ -1,6 +1,6 @@
 // Package migrate is the migration benchmark: `hv vm move` between two hvds
-// against the same live migration done by hand between two plain QEMUs (see
-// bench/README.md).
+// against the same live migration done by hand between two plain QEMUs and
+// `virsh migrate` between two libvirtds (see bench/README.md).
 package migrate
 
 import (
@@ -40,7 +40,7 @@ var migScenarios = []string{"idle", "dirty"}
 // migRun is one measured move.
 type migRun struct {
 	total     time.Duration // t0 to t1, the mover's wall clock
-	hvdTotal  time.Duration // hv only: total_time_ms of the move's result
+	ownTotal  time.Duration // the mover's own figure: hvd's total_time_ms, libvirt's time_elapsed
 	downtime  time.Duration // as QEMU reports it (query-migrate on the source)
 	gaps      tickGaps
 	memBytes  uint64 // RAM sent (ram.transferred)
@@ -60,13 +60,27 @@ type migSide struct {
 
 type migResult struct {
 	hv, plain *migSide
+	// libvirt is nil where it could not run; lvErr says why.
+	libvirt   *migSide
+	lvErr     string
+	lvVersion string
+	lvLive    bool
 	load      [2]string
 }
 
-// Run moves a running VM live between two hvds (hv vm move) and between
-// two plain QEMUs by hand with the same settings, alternating, for an idle guest
-// and one dirtying its memory. The side not being measured is paused, so that
-// each move has the host to itself.
+// sides are the sides measured.
+func (r *migResult) sides() []*migSide {
+	s := []*migSide{r.hv, r.plain}
+	if r.libvirt != nil {
+		s = append(s, r.libvirt)
+	}
+	return s
+}
+
+// Run moves a running VM live between two hvds (hv vm move), between two
+// plain QEMUs by hand with the same settings, and between two libvirtds (virsh
+// migrate), in turn, for an idle guest and one dirtying its memory. The sides
+// not being measured are paused, so that each move has the host to itself.
 func Run(ctx context.Context, e *harness.Env) (string, error) {
 	cl := &harness.Cleanup{}
 	e.Cleanup.Add(cl.Run)
@@ -99,17 +113,16 @@ func Run(ctx context.Context, e *harness.Env) (string, error) {
 	if err := pm.pause(ctx); err != nil {
 		return "", err
 	}
-	for _, s := range []*migSide{r.hv, r.plain} {
+	setupLibvirtSide(ctx, e, cl, work, image, r)
+	for _, s := range r.sides() {
 		if err := migOne(ctx, s, "warm-up", 0); err != nil {
 			return "", fmt.Errorf("%s, warm-up move: %w", s.name, err)
 		}
 	}
 	for _, sc := range migScenarios {
 		for i := 1; i <= migRuns; i++ {
-			order := []*migSide{r.hv, r.plain}
-			if i%2 == 0 { // alternate which goes first
-				order[0], order[1] = order[1], order[0]
-			}
+			sides := r.sides()
+			order := append(sides[i%len(sides):], sides[:i%len(sides)]...) // which goes first rotates
 			for _, s := range order {
 				if err := migOne(ctx, s, sc, i); err != nil {
 					return "", fmt.Errorf("%s, %s guest, run %d: %w", s.name, sc, i, err)
@@ -147,4 +160,23 @@ func migOne(ctx context.Context, s *migSide, scenario string, i int) error {
 		harness.Logf("migrate %s %s %d/%d: %s", scenario, s.name, i, migRuns, run.steps)
 	}
 	return s.pause(ctx)
+}
+
+// setupLibvirtSide adds the libvirt side to r, paused, or notes in r why it
+// could not (libvirt missing, not root): the other sides are measured anyway.
+func setupLibvirtSide(ctx context.Context, e *harness.Env, cl *harness.Cleanup, work, image string, r *migResult) {
+	lcl := &harness.Cleanup{} // run at once when the side fails, so nothing of it runs beside the others
+	cl.Add(lcl.Run)
+	lm, err := setupLibvirtMigration(ctx, e, lcl, work, image)
+	if err == nil {
+		err = lm.pause(ctx)
+	}
+	if err != nil {
+		lcl.Run()
+		r.lvErr = err.Error()
+		harness.Logf("migrate: libvirt side not measured: %v", err)
+		return
+	}
+	r.lvVersion, r.lvLive = lm.Version, lm.live
+	r.libvirt = &migSide{name: "libvirt", pause: lm.pause, resume: lm.resume, guestRun: lm.guestRun, move: lm.move, runs: map[string][]migRun{}}
 }

@@ -3,6 +3,7 @@ package migrate
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"encoding/xml"
 	"os"
 	"path/filepath"
 	"slices"
@@ -151,9 +152,21 @@ func TestMigrateSection(t *testing.T) {
 		hv:    &migSide{name: "hv", runs: map[string][]migRun{"idle": {run(2000, 100, 250)}, "dirty": {run(4000, 200, 500)}}},
 		plain: &migSide{name: "plain", runs: map[string][]migRun{"idle": {run(1900, 100, 240)}, "dirty": {run(3000, 150, 400)}}},
 	}
-	sec := migrateSection(&harness.Env{Host: results.Host{CPU: "x", Date: "d"}}, r)
+	env := &harness.Env{Host: results.Host{CPU: "x", Date: "d"}}
+	r.lvErr = "libvirtd not found"
+	if sec := migrateSection(env, r); !strings.Contains(sec, "- **libvirt** was not measured: libvirtd not found.") ||
+		!strings.Contains(sec, "| total time | 2s (2s–2s) | 1.9s (1.9s–1.9s) | — | 1.05 | — |") {
+		t.Errorf("section without libvirt:\n%s", sec)
+	}
+	r.libvirt = &migSide{name: "libvirt", runs: map[string][]migRun{"idle": {run(2500, 120, 260)}, "dirty": {run(5000, 300, 600)}}}
+	r.lvVersion = "Compiled against library: libvirt 9.0.0; Using library: libvirt 9.0.0; Running hypervisor: QEMU 7.2.22"
+	sec := migrateSection(env, r)
 	for _, want := range []string{
 		"<!-- bench:migrate -->",
+		"| total time | 2s (2s–2s) | 1.9s (1.9s–1.9s) | 2.5s (2.5s–2.5s) | 1.05 | 0.80 |",
+		"- **libvirt** (libvirt 9.0.0): two private libvirtds",
+		"without `--live`",
+		"- dirty, libvirt: 5000/300/600/600",
 		"idle guest, total time within 10% of plain's: hv 2s, plain 1.9s, hv / plain 1.05: **met**",
 		"dirty guest, total time within 10% of plain's: hv 4s, plain 3s, hv / plain 1.33: **not met**",
 		"idle guest, hv's guest-visible downtime (largest gap) at most 300 ms: 250ms: **met**",
@@ -162,5 +175,57 @@ func TestMigrateSection(t *testing.T) {
 		if !strings.Contains(sec, want) {
 			t.Errorf("section lacks %q:\n%s", want, sec)
 		}
+	}
+}
+
+func TestLibvirtMigrationArgs(t *testing.T) {
+	m := &libvirtMigration{}
+	got := strings.Join(m.migrateArgs("qemu+unix:///system?socket=/b"), " ")
+	for _, want := range []string{"--copy-storage-all", "--tls --tls-destination " + plainTLSHost, "--p2p", "--auto-converge"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("virsh %s: lacks %s", got, want)
+		}
+	}
+	if strings.Contains(got, "--live") {
+		t.Errorf("virsh %s: --live where the guest must be paused for the memory", got)
+	}
+	m.live = true
+	if got := m.migrateArgs("qemu+unix:///system?socket=/a"); !slices.Contains(got, "--live") || got[len(got)-2] != lvDomain {
+		t.Errorf("virsh %v: want --live, then the domain and the target's URI", got)
+	}
+}
+
+func TestLvDomainXML(t *testing.T) {
+	var dom struct {
+		Name   string `xml:"name"`
+		Memory int    `xml:"memory"`
+		OS     struct {
+			Type struct {
+				Machine string `xml:"machine,attr"`
+			} `xml:"type"`
+		} `xml:"os"`
+		CPU struct {
+			Mode string `xml:"mode,attr"`
+		} `xml:"cpu"`
+		Devices struct {
+			Disk struct {
+				Source struct {
+					File string `xml:"file,attr"`
+				} `xml:"source"`
+			} `xml:"disk"`
+			Serial struct {
+				Source struct {
+					Path string `xml:"path,attr"`
+				} `xml:"source"`
+			} `xml:"serial"`
+		} `xml:"devices"`
+	}
+	text := lvDomainXML("/w/vm")
+	if err := xml.Unmarshal([]byte(text), &dom); err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	if dom.Name != lvDomain || dom.Memory != 256 || dom.OS.Type.Machine != "pc" || dom.CPU.Mode != "maximum" ||
+		dom.Devices.Disk.Source.File != "/w/vm/root.qcow2" || dom.Devices.Serial.Source.Path != "/w/vm/console.log" {
+		t.Errorf("domain %+v", dom)
 	}
 }

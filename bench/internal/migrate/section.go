@@ -51,29 +51,22 @@ func metText(ok bool) string {
 
 func migrateSection(e *harness.Env, r *migResult) string {
 	var b strings.Builder
-	b.WriteString("## Live migration: `hv vm move` vs the same migration by hand on plain QEMU\n\n")
-	fmt.Fprintf(&b, "Measured %s on %s. %d moves per side and scenario after one warm-up move per side (not counted), alternating hv and plain (which goes first alternates too); "+
-		"the side not being measured is paused. Guest: the tiny test guest from `%s` (copied, not a backing file), generation 1, "+
+	b.WriteString("## Live migration: `hv vm move` vs the same migration by hand on plain QEMU and `virsh migrate`\n\n")
+	fmt.Fprintf(&b, "Measured %s on %s. %d moves per side and scenario after one warm-up move per side (not counted), the sides in turn "+
+		"(which goes first rotates); the sides not being measured are paused. Guest: the tiny test guest from `%s` (copied, not a backing file), generation 1, "+
 		"%d MiB, %d vCPU, on loopback between two \"hosts\" of the same machine. Medians, with min–max.\n\n",
 		e.Host.Date, e.Host.Short(), migRuns, migImage, guest.AgentMemMiB, guest.AgentCPUs)
-	migMethod(&b)
+	migMethod(&b, r)
 	for _, sc := range migScenarios {
 		migTable(&b, r, sc)
 	}
 	migGoals(&b, r)
 	migEveryRun(&b, r)
-	fmt.Fprintf(&b, "Host load average (1 min) when the runs began / ended: %s / %s (2 cores).\n\n", r.load[0], r.load[1])
-	b.WriteString("**libvirt** (`virsh migrate --live --copy-storage-all` between two libvirtds) was not measured: libvirt 9.0 " +
-		"is installed, but the benchmark's private libvirtd (`bench/internal/libvirt`, used by `checkpoint`) is one daemon with a fixed " +
-		"configuration, and a migration needs two, each with its own `host_uuid` (libvirt refuses to migrate to a host with " +
-		"its own UUID), its own mount namespace so that the disk's path, the same on both sides, names a different file, " +
-		"QEMU's TLS certificates for the migration and NBD streams (`migrate_tls_x509_cert_dir`/`default_tls_x509_cert_dir` " +
-		"in `qemu.conf`), and a way for the source daemon to reach the target's (peer-to-peer over its unix socket). " +
-		"That was not quick, so it was left out of this change; the plain QEMU side is the floor libvirt would be compared with.\n")
+	fmt.Fprintf(&b, "Host load average (1 min) when the runs began / ended: %s / %s (2 cores).\n", r.load[0], r.load[1])
 	return results.Wrap("migrate", b.String())
 }
 
-func migMethod(b *strings.Builder) {
+func migMethod(b *strings.Builder, r *migResult) {
 	b.WriteString("- **hv**: two hvds with fresh roots, `--listen 127.0.0.1:PORT`, peered with `hv trust add` / `hv peer add` " +
 		"(as e2e/migration_test.go); the VM created with `--image` and started until its heartbeat is OK. Each run is " +
 		"`hv vm move VM --to PEER -o json` (default settings: TLS, downtime limit and bandwidth at QEMU's defaults, auto-converge); " +
@@ -88,6 +81,7 @@ func migMethod(b *strings.Builder) {
 		"the mirror), `migrate-continue`, until `completed`; then the target's `cont` (as soon as it left `inmigrate`), and the " +
 		"source's NBD node, QEMU (`quit`) and disk go. Polls every 5 ms (hv waits on QEMU's events, 100 ms ticks for the mirror). " +
 		"**total time** is t0 before `qemu-img create` to t1 after the source's disk is removed.\n")
+	migLibvirtMethod(b, r)
 	b.WriteString("- **memory with the guest paused**: where QEMU's TCG loses pages a running guest writes during a live " +
 		"migration (QEMU before 9.0, `machine.LosesDirtyPages`; a guest writing to tmpfs hung on arrival in hv's e2e test), " +
 		"hv stops the guest before `migrate`, so the memory goes in one pass: the disks still mirror while the guest runs, " +
@@ -106,18 +100,47 @@ func migMethod(b *strings.Builder) {
 		"into a 64 MiB file in `/dev/shm` (guest RAM), started before the side's first dirty move and left running.\n\n")
 }
 
-func migTable(b *strings.Builder, r *migResult, sc string) {
-	hv, pl := r.hv.runs[sc], r.plain.runs[sc]
-	fmt.Fprintf(b, "### %s guest\n\n", sc)
-	b.WriteString("| measure | hv | plain | hv / plain |\n|---|---:|---:|---:|\n")
-	for _, m := range migMeasures {
-		h, p := pick(hv, m.f), pick(pl, m.f)
-		fmt.Fprintf(b, "| %s | %s | %s | %.2f |\n", m.name, medMinMax(h), medMinMax(p), stats.Ratio(stats.Median(h), stats.Median(p)))
+// lvRuns are the libvirt side's runs of a scenario, none where it did not run.
+func (r *migResult) lvRuns(sc string) []migRun {
+	if r.libvirt == nil {
+		return nil
 	}
-	hd := pick(hv, func(r migRun) time.Duration { return r.hvdTotal })
-	fmt.Fprintf(b, "| hvd's own total (`total_time_ms`) | %s | | |\n", medMinMax(hd))
-	fmt.Fprintf(b, "| memory sent, median | %s | %s | |\n| disk mirrored, median | %s | %s | |\n\n",
-		stats.MiB(medianBytes(hv, false)), stats.MiB(medianBytes(pl, false)), stats.MiB(medianBytes(hv, true)), stats.MiB(medianBytes(pl, true)))
+	return r.libvirt.runs[sc]
+}
+
+func cell(d []time.Duration) string {
+	if len(d) == 0 {
+		return "—"
+	}
+	return medMinMax(d)
+}
+
+func ratioCell(a, b []time.Duration) string {
+	if len(a) == 0 || len(b) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", stats.Ratio(stats.Median(a), stats.Median(b)))
+}
+
+func bytesCell(runs []migRun, disk bool) string {
+	if len(runs) == 0 {
+		return "—"
+	}
+	return stats.MiB(medianBytes(runs, disk))
+}
+
+func migTable(b *strings.Builder, r *migResult, sc string) {
+	hv, pl, lv := r.hv.runs[sc], r.plain.runs[sc], r.lvRuns(sc)
+	fmt.Fprintf(b, "### %s guest\n\n", sc)
+	b.WriteString("| measure | hv | plain | libvirt | hv / plain | hv / libvirt |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, m := range migMeasures {
+		h, p, l := pick(hv, m.f), pick(pl, m.f), pick(lv, m.f)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", m.name, cell(h), cell(p), cell(l), ratioCell(h, p), ratioCell(h, l))
+	}
+	own := func(r migRun) time.Duration { return r.ownTotal }
+	fmt.Fprintf(b, "| the mover's own total (hvd's `total_time_ms`, libvirt's `time_elapsed`) | %s | | %s | | |\n", cell(pick(hv, own)), cell(pick(lv, own)))
+	fmt.Fprintf(b, "| memory sent, median | %s | %s | %s | | |\n| disk mirrored, median | %s | %s | %s | | |\n\n",
+		bytesCell(hv, false), bytesCell(pl, false), bytesCell(lv, false), bytesCell(hv, true), bytesCell(pl, true), bytesCell(lv, true))
 }
 
 func medianBytes(runs []migRun, disk bool) uint64 {
@@ -164,7 +187,7 @@ func migGoals(b *strings.Builder, r *migResult) {
 func migEveryRun(b *strings.Builder, r *migResult) {
 	b.WriteString("Every run (total time / QEMU downtime / largest gap / switch-over gap, ms):\n\n")
 	for _, sc := range migScenarios {
-		for _, s := range []*migSide{r.hv, r.plain} {
+		for _, s := range r.sides() {
 			var v []string
 			for _, x := range s.runs[sc] {
 				v = append(v, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", msf(x.total), msf(x.downtime), msf(x.gaps.largest), msf(x.gaps.switchover)))
@@ -176,3 +199,49 @@ func migEveryRun(b *strings.Builder, r *migResult) {
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// migLibvirtMethod says how the libvirt side migrates, or why it did not run.
+func migLibvirtMethod(b *strings.Builder, r *migResult) {
+	if r.libvirt == nil {
+		fmt.Fprintf(b, "- **libvirt** was not measured: %s.\n", r.lvErr)
+		return
+	}
+	live := "without `--live`: libvirt's non-live migration mirrors the disk while the guest runs and stops the guest " +
+		"once the mirror is ready, just before QEMU's `migrate` (libvirt's `qemuMigrationSrcRun`), which is hv's treatment " +
+		"on this host (see the next point) and needs no `virsh suspend`; the target resumes the guest at the end"
+	if r.lvLive {
+		live = "with `--live`, as hv moves the memory live on this host"
+	}
+	fmt.Fprintf(b, "- **libvirt** (%s): two private libvirtds (`bench/internal/libvirt`), each in a mount namespace of its own with "+
+		"its own configuration, state and socket, its own `host_uuid` (libvirt refuses to migrate to a host with its own UUID), "+
+		"and in `qemu.conf` `migrate_tls_x509_cert_dir`/`default_tls_x509_cert_dir` (certificates made as the plain side's) "+
+		"and its own `migration_port_min`/`max`. The domain's disk and console have one path, which each daemon's namespace "+
+		"bind-mounts from a directory of its own, so that the same path names a different file on each \"host\". The domain is "+
+		"hvd's VM (`pc`, BIOS, `<cpu mode='maximum'/>` = `-cpu max`, virtio-blk qcow2 copied from the image, agent channel, "+
+		"balloon, rng, the console on the serial port into a file), created transient with `virsh create`. Each run is "+
+		"`virsh migrate --copy-storage-all --tls --tls-destination NAME --migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1 "+
+		"--auto-converge --p2p DOMAIN qemu+unix:///system?socket=TARGET` %s. libvirt's disk copy is `blockdev-mirror "+
+		"sync=full` into the target's NBD server with TLS, completed at `pre-switchover` as hv's; libvirt needs the target's "+
+		"disk to exist (or a storage pool that holds it), so **total time** is t0 before `qemu-img create` of the empty target "+
+		"disk to t1 after `virsh migrate` returned and the source's disk is removed. QEMU downtime is `downtime` of libvirt's "+
+		"job-completed event on the source (libvirt counts from the guest's stop to the target's resume); memory and disk are "+
+		"its `memory_processed` and `disk_processed` (with sync=full the mirror's progress counts the whole virtual disk, zeros "+
+		"included, where sync=top counts the allocated part). A wrong `--tls-destination` fails at the NBD connection "+
+		"(\"Certificate does not match the hostname\"): the streams use TLS. Two differences in settings are libvirt's own "+
+		"defaults, left as a libvirt user gets them: libvirt sets QEMU's `max-bandwidth` to no limit unless `--bandwidth` "+
+		"is given, where hv and the plain side leave QEMU's default (128 MiB/s), a limit that is in their downtime "+
+		"when the memory moves with the guest paused; and its mirror is sync=full. libvirt's total time also holds "+
+		"what `virsh migrate` waits for after the stream (the target's finish, the source's confirm and QEMU's exit) "+
+		"and virsh's connections to the daemons.\n",
+		lvRelease(r.lvVersion), live)
+}
+
+// lvRelease is "libvirt 9.0.0" from virsh version's "Using library: libvirt 9.0.0; ...".
+func lvRelease(version string) string {
+	for _, part := range strings.Split(version, "; ") {
+		if v, ok := strings.CutPrefix(part, "Using library: "); ok {
+			return v
+		}
+	}
+	return version
+}
