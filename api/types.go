@@ -159,7 +159,26 @@ type VM struct {
 	KVP       map[string]string `json:"kvp,omitempty"`   // host-set pairs the guest can read
 	// CheckpointType is what a checkpoint takes when none is named.
 	CheckpointType string `json:"checkpoint_type"`
+	// CriticalErrorAction is what a host I/O error on a disk does: pause
+	// (PausedCritical until the storage answers again) or none (the guest
+	// gets the error). CriticalErrorTimeoutSeconds turns a VM off that
+	// stayed PausedCritical that long (0: never).
+	CriticalErrorAction         string `json:"critical_error_action"`
+	CriticalErrorTimeoutSeconds int64  `json:"critical_error_timeout_seconds"`
+	// CriticalSince is when the VM last paused for a storage error, while
+	// hvd still waits for that storage (PausedCritical, or retrying).
+	CriticalSince *time.Time `json:"critical_since,omitempty"`
 }
+
+// Critical error actions (Hyper-V's AutomaticCriticalErrorAction).
+const (
+	CriticalErrorPause = "pause"
+	CriticalErrorNone  = "none"
+)
+
+// DefaultCriticalErrorTimeoutSeconds is Hyper-V's default
+// AutomaticCriticalErrorActionTimeout: 30 minutes.
+const DefaultCriticalErrorTimeoutSeconds = 30 * 60
 
 // DynamicMemory is Hyper-V's dynamic memory: the guest starts with the VM's
 // memory, grows by hot-add up to Maximum when it needs more, and gives memory
@@ -327,6 +346,10 @@ type VMCreate struct {
 	// Storage is the storage location the VM lives in (default: "default",
 	// hvd's ROOT/vms).
 	Storage string `json:"storage,omitempty"`
+	// CriticalErrorAction is pause (default) or none; see VM.
+	CriticalErrorAction string `json:"critical_error_action,omitempty"`
+	// CriticalErrorTimeoutSeconds: default 1800; 0 never turns the VM off.
+	CriticalErrorTimeoutSeconds *int64 `json:"critical_error_timeout_seconds,omitempty"`
 }
 
 // VMUpdate is the body of PATCH /1.0/vms/{name}; only the fields given change.
@@ -341,6 +364,10 @@ type VMUpdate struct {
 	DynamicMemory *DynamicMemoryUpdate `json:"dynamic_memory,omitempty"`
 	// CheckpointType is production (default), production-only, standard or disabled.
 	CheckpointType *string `json:"checkpoint_type,omitempty"`
+	// CriticalErrorAction (pause or none) changes only while Off: it is on
+	// QEMU's command line. CriticalErrorTimeoutSeconds changes in any state.
+	CriticalErrorAction         *string `json:"critical_error_action,omitempty"`
+	CriticalErrorTimeoutSeconds *int64  `json:"critical_error_timeout_seconds,omitempty"`
 }
 
 // DynamicMemoryUpdate sets dynamic memory; sizes as strings ("1G").

@@ -170,6 +170,17 @@ func (s *Service) UpdateVM(ctx context.Context, name string, req api.VMUpdate) (
 			return s.GetVM(ctx, name)
 		}
 	}
+	if req.CriticalErrorTimeoutSeconds != nil {
+		// hvd's own watch, not the machine's: it changes in any state.
+		t := req.CriticalErrorTimeoutSeconds
+		if _, err := s.updateConfig(v, func(c *vmconfig.Config) error { return vmplan.CriticalError(c, nil, t) }); err != nil {
+			return api.VM{}, err
+		}
+		req.CriticalErrorTimeoutSeconds = nil
+		if req == (api.VMUpdate{}) {
+			return s.GetVM(ctx, name)
+		}
+	}
 	onlyMemory := req.Memory != nil && req.CPUs == nil && req.Cmdline == nil && req.MaxMemory == nil && req.Nested == nil && req.CPUCompat == nil && req.DynamicMemory == nil
 	if st := v.snapshotState(); st == api.StateRunning && onlyMemory {
 		if err := s.devs.ResizeMemory(ctx, v, *req.Memory); err != nil {

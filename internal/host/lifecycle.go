@@ -26,7 +26,8 @@ func (s *Service) ChangeState(name string, req api.VMStatePut) (*operation.Op, e
 	if req.Timeout < 0 {
 		return nil, fmt.Errorf("timeout: %d is negative; give seconds, e.g. 60: %w", req.Timeout, errdefs.ErrInvalid)
 	}
-	if req.Action == api.ActionKill {
+	if req.Action == api.ActionKill || (req.Action == api.ActionStop && v.snapshotState() == api.StatePausedCritical) {
+		// A guest paused for its storage cannot shut down: stop turns it off.
 		return s.kill(v)
 	}
 	var fn func(context.Context, *operation.Op, *vm) error
@@ -109,7 +110,7 @@ func (s *Service) spec(v *vm, accel qemu.Accel) qemu.Spec {
 		sp.SessionSockets = append(sp.SessionSockets, v.runPath(sessionSock(i)))
 	}
 	for _, d := range c.Disks {
-		sp.Disks = append(sp.Disks, qemu.DiskSpec{ID: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot, Bus: d.Bus})
+		sp.Disks = append(sp.Disks, qemu.DiskSpec{ID: d.Name, Path: v.path(d.File), Format: d.Format, Boot: d.Boot, Bus: d.Bus, OnError: diskOnError(c)})
 	}
 	if c.Kernel != "" {
 		sp.Kernel = v.path(c.Kernel)
@@ -221,7 +222,7 @@ func (s *Service) setFact(v *vm, state, reason string) {
 // wentOff records that the VM's QEMU is gone.
 func (s *Service) wentOff(v *vm, reason string) {
 	v.mu.Lock()
-	v.rt.PID = 0
+	v.rt.PID, v.rt.CriticalSince = 0, time.Time{}
 	v.mu.Unlock()
 	_ = os.Remove(v.runPath(filePID))
 	s.setFact(v, api.StateOff, reason)

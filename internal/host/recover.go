@@ -184,13 +184,23 @@ func (r *recovering) reattach(ctx context.Context) {
 	switch st.Status {
 	case "running", "paused", "postmigrate", "suspended":
 	case "io-error":
+		// The watch of its storage (attach) retries it, and the timeout
+		// counts from when it first paused, if hvd recorded that.
 		state = api.StatePausedCritical
+		if v.rt.CriticalSince.IsZero() {
+			v.rt.CriticalSince = time.Now().UTC()
+		}
+		if v.rt.State != api.StatePausedCritical {
+			v.rt.Reason = "a disk's storage failed while hvd was not running"
+		}
 	default:
 		ss.detach()
 		r.off("QEMU was in state " + st.Status + " when hvd started")
 		return
 	}
-	if err := v.setStateLocked(state, v.rt.Reason); err != nil {
+	// A fact: memory follows QEMU even when the disk is full (persistLoop
+	// writes it later), so the storage watch acts on the state QEMU is in.
+	if err := v.setFactLocked(state, v.rt.Reason); err != nil {
 		s.log.Error("recording VM state", "vm", v.name, "err", err)
 	}
 	s.log.Info("re-attached to a running VM", "vm", v.name, "pid", r.pid, "state", state)

@@ -73,6 +73,9 @@ type Options struct {
 	// beyond it the oldest half goes, so a guest that prints forever cannot
 	// fill the disk holding every VM's state.
 	VMLogMax int64
+	// CriticalRetry is how often a PausedCritical VM tries its storage
+	// again (default DefaultCriticalRetry; tests shorten it).
+	CriticalRetry time.Duration
 }
 
 // DefaultVMLogMax is Options.VMLogMax's default.
@@ -114,6 +117,8 @@ type Service struct {
 	vms map[string]*vm // by name; a name being created maps to a placeholder
 
 	stop chan struct{} // closed by Close: ends the background loops
+
+	criticalRetry time.Duration // how often a PausedCritical VM retries (criticalEvery)
 }
 
 // New checks the host (QEMU, qemu-img, firmware, accelerator), prepares Root and
@@ -129,7 +134,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	s := &Service{
 		root: root, runDir: filepath.Join(root, "run"),
 		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks, guardBin: o.GuardBinary,
-		vms: map[string]*vm{}, stop: make(chan struct{}),
+		vms: map[string]*vm{}, stop: make(chan struct{}), criticalRetry: o.CriticalRetry,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

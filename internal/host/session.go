@@ -47,6 +47,9 @@ func (s *Service) attachRunner(v *vm, m hostvm.Machine, blk hostvm.Block) *sessi
 	}()
 	go s.devs.Balance(ctx, v, ss)
 	go s.watchExit(v, ss)
+	if src, ok := m.(ioErrorSource); ok {
+		go s.watchStorage(v, ss, src.IOErrors())
+	}
 	return ss
 }
 
@@ -65,7 +68,7 @@ func (s *Service) watchExit(v *vm, ss *session) {
 	v.g.Detach() // the agent's connection goes; a guest that is gone is frozen no more
 	v.mu.Lock()
 	cfg := v.cfg
-	v.rt.ThawBy, v.rt.GuardPID = time.Time{}, 0
+	v.rt.ThawBy, v.rt.GuardPID, v.rt.CriticalSince = time.Time{}, 0, time.Time{}
 	v.mu.Unlock()
 	s.devs.StopNICs(cfg)
 	if st, err := s.tracker.AfterExit(v.Dir(), cfg); err != nil {

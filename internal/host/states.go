@@ -18,7 +18,7 @@ type transition struct {
 
 var transitions = map[string]transition{
 	api.ActionStart:     {from: []string{api.StateOff, api.StateSaved}, during: api.StateStarting, display: "start"},
-	api.ActionStop:      {from: []string{api.StateRunning}, during: api.StateStopping, display: "stop"},
+	api.ActionStop:      {from: []string{api.StateRunning, api.StatePausedCritical}, during: api.StateStopping, display: "stop"}, // from PausedCritical: turned off (ChangeState)
 	api.ActionKill:      {from: []string{api.StateRunning, api.StatePaused, api.StatePausedCritical, api.StateSaved, api.StateStarting, api.StateStopping, api.StateSaving}, display: "turn off"},
 	api.ActionPause:     {from: []string{api.StateRunning}, display: "pause"},
 	api.ActionResume:    {from: []string{api.StatePaused, api.StatePausedCritical}, display: "resume"},

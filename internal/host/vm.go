@@ -181,7 +181,7 @@ func (v *vm) nextRuntime(state, reason string) vmconfig.Runtime {
 }
 
 func (v *vm) stateChanged() {
-	if s := v.rt.State; s != api.StateRunning && s != api.StatePaused && s != api.StateStopping && s != api.StateSaving && v.g != nil {
+	if s := v.rt.State; s != api.StateRunning && s != api.StatePaused && s != api.StatePausedCritical && s != api.StateStopping && s != api.StateSaving && v.g != nil {
 		v.g.LostQEMU()
 	}
 }
@@ -192,7 +192,7 @@ func isTransitional(s string) bool {
 
 func (v *vm) uptimeLocked() time.Duration {
 	switch v.rt.State {
-	case api.StateRunning, api.StatePaused, api.StateStopping, api.StateSaving:
+	case api.StateRunning, api.StatePaused, api.StatePausedCritical, api.StateStopping, api.StateSaving:
 		if !v.rt.StartedAt.IsZero() {
 			return v.rt.UptimeBefore + time.Since(v.rt.StartedAt)
 		}
@@ -216,6 +216,9 @@ func (v *vm) toAPI(accel string) api.VM {
 	out.Heartbeat = hb
 	if !last.IsZero() {
 		out.LastHeartbeat = &last
+	}
+	if since := v.rt.CriticalSince; !since.IsZero() {
+		out.CriticalSince = &since
 	}
 	if !c.ServiceEnabled(api.ServiceHeartbeat) {
 		out.Heartbeat = api.HeartbeatDisabled

@@ -37,9 +37,11 @@ func (m *Machine) RemoveNetdev(ctx context.Context, id string) error {
 	return qmp.Do(ctx, m.qmp, qmp.NetdevDel{ID: id + "-net"})
 }
 
-// Disk is a disk image to plug in as a virtio-blk device.
+// Disk is a disk image to plug in as a virtio-blk device. OnError is
+// qemu.DiskSpec's: what QEMU does when the host's storage fails.
 type Disk struct {
 	ID, Path, Format, Bus string
+	OnError               string
 }
 
 // PlugDisk opens the image (a file node, a format node with no backing: hv
@@ -62,7 +64,11 @@ func (m *Machine) PlugDisk(ctx context.Context, d Disk) (err error) {
 		return fmt.Errorf("opening disk %s: %w", d.ID, err)
 	}
 	u.Add("close "+format, func(ctx context.Context) error { return m.closeNode(ctx, format) })
-	if err := qmp.Do(ctx, m.qmp, qmp.DeviceAdd{Driver: "virtio-blk-pci", ID: d.ID, Drive: format, Bus: d.Bus}); err != nil {
+	dev := qmp.DeviceAdd{Driver: "virtio-blk-pci", ID: d.ID, Drive: format, Bus: d.Bus}
+	if d.OnError != "" {
+		dev.Props = map[string]any{"werror": d.OnError, "rerror": d.OnError}
+	}
+	if err := qmp.Do(ctx, m.qmp, dev); err != nil {
 		return fmt.Errorf("plugging in disk %s: %w", d.ID, err)
 	}
 	return nil

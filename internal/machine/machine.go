@@ -42,6 +42,7 @@ type Machine struct {
 	stop context.CancelFunc // ends the watchers
 
 	exited chan struct{} // closed once the process is gone
+	ioErrs chan IOError  // disk errors that paused the guest (IOErrors)
 	mu     sync.Mutex
 	reason string // why QEMU ended, once exited
 	halt   string // QEMU's SHUTDOWN event, if one came
@@ -89,20 +90,24 @@ func watch(o Options, pid int, proc *qemu.Process, c *qmp.Client) *Machine {
 		o.Log = slog.Default()
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	m := &Machine{o: o, pid: pid, proc: proc, qmp: c, stop: stop, exited: make(chan struct{})}
+	m := &Machine{o: o, pid: pid, proc: proc, qmp: c, stop: stop, exited: make(chan struct{}), ioErrs: make(chan IOError, ioErrorBacklog)}
 	events, unsubscribe := c.Subscribe()
 	go func() {
 		defer unsubscribe()
+		defer close(m.ioErrs)
 		for {
 			select {
 			case ev, ok := <-events:
 				if !ok {
 					return
 				}
-				if ev.Name == "SHUTDOWN" {
+				switch ev.Name {
+				case "SHUTDOWN":
 					m.mu.Lock()
 					m.halt = string(ev.Data)
 					m.mu.Unlock()
+				case "BLOCK_IO_ERROR":
+					m.noteIOError(ev)
 				}
 			case <-ctx.Done():
 				return

@@ -224,6 +224,9 @@ func disks(a *args, s *Spec) {
 		if d.Bus != "" {
 			dev = opt(dev, kv("bus", d.Bus))
 		}
+		if d.OnError != "" {
+			dev = opt(dev, kv("werror", d.OnError), kv("rerror", d.OnError))
+		}
 		a.add("-blockdev", p, "-blockdev", f, "-device", dev)
 	}
 }

@@ -81,6 +81,13 @@ func TestArgs(t *testing.T) {
 			s.Disks[0].Bus = "pci.0,romfile=/etc/shadow"
 		}, wantBase + " -accel tcg -machine pc -cpu max -smp 2 -m size=1024M " +
 			strings.Replace(wantTail, "bootindex=0", "bootindex=0,bus=pci.0,,romfile=/etc/shadow", 1)},
+		// A host I/O error pauses the guest (PausedCritical) or reaches it.
+		{"disk stops on errors", func(s *Spec) { s.Disks[0].OnError = OnErrorStop },
+			wantBase + " -accel tcg -machine pc -cpu max -smp 2 -m size=1024M " +
+				strings.Replace(wantTail, "bootindex=0", "bootindex=0,werror=stop,rerror=stop", 1)},
+		{"disk reports errors", func(s *Spec) { s.Disks[0].OnError = OnErrorReport },
+			wantBase + " -accel tcg -machine pc -cpu max -smp 2 -m size=1024M " +
+				strings.Replace(wantTail, "bootindex=0", "bootindex=0,werror=report,rerror=report", 1)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,6 +133,8 @@ func TestArgsInvalid(t *testing.T) {
 			`disks[1].id: "disk0" is used by two disks; give each disk its own id`},
 		{func(s *Spec) { s.Disks = append(s.Disks, DiskSpec{ID: "d1", Path: "/x", Format: "raw", Boot: true}) }, errdefs.ErrInvalid,
 			`disks[1].boot: disks "disk0" and "d1" are both marked as boot disk; mark only one`},
+		{func(s *Spec) { s.Disks[0].OnError = "enospc,romfile=/x" }, errdefs.ErrInvalid,
+			`disks[0].on_error: "enospc,romfile=/x"; use stop, report, or empty for QEMU's default`},
 		{func(s *Spec) { s.QMPSocket = "" }, errdefs.ErrInvalid, "qmp_socket: is empty; give an absolute path"},
 		{func(s *Spec) { s.PIDFile = "" }, errdefs.ErrInvalid, "pid_file: is empty; give an absolute path"},
 		{func(s *Spec) { s.QMPSocket = long }, errdefs.ErrInvalid, "is 114 bytes long; unix sockets allow at most 107; use a shorter state directory"},

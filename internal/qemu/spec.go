@@ -21,7 +21,18 @@ type DiskSpec struct {
 	// Every image is opened explicitly under its ImageNodes names, so QMP
 	// calls can name any image of the chain without asking QEMU.
 	Backing []Image
+	// OnError is what QEMU does when the host's storage fails a request:
+	// OnErrorStop pauses the guest (status io-error) and re-issues the
+	// request on cont; OnErrorReport hands the error to the guest; ""
+	// leaves QEMU's default (stop on ENOSPC only).
+	OnError string
 }
+
+// What a disk does on a host I/O error (QEMU's werror and rerror).
+const (
+	OnErrorStop   = "stop"
+	OnErrorReport = "report"
+)
 
 // Image is one image file of a disk's backing chain.
 type Image struct {
@@ -204,6 +215,8 @@ func (s *Spec) checkDisks() error {
 			return invalid(field+".format", "%q is not supported; use qcow2 or raw", d.Format)
 		case d.Boot && boot != "":
 			return invalid(field+".boot", "disks %q and %q are both marked as boot disk; mark only one", boot, d.ID)
+		case d.OnError != "" && d.OnError != OnErrorStop && d.OnError != OnErrorReport:
+			return invalid(field+".on_error", "%q; use stop, report, or empty for QEMU's default", d.OnError)
 		}
 		if err := absPath(field+".path", d.Path, true); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hvproject/hv/api"
 	"github.com/hvproject/hv/internal/errdefs"
 	"github.com/hvproject/hv/internal/fsutil"
 	"github.com/hvproject/hv/internal/sealed"
@@ -103,6 +104,26 @@ type Config struct {
 	// CheckpointType is the type a checkpoint takes when none is named;
 	// "" means production.
 	CheckpointType string `json:"checkpoint_type,omitempty"`
+	// CriticalErrorAction is what a host I/O error on a disk does: "" or
+	// "pause" (the VM waits PausedCritical for its storage), "none" (the
+	// guest gets the error).
+	CriticalErrorAction string `json:"critical_error_action,omitempty"`
+	// CriticalErrorTimeoutSeconds turns off a VM that stayed PausedCritical
+	// this long; nil: api.DefaultCriticalErrorTimeoutSeconds, 0: never.
+	CriticalErrorTimeoutSeconds *int64 `json:"critical_error_timeout_seconds,omitempty"`
+}
+
+// PausesOnIOError says whether a host I/O error pauses the VM
+// (PausedCritical) rather than reaching the guest.
+func (c *Config) PausesOnIOError() bool { return c.CriticalErrorAction != "none" }
+
+// CriticalTimeout is how long the VM may stay PausedCritical before hv
+// turns it off; 0 means never.
+func (c *Config) CriticalTimeout() time.Duration {
+	if c.CriticalErrorTimeoutSeconds == nil {
+		return time.Duration(api.DefaultCriticalErrorTimeoutSeconds) * time.Second
+	}
+	return time.Duration(*c.CriticalErrorTimeoutSeconds) * time.Second
 }
 
 // ServiceEnabled reports whether an integration service is on (all are by default).
@@ -191,6 +212,10 @@ func (c Config) Clone() Config {
 	if c.DynamicMemory != nil {
 		dm := *c.DynamicMemory
 		out.DynamicMemory = &dm
+	}
+	if c.CriticalErrorTimeoutSeconds != nil {
+		t := *c.CriticalErrorTimeoutSeconds
+		out.CriticalErrorTimeoutSeconds = &t
 	}
 	if c.Disks == nil {
 		out.Disks = nil

@@ -48,6 +48,10 @@ type Runtime struct {
 	// holds its socket). GuardPID is that guard, to end it after the thaw.
 	ThawBy   time.Time `json:"thaw_by,omitempty"`
 	GuardPID int       `json:"guard_pid,omitempty"`
+	// CriticalSince is when a host I/O error first paused the VM
+	// (PausedCritical), until hvd sees its storage answer again: the
+	// critical error timeout counts from it, across restarts of hvd.
+	CriticalSince time.Time `json:"critical_since,omitempty"`
 }
 
 // LoadRuntime reads the runtime file in dir; a missing file means Off. A

@@ -43,6 +43,12 @@ var Services = []string{"heartbeat", "shutdown", "time-sync", "data-exchange", "
 // CheckpointTypes are the values of CheckpointType ("" means production).
 var CheckpointTypes = []string{"", "production", "production-only", "standard", "disabled"}
 
+// CriticalErrorActions are the values of CriticalErrorAction ("" means pause).
+var CriticalErrorActions = []string{"", "pause", "none"}
+
+// MaxCriticalErrorTimeout bounds CriticalErrorTimeoutSeconds: 30 days.
+const MaxCriticalErrorTimeout = 30 * 24 * 3600
+
 // LocalFile reports whether f is a plain file name inside the VM's directory:
 // a configuration must never make hv open, copy or delete a file elsewhere.
 func LocalFile(f string) bool {
@@ -103,6 +109,12 @@ func (c *Config) Validate() error {
 	}
 	if !contains(CheckpointTypes, c.CheckpointType) {
 		return bad("checkpoint_type", "%q; use production, production-only, standard or disabled", c.CheckpointType)
+	}
+	if !contains(CriticalErrorActions, c.CriticalErrorAction) {
+		return bad("critical_error_action", "%q; use pause or none", c.CriticalErrorAction)
+	}
+	if t := c.CriticalErrorTimeoutSeconds; t != nil && (*t < 0 || *t > MaxCriticalErrorTimeout) {
+		return bad("critical_error_timeout_seconds", "%d; use 0 (never) up to %d (30 days)", *t, MaxCriticalErrorTimeout)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package vmconfig
 import (
 	"maps"
 	"path/filepath"
+	"time"
 
 	"github.com/hvproject/hv/api"
 )
@@ -32,6 +33,10 @@ func (c Config) View(dir string) api.VM {
 	}
 	if out.CheckpointType == "" {
 		out.CheckpointType = api.CheckpointProduction
+	}
+	out.CriticalErrorAction, out.CriticalErrorTimeoutSeconds = c.CriticalErrorAction, int64(c.CriticalTimeout()/time.Second)
+	if out.CriticalErrorAction == "" {
+		out.CriticalErrorAction = api.CriticalErrorPause
 	}
 	if dm := c.DynamicMemory; dm != nil {
 		out.DynamicMemory = &api.DynamicMemory{Enabled: dm.Enabled, MinimumBytes: dm.MinimumBytes, MaximumBytes: dm.MaximumBytes, BufferPercent: dm.BufferPercent}

@@ -2,6 +2,7 @@ package vmconfig
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hvproject/hv/api"
 )
@@ -18,8 +19,32 @@ func TestView(t *testing.T) {
 		v.CheckpointType != api.CheckpointProduction || v.MaxMemoryBytes != 4<<30 {
 		t.Errorf("view: %+v", v)
 	}
+	if v.CriticalErrorAction != api.CriticalErrorPause || v.CriticalErrorTimeoutSeconds != api.DefaultCriticalErrorTimeoutSeconds {
+		t.Errorf("critical error defaults: %q %d", v.CriticalErrorAction, v.CriticalErrorTimeoutSeconds)
+	}
 	v.KVP["k"] = "changed"
 	if c.KVP["k"] != "v" {
 		t.Error("the view shares the configuration's KVP map")
+	}
+}
+
+// A timeout of 0 is "never", not the default; action none reaches the guest.
+func TestCriticalErrorSettings(t *testing.T) {
+	zero := int64(0)
+	c := Config{CriticalErrorAction: "none", CriticalErrorTimeoutSeconds: &zero}
+	if c.PausesOnIOError() || c.CriticalTimeout() != 0 {
+		t.Errorf("none, 0: pauses %v, timeout %v", c.PausesOnIOError(), c.CriticalTimeout())
+	}
+	v := c.View("/d")
+	if v.CriticalErrorAction != api.CriticalErrorNone || v.CriticalErrorTimeoutSeconds != 0 {
+		t.Errorf("view: %q %d", v.CriticalErrorAction, v.CriticalErrorTimeoutSeconds)
+	}
+	d := c.Clone()
+	*d.CriticalErrorTimeoutSeconds = 9
+	if *c.CriticalErrorTimeoutSeconds != 0 {
+		t.Error("a clone shares the timeout")
+	}
+	if (&Config{}).CriticalTimeout() != 30*time.Minute || !(&Config{}).PausesOnIOError() {
+		t.Error("defaults: pause, 30 minutes")
 	}
 }

@@ -87,6 +87,13 @@ func (h Host) Create(ctx context.Context, req api.VMCreate) (Create, error) {
 		MemoryBytes: mem, Cmdline: req.Cmdline, CreatedAt: time.Now().UTC(), Disks: []vmconfig.Disk{},
 		MaxMemoryBytes: maxMem, Nested: req.Nested, CPUCompat: req.CPUCompat,
 	}
+	var action *string
+	if req.CriticalErrorAction != "" {
+		action = &req.CriticalErrorAction
+	}
+	if err := CriticalError(&p.Config, action, req.CriticalErrorTimeoutSeconds); err != nil {
+		return p, err
+	}
 	return p, nil
 }
 
@@ -240,6 +247,9 @@ func (h Host) Update(cfg *vmconfig.Config, req api.VMUpdate) error {
 			cfg.MaxMemoryBytes = dm.MaximumBytes
 		}
 	}
+	if err := CriticalError(cfg, req.CriticalErrorAction, req.CriticalErrorTimeoutSeconds); err != nil {
+		return err
+	}
 	if req.Cmdline != nil {
 		if cfg.Kernel == "" && *req.Cmdline != "" {
 			return fmt.Errorf("cmdline: VM %s boots from its disk, not a kernel; the command line belongs to its boot loader: %w", cfg.Name, errdefs.ErrInvalid)
@@ -348,4 +358,29 @@ func DynamicMemory(cfg vmconfig.Config, u api.DynamicMemoryUpdate) (*vmconfig.Dy
 		return nil, fmt.Errorf("dynamic_memory.buffer_percent: %d; give 5 to 2000 (Hyper-V's default is 20): %w", dm.BufferPercent, errdefs.ErrInvalid)
 	}
 	return dm, nil
+}
+
+// CriticalError checks and sets what a host I/O error does to the VM
+// (action, nil: unchanged) and how long it may stay PausedCritical before
+// it is turned off (timeout in seconds, nil: unchanged; 0: never).
+func CriticalError(cfg *vmconfig.Config, action *string, timeout *int64) error {
+	if action != nil {
+		switch *action {
+		case api.CriticalErrorPause:
+			cfg.CriticalErrorAction = "" // the default
+		case api.CriticalErrorNone:
+			cfg.CriticalErrorAction = api.CriticalErrorNone
+		default:
+			return fmt.Errorf("critical_error_action: %q; use pause (the VM waits PausedCritical for its storage) or none (the guest gets the I/O error): %w", *action, errdefs.ErrInvalid)
+		}
+	}
+	if timeout != nil {
+		if *timeout < 0 || *timeout > vmconfig.MaxCriticalErrorTimeout {
+			return fmt.Errorf("critical_error_timeout_seconds: %d; give 0 (never turn the VM off) up to %d (30 days), e.g. 1800 for 30 minutes: %w",
+				*timeout, vmconfig.MaxCriticalErrorTimeout, errdefs.ErrInvalid)
+		}
+		t := *timeout
+		cfg.CriticalErrorTimeoutSeconds = &t
+	}
+	return nil
 }

@@ -57,6 +57,8 @@ func TestCreateRefuses(t *testing.T) {
 		{api.VMCreate{Name: "web", Generation: 1}, errdefs.ErrInvalid, "image: the VM has nothing to boot"},
 		{api.VMCreate{Name: "web", Generation: 1, DiskSize: "1G", Nested: true}, errdefs.ErrInvalid, "nested:"},
 		{api.VMCreate{Name: "web", Generation: 1, DiskSize: "1G", MaxMemory: "1G"}, errdefs.ErrInvalid, "max_memory:"},
+		{api.VMCreate{Name: "web", Generation: 1, DiskSize: "1G", CriticalErrorAction: "reboot"}, errdefs.ErrInvalid, "critical_error_action: \"reboot\"; use pause"},
+		{api.VMCreate{Name: "web", Generation: 1, DiskSize: "1G", CriticalErrorTimeoutSeconds: ptr(int64(-5))}, errdefs.ErrInvalid, "critical_error_timeout_seconds: -5; give 0"},
 	} {
 		if _, err := h.Create(ctx, c.req); !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %v naming %q", c.req, err, c.kind, c.want)
@@ -143,5 +145,29 @@ func TestDynamicMemory(t *testing.T) {
 		if _, err := DynamicMemory(c.cfg, c.u); !errors.Is(err, errdefs.ErrInvalid) || !strings.HasPrefix(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.u, err, c.want)
 		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// What a host I/O error does is set at create and by set; pause is stored
+// as the default, so a VM made before the setting existed behaves the same.
+func TestCriticalError(t *testing.T) {
+	h := tcgHost()
+	p, err := h.Create(context.Background(), api.VMCreate{Name: "web", Generation: 1, DiskSize: "1G",
+		CriticalErrorAction: "none", CriticalErrorTimeoutSeconds: ptr(int64(15))})
+	if err != nil || p.Config.CriticalErrorAction != "none" || p.Config.CriticalTimeout().Seconds() != 15 {
+		t.Fatalf("create: %+v %v", p.Config, err)
+	}
+	cfg := p.Config
+	if err := h.Update(&cfg, api.VMUpdate{CriticalErrorAction: ptr("pause"), CriticalErrorTimeoutSeconds: ptr(int64(0))}); err != nil ||
+		cfg.CriticalErrorAction != "" || !cfg.PausesOnIOError() || cfg.CriticalTimeout() != 0 {
+		t.Fatalf("update: %+v %v", cfg, err)
+	}
+	if err := h.Update(&cfg, api.VMUpdate{CriticalErrorTimeoutSeconds: ptr(int64(vmconfig.MaxCriticalErrorTimeout + 1))}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("a timeout over 30 days: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -62,7 +62,7 @@ REMOTE: (with its colon) lists a remote's VMs, as --remote REMOTE does.`,
 func vmTable(w io.Writer, vms []api.VM) {
 	fmt.Fprintln(w, "NAME\tSTATE\tHEARTBEAT\tGEN\tCPUS\tMEMORY\tUPTIME")
 	for _, v := range vms {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.Name, v.State, cli.Dash(v.Heartbeat),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.Name, stateText(v), cli.Dash(v.Heartbeat),
 			v.Generation, v.CPUs, cli.HumanBytes(v.MemoryBytes), cli.Uptime(v.UptimeSeconds))
 	}
 }
@@ -122,6 +122,10 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 	if v.Nested {
 		nested = "yes"
 	}
+	criticalSince := ""
+	if v.CriticalSince != nil {
+		criticalSince = v.CriticalSince.Local().Format(time.DateTime) + " (" + cli.HumanDuration(now.Sub(*v.CriticalSince)) + " ago)"
+	}
 	compat := ""
 	if v.CPUCompat {
 		compat = "on (a generic CPU model every host runs)"
@@ -142,6 +146,8 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) {
 		[2]string{"CPU compat.", compat},
 		[2]string{"Accelerator", v.Accelerator},
 		[2]string{"Checkpoint type", v.CheckpointType},
+		[2]string{"Critical errors", criticalErrorText(v)},
+		[2]string{"Critical since", criticalSince},
 		[2]string{"Kernel", v.Kernel},
 		[2]string{"Initrd", v.Initrd},
 		[2]string{"Cmdline", v.Cmdline},

@@ -8,6 +8,7 @@ import (
 
 func newVMCreateCmd(a *cli.App) *cobra.Command {
 	var req api.VMCreate
+	var criticalAction, criticalTimeout string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a VM",
@@ -27,6 +28,8 @@ compatibility) runs the VM on a generic x86-64 CPU model that every host
 runs, so that it can move live to a host with another CPU. Network adapters and data disks are
 added with 'hv vm nic add' and 'hv vm disk add'; dynamic memory is set with
 'hv vm set'.
+
+` + criticalErrorHelp + `
 
 Paths are resolved against the current directory before they are sent to hvd.
 Sizes take K, M, G and T suffixes (powers of 1024). Copying an image shows
@@ -55,6 +58,14 @@ its progress.`,
 			if req.Initrd != "" && req.Kernel == "" || req.Cmdline != "" && req.Kernel == "" {
 				return cli.Usagef(cmd, "--initrd and --cmdline need --kernel")
 			}
+			action, timeout, err := criticalErrorValues(cmd, criticalAction, criticalTimeout)
+			if err != nil {
+				return err
+			}
+			if action != nil {
+				req.CriticalErrorAction = *action
+			}
+			req.CriticalErrorTimeoutSeconds = timeout
 			for _, p := range []*string{&req.Image, &req.Kernel, &req.Initrd} {
 				var err error
 				if *p, err = cli.AbsPath(*p); err != nil {
@@ -80,6 +91,7 @@ its progress.`,
 	f.BoolVar(&req.CPUCompat, "cpu-compat", false, "processor compatibility: a generic CPU model every host runs, for live moves between unlike hosts")
 	f.StringVar(&req.Storage, "storage", "", "the storage location to keep its files in ('hv host info' lists them; default: default, hvd's ROOT/vms)")
 	_ = cmd.RegisterFlagCompletionFunc("storage", a.CompleteStorage)
+	criticalErrorFlags(cmd, &criticalAction, &criticalTimeout)
 	_ = cmd.RegisterFlagCompletionFunc("generation", cobra.FixedCompletions([]string{"1", "2"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }

@@ -15,6 +15,7 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 	var cpus, buffer int
 	var memory, cmdline, maxMemory, minimum, maximum, checkpointType string
 	var nested, dynamic, cpuCompat bool
+	var criticalAction, criticalTimeout string
 	cmd := &cobra.Command{
 		Use:   "set NAME",
 		Short: "Change a VM's CPUs, memory, nesting, kernel command line or checkpoint type",
@@ -24,7 +25,8 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
   hv vm set web1 --memory 6G        # while Running: hot-add 2G more
   hv vm set lab --nested --max-memory 32G
   hv vm set web1 --dynamic-memory --memory-minimum 1G --memory-maximum 16G --memory-buffer 25
-  hv vm set web1 --checkpoint-type standard`,
+  hv vm set web1 --checkpoint-type standard
+  hv vm set db1 --critical-error-timeout 2h`,
 		Args:              cli.ExactArgs(1, "one VM name"),
 		ValidArgsFunction: a.CompleteVMs(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -54,6 +56,10 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 				}
 				upd.CheckpointType = &checkpointType
 			}
+			var err error
+			if upd.CriticalErrorAction, upd.CriticalErrorTimeoutSeconds, err = criticalErrorValues(cmd, criticalAction, criticalTimeout); err != nil {
+				return err
+			}
 			dynFlags := f.Changed("memory-minimum") || f.Changed("memory-maximum") || f.Changed("memory-buffer")
 			switch {
 			case f.Changed("dynamic-memory"):
@@ -65,7 +71,7 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 				return cli.Usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer need --dynamic-memory")
 			}
 			if upd == (api.VMUpdate{}) {
-				return cli.Usagef(cmd, "nothing to change: give --cpus, --memory, --max-memory, --nested, --dynamic-memory, --cmdline or --checkpoint-type")
+				return cli.Usagef(cmd, "nothing to change: give --cpus, --memory, --max-memory, --nested, --dynamic-memory, --cmdline, --checkpoint-type or --critical-error-action/-timeout")
 			}
 			vm, err := a.Client().UpdateVM(cmd.Context(), args[0], upd)
 			if err != nil {
@@ -87,6 +93,7 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 	f.IntVar(&buffer, "memory-buffer", 0, "dynamic memory: spare memory kept above demand, in percent (default 20)")
 	f.StringVar(&checkpointType, "checkpoint-type", "", "what checkpoints take: production, production-only, standard or disabled")
 	_ = cmd.RegisterFlagCompletionFunc("checkpoint-type", cobra.FixedCompletions(cli.CheckpointSettings(), cobra.ShellCompDirectiveNoFileComp))
+	criticalErrorFlags(cmd, &criticalAction, &criticalTimeout)
 	return cmd
 }
 
@@ -112,4 +119,7 @@ keeping --memory-buffer percent spare above its demand (default 20).
 --checkpoint-type is the type 'hv checkpoint create' takes when it is given
 no --type (see 'hv checkpoint --help'): production (the default; falls back
 to standard when the guest cannot freeze), production-only (fails instead),
-standard, or disabled (checkpoints refused). It changes in every state.`
+standard, or disabled (checkpoints refused). It changes in every state.
+
+` + criticalErrorHelp + ` The action changes while the VM is Off, the
+timeout in every state.`

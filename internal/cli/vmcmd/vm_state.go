@@ -37,9 +37,11 @@ guest-shutdown, then 'systemctl poweroff' and 'poweroff' run through the agent
 button; without an agent it presses the button at once. The VM's state reason
 says which way worked.
 If the guest is not off after --timeout the stop fails and the VM keeps
-running, unless --force is given: then the VM is turned off like 'hv vm kill'.`,
+running, unless --force is given: then the VM is turned off like 'hv vm kill'.
+A PausedCritical VM (waiting for its storage) cannot shut down: stop turns it
+off at once.`,
 			"  hv vm stop web1\n  hv vm stop --timeout 2m --force web1 web2",
-			[]string{api.StateRunning}, "Stopped"},
+			[]string{api.StateRunning, api.StatePausedCritical}, "Stopped"},
 		{api.ActionKill, "Turn VMs off at once", `Turn VMs off at once, like pulling the plug: the guest gets no chance to
 flush its disks. Works from every state but Off; from Saved it discards the
 saved memory state. Use 'hv vm stop' for a clean shutdown.`,
@@ -48,8 +50,9 @@ saved memory state. Use 'hv vm stop' for a clean shutdown.`,
 		{api.ActionPause, "Pause VMs", `Freeze VMs' virtual CPUs; memory stays allocated. Works from Running. The VM
 is Paused until 'hv vm resume'.`,
 			"  hv vm pause web1", []string{api.StateRunning}, "Paused"},
-		{api.ActionResume, "Resume paused VMs", `Let paused VMs run again. Works from Paused, and from PausedCritical once its
-cause (such as a full disk) is fixed.`,
+		{api.ActionResume, "Resume paused VMs", `Let paused VMs run again. Works from Paused, and from PausedCritical: the
+guest tries its storage at once (hvd retries by itself every 5 s anyway); if
+it still fails, the VM is PausedCritical again.`,
 			"  hv vm resume web1", []string{api.StatePaused, api.StatePausedCritical}, "Resumed"},
 		{api.ActionSave, "Save VMs' memory to disk and stop them", `Save a VM's memory and device state into its directory and stop its QEMU
 process; the VM is then Saved and uses no memory. 'hv vm start' resumes it

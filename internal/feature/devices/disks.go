@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/hostvm"
 	"github.com/hvproject/hv/internal/machine"
 	"github.com/hvproject/hv/internal/operation"
+	"github.com/hvproject/hv/internal/qemu"
 	"github.com/hvproject/hv/internal/undo"
 	"github.com/hvproject/hv/internal/validate"
 	"github.com/hvproject/hv/internal/vmconfig"
@@ -102,7 +103,11 @@ func (f *Service) addDisk(ctx context.Context, op *operation.Op, v hostvm.VM, ad
 		}
 		op.SetStage("plugging in " + d.Name)
 		path := v.Path(d.File)
-		if err := ss.PlugDisk(ctx, machine.Disk{ID: d.Name, Path: path, Format: d.Format, Bus: d.Bus}); err != nil {
+		onError := qemu.OnErrorReport // as the disks QEMU started with (see host's spec)
+		if cfg := v.Config(); cfg.PausesOnIOError() {
+			onError = qemu.OnErrorStop
+		}
+		if err := ss.PlugDisk(ctx, machine.Disk{ID: d.Name, Path: path, Format: d.Format, Bus: d.Bus, OnError: onError}); err != nil {
 			return err
 		}
 		u.Add("unplug "+d.Name, func(ctx context.Context) error {
