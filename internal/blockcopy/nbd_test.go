@@ -36,13 +36,19 @@ func run(t *testing.T, name string, args ...string) {
 // the test ends; it returns the socket.
 func serve(t *testing.T, img, bitmap string) string {
 	t.Helper()
+	return serveFormat(t, img, "qcow2", bitmap)
+}
+
+// serveFormat is serve for an image of any format qemu-nbd reads.
+func serveFormat(t testing.TB, img, format, bitmap string) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "hvbc") // short: sun_path holds 108 bytes
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "nbd.sock")
-	args := []string{"-k", sock, "--read-only", "--persistent", "--shared=8", "-x", "disk", "-f", "qcow2"}
+	args := []string{"-k", sock, "--read-only", "--persistent", "--shared=8", "-x", "disk", "-f", format}
 	if bitmap != "" {
 		args = append(args, "-B", bitmap)
 	}
