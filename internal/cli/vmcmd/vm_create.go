@@ -12,28 +12,7 @@ func newVMCreateCmd(a *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a VM",
-		Long: `Create a VM named NAME, in state Off (or Running with --start).
-
-Generation 2 VMs (the default) boot UEFI firmware (OVMF), optionally with
-Secure Boot; generation 1 VMs boot a BIOS (SeaBIOS). With --image the image
-(qcow2, raw, vmdk, vhdx...) is copied into the VM's directory as its boot disk,
-and grown to --disk-size if that is larger; without it --disk-size makes an
-empty boot disk. --kernel, --initrd and --cmdline boot a Linux kernel directly
-instead of the firmware's boot loader.
-
---max-memory is the ceiling up to which memory can be added while the VM runs
-(generation 2; default 4x --memory, at most the host's). --nested lets the
-guest run VMs of its own (it needs KVM). --cpu-compat (processor
-compatibility) runs the VM on a generic x86-64 CPU model that every host
-runs, so that it can move live to a host with another CPU. Network adapters and data disks are
-added with 'hv vm nic add' and 'hv vm disk add'; dynamic memory is set with
-'hv vm set'.
-
-` + criticalErrorHelp + `
-
-Paths are resolved against the current directory before they are sent to hvd.
-Sizes take K, M, G and T suffixes (powers of 1024). Copying an image shows
-its progress.`,
+		Long:  vmCreateLong,
 		Example: `  # An empty 20 GiB generation 2 VM with Secure Boot
   hv vm create db1 --secure-boot --cpus 4 --memory 4G --disk-size 20G
 
@@ -119,3 +98,27 @@ func createVM(a *cli.App, cmd *cobra.Command, req api.VMCreate) error {
 	}
 	return showVMs(a, []api.VM{vm}, false)
 }
+
+// vmCreateLong is the command's help.
+const vmCreateLong = `Create a VM named NAME, in state Off (or Running with --start).
+
+Generation 2 VMs (the default) boot UEFI firmware (OVMF), optionally with
+Secure Boot; generation 1 VMs boot a BIOS (SeaBIOS). With --image the image
+(qcow2, raw, vmdk, vhdx...) is copied into the VM's directory as its boot disk,
+and grown to --disk-size if that is larger; without it --disk-size makes an
+empty boot disk. --kernel, --initrd and --cmdline boot a Linux kernel directly
+instead of the firmware's boot loader.
+
+--max-memory is the ceiling up to which memory can be added while the VM runs
+(generation 2; default 4x --memory, at most the host's). --nested lets the
+guest run VMs of its own (it needs KVM). --cpu-compat (processor
+compatibility) runs the VM on a generic x86-64 CPU model that every host
+runs, so that it can move live to a host with another CPU. Network adapters and data disks are
+added with 'hv vm nic add' and 'hv vm disk add'; dynamic memory is set with
+'hv vm set'.
+
+` + criticalErrorHelp + `
+
+Paths are resolved against the current directory before they are sent to hvd.
+Sizes take K, M, G and T suffixes (powers of 1024). Copying an image shows
+its progress.`

@@ -60,15 +60,8 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 			if upd.CriticalErrorAction, upd.CriticalErrorTimeoutSeconds, err = criticalErrorValues(cmd, criticalAction, criticalTimeout); err != nil {
 				return err
 			}
-			dynFlags := f.Changed("memory-minimum") || f.Changed("memory-maximum") || f.Changed("memory-buffer")
-			switch {
-			case f.Changed("dynamic-memory"):
-				if !dynamic && dynFlags {
-					return cli.Usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer go with --dynamic-memory, not --dynamic-memory=false")
-				}
-				upd.DynamicMemory = &api.DynamicMemoryUpdate{Enabled: dynamic, Minimum: minimum, Maximum: maximum, BufferPercent: buffer}
-			case dynFlags:
-				return cli.Usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer need --dynamic-memory")
+			if upd.DynamicMemory, err = dynamicMemoryUpdate(cmd, dynamic, api.DynamicMemoryUpdate{Enabled: dynamic, Minimum: minimum, Maximum: maximum, BufferPercent: buffer}); err != nil {
+				return err
 			}
 			if upd == (api.VMUpdate{}) {
 				return cli.Usagef(cmd, "nothing to change: give --cpus, --memory, --max-memory, --nested, --dynamic-memory, --cmdline, --checkpoint-type or --critical-error-action/-timeout")
@@ -95,6 +88,23 @@ func newVMSetCmd(a *cli.App) *cobra.Command {
 	_ = cmd.RegisterFlagCompletionFunc("checkpoint-type", cobra.FixedCompletions(cli.CheckpointSettings(), cobra.ShellCompDirectiveNoFileComp))
 	criticalErrorFlags(cmd, &criticalAction, &criticalTimeout)
 	return cmd
+}
+
+// dynamicMemoryUpdate is the dynamic memory change the flags ask for, nil
+// for none.
+func dynamicMemoryUpdate(cmd *cobra.Command, enabled bool, d api.DynamicMemoryUpdate) (*api.DynamicMemoryUpdate, error) {
+	f := cmd.Flags()
+	dynFlags := f.Changed("memory-minimum") || f.Changed("memory-maximum") || f.Changed("memory-buffer")
+	switch {
+	case f.Changed("dynamic-memory"):
+		if !enabled && dynFlags {
+			return nil, cli.Usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer go with --dynamic-memory, not --dynamic-memory=false")
+		}
+		return &d, nil
+	case dynFlags:
+		return nil, cli.Usagef(cmd, "--memory-minimum, --memory-maximum and --memory-buffer need --dynamic-memory")
+	}
+	return nil, nil
 }
 
 // vmSetLong is the command's help.
