@@ -92,6 +92,23 @@ func newHostFlags(t *testing.T, flags ...string) *host {
 	return h
 }
 
+// newTmpfsHost starts hvd on a root that is a tmpfs of size (a disk that
+// really fills up), named name in the mount table.
+func newTmpfsHost(t *testing.T, size, name string) *host {
+	t.Helper()
+	root, err := os.MkdirTemp("/tmp", "hve2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", name, root).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
+	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock")}
+	h.setup()
+	return h
+}
+
 // newNetHost starts hvd in a fresh network namespace: its switches, taps, DHCP
 // server and VMs see nothing of the machine's own network, and every packet a
 // test sends stays inside.

@@ -54,22 +54,13 @@ func TestConsoleFloodIsCapped(t *testing.T) {
 // state reaches the disk once there is room; nothing is half written.
 func TestStateWritesOnFullDisk(t *testing.T) {
 	t.Parallel()
-	root, err := os.MkdirTemp("/tmp", "hve2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "hvfull", root).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
-	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock")}
-	h.setup()
+	h := newTmpfsHost(t, "96m", "hvfull")
 	h.must("vm", "create", "full", "--generation", "1", "--memory", "128M", "--kernel", guest("vmlinuz"),
 		"--initrd", guest("initrd.img"), "--cmdline", "console=ttyS0 quiet", "--start")
 	h.waitHeartbeat("full")
 	v := h.vm("full")
 
-	fill := filepath.Join(root, "fill")
+	fill := filepath.Join(h.root, "fill")
 	exec.Command("dd", "if=/dev/zero", "of="+fill, "bs=1M").Run() // until the file system is full
 	t.Cleanup(func() { os.Remove(fill) })
 

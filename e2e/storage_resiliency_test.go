@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,16 +17,7 @@ import (
 // and is turned off when its storage stays away past its critical error
 // timeout.
 func TestStorageResiliency(t *testing.T) {
-	root, err := os.MkdirTemp("/tmp", "hve2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=128m,mode=0700", "hvstorage", root).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
-	h := &host{t: t, root: root, socket: filepath.Join(root, "hvd.sock")}
-	h.setup()
+	h := newTmpfsHost(t, "128m", "hvstorage")
 	const vm = "st"
 	h.must("vm", "create", vm, "--generation", "1", "--memory", "192M", "--kernel", guest("vmlinuz"),
 		"--initrd", guest("initrd.img"), "--cmdline", "console=ttyS0 quiet")
@@ -39,7 +29,7 @@ func TestStorageResiliency(t *testing.T) {
 	sum := strings.Fields(h.exec(vm, "dd if=/dev/urandom of=/run/src bs=1M count=24 2>/dev/null && sha256sum /run/src"))[0]
 
 	// The guest writes 24M where 8M are left: QEMU stops at ENOSPC.
-	ballast := filepath.Join(root, "ballast")
+	ballast := filepath.Join(h.root, "ballast")
 	fillLeaving(t, ballast, 8<<20)
 	// (After a second: the exec must end before the guest pauses.)
 	h.exec(vm, "(sleep 1; dd if=/run/src of=/dev/vda bs=1M oflag=direct 2>/run/dd.err; echo $? > /run/dd.rc) </dev/null >/dev/null 2>&1 &")
@@ -83,7 +73,7 @@ func TestStorageResiliency(t *testing.T) {
 	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("turned off %s after it paused; its timeout is 15s", d)
 	}
-	if pids := qemuPIDs(root); len(pids) > 0 {
+	if pids := qemuPIDs(h.root); len(pids) > 0 {
 		t.Fatalf("QEMU still runs after the timeout: %v", pids)
 	}
 }
