@@ -13,7 +13,8 @@ type VMMove struct {
 	// instead of removing them once the target runs it.
 	KeepSource bool `json:"keep_source,omitempty"`
 	// Bandwidth bounds the files' copy and the memory stream in bytes per
-	// second; 0: files unbounded, memory at QEMU's default (128 MiB/s).
+	// second; 0: both unbounded (QEMU's own 128 MiB/s cap on the memory
+	// is lifted, as libvirt does).
 	Bandwidth uint64 `json:"bandwidth,omitempty"`
 	// MaxDowntime is the longest pause of the guest at the switch-over, in
 	// milliseconds (QEMU's downtime-limit); 0: 300.

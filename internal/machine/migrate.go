@@ -53,12 +53,28 @@ type Incoming struct {
 	Bitmaps []qmp.BitmapMigrationNode
 }
 
-// QEMU's own defaults, which a move without --bandwidth or --max-downtime
-// gets.
+// What a move without --bandwidth or --max-downtime gets. The downtime
+// limit is QEMU's default. The bandwidth is not: QEMU caps the memory
+// stream at 128 MiB/s unless told otherwise, and where the guest is paused
+// for the copy (PausedCopy) every byte of that cap is downtime; libvirt
+// lifts it too. --bandwidth bounds it again.
 const (
-	DefaultMaxBandwidth  = 128 << 20 // bytes/s
-	DefaultDowntimeLimit = 300       // ms
+	UnboundedBandwidth   = 1 << 40 // bytes/s: 1 TiB/s, far above any link, and no overflow in QEMU's rate limiter
+	DefaultDowntimeLimit = 300     // ms
 )
+
+// limits are the memory stream's bandwidth (bytes/s) and downtime limit
+// (ms) for out: its own, or the defaults above.
+func limits(out Outgoing) (bandwidth, downtime uint64) {
+	bandwidth, downtime = out.MaxBandwidth, out.DowntimeLimit
+	if bandwidth == 0 {
+		bandwidth = UnboundedBandwidth
+	}
+	if downtime == 0 {
+		downtime = DefaultDowntimeLimit
+	}
+	return bandwidth, downtime
+}
 
 // Outgoing is the source side of a migration.
 type Outgoing struct {
@@ -68,7 +84,7 @@ type Outgoing struct {
 	Disks       []string // the top images' format nodes, as on the target
 	Bitmaps     []qmp.BitmapMigrationNode
 	// MaxBandwidth (bytes/s) and DowntimeLimit (ms) bound the memory
-	// transfer; 0 means QEMU's defaults. AutoConverge throttles a guest
+	// transfer; 0 means unbounded and QEMU's 300 ms. AutoConverge throttles a guest
 	// that dirties memory faster than it moves.
 	MaxBandwidth  uint64
 	DowntimeLimit uint64
@@ -368,13 +384,7 @@ func (m *Machine) MigrateState(ctx context.Context, out Outgoing, progress func(
 	// Both are set on every move: QEMU keeps parameters from one migration
 	// to the next, and a move cancelled at --bandwidth 2M would otherwise
 	// slow every later move of the VM to 2 MB/s.
-	bw, downtime := out.MaxBandwidth, out.DowntimeLimit
-	if bw == 0 {
-		bw = DefaultMaxBandwidth
-	}
-	if downtime == 0 {
-		downtime = DefaultDowntimeLimit
-	}
+	bw, downtime := limits(out)
 	params.MaxBandwidth, params.DowntimeLimit = &bw, &downtime
 	if err := qmp.Do(ctx, m.qmp, params); err != nil {
 		return MigrationProgress{}, err

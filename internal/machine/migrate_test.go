@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"math"
 	"math/big"
 	"net"
 	"os"
@@ -388,5 +389,26 @@ func TestLosesDirtyPages(t *testing.T) {
 		if got := LosesDirtyPages(tc.accel, tc.version); got != tc.want {
 			t.Errorf("LosesDirtyPages(%q, %q) = %v, want %v", tc.accel, tc.version, got, tc.want)
 		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	for _, c := range []struct {
+		out          Outgoing
+		bw, downtime uint64
+	}{
+		{Outgoing{}, UnboundedBandwidth, DefaultDowntimeLimit},
+		{Outgoing{MaxBandwidth: 8 << 20}, 8 << 20, DefaultDowntimeLimit},
+		{Outgoing{DowntimeLimit: 50}, UnboundedBandwidth, 50},
+	} {
+		bw, downtime := limits(c.out)
+		if bw != c.bw || downtime != c.downtime {
+			t.Errorf("limits(%+v) = %d B/s, %d ms; want %d, %d", c.out, bw, downtime, c.bw, c.downtime)
+		}
+	}
+	// QEMU's rate limiter works in int64 bytes per tenth of a second: the
+	// unbounded value must stay far inside it.
+	if UnboundedBandwidth > math.MaxInt64/1000 {
+		t.Errorf("UnboundedBandwidth %d overflows QEMU's rate limiter", uint64(UnboundedBandwidth))
 	}
 }

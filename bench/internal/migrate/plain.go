@@ -28,8 +28,8 @@ import (
 // -incoming defer serves its empty top image over NBD with TLS; the source
 // mirrors its disk into it (blockdev-mirror, sync=top); the memory follows over
 // TLS with the same capabilities (events, dirty-bitmaps, pause-before-switchover,
-// auto-converge) and parameters (tls-creds, tls-hostname, no bitmaps; downtime
-// limit and bandwidth at QEMU's defaults, as hv sets them without flags); at the switch-over
+// auto-converge) and parameters (tls-creds, tls-hostname, no bitmaps; QEMU's
+// default downtime limit and no bandwidth limit, as hv sets them without flags); at the switch-over
 // the mirror is completed, then the devices' state goes; the target then runs.
 
 const (

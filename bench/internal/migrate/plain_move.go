@@ -142,7 +142,8 @@ func (p *plainMigration) migrateSource(ctx context.Context, q *migQEMU, nbdPort,
 	}
 	err = q.doAll(ctx, []qmpStep{
 		{"migrate-set-capabilities", plainCaps},
-		{"migrate-set-parameters", map[string]any{"tls-creds": plainTLSID, "tls-hostname": plainTLSHost, "block-bitmap-mapping": []any{}}},
+		{"migrate-set-parameters", map[string]any{"tls-creds": plainTLSID, "tls-hostname": plainTLSHost, "block-bitmap-mapping": []any{},
+			"max-bandwidth": int64(1) << 40}}, // no limit, as hv without --bandwidth
 		{"migrate", map[string]any{"uri": "tcp:127.0.0.1:" + migPort}},
 	})
 	if err != nil {

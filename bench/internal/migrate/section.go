@@ -69,7 +69,7 @@ func migrateSection(e *harness.Env, r *migResult) string {
 func migMethod(b *strings.Builder, r *migResult) {
 	b.WriteString("- **hv**: two hvds with fresh roots, `--listen 127.0.0.1:PORT`, peered with `hv trust add` / `hv peer add` " +
 		"(as e2e/migration_test.go); the VM created with `--image` and started until its heartbeat is OK. Each run is " +
-		"`hv vm move VM --to PEER -o json` (default settings: TLS, downtime limit and bandwidth at QEMU's defaults, auto-converge); " +
+		"`hv vm move VM --to PEER -o json` (default settings: TLS, QEMU's default downtime limit, no bandwidth limit, auto-converge); " +
 		"**total time** is t0 just before exec of `hv` to its exit. QEMU downtime is the result's `downtime_ms`. The VM moves a→b, then b→a, and so on.\n")
 	b.WriteString("- **plain**: the same QEMU command line hvd runs (devices, `-S`, chardevs, node layout; the target with the " +
 		"versioned machine type and `-incoming defer`), driven over QMP with a raw client written in the benchmark, doing hv's " +
@@ -227,10 +227,9 @@ func migLibvirtMethod(b *strings.Builder, r *migResult) {
 		"job-completed event on the source (libvirt counts from the guest's stop to the target's resume); memory and disk are "+
 		"its `memory_processed` and `disk_processed` (with sync=full the mirror's progress counts the whole virtual disk, zeros "+
 		"included, where sync=top counts the allocated part). A wrong `--tls-destination` fails at the NBD connection "+
-		"(\"Certificate does not match the hostname\"): the streams use TLS. Two differences in settings are libvirt's own "+
-		"defaults, left as a libvirt user gets them: libvirt sets QEMU's `max-bandwidth` to no limit unless `--bandwidth` "+
-		"is given, where hv and the plain side leave QEMU's default (128 MiB/s), a limit that is in their downtime "+
-		"when the memory moves with the guest paused; and its mirror is sync=full. libvirt's total time also holds "+
+		"(\"Certificate does not match the hostname\"): the streams use TLS. libvirt sets QEMU's `max-bandwidth` to no limit "+
+		"unless `--bandwidth` is given, as hv and the plain side do; one difference in settings is libvirt's own default, "+
+		"left as a libvirt user gets it: its mirror is sync=full. libvirt's total time also holds "+
 		"what `virsh migrate` waits for after the stream (the target's finish, the source's confirm and QEMU's exit) "+
 		"and virsh's connections to the daemons.\n",
 		lvRelease(r.lvVersion), live)

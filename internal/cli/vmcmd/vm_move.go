@@ -75,7 +75,7 @@ func newVMMoveCmd(a *cli.App) *cobra.Command {
 	f.StringVar(&req.To, "to", "", "the host to move the VM to (a peer of this host)")
 	f.BoolVar(&req.Quick, "quick", false, "save the running VM, copy it and restore it there (quick migration) instead of moving it live")
 	f.BoolVar(&req.KeepSource, "keep-source", false, "keep the VM's files here, as a VM that is off")
-	f.StringVar(&bandwidth, "bandwidth", "", "bytes per second at most for the files and the memory, e.g. 100M (default: files unbounded, memory 128M as QEMU's)")
+	f.StringVar(&bandwidth, "bandwidth", "", "bytes per second at most for the files and the memory, e.g. 100M (default: unbounded)")
 	f.DurationVar(&downtime, "max-downtime", 0, "the longest pause of the guest at the switch-over (default 300ms)")
 	f.BoolVar(&req.NoAutoConverge, "no-auto-converge", false, "do not slow a busy guest down so that its memory converges")
 	_ = cmd.RegisterFlagCompletionFunc("bandwidth", cobra.NoFileCompletions)
