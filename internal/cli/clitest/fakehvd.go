@@ -108,31 +108,7 @@ func (f *FakeHVD) routes() http.Handler {
 		f.Mu.Unlock()
 		reply(w, 202, f.startOp("vm.create", steps...))
 	})
-	m.HandleFunc("PUT /1.0/vms/{name}/state", func(w http.ResponseWriter, r *http.Request) {
-		var put api.VMStatePut
-		f.decode(r, &put)
-		v, ok := f.vm(w, r)
-		if !ok {
-			return
-		}
-		if put.Action == api.ActionStart && v.State != api.StateOff {
-			reply(w, 409, api.Error{Error: "cannot start VM " + v.Name + ": it is " + v.State, Code: 409})
-			return
-		}
-		reply(w, 202, f.startOp("vm."+put.Action, api.Operation{Status: api.OpSuccess}))
-	})
-	m.HandleFunc("POST /1.0/vms/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
-		var req api.ExecRequest
-		f.decode(r, &req)
-		if _, ok := f.vm(w, r); !ok {
-			return
-		}
-		f.Mu.Lock()
-		res := f.ExecResult
-		f.Mu.Unlock()
-		reply(w, 202, f.startOp("vm.exec", api.Operation{Status: api.OpRunning}, api.Operation{Status: api.OpSuccess, Result: res}))
-	})
-	m.HandleFunc("GET /1.0/vms/{name}/console", f.console)
+	f.vmActionRoutes(m)
 	m.HandleFunc("GET /1.0/operations/{id}", func(w http.ResponseWriter, r *http.Request) {
 		f.record(r)
 		f.Mu.Lock()
@@ -255,4 +231,33 @@ func reply(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// vmActionRoutes serves the state changes, exec and the console.
+func (f *FakeHVD) vmActionRoutes(m *http.ServeMux) {
+	m.HandleFunc("PUT /1.0/vms/{name}/state", func(w http.ResponseWriter, r *http.Request) {
+		var put api.VMStatePut
+		f.decode(r, &put)
+		v, ok := f.vm(w, r)
+		if !ok {
+			return
+		}
+		if put.Action == api.ActionStart && v.State != api.StateOff {
+			reply(w, 409, api.Error{Error: "cannot start VM " + v.Name + ": it is " + v.State, Code: 409})
+			return
+		}
+		reply(w, 202, f.startOp("vm."+put.Action, api.Operation{Status: api.OpSuccess}))
+	})
+	m.HandleFunc("POST /1.0/vms/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ExecRequest
+		f.decode(r, &req)
+		if _, ok := f.vm(w, r); !ok {
+			return
+		}
+		f.Mu.Lock()
+		res := f.ExecResult
+		f.Mu.Unlock()
+		reply(w, 202, f.startOp("vm.exec", api.Operation{Status: api.OpRunning}, api.Operation{Status: api.OpSuccess, Result: res}))
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/console", f.console)
 }

@@ -91,136 +91,8 @@ func (b *BackupHVD) routes() http.Handler {
 		defer b.bmu.Unlock()
 		reply(w, 200, b.Host)
 	})
-	m.HandleFunc("POST /1.0/vms/{name}/backups", func(w http.ResponseWriter, r *http.Request) {
-		var req api.BackupCreate
-		b.decode(r, &req)
-		if _, ok := b.vm(w, r); !ok {
-			return
-		}
-		b.bmu.Lock()
-		b.creates = append(b.creates, req)
-		next, hook := b.Next, b.onCreate
-		b.bmu.Unlock()
-		if next == nil {
-			reply(w, 503, api.Error{Error: "backups are being built", Code: 503})
-			return
-		}
-		last := next(req)
-		var ab api.Backup
-		if last.Status == api.OpSuccess {
-			ab = last.Result.(api.Backup)
-			b.bmu.Lock()
-			b.Open[ab.ID] = ab
-			b.bmu.Unlock()
-		}
-		if hook != nil {
-			hook()
-		}
-		reply(w, 202, b.startOp("vm.backup",
-			api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "freezing the guest's file systems"}}, last))
-	})
-	m.HandleFunc("GET /1.0/vms/{name}/backups", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := b.vm(w, r); !ok {
-			return
-		}
-		b.bmu.Lock()
-		defer b.bmu.Unlock()
-		out := []api.Backup{}
-		for _, ab := range b.Open {
-			out = append(out, ab)
-		}
-		reply(w, 200, out)
-	})
-	m.HandleFunc("DELETE /1.0/vms/{name}/backups/{backup}", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := b.vm(w, r); !ok {
-			return
-		}
-		b.bmu.Lock()
-		defer b.bmu.Unlock()
-		id := r.PathValue("backup")
-		if _, ok := b.Open[id]; !ok {
-			reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s of VM %s is not open", id, r.PathValue("name")), Code: 404})
-			return
-		}
-		delete(b.Open, id)
-		b.Aborted = append(b.Aborted, id)
-		reply(w, 200, struct{}{})
-	})
-	m.HandleFunc("POST /1.0/vms/{name}/backups/{backup}/finish", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := b.vm(w, r); !ok {
-			return
-		}
-		b.bmu.Lock()
-		defer b.bmu.Unlock()
-		id := r.PathValue("backup")
-		ab, ok := b.Open[id]
-		if !ok {
-			reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s is not open", id), Code: 404})
-			return
-		}
-		if b.OnFinish != nil {
-			if err := b.OnFinish(id); err != nil {
-				reply(w, 500, api.Error{Error: err.Error(), Code: 500})
-				return
-			}
-		}
-		delete(b.Open, id)
-		b.Finished = append(b.Finished, id)
-		rp := api.ReferencePoint{ID: id, Time: ab.Time, Consistency: ab.Consistency}
-		for _, d := range ab.Disks {
-			rp.Disks = append(rp.Disks, d.Name)
-		}
-		b.Refs = []api.ReferencePoint{rp} // the newest replaces the older ones, as in hvd
-		reply(w, 200, rp)
-	})
-	m.HandleFunc("GET /1.0/vms/{name}/backups/{backup}/files", func(w http.ResponseWriter, r *http.Request) {
-		dir, files, ok := b.backupFiles(w, r)
-		if !ok {
-			return
-		}
-		out := []api.BackupFile{}
-		for _, f := range files {
-			if fi, err := os.Stat(filepath.Join(dir, f.File)); err == nil {
-				f.Size = fi.Size()
-				out = append(out, f)
-			}
-		}
-		reply(w, 200, out)
-	})
-	m.HandleFunc("GET /1.0/vms/{name}/backups/{backup}/files/{file}", func(w http.ResponseWriter, r *http.Request) {
-		dir, files, ok := b.backupFiles(w, r)
-		if !ok {
-			return
-		}
-		for _, f := range files {
-			if f.Name != r.PathValue("file") {
-				continue
-			}
-			data, err := os.ReadFile(filepath.Join(dir, f.File))
-			if err != nil {
-				break
-			}
-			w.Header().Set("X-Hv-File", f.File)
-			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-			w.WriteHeader(200)
-			w.Write(data)
-			return
-		}
-		reply(w, 404, api.Error{Error: fmt.Sprintf("VM %s has no %s file", r.PathValue("name"), r.PathValue("file")), Code: 404})
-	})
-	m.HandleFunc("GET /1.0/vms/{name}/tracking", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := b.vm(w, r); !ok {
-			return
-		}
-		b.bmu.Lock()
-		defer b.bmu.Unlock()
-		out := api.ChangeTracking{ReferencePoints: append([]api.ReferencePoint{}, b.Refs...),
-			Disks: []api.TrackedDisk{{Name: "root", Tracked: true}, {Name: "data1", Reason: "the dirty bitmap was lost"}}}
-		for _, ab := range b.Open {
-			out.Open = &ab
-		}
-		reply(w, 200, out)
-	})
+	b.backupRoutes(m)
+	b.backupFileRoutes(m)
 	m.HandleFunc("POST /1.0/imports", func(w http.ResponseWriter, r *http.Request) {
 		var req api.VMImport
 		b.decode(r, &req)
@@ -344,4 +216,142 @@ func (s *QEMUNBD) Stop() {
 		s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+// backupRoutes serves starting, listing and aborting backups.
+func (b *BackupHVD) backupRoutes(m *http.ServeMux) {
+	m.HandleFunc("POST /1.0/vms/{name}/backups", func(w http.ResponseWriter, r *http.Request) {
+		var req api.BackupCreate
+		b.decode(r, &req)
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		b.creates = append(b.creates, req)
+		next, hook := b.Next, b.onCreate
+		b.bmu.Unlock()
+		if next == nil {
+			reply(w, 503, api.Error{Error: "backups are being built", Code: 503})
+			return
+		}
+		last := next(req)
+		var ab api.Backup
+		if last.Status == api.OpSuccess {
+			ab = last.Result.(api.Backup)
+			b.bmu.Lock()
+			b.Open[ab.ID] = ab
+			b.bmu.Unlock()
+		}
+		if hook != nil {
+			hook()
+		}
+		reply(w, 202, b.startOp("vm.backup",
+			api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "freezing the guest's file systems"}}, last))
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/backups", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		out := []api.Backup{}
+		for _, ab := range b.Open {
+			out = append(out, ab)
+		}
+		reply(w, 200, out)
+	})
+	m.HandleFunc("DELETE /1.0/vms/{name}/backups/{backup}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		id := r.PathValue("backup")
+		if _, ok := b.Open[id]; !ok {
+			reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s of VM %s is not open", id, r.PathValue("name")), Code: 404})
+			return
+		}
+		delete(b.Open, id)
+		b.Aborted = append(b.Aborted, id)
+		reply(w, 200, struct{}{})
+	})
+}
+
+// backupFileRoutes serves finishing a backup, its files and the change tracking it reads.
+func (b *BackupHVD) backupFileRoutes(m *http.ServeMux) {
+	m.HandleFunc("POST /1.0/vms/{name}/backups/{backup}/finish", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		id := r.PathValue("backup")
+		ab, ok := b.Open[id]
+		if !ok {
+			reply(w, 404, api.Error{Error: fmt.Sprintf("backup %s is not open", id), Code: 404})
+			return
+		}
+		if b.OnFinish != nil {
+			if err := b.OnFinish(id); err != nil {
+				reply(w, 500, api.Error{Error: err.Error(), Code: 500})
+				return
+			}
+		}
+		delete(b.Open, id)
+		b.Finished = append(b.Finished, id)
+		rp := api.ReferencePoint{ID: id, Time: ab.Time, Consistency: ab.Consistency}
+		for _, d := range ab.Disks {
+			rp.Disks = append(rp.Disks, d.Name)
+		}
+		b.Refs = []api.ReferencePoint{rp} // the newest replaces the older ones, as in hvd
+		reply(w, 200, rp)
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/backups/{backup}/files", func(w http.ResponseWriter, r *http.Request) {
+		dir, files, ok := b.backupFiles(w, r)
+		if !ok {
+			return
+		}
+		out := []api.BackupFile{}
+		for _, f := range files {
+			if fi, err := os.Stat(filepath.Join(dir, f.File)); err == nil {
+				f.Size = fi.Size()
+				out = append(out, f)
+			}
+		}
+		reply(w, 200, out)
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/backups/{backup}/files/{file}", func(w http.ResponseWriter, r *http.Request) {
+		dir, files, ok := b.backupFiles(w, r)
+		if !ok {
+			return
+		}
+		for _, f := range files {
+			if f.Name != r.PathValue("file") {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(dir, f.File))
+			if err != nil {
+				break
+			}
+			w.Header().Set("X-Hv-File", f.File)
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.WriteHeader(200)
+			w.Write(data)
+			return
+		}
+		reply(w, 404, api.Error{Error: fmt.Sprintf("VM %s has no %s file", r.PathValue("name"), r.PathValue("file")), Code: 404})
+	})
+	m.HandleFunc("GET /1.0/vms/{name}/tracking", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := b.vm(w, r); !ok {
+			return
+		}
+		b.bmu.Lock()
+		defer b.bmu.Unlock()
+		out := api.ChangeTracking{ReferencePoints: append([]api.ReferencePoint{}, b.Refs...),
+			Disks: []api.TrackedDisk{{Name: "root", Tracked: true}, {Name: "data1", Reason: "the dirty bitmap was lost"}}}
+		for _, ab := range b.Open {
+			out.Open = &ab
+		}
+		reply(w, 200, out)
+	})
 }

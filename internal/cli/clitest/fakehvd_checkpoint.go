@@ -77,6 +77,25 @@ func (f *FakeHVD) checkpointRoutes(m *http.ServeMux) {
 			api.Operation{Status: api.OpRunning, Progress: &api.Progress{Stage: "freezing the guest's file systems"}},
 			api.Operation{Status: api.OpSuccess, Result: cp}))
 	})
+	f.checkpointChangeRoutes(m)
+	f.exportRoutes(m)
+}
+
+// checkpointIndex finds the checkpoint of the request's path by name or id, or answers
+// 404 as hvd does (f.mu held).
+func (f *FakeHVD) checkpointIndex(w http.ResponseWriter, r *http.Request) int {
+	name, cp := r.PathValue("name"), r.PathValue("checkpoint")
+	for i, c := range f.Checkpoints[name] {
+		if c.Name == cp || c.ID == cp {
+			return i
+		}
+	}
+	reply(w, 404, api.Error{Error: fmt.Sprintf("checkpoint %q of VM %s does not exist; list them with: hv checkpoint list %s", cp, name, name), Code: 404})
+	return -1
+}
+
+// checkpointChangeRoutes serves renaming, deleting and applying checkpoints.
+func (f *FakeHVD) checkpointChangeRoutes(m *http.ServeMux) {
 	m.HandleFunc("PATCH /1.0/vms/{name}/checkpoints/{checkpoint}", func(w http.ResponseWriter, r *http.Request) {
 		var req api.CheckpointRename
 		f.decode(r, &req)
@@ -142,6 +161,10 @@ func (f *FakeHVD) checkpointRoutes(m *http.ServeMux) {
 		}
 		reply(w, 202, f.startOp("checkpoint.apply", api.Operation{Status: api.OpSuccess, Result: v}))
 	})
+}
+
+// exportRoutes serves export, move and import.
+func (f *FakeHVD) exportRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /1.0/vms/{name}/export", func(w http.ResponseWriter, r *http.Request) {
 		var req api.VMExport
 		f.decode(r, &req)
@@ -185,17 +208,4 @@ func (f *FakeHVD) checkpointRoutes(m *http.ServeMux) {
 		vm := api.VM{Name: name, State: api.StateOff, CheckpointType: api.CheckpointProduction}
 		reply(w, 202, f.startOp("vm.import", api.Operation{Status: api.OpSuccess, Resources: []string{"/1.0/vms/" + name}, Result: vm}))
 	})
-}
-
-// checkpointIndex finds the checkpoint of the request's path by name or id, or answers
-// 404 as hvd does (f.mu held).
-func (f *FakeHVD) checkpointIndex(w http.ResponseWriter, r *http.Request) int {
-	name, cp := r.PathValue("name"), r.PathValue("checkpoint")
-	for i, c := range f.Checkpoints[name] {
-		if c.Name == cp || c.ID == cp {
-			return i
-		}
-	}
-	reply(w, 404, api.Error{Error: fmt.Sprintf("checkpoint %q of VM %s does not exist; list them with: hv checkpoint list %s", cp, name, name), Code: 404})
-	return -1
 }
