@@ -32,7 +32,7 @@ func (f *fakeProber) RunGuest(ctx context.Context, accel, cpu string) error {
 }
 
 func TestChooseAccel(t *testing.T) {
-	hang := errors.New("QEMU started but the guest ran no code within 5s")
+	hang := errors.New("QEMU started but the guest did not reach long mode and report back within 5s")
 	msr := errors.New(`QEMU was killed (signal: aborted): QEMU said "failed to set MSR 0x10a to 0x69"`)
 	for _, tc := range []struct {
 		name       string
@@ -49,7 +49,7 @@ func TestChooseAccel(t *testing.T) {
 		{name: "no permission", mode: "", p: &fakeProber{device: fs.ErrPermission},
 			wantAccel: "tcg", wantCPU: "max", wantReason: []string{"kvm group"}},
 		{name: "opens but runs nothing", mode: "auto", p: &fakeProber{runs: map[string]error{"host": msr, "qemu64": hang}},
-			wantAccel: "tcg", wantCPU: "max", wantReason: []string{"opens but KVM cannot run guest code", "MSR 0x10a", "-cpu host", "-cpu qemu64", "ran no code"}},
+			wantAccel: "tcg", wantCPU: "max", wantReason: []string{"opens but KVM cannot run guest code", "MSR 0x10a", "-cpu host", "-cpu qemu64", "did not reach long mode"}},
 		{name: "host model refused, baseline runs", mode: "auto", p: &fakeProber{runs: map[string]error{"host": msr}},
 			wantAccel: "kvm", wantCPU: "qemu64", wantReason: []string{"CPU model qemu64 only", "MSR 0x10a"}},
 		{name: "kvm asked, opens but runs nothing", mode: "kvm", p: &fakeProber{runs: map[string]error{"host": msr, "qemu64": hang}},
@@ -112,6 +112,14 @@ func TestHostProber(t *testing.T) {
 	if err := (HostProber{Binary: bin}).RunGuest(ctx, AccelTCG, CPUModelTCG); err != nil {
 		t.Fatalf("the probe guest does not run under TCG: %v", err)
 	}
+	// The guest must reach long mode, as a kernel does before its first
+	// line: a CPU that has none (qemu32) fails the probe, as a paravirtual
+	// KVM that runs real-mode code but stops in long mode does.
+	if err := (HostProber{Binary: bin}).RunGuest(ctx, AccelTCG, "qemu32"); err == nil {
+		t.Error("the probe guest reported back from a CPU without long mode")
+	} else {
+		t.Logf("without long mode: %v", err)
+	}
 	// A device that opens (here /dev/null) with a QEMU whose KVM works: the
 	// stand-in runs the real QEMU with TCG in place of KVM.
 	works := standIn(t, fmt.Sprintf(`args=""; for a in "$@"; do [ "$a" = kvm ] && a=tcg; [ "$a" = host ] && a=max; args="$args $a"; done; exec %s $args`, bin))
@@ -126,7 +134,7 @@ func TestHostProber(t *testing.T) {
 	if err != nil || a.Name != AccelTCG {
 		t.Fatalf("broken KVM: %+v, %v", a, err)
 	}
-	for _, w := range []string{"failed to set MSR 0x10a", "killed", "ran no code within"} {
+	for _, w := range []string{"failed to set MSR 0x10a", "killed", "did not reach long mode"} {
 		if !strings.Contains(a.Reason, w) {
 			t.Errorf("reason %q lacks %q", a.Reason, w)
 		}
