@@ -12,6 +12,7 @@ import (
 	"github.com/hvproject/hv/internal/feature/images"
 	"github.com/hvproject/hv/internal/feature/integration"
 	"github.com/hvproject/hv/internal/feature/migration"
+	"github.com/hvproject/hv/internal/feature/resiliency"
 	"github.com/hvproject/hv/internal/feature/storage"
 	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/hostvm"
@@ -44,6 +45,7 @@ func (s *Service) newFeatures(o Options) {
 	s.devs = s.devices
 	s.images = images.New(s)
 	s.storage = storage.New(s)
+	s.resilience = resiliency.New(s, o.CriticalRetry, s.stop)
 	var peers migration.Peers = noPeers{}
 	if o.Peers != nil {
 		peers = o.Peers

@@ -73,6 +73,20 @@ func (v *vm) UpdateRuntime(fn func(*vmconfig.Runtime)) error {
 
 func (v *vm) SetState(state, reason string) error { return v.s.setState(v, state, reason) }
 
+func (v *vm) RecordFact(ss hostvm.Session, fn func(rt *vmconfig.Runtime) bool) (bool, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.sess == nil || hostvm.Session(v.sess) != ss {
+		return false, nil
+	}
+	rt := v.rt
+	if !fn(&rt) {
+		return false, nil
+	}
+	v.rt.CriticalSince = rt.CriticalSince
+	return true, v.setFactLocked(rt.State, rt.Reason)
+}
+
 func (v *vm) Session() (hostvm.Session, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -151,6 +165,27 @@ func (s *Service) TurnOff(hv hostvm.VM, reason string) error {
 		return fmt.Errorf("VM %s has no QEMU process: %w", v.name, errdefs.ErrConflict)
 	}
 	return s.turnOff(v, ss, reason)
+}
+
+func (s *Service) TurnOffIf(ctx context.Context, hv hostvm.VM, ss hostvm.Session, still func(vmconfig.Runtime) bool, reason string) (bool, error) {
+	v := hv.(*vm)
+	v.mu.Lock()
+	cancelHolder := v.cancel
+	v.mu.Unlock()
+	if cancelHolder != nil {
+		cancelHolder() // as a kill does: the operation in the way ends
+	}
+	if err := v.acquireWait(ctx, "vm.turn-off", "", nil); err != nil {
+		return false, err
+	}
+	defer v.release()
+	v.mu.Lock()
+	cur, ok := v.sess, still(v.rt)
+	v.mu.Unlock()
+	if cur == nil || hostvm.Session(cur) != ss || !ok {
+		return false, nil // resumed, or turned off, meanwhile
+	}
+	return true, s.turnOff(v, cur, reason)
 }
 
 func (s *Service) CheckAction(hv hostvm.VM, action string) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/hvproject/hv/internal/guest"
 	"github.com/hvproject/hv/internal/operation"
 	"github.com/hvproject/hv/internal/qemu"
+	"github.com/hvproject/hv/internal/vmconfig"
 )
 
 // ChangeState starts the operation that moves a VM along its state machine. The
@@ -226,6 +227,16 @@ func (s *Service) wentOff(v *vm, reason string) {
 	v.mu.Unlock()
 	_ = os.Remove(v.runPath(filePID))
 	s.setFact(v, api.StateOff, reason)
+}
+
+// diskOnError is what QEMU does with a host I/O error on c's disks: stop
+// the guest (storage resiliency, see feature/resiliency) unless the VM
+// says the guest gets it.
+func diskOnError(c vmconfig.Config) string {
+	if c.PausesOnIOError() {
+		return qemu.OnErrorStop
+	}
+	return qemu.OnErrorReport
 }
 
 // turnOff kills QEMU (Hyper-V's "Turn Off") and records Off.

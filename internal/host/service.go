@@ -24,6 +24,7 @@ import (
 	"github.com/hvproject/hv/internal/feature/images"
 	"github.com/hvproject/hv/internal/feature/integration"
 	"github.com/hvproject/hv/internal/feature/migration"
+	"github.com/hvproject/hv/internal/feature/resiliency"
 	"github.com/hvproject/hv/internal/feature/storage"
 	"github.com/hvproject/hv/internal/feature/transfer"
 	"github.com/hvproject/hv/internal/hostenv"
@@ -74,7 +75,7 @@ type Options struct {
 	// fill the disk holding every VM's state.
 	VMLogMax int64
 	// CriticalRetry is how often a PausedCritical VM tries its storage
-	// again (default DefaultCriticalRetry; tests shorten it).
+	// again (default resiliency.DefaultRetry; tests shorten it).
 	CriticalRetry time.Duration
 }
 
@@ -112,13 +113,13 @@ type Service struct {
 	devs      vmDevices // devices, as a VM's life calls them
 	images    *images.Service
 	storage   *storage.Service
+	// resilience watches running VMs' storage (PausedCritical).
+	resilience *resiliency.Service
 
 	mu  sync.Mutex
 	vms map[string]*vm // by name; a name being created maps to a placeholder
 
 	stop chan struct{} // closed by Close: ends the background loops
-
-	criticalRetry time.Duration // how often a PausedCritical VM retries (criticalEvery)
 }
 
 // New checks the host (QEMU, qemu-img, firmware, accelerator), prepares Root and
@@ -134,7 +135,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	s := &Service{
 		root: root, runDir: filepath.Join(root, "run"),
 		log: o.Log, bus: o.Bus, ops: o.Ops, hbEvery: o.HeartbeatInterval, hooks: o.Hooks, guardBin: o.GuardBinary,
-		vms: map[string]*vm{}, stop: make(chan struct{}), criticalRetry: o.CriticalRetry,
+		vms: map[string]*vm{}, stop: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -48,9 +48,15 @@ func (s *Service) attachRunner(v *vm, m hostvm.Machine, blk hostvm.Block) *sessi
 	go s.devs.Balance(ctx, v, ss)
 	go s.watchExit(v, ss)
 	if src, ok := m.(ioErrorSource); ok {
-		go s.watchStorage(v, ss, src.IOErrors())
+		go s.resilience.Watch(v, ss, src.IOErrors())
 	}
 	return ss
+}
+
+// ioErrorSource is a machine that tells of the disk errors that paused its
+// guest (a *machine.Machine; fakes in tests).
+type ioErrorSource interface {
+	IOErrors() <-chan machine.IOError
 }
 
 // detach lets go of the VM's QEMU without touching it (hvd is stopping).

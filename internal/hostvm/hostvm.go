@@ -51,6 +51,14 @@ type VM interface {
 	UpdateRuntime(fn func(*vmconfig.Runtime)) error
 	// SetState records a state durably, or not at all (the caller undoes).
 	SetState(state, reason string) error
+	// RecordFact records what happened to the VM's running QEMU (its
+	// guest paused on a disk error, it runs again) while ss is still that
+	// QEMU: fn edits a copy of the runtime record (its State, Reason and
+	// CriticalSince are kept) and says whether to keep it. Unlike SetState
+	// a fact stays true when the disk refuses the record: it is kept in
+	// memory, written when the disk allows, and the error says so. changed
+	// is false when ss is gone or fn left the record.
+	RecordFact(ss Session, fn func(rt *vmconfig.Runtime) bool) (changed bool, err error)
 	// Session is the VM's running QEMU, when it has one.
 	Session() (Session, bool)
 	Guest() *guest.Guest

@@ -157,6 +157,22 @@ func (v *VM) SetState(state, reason string) error {
 	return nil
 }
 
+// RecordFact edits the runtime record while ss is the VM's Sess.
+func (v *VM) RecordFact(ss hostvm.Session, fn func(rt *vmconfig.Runtime) bool) (bool, error) {
+	cur, ok := v.Session()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !ok || cur != ss {
+		return false, nil
+	}
+	rt := v.rt
+	if !fn(&rt) {
+		return false, nil
+	}
+	v.rt = rt
+	return true, nil
+}
+
 // States lists the states SetState recorded, in order.
 func (v *VM) States() []string {
 	v.mu.Lock()
