@@ -1,12 +1,15 @@
 package results
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/hvproject/hv/internal/qemu"
 )
 
 // FSOf names the file system dir is on: "ext4 on /dev/vda (/)", from /proc/self/mountinfo.
@@ -51,7 +54,7 @@ type Host struct {
 
 // DescribeHost reads this machine's CPU, cores, accelerator and QEMU version.
 func DescribeHost(qemuBin string) Host {
-	h := Host{CPU: "unknown CPU", Cores: runtime.NumCPU(), Accel: accelerator(), QEMU: qemuVersion(qemuBin),
+	h := Host{CPU: "unknown CPU", Cores: runtime.NumCPU(), Accel: accelerator(qemuBin), QEMU: qemuVersion(qemuBin),
 		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC")}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -64,14 +67,16 @@ func DescribeHost(qemuBin string) Host {
 	return h
 }
 
-// accelerator is kvm when /dev/kvm can be opened for writing (as hvd decides), tcg otherwise.
-func accelerator() string {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+// accelerator is what hvd would choose here: kvm when a probe guest runs on
+// it (a /dev/kvm that opens may still fail every real guest), tcg otherwise.
+func accelerator(qemuBin string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*qemu.ProbeTimeout)
+	defer cancel()
+	a, err := qemu.ChooseAccel(ctx, qemu.AccelAuto, qemu.HostProber{Binary: qemuBin})
 	if err != nil {
-		return "tcg"
+		return qemu.AccelTCG
 	}
-	f.Close()
-	return "kvm"
+	return a.Name
 }
 
 // Short is the host on one line, for a section's "Measured ... on ...".
