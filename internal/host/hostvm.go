@@ -169,6 +169,14 @@ func (s *Service) TurnOff(hv hostvm.VM, reason string) error {
 
 func (s *Service) TurnOffIf(ctx context.Context, hv hostvm.VM, ss hostvm.Session, still func(vmconfig.Runtime) bool, reason string) (bool, error) {
 	v := hv.(*vm)
+	holds := func() (*session, bool) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.sess, v.sess != nil && hostvm.Session(v.sess) == ss && still(v.rt)
+	}
+	if _, ok := holds(); !ok {
+		return false, nil
+	}
 	v.mu.Lock()
 	cancelHolder := v.cancel
 	v.mu.Unlock()
@@ -179,10 +187,8 @@ func (s *Service) TurnOffIf(ctx context.Context, hv hostvm.VM, ss hostvm.Session
 		return false, err
 	}
 	defer v.release()
-	v.mu.Lock()
-	cur, ok := v.sess, still(v.rt)
-	v.mu.Unlock()
-	if cur == nil || hostvm.Session(cur) != ss || !ok {
+	cur, ok := holds()
+	if !ok {
 		return false, nil // resumed, or turned off, meanwhile
 	}
 	return true, s.turnOff(v, cur, reason)
