@@ -37,7 +37,7 @@ func main() {
 
 type options struct {
 	root, socket, logLevel, logFormat string
-	accel, vmLogMax, probeCache       string
+	accel, vmLogMax                   string
 	heartbeat                         time.Duration
 	listen, storage                   []string
 	config                            string
@@ -54,15 +54,12 @@ each VM's configuration and state under --root, and runs one QEMU process per
 running VM.
 
 VMs run on KVM when hvd's probe shows that it runs guest code: at start, hvd
-boots a few bytes of code (no firmware) that go from real mode to 64-bit long
-mode with paging, as a kernel does, under KVM with the host's CPU model and a
-baseline one, and uses the first that reports back. A /dev/kvm that opens but
-cannot run guests (a paravirtual or half-enabled KVM, a CPU feature KVM
-refuses) is not enough. Otherwise VMs run on TCG emulation, and 'hv host info'
-says why in plain words. --accel kvm refuses to start where KVM does not work;
---accel tcg skips the probe. The result is kept (--probe-cache) for the rest of
-the boot while QEMU and /dev/kvm stay the same, so a restart of hvd does not
-wait for the probe again; 'hv host info --refresh' probes again.
+boots a few bytes of real-mode code (no firmware) under KVM with the host's CPU
+model and a baseline one, and uses the first that reports back. A /dev/kvm that
+opens but cannot run guests (a paravirtual or half-enabled KVM, a CPU feature
+KVM refuses) is not enough. Otherwise VMs run on TCG emulation, and 'hv host
+info' says why in plain words. --accel kvm refuses to start where KVM does not
+work; --accel tcg skips the probe.
 
 QEMU processes outlive hvd: stop or restart hvd at any time (even kill -9) and the
 VMs keep running; the next hvd finds them again. Every change is on disk before the
@@ -119,7 +116,6 @@ hvd runs in the foreground and logs to stderr; run it under systemd or a shell j
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto (KVM when the probe runs guest code, else TCG), kvm (refuse to start without it) or tcg")
-	f.StringVar(&o.probeCache, "probe-cache", "/run/hv/accel-probe.json", "keep the accelerator's probe in FILE for the rest of the boot, so that a restart does not probe again ('hv host info --refresh' does); \"\": probe at every start")
 	f.StringVar(&o.vmLogMax, "vm-log-max", "8M", "keep at most this much of each VM's console.log and qemu.log (the oldest half goes beyond it)")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "how often each running VM's guest agent is pinged")
 	f.StringSliceVar(&o.listen, "listen", nil, "also serve the API on ADDR:PORT over TLS with client certificates (repeatable, or comma-separated)")
@@ -187,7 +183,7 @@ func run(ctx context.Context, o options) error {
 	bus := events.NewBus(log)
 	ops := operation.NewManager(bus, httpapi.StatusCode)
 	svc, err := host.New(ctx, host.Options{Root: o.root, Log: log, Bus: bus, Ops: ops, HeartbeatInterval: o.heartbeat,
-		Hooks: crashHooks(log), Accel: o.accel, ProbeCache: o.probeCache, VMLogMax: int64(logMax), Storage: storage,
+		Hooks: crashHooks(log), Accel: o.accel, VMLogMax: int64(logMax), Storage: storage,
 		Peers: migrationPeers{remote.peers}, ListenHost: migrationListenHost(o.listen)})
 	if err != nil {
 		return err

@@ -62,9 +62,6 @@ type Options struct {
 	Accel string
 	// Prober stands in for /dev/kvm and QEMU in tests of the decision.
 	Prober qemu.Prober
-	// ProbeCache keeps the accelerator's probe for the rest of the boot
-	// (see hostenv); "": probe at every start.
-	ProbeCache string
 	// Store keeps the VMs' records (default: files in each VM's directory).
 	Store store.Store
 	// Peers reaches the other hosts this one trusts (moving VMs away); nil:
@@ -167,7 +164,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if s.locs, err = locations.New(filepath.Join(root, "vms"), o.Storage); err != nil {
 		return nil, err
 	}
-	if s.env, err = hostenv.New(ctx, hostenv.Options{QEMUBinary: o.QEMUBinary, Accel: o.Accel, Prober: o.Prober, Log: s.log, ProbeCache: o.ProbeCache}); err != nil {
+	if s.env, err = hostenv.New(ctx, hostenv.Options{QEMUBinary: o.QEMUBinary, Accel: o.Accel, Prober: o.Prober, Log: s.log}); err != nil {
 		return nil, err
 	}
 	if s.disk, err = disk.NewTool(); err != nil {

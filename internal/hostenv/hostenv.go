@@ -24,9 +24,6 @@ type Options struct {
 	Accel      string       // auto (default), kvm or tcg: see qemu.ChooseAccel
 	Prober     qemu.Prober  // nil: the real /dev/kvm and QEMU
 	Log        *slog.Logger // nil: slog.Default()
-	// ProbeCache is a file that keeps the probe's result for the rest of
-	// the boot (see probecache.go); "": probe at every start.
-	ProbeCache string
 }
 
 // Env is the host's hypervisor as found at start; Probe looks at the
@@ -39,7 +36,6 @@ type Env struct {
 
 	mode   string
 	prober qemu.Prober
-	cache  string // Options.ProbeCache
 	log    *slog.Logger
 	accel  atomic.Pointer[qemu.Accel]
 }
@@ -47,7 +43,7 @@ type Env struct {
 // New finds QEMU and the firmware and probes the accelerator. A missing QEMU,
 // or --accel kvm on a host where KVM runs no guest, is an error.
 func New(ctx context.Context, o Options) (*Env, error) {
-	e := &Env{QEMU: o.QEMUBinary, mode: o.Accel, prober: o.Prober, log: o.Log, cache: o.ProbeCache}
+	e := &Env{QEMU: o.QEMUBinary, mode: o.Accel, prober: o.Prober, log: o.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -66,10 +62,8 @@ func New(ctx context.Context, o Options) (*Env, error) {
 	if e.prober == nil {
 		e.prober = qemu.HostProber{Binary: e.QEMU}
 	}
-	if !e.probedThisBoot() {
-		if _, err := e.Probe(ctx); err != nil {
-			return nil, err
-		}
+	if _, err := e.Probe(ctx); err != nil {
+		return nil, err
 	}
 	e.Firmware = qemu.FindFirmware()
 	return e, nil
@@ -93,45 +87,12 @@ func (e *Env) Probe(ctx context.Context) (qemu.Accel, error) {
 		return qemu.Accel{}, err
 	}
 	e.accel.Store(&a)
-	e.logAccel(a, "")
-	if key, ok := currentProbeKey(e.QEMU, a.Mode); ok && a.Mode != qemu.AccelTCG {
-		if err := saveProbe(e.cache, key, a); err != nil {
-			e.log.Warn("cannot keep the accelerator's probe for hvd's next start; it probes again then", "file", e.cache, "err", err)
-		}
+	if a.Name == qemu.AccelKVM && a.Reason == "" {
+		e.log.Info("accelerator", "accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode)
+	} else {
+		e.log.Warn("accelerator: "+a.Reason, "accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode)
 	}
 	return a, nil
-}
-
-// probedThisBoot takes the probe's result kept earlier in this boot, when
-// nothing it depends on changed.
-func (e *Env) probedThisBoot() bool {
-	mode := e.mode
-	if mode == "" {
-		mode = qemu.AccelAuto
-	}
-	key, ok := currentProbeKey(e.QEMU, mode)
-	if !ok || mode == qemu.AccelTCG {
-		return false
-	}
-	a, ok := loadProbe(e.cache, key)
-	if !ok || (mode == qemu.AccelKVM && a.Name != qemu.AccelKVM) {
-		return false // --accel kvm where it did not work: probe, and refuse with why
-	}
-	e.accel.Store(&a)
-	e.logAccel(a, "probed at "+a.ProbedAt.Format("15:04:05")+" in this boot; 'hv host info --refresh' probes again")
-	return true
-}
-
-func (e *Env) logAccel(a qemu.Accel, kept string) {
-	attrs := []any{"accelerator", a.Name, "cpu", a.CPU, "mode", a.Mode}
-	if kept != "" {
-		attrs = append(attrs, "kept", kept)
-	}
-	if a.Name == qemu.AccelKVM && a.Reason == "" {
-		e.log.Info("accelerator", attrs...)
-	} else {
-		e.log.Warn("accelerator: "+a.Reason, attrs...)
-	}
 }
 
 // Accel is the accelerator a VM starting now gets.
