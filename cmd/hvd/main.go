@@ -54,12 +54,13 @@ each VM's configuration and state under --root, and runs one QEMU process per
 running VM.
 
 VMs run on KVM when hvd's probe shows that it runs guest code: at start, hvd
-boots a few bytes of real-mode code (no firmware) under KVM with the host's CPU
-model and a baseline one, and uses the first that reports back. A /dev/kvm that
-opens but cannot run guests (a paravirtual or half-enabled KVM, a CPU feature
-KVM refuses) is not enough. Otherwise VMs run on TCG emulation, and 'hv host
-info' says why in plain words. --accel kvm refuses to start where KVM does not
-work; --accel tcg skips the probe.
+boots a few bytes of code (no firmware) that go from real mode to 64-bit long
+mode with paging, as a kernel does, under KVM with the host's CPU model and a
+baseline one, and uses the first that reports back. A /dev/kvm that opens but
+cannot run guests (a paravirtual or half-enabled KVM, a CPU feature KVM
+refuses) is not enough. Otherwise VMs run on TCG emulation, and 'hv host info'
+says why in plain words. --accel kvm refuses to start where KVM does not work;
+--accel tcg skips the probe.
 
 QEMU processes outlive hvd: stop or restart hvd at any time (even kill -9) and the
 VMs keep running; the next hvd finds them again. Every change is on disk before the
